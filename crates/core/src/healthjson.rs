@@ -1,0 +1,274 @@
+//! IETF "Health Check Response Format for HTTP APIs" (health+json), both
+//! sides: the response type apps build (see the client crate's builder), and
+//! the interpreter the daemon applies to whatever JSON a target returns.
+//!
+//! The interpreter is lenient on purpose: Spring Boot (`UP`/`DOWN`), Terminus
+//! (`ok`/`error`), the seed's Python `HealthCheckResponse` (`releaseID`) and
+//! the draft all carry a top-level `status`. Anything it cannot read leaves
+//! the HTTP verdict alone.
+
+use crate::health::CheckResult;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The media type of health+json.
+pub const CONTENT_TYPE: &str = "application/health+json";
+
+/// `status` of a health+json response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Healthy.
+    Pass,
+    /// Healthy, with some concerns.
+    Warn,
+    /// Unhealthy.
+    Fail,
+}
+
+impl HealthStatus {
+    /// The HTTP status code that goes with the status: the draft asks for
+    /// 2xx-3xx with pass and warn, 4xx-5xx with fail. We answer 200 and 503.
+    pub fn http_status(self) -> u16 {
+        match self {
+            HealthStatus::Pass | HealthStatus::Warn => 200,
+            HealthStatus::Fail => 503,
+        }
+    }
+}
+
+/// One observation of a component (an entry of `checks`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckObservation {
+    /// Unique id of the component instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component_id: Option<String>,
+    /// Type of the component (`datastore`, `system`, `component`...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component_type: Option<String>,
+    /// The measured value (any JSON value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_value: Option<serde_json::Value>,
+    /// Unit of `observed_value`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_unit: Option<String>,
+    /// Status of this component.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<HealthStatus>,
+    /// Components this one depends on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affected_endpoints: Vec<String>,
+    /// When the observation was made (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Human-readable detail, typically on warn/fail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Links for this component.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub links: BTreeMap<String, String>,
+}
+
+/// A health+json response document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthResponse {
+    /// Overall status.
+    pub status: HealthStatus,
+    /// Public version of the service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Release id of the service (the seed wrote `releaseID`).
+    #[serde(skip_serializing_if = "Option::is_none", alias = "releaseID")]
+    pub release_id: Option<String>,
+    /// Notes about the service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Raw error output, on warn/fail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Unique id of the service (the seed wrote `serviceID`).
+    #[serde(skip_serializing_if = "Option::is_none", alias = "serviceID")]
+    pub service_id: Option<String>,
+    /// Human-friendly description of the service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Component checks, keyed `component:measurement`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, Vec<CheckObservation>>,
+    /// Links about the service.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub links: BTreeMap<String, String>,
+}
+
+/// What the daemon read from a target's body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BodyReport {
+    /// The verdict the body states, if it states one we understand.
+    pub verdict: Option<CheckResult>,
+    /// `output` (or Spring's `error`/`message`), trimmed to [`MAX_TEXT`].
+    pub output: Option<String>,
+    /// The body's `output`, `notes`, `checks` (and `details`/`components`),
+    /// as compact JSON of at most [`MAX_DETAILS`] bytes, for display.
+    pub details: Option<String>,
+}
+
+/// The longest `output` kept, in bytes: enough for a sentence or a stack
+/// trace's first line, small enough for a mail subject line and a table cell.
+pub const MAX_TEXT: usize = 500;
+
+/// The most details JSON kept per check, in bytes: 100,000 services keep a
+/// thousand checks each, so this bounds the store, not the target.
+pub const MAX_DETAILS: usize = 4096;
+
+/// Maps a `status` word to a check result: `pass`/`ok`/`up` pass,
+/// `warn` warns, `fail`/`error`/`down` fail (case-insensitive, with the
+/// usual synonyms). Unknown words give `None`.
+pub fn status_word(word: &str) -> Option<CheckResult> {
+    let w = word.trim().to_ascii_lowercase();
+    match w.as_str() {
+        "pass" | "ok" | "up" | "healthy" | "green" => Some(CheckResult::Pass),
+        "warn" | "warning" | "degraded" | "yellow" => Some(CheckResult::Warn),
+        "fail" | "failed" | "error" | "down" | "unhealthy" | "out_of_service" | "critical"
+        | "red" => Some(CheckResult::Fail),
+        _ => None,
+    }
+}
+
+/// Reads a target's body. Never fails: a body that is not JSON, or JSON
+/// without a `status` we understand, yields an empty report.
+pub fn interpret_body(body: &[u8]) -> BodyReport {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return BodyReport::default();
+    }
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body)
+    else {
+        return BodyReport::default();
+    };
+    let verdict = map
+        .get("status")
+        .and_then(|v| v.as_str())
+        .and_then(status_word);
+    let output = ["output", "error", "message"]
+        .iter()
+        .find_map(|k| map.get(*k).and_then(|v| v.as_str()))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| truncate(s, MAX_TEXT));
+    let mut kept = serde_json::Map::new();
+    for key in ["output", "notes", "checks", "details", "components"] {
+        if let Some(v) = map.get(key) {
+            if !v.is_null() && v != &serde_json::json!("") {
+                kept.insert(key.to_string(), v.clone());
+            }
+        }
+    }
+    let details = (!kept.is_empty())
+        .then(|| serde_json::Value::Object(kept).to_string())
+        .filter(|s| s.len() <= MAX_DETAILS);
+    BodyReport {
+        verdict,
+        output,
+        details,
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_status_words_of_common_frameworks() {
+        let cases: &[(&str, Option<CheckResult>)] = &[
+            (r#"{"status":"pass"}"#, Some(CheckResult::Pass)),
+            (r#"{"status":"UP"}"#, Some(CheckResult::Pass)),
+            (r#"{"status":"ok"}"#, Some(CheckResult::Pass)),
+            (r#"{"status":"warn"}"#, Some(CheckResult::Warn)),
+            (
+                r#"{"status":"fail","output":"db down"}"#,
+                Some(CheckResult::Fail),
+            ),
+            (r#"{"status":"DOWN"}"#, Some(CheckResult::Fail)),
+            (r#"{"status":"error"}"#, Some(CheckResult::Fail)),
+            (r#"{"status":"banana"}"#, None),
+            (r#"{"status":3}"#, None),
+            (r#"["status"]"#, None),
+            ("not json", None),
+            ("{broken", None),
+            ("", None),
+        ];
+        for (body, want) in cases {
+            assert_eq!(interpret_body(body.as_bytes()).verdict, *want, "{body}");
+        }
+    }
+
+    #[test]
+    fn keeps_output_and_details() {
+        let r = interpret_body(
+            br#"{"status":"fail","output":"db down","checks":{"db:ping":[{"status":"fail"}]}}"#,
+        );
+        assert_eq!(r.output.as_deref(), Some("db down"));
+        let d: serde_json::Value = serde_json::from_str(r.details.as_deref().unwrap()).unwrap();
+        assert!(d["checks"]["db:ping"].is_array());
+    }
+
+    #[test]
+    fn truncates_on_char_boundary() {
+        let s = "é".repeat(400);
+        let t = truncate(&s, MAX_TEXT);
+        assert!(t.len() <= MAX_TEXT);
+        assert!(t.ends_with("..."));
+    }
+
+    #[test]
+    fn reads_the_seed_python_response() {
+        let body = br#"{"status":"pass","version":"1","releaseID":"1.0.0","serviceID":"","description":"health of x service","notes":"","output":""}"#;
+        let r = interpret_body(body);
+        assert_eq!(r.verdict, Some(CheckResult::Pass));
+        assert_eq!(r.output, None);
+    }
+
+    #[test]
+    fn response_round_trips_through_the_interpreter() {
+        let resp = HealthResponse {
+            status: HealthStatus::Warn,
+            version: Some("1".into()),
+            release_id: Some("1.2.3".into()),
+            notes: vec!["n".into()],
+            output: Some("slow disk".into()),
+            service_id: Some("id".into()),
+            description: Some("d".into()),
+            checks: BTreeMap::from([(
+                "disk:utilization".to_string(),
+                vec![CheckObservation {
+                    status: Some(HealthStatus::Warn),
+                    observed_value: Some(serde_json::json!(93)),
+                    observed_unit: Some("percent".into()),
+                    ..Default::default()
+                }],
+            )]),
+            links: BTreeMap::new(),
+        };
+        let json = serde_json::to_vec(&resp).unwrap();
+        let back: HealthResponse = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, resp);
+        let r = interpret_body(&json);
+        assert_eq!(r.verdict, Some(CheckResult::Warn));
+        assert_eq!(r.output.as_deref(), Some("slow disk"));
+        assert!(String::from_utf8(json).unwrap().contains("\"releaseId\""));
+    }
+}

@@ -1,0 +1,26 @@
+//! The pure domain of healthchecker: what a service is, how its health is
+//! judged, and which state changes deserve a mail.
+//!
+//! Nothing here does I/O: no sockets, no clocks, no SQL, no logging. Time is
+//! passed in as an argument. That is why this is its own crate: the daemon,
+//! the client library and the tests all share exactly one definition of a
+//! valid registration, of the state machine and of health+json.
+//!
+//! # Layout
+//! - [`spec`]: raw registration input ([`spec::RegisterRequest`]) parsed once
+//!   into a validated [`spec::ServiceSpec`], with errors naming the field.
+//! - [`health`]: the ELB-style state machine ([`health::HealthTracker`]).
+//! - [`notify`]: which transitions send a mail.
+//! - [`healthjson`]: the IETF health+json response type and the interpreter
+//!   of a target's JSON body.
+//! - [`schedule`]: deterministic jitter and next-due arithmetic.
+#![forbid(unsafe_code)]
+
+pub mod health;
+pub mod healthjson;
+pub mod notify;
+pub mod schedule;
+pub mod spec;
+
+pub use health::{CheckResult, HealthState, HealthTracker, Thresholds, Transition};
+pub use spec::{Protocol, RegisterRequest, ServiceSpec, SpecError, Target};
