@@ -1,1 +1,197 @@
+//! The healthchecker daemon as a library.
+//!
+//! [`run`] takes a validated [`Config`], a bound listener and a shutdown
+//! future, so tests bind port 0 and stop cleanly; the `healthchecker` binary
+//! is a thin wrapper around it.
+//!
+//! # Layout
+//! - [`config`]: layered settings (CLI > env > TOML > defaults), validated once.
+//! - [`store`]: SQLite (WAL): schema migrations, registrations, the batch
+//!   writer that records checks, events and the outbox in one transaction.
+//! - [`probe`]: TCP, SSL, HTTP and HTTPS checks over fresh connections.
+//! - [`scheduler`]: one timer heap for every service, the state machine
+//!   applied to each result.
+//! - [`notify`]: the mail outbox sender and renderer.
+//! - [`http`]: the v1 and legacy APIs, `/health`, `/metrics`.
+//! - [`metrics`]: Prometheus series.
+#![forbid(unsafe_code)]
 
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod probe;
+pub mod scheduler;
+pub mod store;
+
+pub use config::Config;
+
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error("store {path}: {source}")]
+    Store {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: store::StoreError,
+    },
+    /// A file named by the configuration could not be used.
+    #[error("{0}")]
+    Config(String),
+    /// The HTTP server failed.
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How often old checks are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn load_extra_roots(cfg: &Config) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    let Some(path) = &cfg.tls_ca_file else {
+        return Ok(Vec::new());
+    };
+    rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServerError::Config(format!("--tls-ca-file {}: {e}", path.display())))
+}
+
+/// Runs the daemon until `shutdown` completes: opens the store, starts the
+/// scheduler, the batch writer, the mail sender and the HTTP API on
+/// `listener`. On shutdown it stops accepting, lets in-flight probes finish
+/// (each bounded by its timeout), flushes pending writes and returns.
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = store::Store::open(&cfg.db).map_err(|source| ServerError::Store {
+        path: cfg.db.clone(),
+        source,
+    })?;
+    tracing::info!(path = %cfg.db.display(), "store opened");
+    let services = store.load_all().map_err(|source| ServerError::Store {
+        path: cfg.db.clone(),
+        source,
+    })?;
+    let tls = probe::TlsContext::new(load_extra_roots(&cfg)?);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let (writer, writer_handle) = store::Writer::start(&store);
+    let outbox_note = cfg
+        .smtp
+        .is_none()
+        .then(|| "smtp not configured".to_string());
+    if outbox_note.is_some() {
+        tracing::warn!("SMTP is not configured (--smtp-url): notifications are recorded but not sent");
+    }
+    let scheduler = scheduler::start(
+        services,
+        scheduler::SchedulerConfig {
+            max_concurrent_probes: cfg.max_concurrent_probes,
+            notify_min_gap_ms: cfg.notify_min_gap.as_millis() as i64,
+            outbox_note,
+        },
+        probe::Prober::new(tls),
+        writer_handle.clone(),
+        metrics.clone(),
+        cancel.clone(),
+        &tasks,
+    );
+    {
+        let store = store.clone();
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(PRUNE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => {
+                        let s = store.clone();
+                        match tokio::task::spawn_blocking(move || s.prune(clock::now_ms())).await {
+                            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "pruned check history"),
+                            Ok(Err(e)) => tracing::warn!(error = %e, "pruning failed"),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let state = http::AppState(Arc::new(http::AppInner {
+        store: store.clone(),
+        scheduler,
+        metrics,
+        config: Arc::new(cfg.clone()),
+        started_at: clock::now_ms(),
+    }));
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    let app = http::router(state);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("shutting down");
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    writer_handle.flush().await;
+    drop(writer_handle);
+    writer.join();
+    served?;
+    Ok(())
+}
+
+/// A daemon running in this process on a loopback port, for tests and
+/// embedding. Stops on [`Daemon::stop`] (or when dropped, without waiting).
+pub struct Daemon {
+    /// The API's base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// The bound address.
+    pub addr: std::net::SocketAddr,
+    cancel: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<Result<(), ServerError>>>,
+}
+
+impl Daemon {
+    /// Starts the daemon on `127.0.0.1:0` with `cfg`.
+    pub async fn start(cfg: Config) -> Result<Daemon, ServerError> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        let handle = tokio::spawn(run(cfg, listener, async move { c.cancelled().await }));
+        Ok(Daemon {
+            url: format!("http://{addr}"),
+            addr,
+            cancel,
+            handle: Some(handle),
+        })
+    }
+
+    /// Stops the daemon and waits for it to finish.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        self.cancel.cancel();
+        match self.handle.take() {
+            Some(h) => h.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}

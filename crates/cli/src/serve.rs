@@ -1,0 +1,161 @@
+//! `healthchecker serve`: options, logging, signals, then `server::run`.
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use healthchecker_server::config::{LogFormat, Setting, Source};
+use healthchecker_server::Config;
+use std::process::ExitCode;
+
+/// Options of `serve`. Each may also come from `HEALTHCHECKER_<NAME>` or
+/// the TOML file named by `--config`; values are validated by the server's
+/// config module, which names the option and its source on error.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// API listen address [default: 0.0.0.0:8484]
+    #[arg(long, env = "HEALTHCHECKER_BIND", value_name = "ADDR")]
+    bind: Option<String>,
+    /// SQLite database file [default: $XDG_DATA_HOME/healthchecker/healthchecker.db]
+    #[arg(long, env = "HEALTHCHECKER_DB", value_name = "PATH")]
+    db: Option<String>,
+    /// TOML config file (lower precedence than options and environment)
+    #[arg(long, env = "HEALTHCHECKER_CONFIG", value_name = "PATH")]
+    config: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "HEALTHCHECKER_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Do not advertise over mDNS
+    #[arg(long, env = "HEALTHCHECKER_NO_MDNS")]
+    no_mdns: bool,
+    /// Advertise only on this interface (repeatable)
+    #[arg(
+        long,
+        env = "HEALTHCHECKER_MDNS_INTERFACE",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    mdns_interface: Vec<String>,
+    /// mDNS instance name [default: HealthChecker on <hostname>]
+    #[arg(long, env = "HEALTHCHECKER_MDNS_NAME", value_name = "NAME")]
+    mdns_name: Option<String>,
+    /// Do not advertise the seed client's _healthchecker._http._tcp name
+    #[arg(long, env = "HEALTHCHECKER_NO_LEGACY_MDNS")]
+    no_legacy_mdns: bool,
+    /// Most probes running at once [default: 4096]
+    #[arg(long, env = "HEALTHCHECKER_MAX_CONCURRENT_PROBES", value_name = "N")]
+    max_concurrent_probes: Option<String>,
+    /// Base URL of the dashboard, for links in mails [default: from --bind]
+    #[arg(long, env = "HEALTHCHECKER_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+    /// SMTP server: smtp://[user@]host:port[?tls=starttls] or smtps://[user@]host:465
+    #[arg(long, env = "HEALTHCHECKER_SMTP_URL", value_name = "URL")]
+    smtp_url: Option<String>,
+    /// From address of mails
+    #[arg(long, env = "HEALTHCHECKER_SMTP_FROM", value_name = "ADDR")]
+    smtp_from: Option<String>,
+    /// File holding the SMTP password (else HEALTHCHECKER_SMTP_PASSWORD)
+    #[arg(long, env = "HEALTHCHECKER_SMTP_PASSWORD_FILE", value_name = "PATH")]
+    smtp_password_file: Option<String>,
+    /// At most one mail per service per this many seconds [default: 60]
+    #[arg(long, env = "HEALTHCHECKER_NOTIFY_MIN_GAP", value_name = "SECONDS")]
+    notify_min_gap: Option<String>,
+    /// Extra trusted CA certificates (PEM) for services with tls_verify
+    #[arg(long, env = "HEALTHCHECKER_TLS_CA_FILE", value_name = "PATH")]
+    tls_ca_file: Option<String>,
+}
+
+/// Turns clap's matches into settings that remember where each value came from.
+fn settings(m: &ArgMatches) -> Vec<Setting> {
+    let mut out = Vec::new();
+    for id in m.ids() {
+        let key = id.as_str();
+        let source = match m.value_source(key) {
+            Some(ValueSource::CommandLine) => Source::Cli,
+            Some(ValueSource::EnvVariable) => {
+                Source::Env(format!("HEALTHCHECKER_{}", key.to_uppercase()))
+            }
+            _ => continue,
+        };
+        let values: Vec<String> = match m.try_get_raw(key) {
+            Ok(Some(raw)) => raw.map(|v| v.to_string_lossy().into_owned()).collect(),
+            _ => continue,
+        };
+        let is_flag = matches!(key, "no_mdns" | "no_legacy_mdns");
+        let values = if is_flag && source == Source::Cli {
+            vec!["true".to_string()]
+        } else {
+            values
+        };
+        out.push(Setting {
+            key: key.replace('_', "-"),
+            values,
+            source,
+        });
+    }
+    out
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub fn main(_args: ServeArgs, m: &ArgMatches) -> ExitCode {
+    let cfg = match Config::resolve(settings(m)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("healthchecker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cfg.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("healthchecker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(cfg.bind).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("healthchecker: cannot listen on {} (--bind): {e}", cfg.bind);
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("healthchecker: database {}", cfg.db.display());
+        match healthchecker_server::run(cfg, listener, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("healthchecker: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

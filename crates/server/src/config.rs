@@ -1,0 +1,479 @@
+//! Daemon configuration: raw settings from four layers, validated once.
+//!
+//! Precedence (SPEC section 8): command line > environment
+//! (`HEALTHCHECKER_*`) > config file (`--config`, TOML) > defaults. The CLI
+//! crate turns clap's matches into [`Setting`]s (clap knows whether a value
+//! came from the command line or the environment); this module reads the
+//! TOML file, picks the winning layer per key and parses it. An invalid value
+//! is a [`ConfigError`] that names the option, the value and where it came
+//! from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every key the daemon understands (TOML keys may use `_` or `-`).
+pub const KEYS: &[&str] = &[
+    "bind",
+    "db",
+    "config",
+    "log-format",
+    "no-mdns",
+    "mdns-interface",
+    "mdns-name",
+    "no-legacy-mdns",
+    "max-concurrent-probes",
+    "public-url",
+    "smtp-url",
+    "smtp-from",
+    "smtp-password-file",
+    "notify-min-gap",
+    "tls-ca-file",
+];
+
+/// Where a setting came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The command line.
+    Cli,
+    /// An environment variable.
+    Env(String),
+    /// The TOML config file.
+    File(PathBuf),
+    /// The built-in default.
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Cli => write!(f, "command line"),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::File(p) => write!(f, "config file {}", p.display()),
+            Source::Default => write!(f, "default"),
+        }
+    }
+}
+
+/// One raw setting from the command line or the environment.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    /// The option name without dashes, e.g. `bind`.
+    pub key: String,
+    /// Its values (several for repeatable options).
+    pub values: Vec<String>,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    #[error("invalid value {value:?} for --{key} (from {origin}): {reason}")]
+    Invalid {
+        /// The option.
+        key: String,
+        /// The value given.
+        value: String,
+        /// Where it came from.
+        origin: Source,
+        /// What is expected.
+        reason: String,
+    },
+    /// The config file cannot be read.
+    #[error("cannot read config file {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The config file is not valid TOML or has an unknown key.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// SMTP settings for the mail sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// `smtp://`, `smtps://` URL with optional user and `?tls=starttls`.
+    pub url: String,
+    /// The From address.
+    pub from: String,
+    /// The password (from `HEALTHCHECKER_SMTP_PASSWORD` or a file).
+    pub password: Option<String>,
+}
+
+/// The validated daemon configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// API listen address.
+    pub bind: SocketAddr,
+    /// SQLite file.
+    pub db: PathBuf,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Advertise over mDNS.
+    pub mdns: bool,
+    /// Interfaces to advertise on (empty: every up, non-loopback one).
+    pub mdns_interfaces: Vec<String>,
+    /// mDNS instance name (default `HealthChecker on <hostname>`).
+    pub mdns_name: Option<String>,
+    /// Also advertise the seed client's `_healthchecker._http._tcp` name.
+    pub legacy_mdns: bool,
+    /// Most probes at once.
+    pub max_concurrent_probes: usize,
+    /// Base URL for links in mails (default from the bind address).
+    pub public_url: String,
+    /// SMTP, if configured.
+    pub smtp: Option<SmtpConfig>,
+    /// At most one mail per service per this gap.
+    pub notify_min_gap: Duration,
+    /// Extra trusted roots (PEM) for services with `tls_verify`.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// Default listen address (SPEC section 5).
+pub const DEFAULT_BIND: &str = "0.0.0.0:8484";
+/// Default probe concurrency: enough for 10,000 checks/s of 100 ms each
+/// with room for slow targets, far below the file-descriptor limit we raise
+/// at start-up.
+pub const DEFAULT_MAX_CONCURRENT_PROBES: usize = 4096;
+/// Default flap-damping gap, seconds.
+pub const DEFAULT_NOTIFY_MIN_GAP: u64 = 60;
+
+/// The default database path: `$XDG_DATA_HOME/healthchecker/healthchecker.db`
+/// (`~/.local/share/...` when unset).
+pub fn default_db_path() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("healthchecker")
+        .join("healthchecker.db")
+}
+
+struct Layers {
+    cli_env: BTreeMap<String, Setting>,
+    file: BTreeMap<String, Setting>,
+}
+
+impl Layers {
+    fn get(&self, key: &str) -> Option<&Setting> {
+        self.cli_env.get(key).or_else(|| self.file.get(key))
+    }
+
+    fn one(&self, key: &str) -> Option<(&str, &Source)> {
+        self.get(key)
+            .and_then(|s| s.values.last().map(|v| (v.as_str(), &s.source)))
+    }
+
+    fn parse<T>(
+        &self,
+        key: &str,
+        default: T,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.one(key) {
+            None => Ok(default),
+            Some((v, src)) => f(v).map_err(|reason| ConfigError::Invalid {
+                key: key.into(),
+                value: v.into(),
+                origin: src.clone(),
+                reason,
+            }),
+        }
+    }
+
+    fn flag(&self, key: &str) -> Result<bool, ConfigError> {
+        self.parse(key, false, parse_bool)
+    }
+
+    fn string(&self, key: &str) -> Option<String> {
+        self.one(key)
+            .map(|(v, _)| v.to_string())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn read_file_layer(path: &Path) -> Result<BTreeMap<String, Setting>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut out = BTreeMap::new();
+    for (k, v) in table {
+        let key = k.replace('_', "-");
+        if !KEYS.contains(&key.as_str()) || key == "config" {
+            return Err(ConfigError::File {
+                path: path.to_path_buf(),
+                reason: format!("unknown key {k:?} (known: {})", KEYS.join(", ")),
+            });
+        }
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            other => Err(ConfigError::File {
+                path: path.to_path_buf(),
+                reason: format!("key {k:?}: unsupported value {other}"),
+            }),
+        };
+        let values = match &v {
+            toml::Value::Array(items) => items.iter().map(scalar).collect::<Result<_, _>>()?,
+            other => vec![scalar(other)?],
+        };
+        out.insert(
+            key.clone(),
+            Setting {
+                key,
+                values,
+                source: Source::File(path.to_path_buf()),
+            },
+        );
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Resolves the configuration from command-line/environment settings,
+    /// reading the config file they name (`config`), if any.
+    pub fn resolve(settings: Vec<Setting>) -> Result<Config, ConfigError> {
+        Self::resolve_with_env(settings, |k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::resolve`], with the environment given (for tests).
+    pub fn resolve_with_env(
+        settings: Vec<Setting>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let cli_env: BTreeMap<String, Setting> = settings
+            .into_iter()
+            .filter(|s| !s.values.is_empty())
+            .map(|s| (s.key.clone(), s))
+            .collect();
+        let file = match cli_env.get("config").and_then(|s| s.values.last()) {
+            Some(p) => read_file_layer(Path::new(p))?,
+            None => BTreeMap::new(),
+        };
+        let l = Layers { cli_env, file };
+        let bind = l.parse("bind", DEFAULT_BIND.parse().expect("valid default"), |v| {
+            v.parse::<SocketAddr>()
+                .map_err(|_| "expected an address and port such as 0.0.0.0:8484 or [::]:8484".into())
+        })?;
+        let db = l.parse("db", default_db_path(), |v| {
+            if v.trim().is_empty() {
+                Err("expected a file path".into())
+            } else {
+                Ok(PathBuf::from(v))
+            }
+        })?;
+        let log_format = l.parse("log-format", LogFormat::Text, |v| match v {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected text or json".into()),
+        })?;
+        let max_concurrent_probes = l.parse(
+            "max-concurrent-probes",
+            DEFAULT_MAX_CONCURRENT_PROBES,
+            |v| match v.parse::<usize>() {
+                Ok(n) if (1..=65_536).contains(&n) => Ok(n),
+                _ => Err("expected a whole number from 1 to 65536".into()),
+            },
+        )?;
+        let notify_min_gap = l.parse(
+            "notify-min-gap",
+            Duration::from_secs(DEFAULT_NOTIFY_MIN_GAP),
+            |v| match v.parse::<u64>() {
+                Ok(n) if n <= 86_400 => Ok(Duration::from_secs(n)),
+                _ => Err("expected seconds from 0 to 86400".into()),
+            },
+        )?;
+        let default_public = {
+            let host = if bind.ip().is_unspecified() {
+                "localhost".to_string()
+            } else if bind.is_ipv6() {
+                format!("[{}]", bind.ip())
+            } else {
+                bind.ip().to_string()
+            };
+            format!("http://{host}:{}", bind.port())
+        };
+        let public_url = l.parse("public-url", default_public, |v| {
+            let u = url::Url::parse(v).map_err(|e| format!("expected an http(s) URL: {e}"))?;
+            if u.scheme() != "http" && u.scheme() != "https" {
+                return Err("expected an http(s) URL".into());
+            }
+            Ok(v.trim_end_matches('/').to_string())
+        })?;
+        let smtp = match l.string("smtp-url") {
+            None => None,
+            Some(url) => {
+                let (_, src) = l.one("smtp-url").expect("present");
+                crate::notify::validate_smtp_url(&url).map_err(|reason| ConfigError::Invalid {
+                    key: "smtp-url".into(),
+                    value: url.clone(),
+                    origin: src.clone(),
+                    reason,
+                })?;
+                let from = l.parse("smtp-from", String::new(), |v| {
+                    v.parse::<lettre::message::Mailbox>()
+                        .map(|_| v.to_string())
+                        .map_err(|e| format!("expected a mail address: {e}"))
+                })?;
+                let from = if from.is_empty() {
+                    "healthchecker <healthchecker@localhost>".to_string()
+                } else {
+                    from
+                };
+                let password = match l.one("smtp-password-file") {
+                    Some((p, src)) => Some(
+                        std::fs::read_to_string(p)
+                            .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                            .map_err(|e| ConfigError::Invalid {
+                                key: "smtp-password-file".into(),
+                                value: p.into(),
+                                origin: src.clone(),
+                                reason: e.to_string(),
+                            })?,
+                    ),
+                    None => env("HEALTHCHECKER_SMTP_PASSWORD"),
+                };
+                Some(SmtpConfig {
+                    url,
+                    from,
+                    password,
+                })
+            }
+        };
+        let tls_ca_file = l.parse("tls-ca-file", None, |v| {
+            let p = PathBuf::from(v);
+            if p.is_file() {
+                Ok(Some(p))
+            } else {
+                Err("no such file".into())
+            }
+        })?;
+        Ok(Config {
+            bind,
+            db,
+            log_format,
+            mdns: !l.flag("no-mdns")?,
+            mdns_interfaces: l
+                .get("mdns-interface")
+                .map(|s| s.values.iter().flat_map(|v| v.split(',')).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+                .unwrap_or_default(),
+            mdns_name: l.string("mdns-name"),
+            legacy_mdns: !l.flag("no-legacy-mdns")?,
+            max_concurrent_probes,
+            public_url,
+            smtp,
+            notify_min_gap,
+            tls_ca_file,
+        })
+    }
+
+    /// A configuration for tests and embedding: every default, this database.
+    pub fn for_db(db: PathBuf) -> Config {
+        let mut c = Config::resolve_with_env(Vec::new(), |_| None).expect("defaults are valid");
+        c.db = db;
+        c.mdns = false;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(key: &str, v: &str, source: Source) -> Setting {
+        Setting {
+            key: key.into(),
+            values: vec![v.into()],
+            source,
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_spec_s() {
+        let c = Config::resolve_with_env(vec![], |_| None).unwrap();
+        assert_eq!(c.bind.to_string(), "0.0.0.0:8484");
+        assert!(c.db.ends_with("healthchecker/healthchecker.db"));
+        assert!(c.mdns && c.legacy_mdns);
+        assert_eq!(c.notify_min_gap, Duration::from_secs(60));
+        assert!(c.smtp.is_none());
+    }
+
+    #[test]
+    fn cli_beats_env_beats_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hc.toml");
+        std::fs::write(&file, "bind = \"127.0.0.1:1111\"\nlog_format = \"json\"\nmax-concurrent-probes = 7\n").unwrap();
+        let cfg = |extra: Vec<Setting>| {
+            let mut v = vec![s("config", file.to_str().unwrap(), Source::Cli)];
+            v.extend(extra);
+            Config::resolve_with_env(v, |_| None).unwrap()
+        };
+        let c = cfg(vec![]);
+        assert_eq!(c.bind.port(), 1111);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.max_concurrent_probes, 7);
+        let c = cfg(vec![s("bind", "127.0.0.1:2222", Source::Env("HEALTHCHECKER_BIND".into()))]);
+        assert_eq!(c.bind.port(), 2222);
+    }
+
+    #[test]
+    fn errors_name_option_value_and_source() {
+        let e = Config::resolve_with_env(
+            vec![s("bind", "nope", Source::Env("HEALTHCHECKER_BIND".into()))],
+            |_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--bind") && e.contains("\"nope\"") && e.contains("environment variable HEALTHCHECKER_BIND"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hc.toml");
+        std::fs::write(&file, "notify_min_gap = -5\n").unwrap();
+        let e = Config::resolve_with_env(vec![s("config", file.to_str().unwrap(), Source::Cli)], |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--notify-min-gap") && e.contains("config file"), "{e}");
+        std::fs::write(&file, "bnid = 1\n").unwrap();
+        let e = Config::resolve_with_env(vec![s("config", file.to_str().unwrap(), Source::Cli)], |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key \"bnid\""), "{e}");
+        let e = Config::resolve_with_env(vec![s("config", "/nonexistent.toml", Source::Cli)], |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read config file"), "{e}");
+    }
+}

@@ -1,0 +1,93 @@
+//! Operations shared by the v1 and legacy APIs: each is one store
+//! transaction followed by one scheduler command.
+
+use super::{ApiError, AppState};
+use crate::clock::now_ms;
+use crate::scheduler::Command;
+use crate::store::{Registered, ServiceRecord};
+use healthchecker_core::ServiceSpec;
+use sha2::{Digest, Sha256};
+
+/// A new random service token: 256 bits, hex.
+fn new_token() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+/// The stored form of a token (only its hash is kept).
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+impl AppState {
+    /// Registers or updates a service; durable before it returns. A new
+    /// token is issued at every registration (only its hash is stored).
+    pub async fn register(&self, spec: ServiceSpec) -> Result<(Registered, String), ApiError> {
+        let token = new_token()?;
+        let hash = token_hash(&token);
+        let store = self.store.clone();
+        let reg = blocking(move || store.register(&spec, &hash, now_ms())).await?;
+        if !self
+            .scheduler
+            .send(Command::Upsert(Box::new(reg.record.clone())))
+            .await
+        {
+            return Err(ApiError::Unavailable("the daemon is shutting down".into()));
+        }
+        Ok((reg, token))
+    }
+
+    /// Pauses or resumes; `NotFound` for an unknown name.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<ServiceRecord, ApiError> {
+        let store = self.store.clone();
+        let n = name.to_string();
+        let rec = blocking(move || store.set_paused(&n, paused, now_ms()))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(name.to_string()))?;
+        self.scheduler
+            .send(Command::SetPaused { id: rec.id, paused })
+            .await;
+        Ok(rec)
+    }
+
+    /// Stops monitoring and deletes the service; `NotFound` for an unknown name.
+    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let store = self.store.clone();
+        let n = name.to_string();
+        let id = blocking(move || store.delete(&n, now_ms()))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(name.to_string()))?;
+        self.scheduler
+            .send(Command::Remove {
+                id,
+                name: name.to_string(),
+            })
+            .await;
+        Ok(())
+    }
+
+    /// One service by name; `NotFound` for an unknown name.
+    pub async fn service(&self, name: &str) -> Result<ServiceRecord, ApiError> {
+        let store = self.store.clone();
+        let n = name.to_string();
+        blocking(move || store.get_service(&n))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(name.to_string()))
+    }
+
+    /// Runs a read on the store off the async threads.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.store.clone();
+        blocking(move || f(&store)).await
+    }
+}

@@ -1,0 +1,21 @@
+//! Notifications: the mail outbox sender and the mail renderer (SPEC section 4).
+
+/// Checks an SMTP URL: `smtp://[user@]host[:port][?tls=starttls|none]` or
+/// `smtps://[user@]host[:port]` (implicit TLS).
+pub fn validate_smtp_url(s: &str) -> Result<(), String> {
+    let u = url::Url::parse(s).map_err(|e| format!("expected smtp://host:port or smtps://host:port: {e}"))?;
+    match u.scheme() {
+        "smtp" | "smtps" => {}
+        other => return Err(format!("unsupported scheme {other:?} (expected smtp or smtps)")),
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("missing host".into());
+    }
+    for (k, v) in u.query_pairs() {
+        match (k.as_ref(), v.as_ref()) {
+            ("tls", "starttls" | "none" | "required" | "opportunistic") => {}
+            _ => return Err(format!("unsupported parameter {k}={v} (expected tls=starttls|opportunistic|none)")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,744 @@
+//! The embedded store: one SQLite file in WAL mode (SPEC section 7).
+//!
+//! It owns the schema and every SQL statement; nothing outside this module
+//! writes SQL. Two connections: a writer (registrations, and the batch writer
+//! thread that records check results, events and outbox rows together) and a
+//! reader for the API. Both are blocking; async callers use
+//! `spawn_blocking`.
+//!
+//! Durability: `journal_mode=WAL` with `synchronous=NORMAL`. A committed
+//! transaction is in the WAL file (the OS page cache) before `commit`
+//! returns, so it survives `kill -9` of the daemon; only a power cut can
+//! lose the last transactions. A registration is acknowledged only after
+//! its transaction committed.
+
+mod schema;
+mod writer;
+
+pub use schema::VERSION as SCHEMA_VERSION;
+pub use writer::{CheckWrite, NotifyWrite, TransitionWrite, Writer, WriterHandle};
+
+use healthchecker_core::spec::{ExpectedStatus, Target};
+use healthchecker_core::{CheckResult, HealthState, Protocol, ServiceSpec};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Check history retention: a service keeps at least this many checks...
+pub const RETAIN_CHECKS: i64 = 1000;
+/// ...and every check younger than this (SPEC section 7: whichever is larger).
+pub const RETAIN_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused or failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file's schema cannot be used by this build.
+    #[error("{0}")]
+    Schema(String),
+    /// The database directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A stored row no longer parses (hand-edited or corrupt file).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Shared handle to the database.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+/// The last check of a service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastCheck {
+    /// When it ran (Unix ms).
+    pub at: i64,
+    /// Its result.
+    pub result: CheckResult,
+    /// Why it failed or warned.
+    pub reason: Option<String>,
+    /// How long it took (µs).
+    pub duration_us: i64,
+}
+
+/// A stored service: its spec, monitoring status and health.
+#[derive(Debug, Clone)]
+pub struct ServiceRecord {
+    /// Row id, stable for the service's life.
+    pub id: i64,
+    /// The validated parameters.
+    pub spec: ServiceSpec,
+    /// Monitoring paused.
+    pub paused: bool,
+    /// Current health.
+    pub state: HealthState,
+    /// Consecutive successes.
+    pub successes: u32,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// When the current state began (Unix ms).
+    pub state_since: i64,
+    /// The latest check.
+    pub last_check: Option<LastCheck>,
+    /// The latest check that found it healthy.
+    pub last_healthy_at: Option<i64>,
+    /// The reason of the latest warn or fail.
+    pub last_failure_reason: Option<String>,
+    /// Expiry of the target's certificate (TLS targets).
+    pub cert_expires_at: Option<i64>,
+    /// First registration (Unix ms).
+    pub created_at: i64,
+    /// Latest registration or parameter change.
+    pub updated_at: i64,
+    /// The delivery slot of the latest notification (flap damping).
+    pub last_notified_at: Option<i64>,
+}
+
+/// One stored check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRecord {
+    /// Row id.
+    pub id: i64,
+    /// When it ran (Unix ms).
+    pub at: i64,
+    /// How long it took (µs).
+    pub duration_us: i64,
+    /// Its result.
+    pub result: CheckResult,
+    /// Why it failed or warned.
+    pub reason: Option<String>,
+    /// HTTP status, for HTTP(S) checks that got an answer.
+    pub http_status: Option<u16>,
+    /// The target's health+json `output`/`notes`/`checks`, as JSON text.
+    pub details: Option<String>,
+}
+
+/// One stored event: a state change or a change made through the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Row id, increasing.
+    pub id: i64,
+    /// When (Unix ms).
+    pub at: i64,
+    /// The service's row id.
+    pub service_id: i64,
+    /// The service's name at the time.
+    pub service: String,
+    /// `state`, `registered`, `updated`, `paused`, `resumed` or `deleted`.
+    pub kind: String,
+    /// Previous state (state events).
+    pub from: Option<HealthState>,
+    /// New state (state events).
+    pub to: Option<HealthState>,
+    /// The check that caused it (state events).
+    pub check_id: Option<i64>,
+    /// The check's reason, or what changed.
+    pub reason: Option<String>,
+}
+
+/// One row of the mail outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationRecord {
+    /// Row id.
+    pub id: i64,
+    /// The state event it announces.
+    pub event_id: i64,
+    /// The service's row id.
+    pub service_id: i64,
+    /// The service's name.
+    pub service: String,
+    /// When the event happened (Unix ms).
+    pub created_at: i64,
+    /// Previous state.
+    pub from: HealthState,
+    /// New state.
+    pub to: HealthState,
+    /// The reason of the check that caused it.
+    pub reason: Option<String>,
+    /// The target URL, for the mail.
+    pub target: String,
+    /// Recipient addresses.
+    pub recipients: Vec<String>,
+    /// When the previous state began (Unix ms).
+    pub previous_since: Option<i64>,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    /// Delivery attempts so far.
+    pub attempts: i64,
+    /// Earliest next attempt (Unix ms).
+    pub next_attempt_at: i64,
+    /// The last SMTP error, or why it is not sent.
+    pub last_error: Option<String>,
+    /// When the SMTP server accepted it.
+    pub sent_at: Option<i64>,
+    /// The mail's Message-ID once built.
+    pub message_id: Option<String>,
+}
+
+/// Filter for listing services.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceFilter {
+    /// Only this state.
+    pub state: Option<HealthState>,
+    /// Names containing this text (case-insensitive).
+    pub name_contains: Option<String>,
+    /// At most this many (0: no limit).
+    pub limit: usize,
+    /// Skip this many (ordered by name).
+    pub offset: usize,
+}
+
+/// Uptime ratios of one service.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Uptime {
+    /// Successful share of checks over the last 24 h (None: no checks).
+    pub day: Option<f64>,
+    /// Over the last 7 days.
+    pub week: Option<f64>,
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock leaves SQLite consistent (the
+    // transaction rolls back on drop), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+const SERVICE_COLUMNS: &str = "id, name, protocol, host, port, path, emails, timeout, interval, \
+    unhealthy_threshold, healthy_threshold, expected_status, tls_verify, cert_warn_days, paused, \
+    state, successes, failures, state_since, last_check_at, last_result, last_reason, \
+    last_duration_us, last_healthy_at, last_failure_reason, cert_expires_at, created_at, updated_at, \
+    last_notified_at";
+
+fn corrupt(what: String) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(StoreError::Corrupt(what)))
+}
+
+fn service_from_row(r: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
+    let protocol: String = r.get(2)?;
+    let protocol: Protocol = protocol
+        .parse()
+        .map_err(|_| corrupt(format!("protocol {protocol}")))?;
+    let emails: String = r.get(6)?;
+    let emails: Vec<String> = serde_json::from_str(&emails).unwrap_or_default();
+    let emails = emails.iter().filter_map(|e| e.parse().ok()).collect();
+    let expected: String = r.get(11)?;
+    let expected_status: ExpectedStatus = expected.parse().unwrap_or_default();
+    let state: String = r.get(15)?;
+    let last_check = match r.get::<_, Option<i64>>(19)? {
+        Some(at) => {
+            let res: String = r.get(20)?;
+            Some(LastCheck {
+                at,
+                result: res.parse().unwrap_or(CheckResult::Fail),
+                reason: r.get(21)?,
+                duration_us: r.get::<_, Option<i64>>(22)?.unwrap_or(0),
+            })
+        }
+        None => None,
+    };
+    Ok(ServiceRecord {
+        id: r.get(0)?,
+        spec: ServiceSpec {
+            name: r.get(1)?,
+            target: Target {
+                protocol,
+                host: r.get(3)?,
+                port: r.get(4)?,
+                path: r.get(5)?,
+            },
+            emails,
+            timeout: r.get(7)?,
+            interval: r.get(8)?,
+            unhealthy_threshold: r.get(9)?,
+            healthy_threshold: r.get(10)?,
+            expected_status,
+            tls_verify: r.get(12)?,
+            cert_warn_days: r.get(13)?,
+        },
+        paused: r.get(14)?,
+        state: state.parse().unwrap_or(HealthState::Unknown),
+        successes: r.get(16)?,
+        failures: r.get(17)?,
+        state_since: r.get(18)?,
+        last_check,
+        last_healthy_at: r.get(23)?,
+        last_failure_reason: r.get(24)?,
+        cert_expires_at: r.get(25)?,
+        created_at: r.get(26)?,
+        updated_at: r.get(27)?,
+        last_notified_at: r.get(28)?,
+    })
+}
+
+fn check_from_row(r: &Row<'_>) -> rusqlite::Result<CheckRecord> {
+    let res: String = r.get(3)?;
+    Ok(CheckRecord {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        duration_us: r.get(2)?,
+        result: res.parse().unwrap_or(CheckResult::Fail),
+        reason: r.get(4)?,
+        http_status: r.get(5)?,
+        details: r.get(6)?,
+    })
+}
+
+fn state_opt(s: Option<String>) -> Option<HealthState> {
+    s.and_then(|s| s.parse().ok())
+}
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
+    Ok(EventRecord {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        service_id: r.get(2)?,
+        service: r.get(3)?,
+        kind: r.get(4)?,
+        from: state_opt(r.get(5)?),
+        to: state_opt(r.get(6)?),
+        check_id: r.get(7)?,
+        reason: r.get(8)?,
+    })
+}
+
+pub(crate) const NOTIFICATION_COLUMNS: &str = "id, event_id, service_id, service, created_at, from_state, \
+    to_state, reason, target, recipients, previous_since, status, attempts, next_attempt_at, \
+    last_error, sent_at, message_id";
+
+pub(crate) fn notification_from_row(r: &Row<'_>) -> rusqlite::Result<NotificationRecord> {
+    let recipients: String = r.get(9)?;
+    Ok(NotificationRecord {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        service_id: r.get(2)?,
+        service: r.get(3)?,
+        created_at: r.get(4)?,
+        from: state_opt(r.get(5)?).unwrap_or(HealthState::Unknown),
+        to: state_opt(r.get(6)?).unwrap_or(HealthState::Unknown),
+        reason: r.get(7)?,
+        target: r.get(8)?,
+        recipients: serde_json::from_str(&recipients).unwrap_or_default(),
+        previous_since: r.get(10)?,
+        status: r.get(11)?,
+        attempts: r.get(12)?,
+        next_attempt_at: r.get(13)?,
+        last_error: r.get(14)?,
+        sent_at: r.get(15)?,
+        message_id: r.get(16)?,
+    })
+}
+
+fn insert_event(
+    conn: &Connection,
+    at: i64,
+    service_id: i64,
+    service: &str,
+    kind: &str,
+    reason: Option<&str>,
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO events (at, service_id, service, kind, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![at, service_id, service, kind, reason])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// What a registration did.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// The stored service after the registration.
+    pub record: ServiceRecord,
+    /// True for a new name, false for an update of an existing one.
+    pub created: bool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut writer = open_conn(path)?;
+        schema::migrate(&mut writer)?.map_err(StoreError::Schema)?;
+        let reader = open_conn(path)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Registers a new service or updates an existing one of the same name,
+    /// keeping its state, counters and history. Records a `registered` or
+    /// `updated` event. Committed before it returns.
+    pub fn register(
+        &self,
+        spec: &ServiceSpec,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Registered, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let existing: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM services WHERE name = ?1",
+                [&spec.name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let emails = serde_json::to_string(
+            &spec
+                .emails
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or_else(|_| "[]".into());
+        let t = &spec.target;
+        let values = params![
+            spec.name,
+            t.protocol.as_str(),
+            t.host,
+            t.port,
+            t.path,
+            emails,
+            spec.timeout,
+            spec.interval,
+            spec.unhealthy_threshold,
+            spec.healthy_threshold,
+            spec.expected_status.to_string(),
+            spec.tls_verify,
+            spec.cert_warn_days,
+            token_hash,
+            now,
+        ];
+        let (id, created) = match existing {
+            Some(id) => {
+                tx.execute(
+                    "UPDATE services SET name=?1, protocol=?2, host=?3, port=?4, path=?5, emails=?6, \
+                     timeout=?7, interval=?8, unhealthy_threshold=?9, healthy_threshold=?10, \
+                     expected_status=?11, tls_verify=?12, cert_warn_days=?13, token_hash=?14, \
+                     updated_at=?15 WHERE id=?16",
+                    rusqlite::params_from_iter(values.iter().copied().chain([&id as &dyn rusqlite::ToSql])),
+                )?;
+                (id, false)
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO services (name, protocol, host, port, path, emails, timeout, \
+                     interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \
+                     cert_warn_days, token_hash, state_since, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?15)",
+                    values,
+                )?;
+                (tx.last_insert_rowid(), true)
+            }
+        };
+        let kind = if created { "registered" } else { "updated" };
+        insert_event(&tx, now, id, &spec.name, kind, Some(&spec.target.url()))?;
+        let record = tx.query_row(
+            &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = ?1"),
+            [id],
+            service_from_row,
+        )?;
+        tx.commit()?;
+        Ok(Registered { record, created })
+    }
+
+    /// Pauses or resumes a service; `None` if the name is unknown. Records a
+    /// `paused`/`resumed` event when the flag changes.
+    pub fn set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        now: i64,
+    ) -> Result<Option<ServiceRecord>, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let Some((id, was)): Option<(i64, bool)> = tx
+            .query_row(
+                "SELECT id, paused FROM services WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        if was != paused {
+            tx.execute(
+                "UPDATE services SET paused = ?1, updated_at = ?2 WHERE id = ?3",
+                params![paused, now, id],
+            )?;
+            let kind = if paused { "paused" } else { "resumed" };
+            insert_event(&tx, now, id, name, kind, None)?;
+        }
+        let rec = tx.query_row(
+            &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = ?1"),
+            [id],
+            service_from_row,
+        )?;
+        tx.commit()?;
+        Ok(Some(rec))
+    }
+
+    /// Deletes a service and its check history; events and the outbox stay.
+    /// Returns its id, or `None` if the name is unknown.
+    pub fn delete(&self, name: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let Some(id): Option<i64> = tx
+            .query_row("SELECT id FROM services WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        tx.execute("DELETE FROM services WHERE id = ?1", [id])?;
+        tx.execute("DELETE FROM checks WHERE service_id = ?1", [id])?;
+        tx.execute("DELETE FROM uptime WHERE service_id = ?1", [id])?;
+        insert_event(&tx, now, id, name, "deleted", None)?;
+        tx.commit()?;
+        Ok(Some(id))
+    }
+
+    /// Every service, for the scheduler at start-up.
+    pub fn load_all(&self) -> Result<Vec<ServiceRecord>, StoreError> {
+        self.list_services(&ServiceFilter::default())
+    }
+
+    /// Services matching `filter`, ordered by name.
+    pub fn list_services(&self, filter: &ServiceFilter) -> Result<Vec<ServiceRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE 1=1");
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+        if let Some(st) = filter.state {
+            args.push(Box::new(st.as_str()));
+            sql.push_str(&format!(" AND state = ?{}", args.len()));
+        }
+        if let Some(q) = filter.name_contains.as_ref().filter(|q| !q.is_empty()) {
+            let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            args.push(Box::new(format!("%{escaped}%")));
+            sql.push_str(&format!(" AND name LIKE ?{} ESCAPE '\\'", args.len()));
+        }
+        sql.push_str(" ORDER BY name");
+        if filter.limit > 0 || filter.offset > 0 {
+            let limit = if filter.limit == 0 { -1 } else { filter.limit as i64 };
+            sql.push_str(&format!(" LIMIT {limit} OFFSET {}", filter.offset));
+        }
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), service_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Number of services by state, and how many are paused.
+    pub fn count_by_state(&self) -> Result<(Vec<(HealthState, i64)>, i64), StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM services GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out: Vec<(HealthState, i64)> = HealthState::ALL.iter().map(|s| (*s, 0)).collect();
+        for row in rows {
+            let (s, n) = row?;
+            if let Some(e) = out.iter_mut().find(|(st, _)| st.as_str() == s) {
+                e.1 = n;
+            }
+        }
+        let paused = conn.query_row("SELECT COUNT(*) FROM services WHERE paused = 1", [], |r| r.get(0))?;
+        Ok((out, paused))
+    }
+
+    /// One service by name.
+    pub fn get_service(&self, name: &str) -> Result<Option<ServiceRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        Ok(conn
+            .query_row(
+                &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE name = ?1"),
+                [name],
+                service_from_row,
+            )
+            .optional()?)
+    }
+
+    /// The stored token hash of a service (for the token auth mode).
+    pub fn token_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let conn = lock(&self.reader);
+        Ok(conn
+            .query_row("SELECT token_hash FROM services WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The newest `limit` checks of a service, newest first.
+    pub fn checks(&self, service_id: i64, limit: usize) -> Result<Vec<CheckRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at, duration_us, result, reason, http_status, details FROM checks \
+             WHERE service_id = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![service_id, limit as i64], check_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest `limit` events, newest first, optionally of one service.
+    pub fn events(&self, service: Option<&str>, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        let cols = "id, at, service_id, service, kind, from_state, to_state, check_id, reason";
+        let rows = match service {
+            Some(s) => {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {cols} FROM events WHERE service = ?1 ORDER BY id DESC LIMIT ?2"
+                ))?;
+                let rows = stmt.query_map(params![s, limit as i64], event_from_row)?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            }
+            None => {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {cols} FROM events ORDER BY id DESC LIMIT ?1"
+                ))?;
+                let rows = stmt.query_map(params![limit as i64], event_from_row)?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        Ok(rows)
+    }
+
+    /// Outbox rows, newest first, optionally of one status and one service.
+    pub fn notifications(
+        &self,
+        status: Option<&str>,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<NotificationRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications \
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR service = ?2) \
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![status, service, limit as i64], notification_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Uptime ratios over 24 h and 7 d for every service with checks.
+    pub fn uptimes(&self, now: i64) -> Result<std::collections::HashMap<i64, Uptime>, StoreError> {
+        let conn = lock(&self.reader);
+        let hour = now / 3_600_000;
+        let mut stmt = conn.prepare_cached(
+            "SELECT service_id, \
+               SUM(CASE WHEN hour > ?1 - 24 THEN ok ELSE 0 END), \
+               SUM(CASE WHEN hour > ?1 - 24 THEN total ELSE 0 END), \
+               SUM(ok), SUM(total) \
+             FROM uptime WHERE hour > ?1 - 168 GROUP BY service_id",
+        )?;
+        let rows = stmt.query_map([hour], |r| {
+            let ratio = |ok: i64, total: i64| (total > 0).then(|| ok as f64 / total as f64);
+            Ok((
+                r.get::<_, i64>(0)?,
+                Uptime {
+                    day: ratio(r.get(1)?, r.get(2)?),
+                    week: ratio(r.get(3)?, r.get(4)?),
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// True when the database answers a trivial query.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        let conn = lock(&self.reader);
+        conn.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Deletes checks beyond the retention rule and uptime buckets older
+    /// than a week, for every service. Returns the number of checks removed.
+    pub fn prune(&self, now: i64) -> Result<usize, StoreError> {
+        let ids: Vec<i64> = {
+            let conn = lock(&self.reader);
+            let mut stmt = conn.prepare("SELECT id FROM services")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let cutoff = now - RETAIN_MS;
+        let mut removed = 0;
+        // Small transactions, so that pruning never holds the writer long.
+        for chunk in ids.chunks(500) {
+            let mut conn = lock(&self.writer);
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "DELETE FROM checks WHERE service_id = ?1 AND at < ?2 AND id <= \
+                     (SELECT id FROM checks WHERE service_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+                )?;
+                for id in chunk {
+                    removed += stmt.execute(params![id, cutoff, RETAIN_CHECKS])?;
+                }
+            }
+            tx.commit()?;
+        }
+        let conn = lock(&self.writer);
+        conn.execute(
+            "DELETE FROM uptime WHERE hour < ?1",
+            [now / 3_600_000 - 170],
+        )?;
+        Ok(removed)
+    }
+
+    pub(crate) fn writer_conn(&self) -> Arc<Mutex<Connection>> {
+        self.writer.clone()
+    }
+
+    /// Runs `f` on the writer connection (the outbox sender's updates).
+    pub(crate) fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = lock(&self.writer);
+        Ok(f(&mut conn)?)
+    }
+
+    /// Runs `f` on the reader connection.
+    pub(crate) fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = lock(&self.reader);
+        Ok(f(&conn)?)
+    }
+}
+
+
+#[cfg(test)]
+mod tests;
