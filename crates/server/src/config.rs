@@ -224,10 +224,12 @@ fn read_file_layer(path: &Path) -> Result<BTreeMap<String, Setting>, ConfigError
         path: path.to_path_buf(),
         error,
     })?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let mut out = BTreeMap::new();
     for (k, v) in table {
         let key = k.replace('_', "-");
@@ -286,8 +288,9 @@ impl Config {
         };
         let l = Layers { cli_env, file };
         let bind = l.parse("bind", DEFAULT_BIND.parse().expect("valid default"), |v| {
-            v.parse::<SocketAddr>()
-                .map_err(|_| "expected an address and port such as 0.0.0.0:8484 or [::]:8484".into())
+            v.parse::<SocketAddr>().map_err(|_| {
+                "expected an address and port such as 0.0.0.0:8484 or [::]:8484".into()
+            })
         })?;
         let db = l.parse("db", default_db_path(), |v| {
             if v.trim().is_empty() {
@@ -389,7 +392,14 @@ impl Config {
             mdns: !l.flag("no-mdns")?,
             mdns_interfaces: l
                 .get("mdns-interface")
-                .map(|s| s.values.iter().flat_map(|v| v.split(',')).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+                .map(|s| {
+                    s.values
+                        .iter()
+                        .flat_map(|v| v.split(','))
+                        .map(|v| v.trim().to_string())
+                        .filter(|v| !v.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
             mdns_name: l.string("mdns-name"),
             legacy_mdns: !l.flag("no-legacy-mdns")?,
@@ -436,7 +446,11 @@ mod tests {
     fn cli_beats_env_beats_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hc.toml");
-        std::fs::write(&file, "bind = \"127.0.0.1:1111\"\nlog_format = \"json\"\nmax-concurrent-probes = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:1111\"\nlog_format = \"json\"\nmax-concurrent-probes = 7\n",
+        )
+        .unwrap();
         let cfg = |extra: Vec<Setting>| {
             let mut v = vec![s("config", file.to_str().unwrap(), Source::Cli)];
             v.extend(extra);
@@ -446,7 +460,11 @@ mod tests {
         assert_eq!(c.bind.port(), 1111);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.max_concurrent_probes, 7);
-        let c = cfg(vec![s("bind", "127.0.0.1:2222", Source::Env("HEALTHCHECKER_BIND".into()))]);
+        let c = cfg(vec![s(
+            "bind",
+            "127.0.0.1:2222",
+            Source::Env("HEALTHCHECKER_BIND".into()),
+        )]);
         assert_eq!(c.bind.port(), 2222);
     }
 
@@ -458,20 +476,37 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("--bind") && e.contains("\"nope\"") && e.contains("environment variable HEALTHCHECKER_BIND"), "{e}");
+        assert!(
+            e.contains("--bind")
+                && e.contains("\"nope\"")
+                && e.contains("environment variable HEALTHCHECKER_BIND"),
+            "{e}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hc.toml");
         std::fs::write(&file, "notify_min_gap = -5\n").unwrap();
-        let e = Config::resolve_with_env(vec![s("config", file.to_str().unwrap(), Source::Cli)], |_| None)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("--notify-min-gap") && e.contains("config file"), "{e}");
+        let e = Config::resolve_with_env(
+            vec![s("config", file.to_str().unwrap(), Source::Cli)],
+            |_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--notify-min-gap") && e.contains("config file"),
+            "{e}"
+        );
         std::fs::write(&file, "bnid = 1\n").unwrap();
-        let e = Config::resolve_with_env(vec![s("config", file.to_str().unwrap(), Source::Cli)], |_| None)
-            .unwrap_err()
-            .to_string();
+        let e = Config::resolve_with_env(
+            vec![s("config", file.to_str().unwrap(), Source::Cli)],
+            |_| None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("unknown key \"bnid\""), "{e}");
-        let e = Config::resolve_with_env(vec![s("config", "/nonexistent.toml", Source::Cli)], |_| None)
+        let e =
+            Config::resolve_with_env(vec![s("config", "/nonexistent.toml", Source::Cli)], |_| {
+                None
+            })
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read config file"), "{e}");

@@ -55,7 +55,9 @@ pub enum ServerError {
 /// How often old checks are pruned.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
-fn load_extra_roots(cfg: &Config) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ServerError> {
+fn load_extra_roots(
+    cfg: &Config,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ServerError> {
     use rustls::pki_types::pem::PemObject;
     let Some(path) = &cfg.tls_ca_file else {
         return Ok(Vec::new());
@@ -94,7 +96,9 @@ pub async fn run(
         .is_none()
         .then(|| "smtp not configured".to_string());
     if outbox_note.is_some() {
-        tracing::warn!("SMTP is not configured (--smtp-url): notifications are recorded but not sent");
+        tracing::warn!(
+            "SMTP is not configured (--smtp-url): notifications are recorded but not sent"
+        );
     }
     let scheduler = scheduler::start(
         services,

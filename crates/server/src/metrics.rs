@@ -87,27 +87,68 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("healthchecker");
         let services = Family::<StateLabel, Gauge>::default();
-        registry.register("services", "Registered services by health state", services.clone());
+        registry.register(
+            "services",
+            "Registered services by health state",
+            services.clone(),
+        );
         let service_up = Family::<ServiceLabel, Gauge>::default();
-        registry.register("service_up", "1 when the service is healthy or degraded", service_up.clone());
+        registry.register(
+            "service_up",
+            "1 when the service is healthy or degraded",
+            service_up.clone(),
+        );
         let service_state = Family::<ServiceStateLabel, Gauge>::default();
-        registry.register("service_state", "The service's current health state (label state, value 1)", service_state.clone());
+        registry.register(
+            "service_state",
+            "The service's current health state (label state, value 1)",
+            service_state.clone(),
+        );
         let checks = Family::<ResultLabel, Counter>::default();
         registry.register("checks", "Checks run, by result", checks.clone());
-        let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0,
+        ];
         let check_duration = Histogram::new(buckets);
-        registry.register("check_duration_seconds", "Duration of checks", check_duration.clone());
-        let lag_buckets = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+        registry.register(
+            "check_duration_seconds",
+            "Duration of checks",
+            check_duration.clone(),
+        );
+        let lag_buckets = [
+            0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
         let scheduler_lag = Histogram::new(lag_buckets);
-        registry.register("scheduler_lag_seconds", "Delay between a check's due time and its start", scheduler_lag.clone());
+        registry.register(
+            "scheduler_lag_seconds",
+            "Delay between a check's due time and its start",
+            scheduler_lag.clone(),
+        );
         let missed_slots = Counter::default();
-        registry.register("scheduler_missed_slots", "Check slots skipped", missed_slots.clone());
+        registry.register(
+            "scheduler_missed_slots",
+            "Check slots skipped",
+            missed_slots.clone(),
+        );
         let notifications = Family::<OutcomeLabel, Counter>::default();
-        registry.register("notifications", "Notification delivery attempts, by outcome", notifications.clone());
+        registry.register(
+            "notifications",
+            "Notification delivery attempts, by outcome",
+            notifications.clone(),
+        );
         let outbox_backlog = Gauge::default();
-        registry.register("outbox_backlog", "Notifications waiting to be sent", outbox_backlog.clone());
+        registry.register(
+            "outbox_backlog",
+            "Notifications waiting to be sent",
+            outbox_backlog.clone(),
+        );
         let probes_in_flight = Gauge::default();
-        registry.register("probes_in_flight", "Probes running now", probes_in_flight.clone());
+        registry.register(
+            "probes_in_flight",
+            "Probes running now",
+            probes_in_flight.clone(),
+        );
         Metrics {
             registry,
             services,
@@ -129,30 +170,43 @@ impl Metrics {
     /// 100,000 series, not 400,000.
     pub fn set_service_state(&self, name: &str, previous: Option<HealthState>, state: HealthState) {
         self.service_up
-            .get_or_create(&ServiceLabel { service: name.to_string() })
+            .get_or_create(&ServiceLabel {
+                service: name.to_string(),
+            })
             .set(state.is_up() as i64);
         if let Some(p) = previous.filter(|p| *p != state) {
-            self.service_state
-                .remove(&ServiceStateLabel { service: name.to_string(), state: p.as_str().into() });
+            self.service_state.remove(&ServiceStateLabel {
+                service: name.to_string(),
+                state: p.as_str().into(),
+            });
         }
         self.service_state
-            .get_or_create(&ServiceStateLabel { service: name.to_string(), state: state.as_str().into() })
+            .get_or_create(&ServiceStateLabel {
+                service: name.to_string(),
+                state: state.as_str().into(),
+            })
             .set(1);
     }
 
     /// Drops a deleted service's series.
     pub fn remove_service(&self, name: &str) {
-        self.service_up.remove(&ServiceLabel { service: name.to_string() });
+        self.service_up.remove(&ServiceLabel {
+            service: name.to_string(),
+        });
         for s in HealthState::ALL {
-            self.service_state
-                .remove(&ServiceStateLabel { service: name.to_string(), state: s.as_str().into() });
+            self.service_state.remove(&ServiceStateLabel {
+                service: name.to_string(),
+                state: s.as_str().into(),
+            });
         }
     }
 
     /// Counts one check.
     pub fn record_check(&self, result: CheckResult, seconds: f64) {
         self.checks
-            .get_or_create(&ResultLabel { result: result.as_str().into() })
+            .get_or_create(&ResultLabel {
+                result: result.as_str().into(),
+            })
             .inc();
         self.check_duration.observe(seconds);
     }

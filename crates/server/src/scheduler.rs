@@ -184,7 +184,8 @@ impl Scheduler {
                 },
                 _ = tokio::time::sleep_until(next) => self.fire(&done_tx),
             }
-            self.alive.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+            self.alive
+                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         }
         // Let running probes finish (each is bounded by its timeout) and
         // record their results.
@@ -199,7 +200,8 @@ impl Scheduler {
 
     fn insert(&mut self, rec: ServiceRecord, now: u64) {
         let id = rec.id;
-        self.metrics.set_service_state(&rec.spec.name, None, rec.state);
+        self.metrics
+            .set_service_state(&rec.spec.name, None, rec.state);
         let entry = Entry {
             name: Arc::from(rec.spec.name.as_str()),
             tracker: HealthTracker::restore(rec.state, rec.successes, rec.failures),
@@ -303,9 +305,11 @@ impl Scheduler {
                 let Ok(_permit) = sem.acquire_owned().await else {
                     return;
                 };
-                metrics
-                    .scheduler_lag
-                    .observe(Instant::now().saturating_duration_since(due_at).as_secs_f64());
+                metrics.scheduler_lag.observe(
+                    Instant::now()
+                        .saturating_duration_since(due_at)
+                        .as_secs_f64(),
+                );
                 metrics.probes_in_flight.inc();
                 let at = now_ms();
                 let outcome = prober.probe(&spec, at).await;

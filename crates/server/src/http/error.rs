@@ -52,7 +52,9 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &str, &str) {
         match self {
             ApiError::Invalid(e) => (StatusCode::BAD_REQUEST, e.code, e.field.as_str()),
-            ApiError::BadRequest { code, field, .. } => (StatusCode::BAD_REQUEST, code, field.as_str()),
+            ApiError::BadRequest { code, field, .. } => {
+                (StatusCode::BAD_REQUEST, code, field.as_str())
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "name"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", ""),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", ""),
@@ -65,7 +67,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         use rusqlite::ErrorCode::*;
         if let StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) = &e {
-            if matches!(f.code, DiskFull | ReadOnly | SystemIoFailure | CannotOpen | DatabaseBusy | DatabaseLocked) {
+            if matches!(
+                f.code,
+                DiskFull | ReadOnly | SystemIoFailure | CannotOpen | DatabaseBusy | DatabaseLocked
+            ) {
                 tracing::error!(error = %e, "store unavailable");
                 return ApiError::Unavailable(format!("the store cannot write right now: {e}"));
             }

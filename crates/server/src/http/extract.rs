@@ -37,7 +37,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ServiceName {
         Path::<String>::from_request_parts(parts, state)
             .await
             .map(|Path(n)| ServiceName(n))
-            .map_err(|e| ApiError::bad("name", format!("invalid service name in path: {}", e.body_text())))
+            .map_err(|e| {
+                ApiError::bad(
+                    "name",
+                    format!("invalid service name in path: {}", e.body_text()),
+                )
+            })
     }
 }
 
@@ -52,7 +57,10 @@ pub fn form_pairs(raw: &[u8], what: &str) -> Result<Vec<(String, String)>, ApiEr
             None => (part, &[][..]),
         };
         let decode = |s: &[u8]| -> Result<String, ApiError> {
-            let plus: Vec<u8> = s.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+            let plus: Vec<u8> = s
+                .iter()
+                .map(|b| if *b == b'+' { b' ' } else { *b })
+                .collect();
             percent_encoding::percent_decode(&plus)
                 .decode_utf8()
                 .map(|c| c.into_owned())
@@ -78,7 +86,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
 impl Query {
     /// The last value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// `key` as a number in `1..=max`, or `default`.
@@ -89,7 +101,9 @@ impl Query {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| ApiError::bad(key, format!("invalid {key} {v:?} (valid: 1 to {max})"))),
+                .ok_or_else(|| {
+                    ApiError::bad(key, format!("invalid {key} {v:?} (valid: 1 to {max})"))
+                }),
         }
     }
 }

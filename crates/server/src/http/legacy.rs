@@ -28,7 +28,11 @@ pub(super) fn router() -> Router<AppState> {
         .route("/healthchecker/info", get(info).post(info))
 }
 
-async fn monitor(State(app): State<AppState>, q: Query, Body(body): Body) -> Result<impl IntoResponse, ApiError> {
+async fn monitor(
+    State(app): State<AppState>,
+    q: Query,
+    Body(body): Body,
+) -> Result<impl IntoResponse, ApiError> {
     // Fields may come in the form body or (older clients) the query.
     let mut pairs = q.0;
     pairs.extend(form_pairs(&body, "form")?);
@@ -36,12 +40,24 @@ async fn monitor(State(app): State<AppState>, q: Query, Body(body): Body) -> Res
     let (reg, token) = app.register(spec).await?;
     let name = reg.record.spec.name.clone();
     let (status, message) = if reg.created {
-        (StatusCode::CREATED, format!("App `{name}` is scheduled for health check monitoring."))
+        (
+            StatusCode::CREATED,
+            format!("App `{name}` is scheduled for health check monitoring."),
+        )
     } else {
-        (StatusCode::OK, format!("App `{name}` was already monitored; its parameters are updated."))
+        (
+            StatusCode::OK,
+            format!("App `{name}` was already monitored; its parameters are updated."),
+        )
     };
-    let view = ServiceView { token: Some(&token), ..Default::default() };
-    Ok((status, Json(json!({ "message": message, "service": service_json(&reg.record, view) }))))
+    let view = ServiceView {
+        token: Some(&token),
+        ..Default::default()
+    };
+    Ok((
+        status,
+        Json(json!({ "message": message, "service": service_json(&reg.record, view) })),
+    ))
 }
 
 /// `appname` from the query or a form body; 400 when missing.
@@ -49,7 +65,13 @@ fn appname(q: &Query, body: &[u8]) -> Result<String, ApiError> {
     let from_body = form_pairs(body, "form")?;
     q.get("appname")
         .map(str::to_string)
-        .or_else(|| from_body.into_iter().rev().find(|(k, _)| k == "appname").map(|(_, v)| v))
+        .or_else(|| {
+            from_body
+                .into_iter()
+                .rev()
+                .find(|(k, _)| k == "appname")
+                .map(|(_, v)| v)
+        })
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::BadRequest {
             code: "missing_field",
@@ -58,25 +80,47 @@ fn appname(q: &Query, body: &[u8]) -> Result<String, ApiError> {
         })
 }
 
-async fn stop(State(app): State<AppState>, q: Query, Body(body): Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn stop(
+    State(app): State<AppState>,
+    q: Query,
+    Body(body): Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let name = appname(&q, &body)?;
     app.delete(&name).await?;
-    Ok(Json(json!({ "message": format!("App `{name}` is no longer monitored.") })))
+    Ok(Json(
+        json!({ "message": format!("App `{name}` is no longer monitored.") }),
+    ))
 }
 
-async fn pause(State(app): State<AppState>, q: Query, Body(body): Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn pause(
+    State(app): State<AppState>,
+    q: Query,
+    Body(body): Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let name = appname(&q, &body)?;
     let rec = app.set_paused(&name, true).await?;
-    Ok(Json(json!({ "message": "OK", "service": service_json(&rec, ServiceView::default()) })))
+    Ok(Json(
+        json!({ "message": "OK", "service": service_json(&rec, ServiceView::default()) }),
+    ))
 }
 
-async fn resume(State(app): State<AppState>, q: Query, Body(body): Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn resume(
+    State(app): State<AppState>,
+    q: Query,
+    Body(body): Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let name = appname(&q, &body)?;
     let rec = app.set_paused(&name, false).await?;
-    Ok(Json(json!({ "message": "OK", "service": service_json(&rec, ServiceView::default()) })))
+    Ok(Json(
+        json!({ "message": "OK", "service": service_json(&rec, ServiceView::default()) }),
+    ))
 }
 
-async fn info(State(app): State<AppState>, q: Query, Body(body): Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn info(
+    State(app): State<AppState>,
+    q: Query,
+    Body(body): Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let name = appname(&q, &body)?;
     let rec = app.service(&name).await?;
     Ok(Json(service_json(&rec, ServiceView::default())))

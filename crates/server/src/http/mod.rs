@@ -119,7 +119,10 @@ async fn own_health(State(app): State<AppState>) -> Response {
     };
     (
         code,
-        [(header::CONTENT_TYPE, healthchecker_core::healthjson::CONTENT_TYPE)],
+        [(
+            header::CONTENT_TYPE,
+            healthchecker_core::healthjson::CONTENT_TYPE,
+        )],
         body.to_string(),
     )
         .into_response()
@@ -130,7 +133,11 @@ async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
     let (counts, backlog) = tokio::task::spawn_blocking(move || {
         let counts = store.count_by_state()?;
         let backlog = store.with_reader(|c| {
-            c.query_row("SELECT COUNT(*) FROM notifications WHERE status = 'pending'", [], |r| r.get::<_, i64>(0))
+            c.query_row(
+                "SELECT COUNT(*) FROM notifications WHERE status = 'pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
         })?;
         Ok::<_, crate::store::StoreError>((counts, backlog))
     })
@@ -138,12 +145,17 @@ async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
     for (state, n) in counts.0 {
         app.metrics
             .services
-            .get_or_create(&crate::metrics::StateLabel { state: state.as_str().into() })
+            .get_or_create(&crate::metrics::StateLabel {
+                state: state.as_str().into(),
+            })
             .set(n);
     }
     app.metrics.outbox_backlog.set(backlog);
     Ok((
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.metrics.encode(),
     )
         .into_response())

@@ -27,11 +27,21 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/notifications", get(notifications))
 }
 
-async fn register(State(app): State<AppState>, Body(body): Body) -> Result<impl IntoResponse, ApiError> {
+async fn register(
+    State(app): State<AppState>,
+    Body(body): Body,
+) -> Result<impl IntoResponse, ApiError> {
     let spec = ServiceSpec::try_from(RegisterRequest::from_json(&body)?)?;
     let (reg, token) = app.register(spec).await?;
-    let status = if reg.created { StatusCode::CREATED } else { StatusCode::OK };
-    let view = ServiceView { token: Some(&token), ..Default::default() };
+    let status = if reg.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let view = ServiceView {
+        token: Some(&token),
+        ..Default::default()
+    };
     Ok((status, Json(service_json(&reg.record, view))))
 }
 
@@ -39,7 +49,10 @@ async fn list(State(app): State<AppState>, q: Query) -> Result<Json<Value>, ApiE
     let state = match q.get("state").filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(s.parse::<HealthState>().map_err(|_| {
-            ApiError::bad("state", format!("invalid state {s:?} (valid: unknown, healthy, degraded, unhealthy)"))
+            ApiError::bad(
+                "state",
+                format!("invalid state {s:?} (valid: unknown, healthy, degraded, unhealthy)"),
+            )
         })?),
     };
     let limit = match q.get("limit") {
@@ -48,7 +61,9 @@ async fn list(State(app): State<AppState>, q: Query) -> Result<Json<Value>, ApiE
     };
     let offset = match q.get("offset") {
         None | Some("") => 0,
-        Some(v) => v.parse().map_err(|_| ApiError::bad("offset", format!("invalid offset {v:?}")))?,
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::bad("offset", format!("invalid offset {v:?}")))?,
     };
     let filter = ServiceFilter {
         state,
@@ -63,13 +78,22 @@ async fn list(State(app): State<AppState>, q: Query) -> Result<Json<Value>, ApiE
         .iter()
         .map(|r| {
             let uptime = Some(uptimes.get(&r.id).copied().unwrap_or_default());
-            service_json(r, ServiceView { uptime, ..Default::default() })
+            service_json(
+                r,
+                ServiceView {
+                    uptime,
+                    ..Default::default()
+                },
+            )
         })
         .collect();
     Ok(Json(json!({ "count": items.len(), "services": items })))
 }
 
-async fn one(State(app): State<AppState>, ServiceName(name): ServiceName) -> Result<Json<Value>, ApiError> {
+async fn one(
+    State(app): State<AppState>,
+    ServiceName(name): ServiceName,
+) -> Result<Json<Value>, ApiError> {
     let rec = app.service(&name).await?;
     let id = rec.id;
     let (recent, uptimes) = app
@@ -83,22 +107,35 @@ async fn one(State(app): State<AppState>, ServiceName(name): ServiceName) -> Res
     Ok(Json(service_json(&rec, view)))
 }
 
-async fn remove(State(app): State<AppState>, ServiceName(name): ServiceName) -> Result<StatusCode, ApiError> {
+async fn remove(
+    State(app): State<AppState>,
+    ServiceName(name): ServiceName,
+) -> Result<StatusCode, ApiError> {
     app.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn pause(State(app): State<AppState>, ServiceName(name): ServiceName) -> Result<Json<Value>, ApiError> {
+async fn pause(
+    State(app): State<AppState>,
+    ServiceName(name): ServiceName,
+) -> Result<Json<Value>, ApiError> {
     let rec = app.set_paused(&name, true).await?;
     Ok(Json(service_json(&rec, ServiceView::default())))
 }
 
-async fn resume(State(app): State<AppState>, ServiceName(name): ServiceName) -> Result<Json<Value>, ApiError> {
+async fn resume(
+    State(app): State<AppState>,
+    ServiceName(name): ServiceName,
+) -> Result<Json<Value>, ApiError> {
     let rec = app.set_paused(&name, false).await?;
     Ok(Json(service_json(&rec, ServiceView::default())))
 }
 
-async fn checks(State(app): State<AppState>, ServiceName(name): ServiceName, q: Query) -> Result<Json<Value>, ApiError> {
+async fn checks(
+    State(app): State<AppState>,
+    ServiceName(name): ServiceName,
+    q: Query,
+) -> Result<Json<Value>, ApiError> {
     let limit = q.limit("limit", 100, MAX_LIMIT)?;
     let rec = app.service(&name).await?;
     let id = rec.id;
@@ -111,9 +148,16 @@ async fn checks(State(app): State<AppState>, ServiceName(name): ServiceName, q: 
 
 async fn events(State(app): State<AppState>, q: Query) -> Result<Json<Value>, ApiError> {
     let limit = q.limit("limit", 100, MAX_LIMIT)?;
-    let service = q.get("service").filter(|s| !s.is_empty()).map(str::to_string);
-    let rows = app.read(move |s| s.events(service.as_deref(), limit)).await?;
-    Ok(Json(json!({ "events": rows.iter().map(event_json).collect::<Vec<_>>() })))
+    let service = q
+        .get("service")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let rows = app
+        .read(move |s| s.events(service.as_deref(), limit))
+        .await?;
+    Ok(Json(
+        json!({ "events": rows.iter().map(event_json).collect::<Vec<_>>() }),
+    ))
 }
 
 async fn notifications(State(app): State<AppState>, q: Query) -> Result<Json<Value>, ApiError> {
@@ -122,12 +166,20 @@ async fn notifications(State(app): State<AppState>, q: Query) -> Result<Json<Val
         None => None,
         Some(s @ ("pending" | "sent" | "failed")) => Some(s.to_string()),
         Some(s) => {
-            return Err(ApiError::bad("status", format!("invalid status {s:?} (valid: pending, sent, failed)")))
+            return Err(ApiError::bad(
+                "status",
+                format!("invalid status {s:?} (valid: pending, sent, failed)"),
+            ))
         }
     };
-    let service = q.get("service").filter(|s| !s.is_empty()).map(str::to_string);
+    let service = q
+        .get("service")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
     let rows = app
         .read(move |s| s.notifications(status.as_deref(), service.as_deref(), limit))
         .await?;
-    Ok(Json(json!({ "notifications": rows.iter().map(notification_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "notifications": rows.iter().map(notification_json).collect::<Vec<_>>() }),
+    ))
 }

@@ -3,10 +3,15 @@
 /// Checks an SMTP URL: `smtp://[user@]host[:port][?tls=starttls|none]` or
 /// `smtps://[user@]host[:port]` (implicit TLS).
 pub fn validate_smtp_url(s: &str) -> Result<(), String> {
-    let u = url::Url::parse(s).map_err(|e| format!("expected smtp://host:port or smtps://host:port: {e}"))?;
+    let u = url::Url::parse(s)
+        .map_err(|e| format!("expected smtp://host:port or smtps://host:port: {e}"))?;
     match u.scheme() {
         "smtp" | "smtps" => {}
-        other => return Err(format!("unsupported scheme {other:?} (expected smtp or smtps)")),
+        other => {
+            return Err(format!(
+                "unsupported scheme {other:?} (expected smtp or smtps)"
+            ))
+        }
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err("missing host".into());
@@ -14,7 +19,11 @@ pub fn validate_smtp_url(s: &str) -> Result<(), String> {
     for (k, v) in u.query_pairs() {
         match (k.as_ref(), v.as_ref()) {
             ("tls", "starttls" | "none" | "required" | "opportunistic") => {}
-            _ => return Err(format!("unsupported parameter {k}={v} (expected tls=starttls|opportunistic|none)")),
+            _ => {
+                return Err(format!(
+                    "unsupported parameter {k}={v} (expected tls=starttls|opportunistic|none)"
+                ))
+            }
         }
     }
     Ok(())

@@ -131,7 +131,8 @@ fn apply_cert_expiry(out: &mut ProbeOutcome, expires_ms: i64, now_ms: i64, warn_
     } else if expires_ms - now_ms < warn_days as i64 * day {
         let days = (expires_ms - now_ms) / day;
         out.result = CheckResult::Warn;
-        let why = format!("certificate expires in {days} days ({date})");
+        let unit = if days == 1 { "day" } else { "days" };
+        let why = format!("certificate expires in {days} {unit} ({date})");
         out.reason = Some(match out.reason.take() {
             Some(r) => format!("{r}; {why}"),
             None => why,
@@ -204,7 +205,10 @@ mod tests {
         let mut o = ProbeOutcome::pass();
         apply_cert_expiry(&mut o, now + day, now, 14);
         assert_eq!(o.result, CheckResult::Warn);
-        assert!(o.reason.unwrap().starts_with("certificate expires in 0 days"));
+        assert!(o
+            .reason
+            .unwrap()
+            .starts_with("certificate expires in 1 day ("));
         let mut o = ProbeOutcome::pass();
         apply_cert_expiry(&mut o, now + 30 * day, now, 14);
         assert_eq!(o.result, CheckResult::Pass);

@@ -325,7 +325,8 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
     })
 }
 
-pub(crate) const NOTIFICATION_COLUMNS: &str = "id, event_id, service_id, service, created_at, from_state, \
+pub(crate) const NOTIFICATION_COLUMNS: &str =
+    "id, event_id, service_id, service, created_at, from_state, \
     to_state, reason, target, recipients, previous_since, status, attempts, next_attempt_at, \
     last_error, sent_at, message_id";
 
@@ -550,13 +551,20 @@ impl Store {
             sql.push_str(&format!(" AND state = ?{}", args.len()));
         }
         if let Some(q) = filter.name_contains.as_ref().filter(|q| !q.is_empty()) {
-            let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let escaped = q
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             args.push(Box::new(format!("%{escaped}%")));
             sql.push_str(&format!(" AND name LIKE ?{} ESCAPE '\\'", args.len()));
         }
         sql.push_str(" ORDER BY name");
         if filter.limit > 0 || filter.offset > 0 {
-            let limit = if filter.limit == 0 { -1 } else { filter.limit as i64 };
+            let limit = if filter.limit == 0 {
+                -1
+            } else {
+                filter.limit as i64
+            };
             sql.push_str(&format!(" LIMIT {limit} OFFSET {}", filter.offset));
         }
         let mut stmt = conn.prepare(&sql)?;
@@ -576,7 +584,9 @@ impl Store {
                 e.1 = n;
             }
         }
-        let paused = conn.query_row("SELECT COUNT(*) FROM services WHERE paused = 1", [], |r| r.get(0))?;
+        let paused = conn.query_row("SELECT COUNT(*) FROM services WHERE paused = 1", [], |r| {
+            r.get(0)
+        })?;
         Ok((out, paused))
     }
 
@@ -596,7 +606,11 @@ impl Store {
     pub fn token_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
         let conn = lock(&self.reader);
         Ok(conn
-            .query_row("SELECT token_hash FROM services WHERE name = ?1", [name], |r| r.get(0))
+            .query_row(
+                "SELECT token_hash FROM services WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
@@ -612,7 +626,11 @@ impl Store {
     }
 
     /// The newest `limit` events, newest first, optionally of one service.
-    pub fn events(&self, service: Option<&str>, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+    pub fn events(
+        &self,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         let conn = lock(&self.reader);
         let cols = "id, at, service_id, service, kind, from_state, to_state, check_id, reason";
         let rows = match service {
@@ -647,7 +665,10 @@ impl Store {
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR service = ?2) \
              ORDER BY id DESC LIMIT ?3"
         ))?;
-        let rows = stmt.query_map(params![status, service, limit as i64], notification_from_row)?;
+        let rows = stmt.query_map(
+            params![status, service, limit as i64],
+            notification_from_row,
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -738,7 +759,6 @@ impl Store {
         Ok(f(&conn)?)
     }
 }
-
 
 #[cfg(test)]
 mod tests;

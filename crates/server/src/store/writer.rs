@@ -213,7 +213,10 @@ fn write_check(tx: &Connection, c: &CheckWrite) -> rusqlite::Result<()> {
             c.duration_us,
             c.cert_expires_at,
             c.transition.is_some(),
-            c.transition.as_ref().and_then(|t| t.notify.as_ref()).map(|n| n.not_before),
+            c.transition
+                .as_ref()
+                .and_then(|t| t.notify.as_ref())
+                .map(|n| n.not_before),
             c.service_id
         ])?;
     if changed == 0 {

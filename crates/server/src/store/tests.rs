@@ -1,0 +1,182 @@
+use super::*;
+use crate::store::writer::Writer;
+use healthchecker_core::{RegisterRequest, ServiceSpec};
+
+fn spec(name: &str, interval: u32) -> ServiceSpec {
+    let body = serde_json::json!({"name": name, "url": "http://127.0.0.1:9/health", "interval": interval, "email": "a@example.com"});
+    ServiceSpec::try_from(RegisterRequest::from_json(body.to_string().as_bytes()).unwrap()).unwrap()
+}
+
+fn check(id: i64, at: i64, result: CheckResult, state: HealthState) -> CheckWrite {
+    CheckWrite {
+        service_id: id,
+        at,
+        duration_us: 1500,
+        result,
+        reason: (result != CheckResult::Pass).then(|| "HTTP 503".into()),
+        http_status: Some(if result == CheckResult::Pass {
+            200
+        } else {
+            503
+        }),
+        details: None,
+        cert_expires_at: None,
+        state,
+        successes: 0,
+        failures: 2,
+        transition: None,
+    }
+}
+
+#[test]
+fn registration_updates_keep_state_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("x.db")).unwrap();
+    let r = store.register(&spec("a", 30), "h1", 1_000).unwrap();
+    assert!(r.created);
+    store
+        .with_writer(|c| {
+            c.execute(
+                "UPDATE services SET state='healthy', successes=12 WHERE id=?1",
+                [r.record.id],
+            )
+        })
+        .unwrap();
+    let r2 = store.register(&spec("a", 60), "h2", 2_000).unwrap();
+    assert!(!r2.created);
+    assert_eq!(r2.record.id, r.record.id);
+    assert_eq!(r2.record.state, HealthState::Healthy);
+    assert_eq!(r2.record.successes, 12);
+    assert_eq!(r2.record.spec.interval, 60);
+    assert_eq!(store.token_hash("a").unwrap().as_deref(), Some("h2"));
+    let kinds: Vec<String> = store
+        .events(Some("a"), 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, vec!["updated", "registered"]);
+}
+
+#[tokio::test]
+async fn writer_records_check_event_and_outbox_together_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    let store = Store::open(&path).unwrap();
+    let id = store
+        .register(&spec("web one", 30), "h", 1_000)
+        .unwrap()
+        .record
+        .id;
+    let (writer, handle) = Writer::start(&store);
+    handle
+        .record(check(id, 2_000, CheckResult::Fail, HealthState::Unknown))
+        .await;
+    let mut c = check(id, 3_000, CheckResult::Fail, HealthState::Unhealthy);
+    c.transition = Some(TransitionWrite {
+        from: HealthState::Unknown,
+        previous_since: 1_000,
+        notify: Some(NotifyWrite {
+            service: "web one".into(),
+            target: "http://127.0.0.1:9/health".into(),
+            recipients: vec!["a@example.com".into()],
+            not_before: 3_000,
+            note: None,
+        }),
+    });
+    handle.record(c).await;
+    // A result for a deleted service is dropped, not an error.
+    handle
+        .record(check(999, 3_000, CheckResult::Pass, HealthState::Healthy))
+        .await;
+    handle.flush().await;
+    drop(handle);
+    writer.join();
+    drop(store);
+
+    let store = Store::open(&path).unwrap();
+    let rec = store.get_service("web one").unwrap().unwrap();
+    assert_eq!(rec.state, HealthState::Unhealthy);
+    assert_eq!(rec.state_since, 3_000);
+    assert_eq!(rec.last_failure_reason.as_deref(), Some("HTTP 503"));
+    assert_eq!(rec.last_notified_at, Some(3_000));
+    let checks = store.checks(id, 10).unwrap();
+    assert_eq!(checks.len(), 2);
+    assert_eq!(checks[0].at, 3_000);
+    let ev = &store.events(Some("web one"), 1).unwrap()[0];
+    assert_eq!(
+        (ev.kind.as_str(), ev.from, ev.to, ev.check_id),
+        (
+            "state",
+            Some(HealthState::Unknown),
+            Some(HealthState::Unhealthy),
+            Some(checks[0].id)
+        )
+    );
+    let n = store.notifications(Some("pending"), None, 10).unwrap();
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].event_id, ev.id);
+    assert_eq!(n[0].recipients, vec!["a@example.com".to_string()]);
+    let up = store.uptimes(3_000).unwrap()[&id];
+    assert_eq!(up.day, Some(0.0));
+}
+
+#[test]
+fn prune_keeps_the_larger_of_1000_checks_or_7_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("x.db")).unwrap();
+    let id = store.register(&spec("a", 30), "h", 0).unwrap().record.id;
+    let now = 100 * 24 * 3600 * 1000i64;
+    store
+        .with_writer(|c| {
+            let tx = c.transaction()?;
+            // 1,500 old checks and 10 recent ones.
+            for i in 0..1500 {
+                tx.execute("INSERT INTO checks (service_id, at, duration_us, result) VALUES (?1, ?2, 1, 'pass')", params![id, i])?;
+            }
+            for i in 0..10 {
+                tx.execute("INSERT INTO checks (service_id, at, duration_us, result) VALUES (?1, ?2, 1, 'pass')", params![id, now - i])?;
+            }
+            tx.commit()
+        })
+        .unwrap();
+    let removed = store.prune(now).unwrap();
+    assert_eq!(removed, 510);
+    assert_eq!(store.checks(id, 5000).unwrap().len(), 1000);
+    // Young checks are kept even beyond 1,000.
+    store
+        .with_writer(|c| {
+            let tx = c.transaction()?;
+            for i in 0..2000 {
+                tx.execute("INSERT INTO checks (service_id, at, duration_us, result) VALUES (?1, ?2, 1, 'pass')", params![id, now - 1000 - i])?;
+            }
+            tx.commit()
+        })
+        .unwrap();
+    store.prune(now).unwrap();
+    assert_eq!(store.checks(id, 5000).unwrap().len(), 2010);
+}
+
+#[test]
+fn delete_removes_history_but_keeps_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("x.db")).unwrap();
+    let id = store.register(&spec("a", 30), "h", 0).unwrap().record.id;
+    assert_eq!(store.delete("a", 5).unwrap(), Some(id));
+    assert_eq!(store.delete("a", 6).unwrap(), None);
+    assert!(store.get_service("a").unwrap().is_none());
+    assert_eq!(store.events(Some("a"), 10).unwrap()[0].kind, "deleted");
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    drop(Store::open(&path).unwrap());
+    let c = Connection::open(&path).unwrap();
+    c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(c);
+    let e = Store::open(&path).err().unwrap().to_string();
+    assert!(e.contains("newer"), "{e}");
+}
