@@ -133,6 +133,17 @@ pub async fn run(
             }
         });
     }
+    if let Some(smtp) = &cfg.smtp {
+        let mailer = notify::Mailer::new(smtp).map_err(|e| ServerError::Config(format!("--smtp-url: {e}")))?;
+        tracing::info!(url = %redact(&smtp.url), "mail sender started");
+        tasks.spawn(notify::sender::run(
+            store.clone(),
+            mailer,
+            cfg.public_url.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        ));
+    }
     let state = http::AppState(Arc::new(http::AppInner {
         store: store.clone(),
         scheduler,
@@ -155,6 +166,18 @@ pub async fn run(
     writer.join();
     served?;
     Ok(())
+}
+
+/// An SMTP URL without its user, for logs.
+fn redact(smtp_url: &str) -> String {
+    match url::Url::parse(smtp_url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "(invalid)".into(),
+    }
 }
 
 /// A daemon running in this process on a loopback port, for tests and

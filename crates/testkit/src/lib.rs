@@ -1,1 +1,121 @@
+//! Real loopback servers and helpers shared by healthchecker's tests.
+//!
+//! Nothing here is a mock: targets are real TCP/HTTP/TLS servers on
+//! 127.0.0.1, the daemon is the real daemon on port 0 with a real SQLite
+//! file in a temporary directory. Every server stops when its handle drops.
+#![allow(clippy::new_without_default)]
 
+pub mod smtp;
+pub mod target;
+pub mod tls;
+
+pub use target::{closed_port, HttpTarget, Mode, TcpTarget};
+pub use smtp::{SmtpMode, SmtpSink};
+pub use tls::{TlsCert, TlsTarget};
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The real daemon, in-process, on a loopback port, with its own database.
+pub struct TestDaemon {
+    /// The daemon.
+    pub daemon: Option<healthchecker_server::Daemon>,
+    /// Its base URL.
+    pub url: String,
+    /// Holds the database directory alive.
+    pub dir: tempfile::TempDir,
+    /// A client for its API.
+    pub http: reqwest::Client,
+}
+
+impl TestDaemon {
+    /// Starts a daemon with default settings and a fresh database.
+    pub async fn start() -> TestDaemon {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a daemon after `tweak` adjusts its configuration.
+    pub async fn start_with(tweak: impl FnOnce(&mut healthchecker_server::Config)) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = healthchecker_server::Config::for_db(dir.path().join("hc.db"));
+        tweak(&mut cfg);
+        let daemon = healthchecker_server::Daemon::start(cfg).await.expect("daemon starts");
+        TestDaemon {
+            url: daemon.url.clone(),
+            daemon: Some(daemon),
+            dir,
+            http: reqwest::Client::builder().no_proxy().build().expect("client"),
+        }
+    }
+
+    /// `url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    /// POSTs a JSON registration; returns status and body.
+    pub async fn register(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.http.post(self.at("/api/v1/services")).json(&body).send().await.expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// GETs a JSON document; returns status and body.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.http.get(self.at(path)).send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The `state` of a service.
+    pub async fn state(&self, name: &str) -> String {
+        let (_, v) = self.get(&format!("/api/v1/services/{}", enc(name))).await;
+        v["state"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Waits until the service reaches `state`.
+    pub async fn wait_state(&self, name: &str, state: &str, timeout: Duration) {
+        wait_for(&format!("{name} to become {state}"), timeout, || async {
+            (self.state(name).await == state).then_some(())
+        })
+        .await
+    }
+
+    /// Stops the daemon and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.stop().await.expect("clean stop");
+        }
+    }
+}
+
+/// Percent-encodes a path segment.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -1,4 +1,13 @@
 //! Notifications: the mail outbox sender and the mail renderer (SPEC section 4).
+//!
+//! The decision *which* transitions notify is pure and lives in the core
+//! crate; the scheduler writes the outbox row in the same transaction as
+//! the event; this module only renders and delivers.
+
+pub mod render;
+pub mod sender;
+
+pub use sender::Mailer;
 
 /// Checks an SMTP URL: `smtp://[user@]host[:port][?tls=starttls|none]` or
 /// `smtps://[user@]host[:port]` (implicit TLS).

@@ -737,11 +737,58 @@ impl Store {
         Ok(removed)
     }
 
+    /// Pending notifications due at `now`, oldest first.
+    pub fn due_notifications(&self, now: i64, limit: usize) -> Result<Vec<NotificationRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications \
+             WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![now, limit as i64], notification_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks notifications sent (the SMTP server accepted the mail).
+    pub fn mark_sent(&self, ids: &[i64], message_id: &str, at: i64) -> Result<(), StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE notifications SET status = 'sent', sent_at = ?1, message_id = ?2, \
+                 attempts = attempts + 1, last_error = NULL, batch_id = ?3 WHERE id = ?4",
+            )?;
+            let batch = ids.iter().max().copied();
+            for id in ids {
+                stmt.execute(params![at, message_id, batch, id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a failed delivery: retry at `next_attempt_at`, or give up.
+    pub fn mark_failed_attempt(&self, ids: &[i64], error: &str, next_attempt_at: i64, give_up: bool) -> Result<(), StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE notifications SET attempts = attempts + 1, last_error = ?1, \
+                 next_attempt_at = ?2, status = CASE WHEN ?3 THEN 'failed' ELSE status END WHERE id = ?4",
+            )?;
+            for id in ids {
+                stmt.execute(params![error, next_attempt_at, give_up, id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub(crate) fn writer_conn(&self) -> Arc<Mutex<Connection>> {
         self.writer.clone()
     }
 
-    /// Runs `f` on the writer connection (the outbox sender's updates).
+    /// Runs `f` on the writer connection (tests).
+    #[cfg(test)]
     pub(crate) fn with_writer<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,

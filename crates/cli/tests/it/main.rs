@@ -1,0 +1,5 @@
+//! Tests of the `healthchecker` binary as a user runs it.
+
+mod daemon;
+mod mail_outage;
+mod serve;

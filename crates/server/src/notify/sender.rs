@@ -1,0 +1,199 @@
+//! The outbox sender: delivers pending notifications over SMTP (lettre)
+//! with retries, and marks a mail sent only after the server accepted it.
+//!
+//! Delivery is at-least-once: a crash between the server's `250` and our
+//! commit resends the same mail with the same Message-ID, which mail
+//! clients de-duplicate. Every failure, temporary (4xx) or permanent (5xx),
+//! is retried with exponential back-off (5 s doubling, capped at 1 h) until
+//! the notification is 24 h old; then it is marked `failed`. A permanent
+//! refusal is often a misconfiguration the operator fixes within the day.
+
+use super::render::{render, Mail};
+use crate::clock::now_ms;
+use crate::config::SmtpConfig;
+use crate::metrics::{Metrics, OutcomeLabel};
+use crate::store::{NotificationRecord, Store};
+use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the outbox is polled for due mail.
+pub const POLL: Duration = Duration::from_secs(1);
+/// First retry delay; doubles per attempt.
+pub const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// Longest retry delay.
+pub const MAX_RETRY: Duration = Duration::from_secs(3600);
+/// Give up on a notification this old.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Longest one SMTP conversation may take (a hung server).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most notifications read per poll.
+const BATCH: usize = 500;
+
+/// An SMTP client built from `--smtp-url`.
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Mailer {
+    /// Builds the transport: `smtp://` plain (local relay), `?tls=starttls`
+    /// (required) or `?tls=opportunistic`, `smtps://` implicit TLS.
+    pub fn new(cfg: &SmtpConfig) -> Result<Mailer, String> {
+        let u = url::Url::parse(&cfg.url).map_err(|e| e.to_string())?;
+        let host = u.host_str().ok_or("missing host")?.trim_matches(['[', ']']).to_string();
+        let tls_mode = u
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| "none".into());
+        let params = || TlsParameters::new(host.clone()).map_err(|e| format!("TLS setup: {e}"));
+        let (tls, default_port) = match (u.scheme(), tls_mode.as_str()) {
+            ("smtps", _) => (Tls::Wrapper(params()?), 465),
+            (_, "starttls" | "required") => (Tls::Required(params()?), 587),
+            (_, "opportunistic") => (Tls::Opportunistic(params()?), 25),
+            _ => (Tls::None, 25),
+        };
+        let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+            .port(u.port().unwrap_or(default_port))
+            .tls(tls)
+            .timeout(Some(SEND_TIMEOUT));
+        if !u.username().is_empty() {
+            let user = percent_encoding::percent_decode_str(u.username())
+                .decode_utf8_lossy()
+                .into_owned();
+            b = b.credentials(Credentials::new(user, cfg.password.clone().unwrap_or_default()));
+        }
+        let from: Mailbox = cfg.from.parse().map_err(|e| format!("--smtp-from: {e}"))?;
+        Ok(Mailer { transport: b.build(), from })
+    }
+
+    fn message(&self, mail: &Mail) -> Result<Message, String> {
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            .subject(mail.subject.clone())
+            .message_id(Some(mail.message_id.clone()));
+        for r in &mail.recipients {
+            b = b.to(r.parse::<Mailbox>().map_err(|e| format!("recipient {r}: {e}"))?);
+        }
+        b.multipart(
+            MultiPart::alternative()
+                .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(mail.text.clone()))
+                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(mail.html.clone())),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Sends one mail; `Err` carries the server's reply or the I/O error.
+    pub async fn send(&self, mail: &Mail) -> Result<(), String> {
+        let msg = self.message(mail)?;
+        match tokio::time::timeout(SEND_TIMEOUT * 2, self.transport.send(msg)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("SMTP server did not answer within {}s", SEND_TIMEOUT.as_secs() * 2)),
+        }
+    }
+}
+
+/// The delay before retry number `attempts` (1-based).
+pub fn backoff(attempts: i64) -> Duration {
+    let exp = attempts.clamp(1, 20) as u32 - 1;
+    FIRST_RETRY.saturating_mul(2u32.saturating_pow(exp)).min(MAX_RETRY)
+}
+
+/// Runs the sender until `cancel` fires.
+pub async fn run(store: Store, mailer: Mailer, public_url: String, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "healthchecker".into());
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        let s = store.clone();
+        let due = match tokio::task::spawn_blocking(move || s.due_notifications(now_ms(), BATCH)).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the outbox");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        for group in group_by_service(due) {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let mail = render(&group, &public_url, &host);
+            let ids: Vec<i64> = group.iter().map(|n| n.id).collect();
+            let result = mailer.send(&mail).await;
+            let now = now_ms();
+            let s = store.clone();
+            let outcome = match &result {
+                Ok(()) => {
+                    tracing::info!(service = %group[0].service, message_id = %mail.message_id, to = ?mail.recipients, "mail sent");
+                    let mid = mail.message_id.clone();
+                    let r = tokio::task::spawn_blocking(move || s.mark_sent(&ids, &mid, now)).await;
+                    if let Ok(Err(e)) = r {
+                        tracing::error!(error = %e, "mail sent but not marked; it may be sent again");
+                    }
+                    "sent"
+                }
+                Err(e) => {
+                    let attempts = group.iter().map(|n| n.attempts).max().unwrap_or(0) + 1;
+                    let oldest = group.iter().map(|n| n.created_at).min().unwrap_or(now);
+                    let give_up = now - oldest >= GIVE_UP_AFTER.as_millis() as i64;
+                    let next = now + backoff(attempts).as_millis() as i64;
+                    tracing::warn!(service = %group[0].service, attempts, error = %e, give_up, "SMTP delivery failed");
+                    let err = e.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.mark_failed_attempt(&ids, &err, next, give_up)).await;
+                    if give_up { "failed" } else { "retry" }
+                }
+            };
+            metrics.notifications.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
+        }
+    }
+}
+
+/// Groups due rows by service, keeping each group oldest first.
+fn group_by_service(rows: Vec<NotificationRecord>) -> Vec<Vec<NotificationRecord>> {
+    let mut groups: Vec<Vec<NotificationRecord>> = Vec::new();
+    for r in rows {
+        match groups.iter_mut().find(|g| g[0].service_id == r.service_id) {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    for g in &mut groups {
+        g.sort_by_key(|n| n.id);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(5));
+        assert_eq!(backoff(2), Duration::from_secs(10));
+        assert_eq!(backoff(5), Duration::from_secs(80));
+        assert_eq!(backoff(30), MAX_RETRY);
+    }
+
+    #[test]
+    fn smtp_urls_build_transports() {
+        for url in ["smtp://127.0.0.1:2525", "smtp://me%40x.com@smtp.gmail.com:587?tls=starttls", "smtps://mail.example.com"] {
+            let cfg = SmtpConfig { url: url.into(), from: "hc <hc@example.com>".into(), password: Some("p".into()) };
+            assert!(Mailer::new(&cfg).is_ok(), "{url}");
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the daemon: the real daemon on a loopback port,
+//! real SQLite, real targets (see healthchecker-testkit).
+
+mod api;
+mod legacy;
+mod lifecycle;
+mod mail;
+mod probes;
