@@ -1,6 +1,7 @@
 //! `healthchecker`: the one binary. `serve` runs the daemon; the other
 //! commands are clients of a running daemon.
 
+mod client_cmd;
 mod serve;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -21,6 +22,20 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(serve::ServeArgs),
+    /// Register (or update) a service for monitoring.
+    Monitor(client_cmd::MonitorArgs),
+    /// List every service (a table; --json for scripts).
+    List(client_cmd::ListArgs),
+    /// Show one service.
+    Info(client_cmd::NameArgs),
+    /// Pause a service's checks.
+    Pause(client_cmd::NameArgs),
+    /// Resume a service's checks.
+    Resume(client_cmd::NameArgs),
+    /// Stop monitoring a service.
+    Stop(client_cmd::NameArgs),
+    /// Find daemons on the local network (mDNS).
+    Discover(client_cmd::DiscoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,5 +62,12 @@ fn main() -> ExitCode {
             let sub = matches.subcommand_matches("serve").expect("serve matched");
             serve::main(args, sub)
         }
+        Command::Monitor(a) => client_cmd::exec(client_cmd::monitor(a)),
+        Command::List(a) => client_cmd::exec(client_cmd::list(a)),
+        Command::Info(a) => client_cmd::exec(client_cmd::info(a)),
+        Command::Pause(a) => client_cmd::exec(client_cmd::set_paused(a, true)),
+        Command::Resume(a) => client_cmd::exec(client_cmd::set_paused(a, false)),
+        Command::Stop(a) => client_cmd::exec(client_cmd::stop(a)),
+        Command::Discover(a) => client_cmd::exec(client_cmd::discover(a)),
     }
 }

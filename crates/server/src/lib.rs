@@ -134,7 +134,8 @@ pub async fn run(
         });
     }
     if let Some(smtp) = &cfg.smtp {
-        let mailer = notify::Mailer::new(smtp).map_err(|e| ServerError::Config(format!("--smtp-url: {e}")))?;
+        let mailer = notify::Mailer::new(smtp)
+            .map_err(|e| ServerError::Config(format!("--smtp-url: {e}")))?;
         tracing::info!(url = %redact(&smtp.url), "mail sender started");
         tasks.spawn(notify::sender::run(
             store.clone(),

@@ -9,8 +9,8 @@ pub mod smtp;
 pub mod target;
 pub mod tls;
 
-pub use target::{closed_port, HttpTarget, Mode, TcpTarget};
 pub use smtp::{SmtpMode, SmtpSink};
+pub use target::{closed_port, HttpTarget, Mode, TcpTarget};
 pub use tls::{TlsCert, TlsTarget};
 
 use std::future::Future;
@@ -57,12 +57,17 @@ impl TestDaemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cfg = healthchecker_server::Config::for_db(dir.path().join("hc.db"));
         tweak(&mut cfg);
-        let daemon = healthchecker_server::Daemon::start(cfg).await.expect("daemon starts");
+        let daemon = healthchecker_server::Daemon::start(cfg)
+            .await
+            .expect("daemon starts");
         TestDaemon {
             url: daemon.url.clone(),
             daemon: Some(daemon),
             dir,
-            http: reqwest::Client::builder().no_proxy().build().expect("client"),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
         }
     }
 
@@ -73,7 +78,13 @@ impl TestDaemon {
 
     /// POSTs a JSON registration; returns status and body.
     pub async fn register(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self.http.post(self.at("/api/v1/services")).json(&body).send().await.expect("POST");
+        let r = self
+            .http
+            .post(self.at("/api/v1/services"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }

@@ -87,13 +87,27 @@ impl SmtpSink {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} (run scripts/test.sh to install the test peers): {e}", python().display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} (run scripts/test.sh to install the test peers): {e}",
+                    python().display()
+                )
+            });
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .expect("read sink output");
-        assert_eq!(line.trim(), "ready", "SMTP sink did not start (is aiosmtpd installed? run scripts/test.sh)");
-        SmtpSink { port, dir: dir.to_path_buf(), child, _tmp: None }
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "SMTP sink did not start (is aiosmtpd installed? run scripts/test.sh)"
+        );
+        SmtpSink {
+            port,
+            dir: dir.to_path_buf(),
+            child,
+            _tmp: None,
+        }
     }
 
     /// The daemon's `--smtp-url` for this sink.
@@ -162,7 +176,10 @@ fn parse(path: &Path) -> ReceivedMail {
             .unwrap_or_default()
     };
     ReceivedMail {
-        envelope_to: header("X-Envelope-To").split(", ").map(str::to_string).collect(),
+        envelope_to: header("X-Envelope-To")
+            .split(", ")
+            .map(str::to_string)
+            .collect(),
         subject: header("Subject"),
         message_id: header("Message-ID"),
         text,

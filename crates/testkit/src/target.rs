@@ -60,7 +60,11 @@ impl TcpTarget {
                 drop(s);
             }
         });
-        TcpTarget { addr, accepted, task }
+        TcpTarget {
+            addr,
+            accepted,
+            task,
+        }
     }
 
     /// Connections accepted so far.
@@ -104,7 +108,12 @@ impl HttpTarget {
                 tokio::spawn(serve_conn(stream, s.clone()));
             }
         });
-        HttpTarget { addr, mode: shared.0, hits: shared.1, task }
+        HttpTarget {
+            addr,
+            mode: shared.0,
+            hits: shared.1,
+            task,
+        }
     }
 
     /// `http://127.0.0.1:port` + `path`.
@@ -192,7 +201,10 @@ fn answer(req: Request<hyper::body::Incoming>, shared: &Shared) -> Response<Body
                 .body(endless_body(chunk).boxed())
                 .unwrap()
         }
-        Mode::BigBody(n) => Response::builder().status(200).body(full(vec![b'y'; n])).unwrap(),
+        Mode::BigBody(n) => Response::builder()
+            .status(200)
+            .body(full(vec![b'y'; n]))
+            .unwrap(),
         Mode::RedirectLoop => Response::builder()
             .status(302)
             .header("location", req.uri().path().to_string())

@@ -80,7 +80,11 @@ impl TlsTarget {
                 });
             }
         });
-        TlsTarget { addr, mode: shared.0, task }
+        TlsTarget {
+            addr,
+            mode: shared.0,
+            task,
+        }
     }
 
     /// `https://127.0.0.1:port` + `path`.

@@ -26,7 +26,15 @@ impl Proc {
     /// Starts `serve` on 127.0.0.1:0 with `db`, waits for its address.
     pub fn start(db: &Path, extra: &[&str]) -> Proc {
         let mut child = bin()
-            .args(["serve", "--no-mdns", "--bind", "127.0.0.1:0", "--log-format", "json", "--db"])
+            .args([
+                "serve",
+                "--no-mdns",
+                "--bind",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--db",
+            ])
             .arg(db)
             .args(extra)
             .stdout(Stdio::null())
@@ -48,8 +56,13 @@ impl Proc {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("daemon announces its address");
-        Proc { child, url: format!("http://{addr}") }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("daemon announces its address");
+        Proc {
+            child,
+            url: format!("http://{addr}"),
+        }
     }
 
     /// Sends SIGKILL and reaps the process.
@@ -60,7 +73,9 @@ impl Proc {
 
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
     pub fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Ok(Some(st)) = self.child.try_wait() {

@@ -1,5 +1,6 @@
 //! Tests of the `healthchecker` binary as a user runs it.
 
+mod client_cmds;
 mod daemon;
 mod mail_outage;
 mod serve;

@@ -71,7 +71,10 @@ pub fn render(rows: &[NotificationRecord], public_url: &str, host: &str) -> Mail
             ));
         }
     }
-    text.push_str(&format!("\n-- \nhealthchecker {}\n", env!("CARGO_PKG_VERSION")));
+    text.push_str(&format!(
+        "\n-- \nhealthchecker {}\n",
+        env!("CARGO_PKG_VERSION")
+    ));
     let colour = match latest.to {
         healthchecker_core::HealthState::Healthy => "#1a7f37",
         healthchecker_core::HealthState::Degraded => "#9a6700",
@@ -102,7 +105,10 @@ pub fn render(rows: &[NotificationRecord], public_url: &str, host: &str) -> Mail
         subject,
         text,
         html,
-        message_id: format!("<healthchecker.{}.{}@{}>", latest.id, latest.created_at, host),
+        message_id: format!(
+            "<healthchecker.{}.{}@{}>",
+            latest.id, latest.created_at, host
+        ),
         recipients,
     }
 }
@@ -112,7 +118,13 @@ mod tests {
     use super::*;
     use healthchecker_core::HealthState::*;
 
-    fn row(id: i64, from: healthchecker_core::HealthState, to: healthchecker_core::HealthState, reason: Option<&str>, at: i64) -> NotificationRecord {
+    fn row(
+        id: i64,
+        from: healthchecker_core::HealthState,
+        to: healthchecker_core::HealthState,
+        reason: Option<&str>,
+        at: i64,
+    ) -> NotificationRecord {
         NotificationRecord {
             id,
             event_id: id,
@@ -136,7 +148,17 @@ mod tests {
 
     #[test]
     fn one_transition_mail() {
-        let m = render(&[row(7, Degraded, Unhealthy, Some("HTTP 503: db down"), 1_000_000)], "http://hc:8484/", "host");
+        let m = render(
+            &[row(
+                7,
+                Degraded,
+                Unhealthy,
+                Some("HTTP 503: db down"),
+                1_000_000,
+            )],
+            "http://hc:8484/",
+            "host",
+        );
         assert_eq!(m.subject, "[healthchecker] web <one> is UNHEALTHY");
         assert!(m.text.contains("Reason:    HTTP 503: db down"));
         assert!(m.text.contains("Was degraded for 2m 5s"));

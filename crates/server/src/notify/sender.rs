@@ -46,7 +46,11 @@ impl Mailer {
     /// (required) or `?tls=opportunistic`, `smtps://` implicit TLS.
     pub fn new(cfg: &SmtpConfig) -> Result<Mailer, String> {
         let u = url::Url::parse(&cfg.url).map_err(|e| e.to_string())?;
-        let host = u.host_str().ok_or("missing host")?.trim_matches(['[', ']']).to_string();
+        let host = u
+            .host_str()
+            .ok_or("missing host")?
+            .trim_matches(['[', ']'])
+            .to_string();
         let tls_mode = u
             .query_pairs()
             .find(|(k, _)| k == "tls")
@@ -67,10 +71,16 @@ impl Mailer {
             let user = percent_encoding::percent_decode_str(u.username())
                 .decode_utf8_lossy()
                 .into_owned();
-            b = b.credentials(Credentials::new(user, cfg.password.clone().unwrap_or_default()));
+            b = b.credentials(Credentials::new(
+                user,
+                cfg.password.clone().unwrap_or_default(),
+            ));
         }
         let from: Mailbox = cfg.from.parse().map_err(|e| format!("--smtp-from: {e}"))?;
-        Ok(Mailer { transport: b.build(), from })
+        Ok(Mailer {
+            transport: b.build(),
+            from,
+        })
     }
 
     fn message(&self, mail: &Mail) -> Result<Message, String> {
@@ -79,12 +89,22 @@ impl Mailer {
             .subject(mail.subject.clone())
             .message_id(Some(mail.message_id.clone()));
         for r in &mail.recipients {
-            b = b.to(r.parse::<Mailbox>().map_err(|e| format!("recipient {r}: {e}"))?);
+            b = b.to(r
+                .parse::<Mailbox>()
+                .map_err(|e| format!("recipient {r}: {e}"))?);
         }
         b.multipart(
             MultiPart::alternative()
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(mail.text.clone()))
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(mail.html.clone())),
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(mail.text.clone()),
+                )
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(mail.html.clone()),
+                ),
         )
         .map_err(|e| e.to_string())
     }
@@ -95,7 +115,10 @@ impl Mailer {
         match tokio::time::timeout(SEND_TIMEOUT * 2, self.transport.send(msg)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("SMTP server did not answer within {}s", SEND_TIMEOUT.as_secs() * 2)),
+            Err(_) => Err(format!(
+                "SMTP server did not answer within {}s",
+                SEND_TIMEOUT.as_secs() * 2
+            )),
         }
     }
 }
@@ -103,11 +126,19 @@ impl Mailer {
 /// The delay before retry number `attempts` (1-based).
 pub fn backoff(attempts: i64) -> Duration {
     let exp = attempts.clamp(1, 20) as u32 - 1;
-    FIRST_RETRY.saturating_mul(2u32.saturating_pow(exp)).min(MAX_RETRY)
+    FIRST_RETRY
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(MAX_RETRY)
 }
 
 /// Runs the sender until `cancel` fires.
-pub async fn run(store: Store, mailer: Mailer, public_url: String, metrics: Arc<Metrics>, cancel: CancellationToken) {
+pub async fn run(
+    store: Store,
+    mailer: Mailer,
+    public_url: String,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
     let host = hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -119,14 +150,15 @@ pub async fn run(store: Store, mailer: Mailer, public_url: String, metrics: Arc<
             _ = tokio::time::sleep(POLL) => {}
         }
         let s = store.clone();
-        let due = match tokio::task::spawn_blocking(move || s.due_notifications(now_ms(), BATCH)).await {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read the outbox");
-                continue;
-            }
-            Err(_) => continue,
-        };
+        let due =
+            match tokio::task::spawn_blocking(move || s.due_notifications(now_ms(), BATCH)).await {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the outbox");
+                    continue;
+                }
+                Err(_) => continue,
+            };
         for group in group_by_service(due) {
             if cancel.is_cancelled() {
                 return;
@@ -153,11 +185,23 @@ pub async fn run(store: Store, mailer: Mailer, public_url: String, metrics: Arc<
                     let next = now + backoff(attempts).as_millis() as i64;
                     tracing::warn!(service = %group[0].service, attempts, error = %e, give_up, "SMTP delivery failed");
                     let err = e.clone();
-                    let _ = tokio::task::spawn_blocking(move || s.mark_failed_attempt(&ids, &err, next, give_up)).await;
-                    if give_up { "failed" } else { "retry" }
+                    let _ = tokio::task::spawn_blocking(move || {
+                        s.mark_failed_attempt(&ids, &err, next, give_up)
+                    })
+                    .await;
+                    if give_up {
+                        "failed"
+                    } else {
+                        "retry"
+                    }
                 }
             };
-            metrics.notifications.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
+            metrics
+                .notifications
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.into(),
+                })
+                .inc();
         }
     }
 }
@@ -191,8 +235,16 @@ mod tests {
 
     #[test]
     fn smtp_urls_build_transports() {
-        for url in ["smtp://127.0.0.1:2525", "smtp://me%40x.com@smtp.gmail.com:587?tls=starttls", "smtps://mail.example.com"] {
-            let cfg = SmtpConfig { url: url.into(), from: "hc <hc@example.com>".into(), password: Some("p".into()) };
+        for url in [
+            "smtp://127.0.0.1:2525",
+            "smtp://me%40x.com@smtp.gmail.com:587?tls=starttls",
+            "smtps://mail.example.com",
+        ] {
+            let cfg = SmtpConfig {
+                url: url.into(),
+                from: "hc <hc@example.com>".into(),
+                password: Some("p".into()),
+            };
             assert!(Mailer::new(&cfg).is_ok(), "{url}");
         }
     }

@@ -738,7 +738,11 @@ impl Store {
     }
 
     /// Pending notifications due at `now`, oldest first.
-    pub fn due_notifications(&self, now: i64, limit: usize) -> Result<Vec<NotificationRecord>, StoreError> {
+    pub fn due_notifications(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<NotificationRecord>, StoreError> {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications \
@@ -767,7 +771,13 @@ impl Store {
     }
 
     /// Records a failed delivery: retry at `next_attempt_at`, or give up.
-    pub fn mark_failed_attempt(&self, ids: &[i64], error: &str, next_attempt_at: i64, give_up: bool) -> Result<(), StoreError> {
+    pub fn mark_failed_attempt(
+        &self,
+        ids: &[i64],
+        error: &str,
+        next_attempt_at: i64,
+        give_up: bool,
+    ) -> Result<(), StoreError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
         {

@@ -14,7 +14,8 @@ async fn registration_creates_then_updates_keeping_state() {
     assert_eq!(body["state"], "unknown");
     let token = body["token"].as_str().unwrap().to_string();
     assert_eq!(token.len(), 64);
-    d.wait_state("web one", "healthy", Duration::from_secs(20)).await;
+    d.wait_state("web one", "healthy", Duration::from_secs(20))
+        .await;
 
     let (st, body) = d
         .register(json!({"name": "web one", "url": t.url("/"), "interval": 6, "timeout": 2, "healthy_threshold": 2}))
@@ -22,13 +23,30 @@ async fn registration_creates_then_updates_keeping_state() {
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["interval"], 6);
     assert_eq!(body["state"], "healthy", "re-registration keeps the state");
-    assert_ne!(body["token"].as_str().unwrap(), token, "a new token is issued");
-    let (_, checks) = d.get(&format!("/api/v1/services/{}/checks", enc("web one"))).await;
-    assert!(checks["checks"].as_array().unwrap().len() >= 2, "history kept: {checks}");
+    assert_ne!(
+        body["token"].as_str().unwrap(),
+        token,
+        "a new token is issued"
+    );
+    let (_, checks) = d
+        .get(&format!("/api/v1/services/{}/checks", enc("web one")))
+        .await;
+    assert!(
+        checks["checks"].as_array().unwrap().len() >= 2,
+        "history kept: {checks}"
+    );
     let (_, ev) = d.get("/api/v1/events?service=web%20one").await;
-    let kinds: Vec<&str> = ev["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds.first(), Some(&"updated"));
-    assert!(kinds.contains(&"registered") && kinds.contains(&"state"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"registered") && kinds.contains(&"state"),
+        "{kinds:?}"
+    );
     d.stop().await;
 }
 
@@ -36,18 +54,42 @@ async fn registration_creates_then_updates_keeping_state() {
 async fn invalid_registrations_name_the_field() {
     let d = TestDaemon::start().await;
     let cases = [
-        (json!({"name": "a", "url": "http://h", "interval": 1}), "interval"),
-        (json!({"name": "a", "url": "http://h", "timeout": 100}), "timeout"),
-        (json!({"name": "a", "url": "http://h", "timeout": 30, "interval": 30}), "timeout"),
-        (json!({"name": "a", "url": "http://h", "unhealthy_threshold": 11}), "unhealthy_threshold"),
-        (json!({"name": "a", "url": "http://h", "healthy_threshold": 1}), "healthy_threshold"),
+        (
+            json!({"name": "a", "url": "http://h", "interval": 1}),
+            "interval",
+        ),
+        (
+            json!({"name": "a", "url": "http://h", "timeout": 100}),
+            "timeout",
+        ),
+        (
+            json!({"name": "a", "url": "http://h", "timeout": 30, "interval": 30}),
+            "timeout",
+        ),
+        (
+            json!({"name": "a", "url": "http://h", "unhealthy_threshold": 11}),
+            "unhealthy_threshold",
+        ),
+        (
+            json!({"name": "a", "url": "http://h", "healthy_threshold": 1}),
+            "healthy_threshold",
+        ),
         (json!({"name": "a", "host": "h", "port": 70000}), "port"),
-        (json!({"name": "a", "host": "h", "protocol": "gopher"}), "protocol"),
+        (
+            json!({"name": "a", "host": "h", "protocol": "gopher"}),
+            "protocol",
+        ),
         (json!({"name": "a", "url": "ftp://h"}), "url"),
-        (json!({"name": "a", "url": "http://h", "email": "not an address"}), "email"),
+        (
+            json!({"name": "a", "url": "http://h", "email": "not an address"}),
+            "email",
+        ),
         (json!({"name": "", "url": "http://h"}), "name"),
         (json!({"url": "http://h"}), "name"),
-        (json!({"name": "a", "url": "http://h", "intervall": 5}), "intervall"),
+        (
+            json!({"name": "a", "url": "http://h", "intervall": 5}),
+            "intervall",
+        ),
     ];
     for (body, field) in cases {
         let (st, resp) = d.register(body.clone()).await;
@@ -56,7 +98,9 @@ async fn invalid_registrations_name_the_field() {
         assert!(resp["error"]["message"].as_str().unwrap().len() > 10);
         assert!(resp["error"]["code"].is_string());
     }
-    let (st, resp) = d.register(json!({"name": "a", "url": "http://h", "interval": 301})).await;
+    let (st, resp) = d
+        .register(json!({"name": "a", "url": "http://h", "interval": 301}))
+        .await;
     assert_eq!(st, 400);
     let msg = resp["error"]["message"].as_str().unwrap();
     assert!(msg.contains("301") && msg.contains("5 to 300"), "{msg}");
@@ -76,7 +120,13 @@ async fn malformed_and_oversized_bodies_are_refused() {
             .body(body)
             .send()
     };
-    for body in [b"{".to_vec(), b"[1,2]".to_vec(), b"\"x\"".to_vec(), vec![0xff, 0xfe, 0x7b], b"{\"name\": \"\xff\"}".to_vec()] {
+    for body in [
+        b"{".to_vec(),
+        b"[1,2]".to_vec(),
+        b"\"x\"".to_vec(),
+        vec![0xff, 0xfe, 0x7b],
+        b"{\"name\": \"\xff\"}".to_vec(),
+    ] {
         let r = post(body.clone()).await.unwrap();
         assert_eq!(r.status(), 400, "{:?}", String::from_utf8_lossy(&body));
         let v: serde_json::Value = r.json().await.unwrap();
@@ -109,7 +159,9 @@ async fn names_are_free_text_in_paths_and_delete_stops_monitoring() {
     let d = TestDaemon::start().await;
     let t = HttpTarget::start(Mode::Pass).await;
     let name = "Media centre / living room ✓";
-    let (st, _) = d.register(json!({"name": name, "url": t.url("/status"), "interval": 5, "timeout": 2})).await;
+    let (st, _) = d
+        .register(json!({"name": name, "url": t.url("/status"), "interval": 5, "timeout": 2}))
+        .await;
     assert_eq!(st, 201);
     let (st, v) = d.get(&format!("/api/v1/services/{}", enc(name))).await;
     assert_eq!(st, 200);
@@ -117,9 +169,19 @@ async fn names_are_free_text_in_paths_and_delete_stops_monitoring() {
     assert_eq!(v["path"], "/status");
     let (st, v) = d.get("/api/v1/services/nope").await;
     assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")));
-    let r = d.http.delete(d.at(&format!("/api/v1/services/{}", enc(name)))).send().await.unwrap();
+    let r = d
+        .http
+        .delete(d.at(&format!("/api/v1/services/{}", enc(name))))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    let r = d.http.delete(d.at(&format!("/api/v1/services/{}", enc(name)))).send().await.unwrap();
+    let r = d
+        .http
+        .delete(d.at(&format!("/api/v1/services/{}", enc(name))))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let hits = t.hits();
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -132,8 +194,16 @@ async fn pause_freezes_and_resume_restarts_checks_at_once() {
     let d = TestDaemon::start().await;
     let t = HttpTarget::start(Mode::Pass).await;
     d.register(json!({"name": "p", "url": t.url("/"), "interval": 5, "timeout": 2, "healthy_threshold": 2})).await;
-    healthchecker_testkit::wait_for("a first check", Duration::from_secs(10), || async { (t.hits() > 0).then_some(()) }).await;
-    let r = d.http.post(d.at("/api/v1/services/p/pause")).send().await.unwrap();
+    healthchecker_testkit::wait_for("a first check", Duration::from_secs(10), || async {
+        (t.hits() > 0).then_some(())
+    })
+    .await;
+    let r = d
+        .http
+        .post(d.at("/api/v1/services/p/pause"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["monitoring"], "paused");
@@ -144,13 +214,23 @@ async fn pause_freezes_and_resume_restarts_checks_at_once() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(t.hits(), hits, "no checks while paused");
     assert_eq!(d.state("p").await, frozen);
-    let r = d.http.post(d.at("/api/v1/services/p/resume")).send().await.unwrap();
+    let r = d
+        .http
+        .post(d.at("/api/v1/services/p/resume"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     healthchecker_testkit::wait_for("a check after resume", Duration::from_secs(3), || async {
         (t.hits() > hits).then_some(())
     })
     .await;
-    let r = d.http.post(d.at("/api/v1/services/zzz/pause")).send().await.unwrap();
+    let r = d
+        .http
+        .post(d.at("/api/v1/services/zzz/pause"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     d.stop().await;
 }

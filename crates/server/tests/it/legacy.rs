@@ -17,47 +17,117 @@ async fn the_seed_client_wire_protocol_works() {
         ("unhealthy_threshold", "2"),
         ("healthy_threshold", "4"),
     ];
-    let r = d.http.post(d.at("/healthchecker/monitor")).form(&form).send().await.unwrap();
+    let r = d
+        .http
+        .post(d.at("/healthchecker/monitor"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["service"]["url"], format!("http://{}/health", t.addr));
-    let r = d.http.post(d.at("/healthchecker/monitor")).form(&form).send().await.unwrap();
+    let r = d
+        .http
+        .post(d.at("/healthchecker/monitor"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "re-registration");
 
-    let get = |path: &str, app: &str| {
-        d.http.get(d.at(path)).query(&[("appname", app)]).send()
-    };
-    let r = get("/healthchecker/info", "Sample HealthChecker App").await.unwrap();
+    let get = |path: &str, app: &str| d.http.get(d.at(path)).query(&[("appname", app)]).send();
+    let r = get("/healthchecker/info", "Sample HealthChecker App")
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["healthy_threshold"], 4);
-    assert_eq!(get("/healthchecker/pause", "Sample HealthChecker App").await.unwrap().status(), 200);
-    assert_eq!(get("/healthchecker/resume", "Sample HealthChecker App").await.unwrap().status(), 200);
-    healthchecker_testkit::wait_for("the target to be polled", Duration::from_secs(12), || async {
-        (t.hits() > 0).then_some(())
-    })
+    assert_eq!(
+        get("/healthchecker/pause", "Sample HealthChecker App")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get("/healthchecker/resume", "Sample HealthChecker App")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    healthchecker_testkit::wait_for(
+        "the target to be polled",
+        Duration::from_secs(12),
+        || async { (t.hits() > 0).then_some(()) },
+    )
     .await;
-    for path in ["/healthchecker/info", "/healthchecker/pause", "/healthchecker/resume", "/healthchecker/stop"] {
-        assert_eq!(get(path, "unknown app").await.unwrap().status(), 404, "{path}");
+    for path in [
+        "/healthchecker/info",
+        "/healthchecker/pause",
+        "/healthchecker/resume",
+        "/healthchecker/stop",
+    ] {
+        assert_eq!(
+            get(path, "unknown app").await.unwrap().status(),
+            404,
+            "{path}"
+        );
         let r = d.http.get(d.at(path)).send().await.unwrap();
         assert_eq!(r.status(), 400, "{path} without appname");
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["error"]["field"], "appname");
     }
-    assert_eq!(get("/healthchecker/stop", "Sample HealthChecker App").await.unwrap().status(), 200);
+    assert_eq!(
+        get("/healthchecker/stop", "Sample HealthChecker App")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // The seed client also calls stop() from its destructor: a second stop is a clean 404.
-    assert_eq!(get("/healthchecker/stop", "Sample HealthChecker App").await.unwrap().status(), 404);
+    assert_eq!(
+        get("/healthchecker/stop", "Sample HealthChecker App")
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 
     // stopmonitoring is the original server's name for stop.
-    d.http.post(d.at("/healthchecker/monitor")).form(&form).send().await.unwrap();
-    assert_eq!(get("/healthchecker/stopmonitoring", "Sample HealthChecker App").await.unwrap().status(), 200);
+    d.http
+        .post(d.at("/healthchecker/monitor"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        get("/healthchecker/stopmonitoring", "Sample HealthChecker App")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     let bad = [("appname", "x"), ("url", "http://h:1"), ("interval", "3")];
-    let r = d.http.post(d.at("/healthchecker/monitor")).form(&bad).send().await.unwrap();
+    let r = d
+        .http
+        .post(d.at("/healthchecker/monitor"))
+        .form(&bad)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["field"], "interval");
-    let r = d.http.post(d.at("/healthchecker/monitor")).form(&[("appname", "x")]).send().await.unwrap();
+    let r = d
+        .http
+        .post(d.at("/healthchecker/monitor"))
+        .form(&[("appname", "x")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     d.stop().await;
 }

@@ -20,7 +20,10 @@ async fn a_service_goes_unknown_healthy_degraded_unhealthy_healthy() {
     d.wait_state("web", "degraded", WAIT).await;
     let (_, v) = d.get("/api/v1/services/web").await;
     assert_eq!(v["last_check"]["result"], "warn");
-    assert_eq!(v["last_check"]["reason"], "health+json status warn: disk 91% full");
+    assert_eq!(
+        v["last_check"]["reason"],
+        "health+json status warn: disk 91% full"
+    );
     t.set(Mode::Fail("db down".into()));
     d.wait_state("web", "unhealthy", WAIT).await;
     let (_, v) = d.get("/api/v1/services/web").await;
@@ -35,13 +38,31 @@ async fn a_service_goes_unknown_healthy_degraded_unhealthy_healthy() {
         .unwrap()
         .iter()
         .filter(|e| e["kind"] == "state")
-        .map(|e| (e["from"].as_str().unwrap().into(), e["to"].as_str().unwrap().into()))
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().into(),
+                e["to"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     changes.reverse();
-    let want = [("unknown", "healthy"), ("healthy", "degraded"), ("degraded", "unhealthy"), ("unhealthy", "healthy")];
+    let want = [
+        ("unknown", "healthy"),
+        ("healthy", "degraded"),
+        ("degraded", "unhealthy"),
+        ("unhealthy", "healthy"),
+    ];
     assert_eq!(changes, want.map(|(a, b)| (a.to_string(), b.to_string())));
-    for e in ev["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "state") {
-        assert!(e["check_id"].is_i64(), "each state event names its check: {e}");
+    for e in ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "state")
+    {
+        assert!(
+            e["check_id"].is_i64(),
+            "each state event names its check: {e}"
+        );
     }
     // Entering degraded, entering unhealthy and recovering are queued for
     // mail (unknown -> healthy is not); without SMTP they wait, recorded.
@@ -49,7 +70,10 @@ async fn a_service_goes_unknown_healthy_degraded_unhealthy_healthy() {
     let n = n["notifications"].as_array().unwrap();
     assert!(!n.is_empty());
     assert!(n.iter().all(|x| x["from"] != "unknown"));
-    assert!(n.iter().all(|x| x["last_error"] == "smtp not configured"), "{n:?}");
+    assert!(
+        n.iter().all(|x| x["last_error"] == "smtp not configured"),
+        "{n:?}"
+    );
     assert_eq!(n[0]["recipients"], json!(["ops@example.com"]));
     d.stop().await;
 }

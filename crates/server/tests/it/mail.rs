@@ -43,16 +43,29 @@ async fn a_mail_per_transition_with_subject_recipients_reason_and_message_id() {
     let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
     assert_eq!(
         subjects,
-        ["[healthchecker] web one is DEGRADED", "[healthchecker] web one is UNHEALTHY", "[healthchecker] web one is HEALTHY"]
+        [
+            "[healthchecker] web one is DEGRADED",
+            "[healthchecker] web one is UNHEALTHY",
+            "[healthchecker] web one is HEALTHY"
+        ]
     );
     for m in &mails {
         assert_eq!(m.envelope_to, ["ops@example.com", "dev@example.com"]);
         assert!(m.text.contains(&t.url("/health")), "{}", m.text);
-        assert!(m.text.contains("http://dash.example:8484/services/web%20one"), "{}", m.text);
+        assert!(
+            m.text
+                .contains("http://dash.example:8484/services/web%20one"),
+            "{}",
+            m.text
+        );
         assert!(m.raw.contains("text/html"), "has an HTML part");
         assert_eq!(m.auth_login.as_deref(), Some("monitor@example.com"));
     }
-    assert!(mails[1].text.contains("Reason:    HTTP 503: db down"), "{}", mails[1].text);
+    assert!(
+        mails[1].text.contains("Reason:    HTTP 503: db down"),
+        "{}",
+        mails[1].text
+    );
     assert!(mails[1].text.contains("(was degraded)"));
     assert!(mails[2].text.contains("Was unhealthy for"));
     // The outbox shows them sent, with the Message-IDs the server received.
@@ -61,7 +74,10 @@ async fn a_mail_per_transition_with_subject_recipients_reason_and_message_id() {
     assert_eq!(sent.len(), 3);
     let mut ids: Vec<String> = mails.iter().map(|m| m.message_id.clone()).collect();
     for s in sent {
-        assert!(ids.contains(&s["message_id"].as_str().unwrap().to_string()), "{s}");
+        assert!(
+            ids.contains(&s["message_id"].as_str().unwrap().to_string()),
+            "{s}"
+        );
     }
     ids.dedup();
     assert_eq!(ids.len(), 3);
@@ -73,7 +89,11 @@ async fn transitions_inside_the_gap_are_coalesced_into_one_mail() {
     let sink = SmtpSink::start(SmtpMode::Accept);
     let url = sink.url();
     let d = TestDaemon::start_with(|c| {
-        c.smtp = Some(healthchecker_server::config::SmtpConfig { url, from: "hc@example.com".into(), password: None });
+        c.smtp = Some(healthchecker_server::config::SmtpConfig {
+            url,
+            from: "hc@example.com".into(),
+            password: None,
+        });
         c.notify_min_gap = Duration::from_secs(25);
     })
     .await;
@@ -90,8 +110,16 @@ async fn transitions_inside_the_gap_are_coalesced_into_one_mail() {
     let mails = sink.wait_mails(2, Duration::from_secs(40)).await;
     assert_eq!(mails.len(), 2);
     let m = &mails[1];
-    assert!(m.subject.ends_with("is HEALTHY"), "the latest state: {}", m.subject);
-    assert!(m.text.contains("degraded -> unhealthy") && m.text.contains("unhealthy -> healthy"), "{}", m.text);
+    assert!(
+        m.subject.ends_with("is HEALTHY"),
+        "the latest state: {}",
+        m.subject
+    );
+    assert!(
+        m.text.contains("degraded -> unhealthy") && m.text.contains("unhealthy -> healthy"),
+        "{}",
+        m.text
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sink.mails().len(), 2, "no third mail");
     d.stop().await;
@@ -102,7 +130,11 @@ async fn a_refusing_server_delays_mail_and_records_its_reply() {
     let sink = SmtpSink::start(SmtpMode::TempFail);
     let url = sink.url();
     let d = TestDaemon::start_with(|c| {
-        c.smtp = Some(healthchecker_server::config::SmtpConfig { url, from: "hc@example.com".into(), password: None });
+        c.smtp = Some(healthchecker_server::config::SmtpConfig {
+            url,
+            from: "hc@example.com".into(),
+            password: None,
+        });
         c.notify_min_gap = Duration::ZERO;
     })
     .await;
@@ -112,7 +144,8 @@ async fn a_refusing_server_delays_mail_and_records_its_reply() {
     let n = healthchecker_testkit::wait_for("a failed attempt", WAIT, || async {
         let (_, n) = d.get("/api/v1/notifications?status=pending").await;
         let rows = n["notifications"].as_array().cloned().unwrap_or_default();
-        rows.into_iter().find(|r| r["attempts"].as_i64().unwrap_or(0) >= 1)
+        rows.into_iter()
+            .find(|r| r["attempts"].as_i64().unwrap_or(0) >= 1)
     })
     .await;
     assert!(n["last_error"].as_str().unwrap().contains("451"), "{n}");

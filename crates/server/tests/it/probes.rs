@@ -1,20 +1,31 @@
 //! Every probe kind against real sockets, all in one daemon at once: the
 //! slow and hostile targets must not delay the others.
 
-use healthchecker_testkit::{closed_port, wait_for, HttpTarget, Mode, TcpTarget, TestDaemon, TlsCert, TlsTarget};
+use healthchecker_testkit::{
+    closed_port, wait_for, HttpTarget, Mode, TcpTarget, TestDaemon, TlsCert, TlsTarget,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 async fn last(d: &TestDaemon, name: &str) -> Value {
-    let (_, v) = d.get(&format!("/api/v1/services/{}", healthchecker_testkit::enc(name))).await;
+    let (_, v) = d
+        .get(&format!(
+            "/api/v1/services/{}",
+            healthchecker_testkit::enc(name)
+        ))
+        .await;
     v
 }
 
 async fn wait_last(d: &TestDaemon, name: &str) -> Value {
-    wait_for(&format!("a check of {name}"), Duration::from_secs(20), || async {
-        let v = last(d, name).await;
-        (!v["last_check"].is_null()).then_some(v)
-    })
+    wait_for(
+        &format!("a check of {name}"),
+        Duration::from_secs(20),
+        || async {
+            let v = last(d, name).await;
+            (!v["last_check"].is_null()).then_some(v)
+        },
+    )
     .await
 }
 
@@ -75,11 +86,19 @@ async fn probes_judge_real_targets() {
         ("redirect ok", "pass", None),
         ("plain", "pass", None),
         ("spring", "fail", Some("health+json status fail")),
-        ("dns", "fail", Some("DNS lookup of no-such-host.invalid failed")),
+        (
+            "dns",
+            "fail",
+            Some("DNS lookup of no-such-host.invalid failed"),
+        ),
         ("https", "pass", None),
         ("ssl", "pass", None),
         ("https verify", "fail", Some("TLS handshake failed")),
-        ("https expiring", "warn", Some("certificate expires in 1 day")),
+        (
+            "https expiring",
+            "warn",
+            Some("certificate expires in 1 day"),
+        ),
         ("ssl expired", "fail", Some("certificate expired on")),
     ];
     for (name, result, reason) in expect {
@@ -87,14 +106,20 @@ async fn probes_judge_real_targets() {
         let c = &v["last_check"];
         assert_eq!(c["result"], *result, "{name}: {c}");
         match reason {
-            Some(r) => assert!(c["reason"].as_str().unwrap_or("").starts_with(r), "{name}: {c}"),
+            Some(r) => assert!(
+                c["reason"].as_str().unwrap_or("").starts_with(r),
+                "{name}: {c}"
+            ),
             None => assert!(c["reason"].is_null(), "{name}: {c}"),
         }
         // Every check ends within its timeout (plus scheduling slack).
         assert!(c["duration_ms"].as_f64().unwrap() < 2_500.0, "{name}: {c}");
     }
     let v = last(&d, "https").await;
-    assert!(v["cert_expires_at"].as_str().unwrap().starts_with(&(time::OffsetDateTime::now_utc().year() + 1).to_string()));
+    assert!(v["cert_expires_at"]
+        .as_str()
+        .unwrap()
+        .starts_with(&(time::OffsetDateTime::now_utc().year() + 1).to_string()));
     let (_, c) = d.get("/api/v1/services/https/checks").await;
     assert_eq!(c["checks"][0]["http_status"], 200);
 
@@ -103,7 +128,10 @@ async fn probes_judge_real_targets() {
     let before = fast.hits();
     tokio::time::sleep(Duration::from_secs(11)).await;
     let n = fast.hits() - before;
-    assert!((2..=3).contains(&n), "fast target checked {n} times in 11 s");
+    assert!(
+        (2..=3).contains(&n),
+        "fast target checked {n} times in 11 s"
+    );
     d.stop().await;
 }
 
@@ -116,7 +144,8 @@ async fn a_trusted_ca_file_makes_tls_verify_pass() {
     let d = TestDaemon::start_with(|c| c.tls_ca_file = Some(ca.clone())).await;
     let t = TlsTarget::start(&cert, Mode::Pass).await;
     let url = format!("https://localhost:{}/", t.addr.port());
-    d.register(json!({"name": "v", "url": url, "tls_verify": true, "interval": 5, "timeout": 2})).await;
+    d.register(json!({"name": "v", "url": url, "tls_verify": true, "interval": 5, "timeout": 2}))
+        .await;
     let v = wait_last(&d, "v").await;
     assert_eq!(v["last_check"]["result"], "pass", "{v}");
     d.stop().await;
