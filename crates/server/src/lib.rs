@@ -13,11 +13,13 @@
 //!   applied to each result.
 //! - [`notify`]: the mail outbox sender and renderer.
 //! - [`http`]: the v1 and legacy APIs, `/health`, `/metrics`.
+//! - [`discovery`]: the mDNS advertisement.
 //! - [`metrics`]: Prometheus series.
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod config;
+pub mod discovery;
 pub mod http;
 pub mod metrics;
 pub mod notify;
@@ -154,11 +156,25 @@ pub async fn run(
     }));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
+    let advertiser = if cfg.mdns {
+        match discovery::Advertiser::start(&cfg, addr) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "mDNS advertisement failed; clients need --server");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let app = http::router(state);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     tracing::info!("shutting down");
+    if let Some(a) = advertiser {
+        a.withdraw().await;
+    }
     cancel.cancel();
     tasks.close();
     tasks.wait().await;

@@ -5,6 +5,7 @@
 //! file in a temporary directory. Every server stops when its handle drops.
 #![allow(clippy::new_without_default)]
 
+pub mod netns;
 pub mod smtp;
 pub mod target;
 pub mod tls;

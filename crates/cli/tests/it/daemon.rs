@@ -23,20 +23,21 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `serve` on 127.0.0.1:0 with `db`, waits for its address.
+    /// Starts `serve` on 127.0.0.1:0 with `db` and mDNS off, waits for its address.
     pub fn start(db: &Path, extra: &[&str]) -> Proc {
+        let mut args = vec!["--no-mdns", "--bind", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Self::start_raw(db, &args)
+    }
+
+    /// Starts `serve` with exactly `args` (plus JSON logs and `db`); the
+    /// caller chooses `--bind` and the mDNS options. Only inside a private
+    /// network namespace may mDNS be on.
+    pub fn start_raw(db: &Path, args: &[&str]) -> Proc {
         let mut child = bin()
-            .args([
-                "serve",
-                "--no-mdns",
-                "--bind",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--db",
-            ])
+            .args(["serve", "--log-format", "json", "--db"])
             .arg(db)
-            .args(extra)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

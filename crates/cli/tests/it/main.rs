@@ -3,4 +3,5 @@
 mod client_cmds;
 mod daemon;
 mod mail_outage;
+mod mdns;
 mod serve;

@@ -1,0 +1,147 @@
+//! ZeroConf advertisement (SPEC section 6): the daemon announces itself as
+//! `HealthChecker on <host>._healthchecker._tcp.local.` and, for the seed's
+//! Python client, as `_healthchecker._http._tcp.local.`.
+//!
+//! Interfaces: with `--mdns-interface`, only those; otherwise every up,
+//! non-loopback interface. The selection is given to the mDNS daemon at
+//! creation (`new_with_interfaces`, our patch of mdns-sd), so no multicast
+//! group is joined and no packet is sent on any other interface, not even
+//! during start-up. Only addresses the API listens on are advertised: a
+//! bind to `0.0.0.0` advertises the IPv4 addresses of the chosen interfaces
+//! (so the seed client's "first address" is an IPv4 one), a specific bind
+//! address advertises just that address, `[::]` advertises both families.
+//!
+//! [`Advertiser::withdraw`] sends goodbye packets (TTL 0) before exit.
+
+use crate::config::Config;
+use mdns_sd::{DaemonEvent, IfKind, IfPredicate, ServiceDaemon, ServiceInfo, UnregisterStatus};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// The native service type.
+pub const SERVICE_TYPE: &str = "_healthchecker._tcp.local.";
+/// The type the seed's client resolves.
+pub const LEGACY_TYPE: &str = "_http._tcp.local.";
+/// The instance name the seed's client resolves.
+pub const LEGACY_INSTANCE: &str = "_healthchecker";
+
+/// The running advertisement; withdraw it on shutdown.
+pub struct Advertiser {
+    daemon: ServiceDaemon,
+    fullnames: Vec<String>,
+}
+
+fn host_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.split('.').next().unwrap_or("").to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "healthchecker".into())
+}
+
+/// The interface selection for the mDNS daemon.
+fn selection(interfaces: &[String], bind: SocketAddr) -> IfKind {
+    let names: Vec<String> = interfaces.to_vec();
+    let bind_ip = bind.ip();
+    IfKind::Predicate(IfPredicate::new(move |intf| {
+        let by_name = if names.is_empty() {
+            !intf.is_loopback()
+        } else {
+            names.iter().any(|n| n == &intf.name)
+        };
+        let by_addr = match bind_ip {
+            IpAddr::V4(v4) if v4.is_unspecified() => intf.ip().is_ipv4(),
+            IpAddr::V6(v6) if v6.is_unspecified() => true,
+            ip => intf.ip() == ip,
+        };
+        by_name && by_addr
+    }))
+}
+
+impl Advertiser {
+    /// Starts advertising the API at `bound` (the listener's address).
+    pub fn start(cfg: &Config, bound: SocketAddr) -> Result<Advertiser, String> {
+        let daemon = ServiceDaemon::new_with_interfaces(
+            mdns_sd::MDNS_PORT,
+            vec![selection(&cfg.mdns_interfaces, bound)],
+        )
+        .map_err(|e| format!("mDNS: {e}"))?;
+        let host = host_name();
+        let host_local = format!("{host}.local.");
+        let instance = cfg
+            .mdns_name
+            .clone()
+            .unwrap_or_else(|| format!("HealthChecker on {host}"));
+        let props = [
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("api", "/api/v1"),
+            ("legacy", "/healthchecker/"),
+        ];
+        let port = bound.port();
+        let mut infos =
+            vec![
+                ServiceInfo::new(SERVICE_TYPE, &instance, &host_local, (), port, &props[..])
+                    .map_err(|e| format!("mDNS record: {e}"))?,
+            ];
+        if cfg.legacy_mdns {
+            infos.push(
+                ServiceInfo::new(
+                    LEGACY_TYPE,
+                    LEGACY_INSTANCE,
+                    &host_local,
+                    (),
+                    port,
+                    &props[..],
+                )
+                .map_err(|e| format!("mDNS record: {e}"))?,
+            );
+        }
+        // Watch for renames: the legacy name is first-come on the network.
+        if let Ok(events) = daemon.monitor() {
+            std::thread::Builder::new()
+                .name("hc-mdns-monitor".into())
+                .spawn(move || {
+                    while let Ok(ev) = events.recv() {
+                        if let DaemonEvent::NameChange(c) = ev {
+                            if c.original.starts_with(LEGACY_INSTANCE) {
+                                tracing::warn!(original = %c.original, new = %c.new_name,
+                                    "the legacy mDNS name is taken by another daemon on the network: the seed's Python client will find that one");
+                            } else {
+                                tracing::warn!(original = %c.original, new = %c.new_name, "mDNS name taken; renamed");
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        let mut fullnames = Vec::new();
+        for info in infos {
+            let info = info.enable_addr_auto();
+            fullnames.push(info.get_fullname().to_string());
+            daemon
+                .register(info)
+                .map_err(|e| format!("mDNS register: {e}"))?;
+        }
+        tracing::info!(names = ?fullnames, interfaces = ?cfg.mdns_interfaces, "advertising over mDNS");
+        Ok(Advertiser { daemon, fullnames })
+    }
+
+    /// Withdraws the records (goodbye packets, TTL 0) and stops the mDNS daemon.
+    pub async fn withdraw(self) {
+        for name in &self.fullnames {
+            if let Ok(rx) = self.daemon.unregister(name) {
+                match tokio::time::timeout(Duration::from_secs(2), rx.recv_async()).await {
+                    Ok(Ok(UnregisterStatus::OK)) => {}
+                    other => tracing::warn!(name, ?other, "mDNS goodbye not confirmed"),
+                }
+            }
+        }
+        // Let the goodbye's one resend (120 ms later) go out.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(rx) = self.daemon.shutdown() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx.recv_async()).await;
+        }
+        tracing::info!("mDNS records withdrawn");
+    }
+}

@@ -1,0 +1,63 @@
+//! Private network namespaces for tests that send multicast (mDNS).
+//!
+//! mDNS must never run in the machine's own namespace (its joins and
+//! announcements would reach the real network). A test moves a fresh
+//! thread into a new network namespace with `unshare(CLONE_NEWNET)`, brings
+//! `lo` up with multicast on, and runs there; threads and child processes
+//! it starts inherit the namespace.
+
+use std::future::Future;
+use std::process::Command;
+
+/// Runs a command (e.g. `ip`) in the current thread's namespace; panics on failure.
+pub fn sh(args: &[&str]) {
+    let st = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(st.success(), "{args:?} failed: {st}");
+}
+
+/// Moves the calling thread into a new network namespace with `lo` up and
+/// multicast on. `Err` with the reason when the system does not allow it.
+pub fn enter_private_netns() -> Result<(), String> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("unshare(CLONE_NEWNET) not permitted here: {e}"))?;
+    // No IPv6 autoconfiguration chatter on test interfaces.
+    let _ = Command::new("sysctl")
+        .args([
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ])
+        .status();
+    sh(&["ip", "link", "set", "lo", "up"]);
+    sh(&["ip", "link", "set", "lo", "multicast", "on"]);
+    Ok(())
+}
+
+/// Runs `f` on a new thread inside a private network namespace, on its own
+/// tokio runtime. Returns `None` after printing why when namespaces are not
+/// permitted on this machine.
+pub fn in_private_netns<F, Fut, T>(f: F) -> Option<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
+    let handle = std::thread::spawn(move || {
+        if let Err(why) = enter_private_netns() {
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        Some(rt.block_on(f()))
+    });
+    match handle.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
