@@ -6,15 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: tcpdump and iproute2 (the mDNS tests capture packets in
-# a private network namespace).
+# a private network namespace), Chromium and its driver (the dashboard test).
 need=()
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-if ! .venv/bin/python -c 'import aiosmtpd, zeroconf, requests, flask' 2>/dev/null; then
+if ! .venv/bin/python -c 'import aiosmtpd, zeroconf, requests, flask, openapi_spec_validator, prometheus_client' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 fi

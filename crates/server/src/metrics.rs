@@ -137,6 +137,18 @@ impl Metrics {
             "Notification delivery attempts, by outcome",
             notifications.clone(),
         );
+        // Every outcome and result exists from the start (at 0), so that
+        // rate() and alerts work before the first event.
+        for outcome in ["sent", "retry", "failed"] {
+            let _ = notifications.get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            });
+        }
+        for result in ["pass", "warn", "fail"] {
+            let _ = checks.get_or_create(&ResultLabel {
+                result: result.into(),
+            });
+        }
         let outbox_backlog = Gauge::default();
         registry.register(
             "outbox_backlog",

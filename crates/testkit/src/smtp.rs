@@ -187,3 +187,27 @@ fn parse(path: &Path) -> ReceivedMail {
         auth_login,
     }
 }
+
+/// Runs `py/<script>` of the testkit with `input` on stdin; returns stdout
+/// (panics with stderr when it fails).
+pub fn run_py(script: &str, input: &[u8]) -> String {
+    use std::io::Write;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("py")
+        .join(script);
+    let mut child = Command::new(python())
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

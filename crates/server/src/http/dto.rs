@@ -1,8 +1,245 @@
-//! Response bodies: how stored records look in the API.
+//! Response bodies: how stored records look in the API. Each type is also
+//! an OpenAPI schema (utoipa), so the document and the answers cannot drift.
 
 use crate::clock::rfc3339;
 use crate::store::{CheckRecord, EventRecord, NotificationRecord, ServiceRecord, Uptime};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// The latest check of a service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LastCheck {
+    /// When it ran (RFC 3339).
+    pub at: String,
+    /// `pass`, `warn` or `fail`.
+    #[schema(example = "fail")]
+    pub result: String,
+    /// Why it warned or failed, e.g. `HTTP 503: db down`.
+    pub reason: Option<String>,
+    /// Duration in milliseconds.
+    pub duration_ms: f64,
+}
+
+/// Links of a service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceLinks {
+    /// This resource.
+    #[serde(rename = "self")]
+    pub self_: String,
+    /// Its check history.
+    pub checks: String,
+    /// Its dashboard page.
+    pub dashboard: String,
+}
+
+/// Uptime ratios (0 to 1), null without checks in the window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UptimeDto {
+    /// Over the last 24 hours.
+    #[serde(rename = "24h")]
+    pub day: Option<f64>,
+    /// Over the last 7 days.
+    #[serde(rename = "7d")]
+    pub week: Option<f64>,
+}
+
+/// A monitored service: parameters, state, counters, last check.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Service {
+    /// Unique name (free text).
+    pub name: String,
+    /// The target as one URL.
+    #[schema(example = "http://192.168.1.20:5000/health")]
+    pub url: String,
+    /// `TCP`, `SSL`, `HTTP` or `HTTPS`.
+    pub protocol: String,
+    /// Target host.
+    pub host: String,
+    /// Target port.
+    pub port: u16,
+    /// Ping path (HTTP and HTTPS only).
+    pub path: Option<String>,
+    /// Mail recipients.
+    pub email: Vec<String>,
+    /// Response timeout, seconds.
+    pub timeout: u32,
+    /// Seconds between checks.
+    pub interval: u32,
+    /// Consecutive failures that make it unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes that make it healthy.
+    pub healthy_threshold: u32,
+    /// Acceptable HTTP statuses.
+    pub expected_status: String,
+    /// Require a trusted certificate.
+    pub tls_verify: bool,
+    /// Certificate expiry warning, days (0: off).
+    pub cert_warn_days: u32,
+    /// `unknown`, `healthy`, `degraded` or `unhealthy`.
+    #[schema(example = "healthy")]
+    pub state: String,
+    /// `active` or `paused`.
+    pub monitoring: String,
+    /// True when paused.
+    pub paused: bool,
+    /// When the current state began.
+    pub state_since: String,
+    /// Consecutive successes.
+    pub consecutive_successes: u32,
+    /// Consecutive failures.
+    pub consecutive_failures: u32,
+    /// The latest check.
+    pub last_check: Option<LastCheck>,
+    /// The latest check that found it healthy.
+    pub last_healthy_at: Option<String>,
+    /// The reason of the latest warn or fail.
+    pub last_failure_reason: Option<String>,
+    /// The certificate's expiry (TLS targets).
+    pub cert_expires_at: Option<String>,
+    /// First registration.
+    pub created_at: String,
+    /// Latest change of parameters.
+    pub updated_at: String,
+    /// Related resources.
+    pub links: ServiceLinks,
+    /// Uptime (lists and single service).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<UptimeDto>,
+    /// The service's token: only in the answer to a registration. Keep it;
+    /// it is not shown again (only its hash is stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Recent checks, newest first (single service).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_checks: Option<Vec<Check>>,
+}
+
+/// One check.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Check {
+    /// Id, increasing.
+    pub id: i64,
+    /// When it ran.
+    pub at: String,
+    /// `pass`, `warn` or `fail`.
+    pub result: String,
+    /// Why it warned or failed.
+    pub reason: Option<String>,
+    /// Duration in milliseconds.
+    pub duration_ms: f64,
+    /// HTTP status, when an answer arrived.
+    pub http_status: Option<u16>,
+    /// The target's health+json `output`/`notes`/`checks`.
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+/// A state change, or a change made through the API.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Event {
+    /// Id, increasing.
+    pub id: i64,
+    /// When.
+    pub at: String,
+    /// Service name.
+    pub service: String,
+    /// `state`, `registered`, `updated`, `paused`, `resumed` or `deleted`.
+    pub kind: String,
+    /// Previous state (state events).
+    pub from: Option<String>,
+    /// New state (state events).
+    pub to: Option<String>,
+    /// The check that caused it (state events).
+    pub check_id: Option<i64>,
+    /// The check's reason, or the target of a registration.
+    pub reason: Option<String>,
+}
+
+/// An outbox row: a mail to send, sent or given up.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Notification {
+    /// Id.
+    pub id: i64,
+    /// Service name.
+    pub service: String,
+    /// The state event it announces.
+    pub event_id: i64,
+    /// When the event happened.
+    pub created_at: String,
+    /// Previous state.
+    pub from: String,
+    /// New state.
+    pub to: String,
+    /// The reason of the check that caused it.
+    pub reason: Option<String>,
+    /// Recipients.
+    pub recipients: Vec<String>,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    /// Delivery attempts.
+    pub attempts: i64,
+    /// Earliest next attempt.
+    pub next_attempt_at: String,
+    /// The last SMTP error, or why it waits.
+    pub last_error: Option<String>,
+    /// When the SMTP server accepted it.
+    pub sent_at: Option<String>,
+    /// The mail's Message-ID.
+    pub message_id: Option<String>,
+}
+
+/// `GET /api/v1/services`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceList {
+    /// Number of services returned.
+    pub count: usize,
+    /// The services, by name.
+    pub services: Vec<Service>,
+}
+
+/// `GET /api/v1/services/{name}/checks`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckList {
+    /// Service name.
+    pub service: String,
+    /// Checks, newest first.
+    pub checks: Vec<Check>,
+}
+
+/// `GET /api/v1/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    /// Events, newest first.
+    pub events: Vec<Event>,
+}
+
+/// `GET /api/v1/notifications`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationList {
+    /// Notifications, newest first.
+    pub notifications: Vec<Notification>,
+}
+
+/// The body of every error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// An error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_field`, `missing_field`, `unknown_field`, `invalid_body`,
+    /// `invalid_parameter`, `not_found`, `body_too_large`, `unavailable`, `internal`.
+    pub code: String,
+    /// A sentence naming the value and the valid range.
+    pub message: String,
+    /// The offending field, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
 
 /// Options for rendering a service.
 #[derive(Default)]
@@ -15,108 +252,115 @@ pub struct ServiceView<'a> {
     pub recent_checks: Option<&'a [CheckRecord]>,
 }
 
-fn path_segment(name: &str) -> String {
+/// Percent-encodes a service name for a path segment.
+pub fn path_segment(name: &str) -> String {
     percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// A service as JSON: parameters, state, counters, last check, uptime.
-pub fn service_json(r: &ServiceRecord, view: ServiceView<'_>) -> Value {
+/// A service as the API shows it.
+pub fn service_dto(r: &ServiceRecord, view: ServiceView<'_>) -> Service {
     let s = &r.spec;
     let t = &s.target;
     let seg = path_segment(&s.name);
-    let mut v = json!({
-        "name": s.name,
-        "url": t.url(),
-        "protocol": t.protocol.as_str(),
-        "host": t.host,
-        "port": t.port,
-        "path": if t.protocol.is_http() { Value::from(t.path.as_str()) } else { Value::Null },
-        "email": s.emails.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-        "timeout": s.timeout,
-        "interval": s.interval,
-        "unhealthy_threshold": s.unhealthy_threshold,
-        "healthy_threshold": s.healthy_threshold,
-        "expected_status": s.expected_status.to_string(),
-        "tls_verify": s.tls_verify,
-        "cert_warn_days": s.cert_warn_days,
-        "state": r.state.as_str(),
-        "monitoring": if r.paused { "paused" } else { "active" },
-        "paused": r.paused,
-        "state_since": rfc3339(r.state_since),
-        "consecutive_successes": r.successes,
-        "consecutive_failures": r.failures,
-        "last_check": r.last_check.as_ref().map(|c| json!({
-            "at": rfc3339(c.at),
-            "result": c.result.as_str(),
-            "reason": c.reason,
-            "duration_ms": c.duration_us as f64 / 1000.0,
-        })),
-        "last_healthy_at": r.last_healthy_at.map(rfc3339),
-        "last_failure_reason": r.last_failure_reason,
-        "cert_expires_at": r.cert_expires_at.map(rfc3339),
-        "created_at": rfc3339(r.created_at),
-        "updated_at": rfc3339(r.updated_at),
-        "links": {
-            "self": format!("/api/v1/services/{seg}"),
-            "checks": format!("/api/v1/services/{seg}/checks"),
-            "dashboard": format!("/services/{seg}"),
+    Service {
+        name: s.name.clone(),
+        url: t.url(),
+        protocol: t.protocol.as_str().into(),
+        host: t.host.clone(),
+        port: t.port,
+        path: t.protocol.is_http().then(|| t.path.clone()),
+        email: s.emails.iter().map(|e| e.to_string()).collect(),
+        timeout: s.timeout,
+        interval: s.interval,
+        unhealthy_threshold: s.unhealthy_threshold,
+        healthy_threshold: s.healthy_threshold,
+        expected_status: s.expected_status.to_string(),
+        tls_verify: s.tls_verify,
+        cert_warn_days: s.cert_warn_days,
+        state: r.state.as_str().into(),
+        monitoring: if r.paused { "paused" } else { "active" }.into(),
+        paused: r.paused,
+        state_since: rfc3339(r.state_since),
+        consecutive_successes: r.successes,
+        consecutive_failures: r.failures,
+        last_check: r.last_check.as_ref().map(|c| LastCheck {
+            at: rfc3339(c.at),
+            result: c.result.as_str().into(),
+            reason: c.reason.clone(),
+            duration_ms: c.duration_us as f64 / 1000.0,
+        }),
+        last_healthy_at: r.last_healthy_at.map(rfc3339),
+        last_failure_reason: r.last_failure_reason.clone(),
+        cert_expires_at: r.cert_expires_at.map(rfc3339),
+        created_at: rfc3339(r.created_at),
+        updated_at: rfc3339(r.updated_at),
+        links: ServiceLinks {
+            self_: format!("/api/v1/services/{seg}"),
+            checks: format!("/api/v1/services/{seg}/checks"),
+            dashboard: format!("/services/{seg}"),
         },
-    });
-    if let Some(u) = view.uptime {
-        v["uptime"] = json!({"24h": u.day, "7d": u.week});
+        uptime: view.uptime.map(|u| UptimeDto {
+            day: u.day,
+            week: u.week,
+        }),
+        token: view.token.map(str::to_string),
+        recent_checks: view
+            .recent_checks
+            .map(|c| c.iter().map(check_dto).collect()),
     }
-    if let Some(tok) = view.token {
-        v["token"] = tok.into();
-    }
-    if let Some(checks) = view.recent_checks {
-        v["recent_checks"] = checks.iter().map(check_json).collect();
-    }
-    v
 }
 
-/// A check as JSON.
-pub fn check_json(c: &CheckRecord) -> Value {
-    json!({
-        "id": c.id,
-        "at": rfc3339(c.at),
-        "result": c.result.as_str(),
-        "reason": c.reason,
-        "duration_ms": c.duration_us as f64 / 1000.0,
-        "http_status": c.http_status,
-        "details": c.details.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
-    })
+/// A service as JSON.
+pub fn service_json(r: &ServiceRecord, view: ServiceView<'_>) -> Value {
+    serde_json::to_value(service_dto(r, view)).unwrap_or(Value::Null)
 }
 
-/// An event as JSON.
-pub fn event_json(e: &EventRecord) -> Value {
-    json!({
-        "id": e.id,
-        "at": rfc3339(e.at),
-        "service": e.service,
-        "kind": e.kind,
-        "from": e.from.map(|s| s.as_str()),
-        "to": e.to.map(|s| s.as_str()),
-        "check_id": e.check_id,
-        "reason": e.reason,
-    })
+/// A check as the API shows it.
+pub fn check_dto(c: &CheckRecord) -> Check {
+    Check {
+        id: c.id,
+        at: rfc3339(c.at),
+        result: c.result.as_str().into(),
+        reason: c.reason.clone(),
+        duration_ms: c.duration_us as f64 / 1000.0,
+        http_status: c.http_status,
+        details: c
+            .details
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<Value>(d).ok()),
+    }
 }
 
-/// An outbox row as JSON.
-pub fn notification_json(n: &NotificationRecord) -> Value {
-    json!({
-        "id": n.id,
-        "service": n.service,
-        "event_id": n.event_id,
-        "created_at": rfc3339(n.created_at),
-        "from": n.from.as_str(),
-        "to": n.to.as_str(),
-        "reason": n.reason,
-        "recipients": n.recipients,
-        "status": n.status,
-        "attempts": n.attempts,
-        "next_attempt_at": rfc3339(n.next_attempt_at),
-        "last_error": n.last_error,
-        "sent_at": n.sent_at.map(rfc3339),
-        "message_id": n.message_id,
-    })
+/// An event as the API shows it.
+pub fn event_dto(e: &EventRecord) -> Event {
+    Event {
+        id: e.id,
+        at: rfc3339(e.at),
+        service: e.service.clone(),
+        kind: e.kind.clone(),
+        from: e.from.map(|s| s.as_str().into()),
+        to: e.to.map(|s| s.as_str().into()),
+        check_id: e.check_id,
+        reason: e.reason.clone(),
+    }
+}
+
+/// An outbox row as the API shows it.
+pub fn notification_dto(n: &NotificationRecord) -> Notification {
+    Notification {
+        id: n.id,
+        service: n.service.clone(),
+        event_id: n.event_id,
+        created_at: rfc3339(n.created_at),
+        from: n.from.as_str().into(),
+        to: n.to.as_str().into(),
+        reason: n.reason.clone(),
+        recipients: n.recipients.clone(),
+        status: n.status.clone(),
+        attempts: n.attempts,
+        next_attempt_at: rfc3339(n.next_attempt_at),
+        last_error: n.last_error.clone(),
+        sent_at: n.sent_at.map(rfc3339),
+        message_id: n.message_id.clone(),
+    }
 }

@@ -2,14 +2,16 @@
 //! health and metrics. Each resource owns its router; handlers stay thin
 //! (extract -> domain type -> store/scheduler -> response DTO).
 
+mod dashboard;
 mod dto;
 pub mod error;
 pub mod extract;
 mod legacy;
+pub mod openapi;
 mod ops;
 mod v1;
 
-pub use dto::{service_json, ServiceView};
+pub use dto::{service_dto, service_json, ServiceView};
 pub use error::ApiError;
 
 use crate::config::Config;
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v1::router())
         .merge(legacy::router())
+        .merge(dashboard::router())
         .route("/health", get(own_health))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -1,17 +1,18 @@
 //! The native v1 JSON API under `/api/v1` (SPEC section 5).
 
-use super::dto::{check_json, event_json, notification_json, service_json, ServiceView};
+use super::dto::{
+    check_dto, event_dto, notification_dto, service_dto, CheckList, ErrorBody, EventList,
+    NotificationList, Service, ServiceList, ServiceView,
+};
 use super::extract::{Body, Query, ServiceName};
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::store::ServiceFilter;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use healthchecker_core::{HealthState, RegisterRequest, ServiceSpec};
-use serde_json::{json, Value};
 
 /// Most rows one list call returns.
 pub const MAX_LIMIT: usize = 1000;
@@ -25,12 +26,26 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/services/{name}/checks", get(checks))
         .route("/api/v1/events", get(events))
         .route("/api/v1/notifications", get(notifications))
+        .route("/api/v1/openapi.json", get(super::openapi::document))
 }
 
-async fn register(
+/// Register or update a service.
+///
+/// A new name answers 201, an existing one 200 (its state and history are
+/// kept). The answer carries a fresh token for the service.
+#[utoipa::path(post, path = "/api/v1/services", tag = "services",
+    request_body = super::openapi::RegisterBody,
+    responses(
+        (status = 201, description = "Registered", body = Service),
+        (status = 200, description = "Updated (state and history kept)", body = Service),
+        (status = 400, description = "Invalid field (named in the error)", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 503, description = "The store cannot write", body = ErrorBody),
+    ))]
+pub(super) async fn register(
     State(app): State<AppState>,
     Body(body): Body,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<(StatusCode, Json<Service>), ApiError> {
     let spec = ServiceSpec::try_from(RegisterRequest::from_json(&body)?)?;
     let (reg, token) = app.register(spec).await?;
     let status = if reg.created {
@@ -42,10 +57,25 @@ async fn register(
         token: Some(&token),
         ..Default::default()
     };
-    Ok((status, Json(service_json(&reg.record, view))))
+    Ok((status, Json(service_dto(&reg.record, view))))
 }
 
-async fn list(State(app): State<AppState>, q: Query) -> Result<Json<Value>, ApiError> {
+/// List services with state, last check and uptime.
+#[utoipa::path(get, path = "/api/v1/services", tag = "services",
+    params(
+        ("state" = Option<String>, Query, description = "Only this state: unknown, healthy, degraded, unhealthy"),
+        ("q" = Option<String>, Query, description = "Names containing this text"),
+        ("limit" = Option<usize>, Query, description = "At most this many"),
+        ("offset" = Option<usize>, Query, description = "Skip this many (ordered by name)"),
+    ),
+    responses(
+        (status = 200, description = "Services by name", body = ServiceList),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+    ))]
+pub(super) async fn list(
+    State(app): State<AppState>,
+    q: Query,
+) -> Result<Json<ServiceList>, ApiError> {
     let state = match q.get("state").filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(s.parse::<HealthState>().map_err(|_| {
@@ -56,7 +86,7 @@ async fn list(State(app): State<AppState>, q: Query) -> Result<Json<Value>, ApiE
         })?),
     };
     let limit = match q.get("limit") {
-        None => 0,
+        None | Some("") => 0,
         Some(_) => q.limit("limit", 0, usize::MAX)?,
     };
     let offset = match q.get("offset") {
@@ -74,11 +104,11 @@ async fn list(State(app): State<AppState>, q: Query) -> Result<Json<Value>, ApiE
     let (services, uptimes) = app
         .read(move |s| Ok((s.list_services(&filter)?, s.uptimes(now_ms())?)))
         .await?;
-    let items: Vec<Value> = services
+    let services: Vec<Service> = services
         .iter()
         .map(|r| {
             let uptime = Some(uptimes.get(&r.id).copied().unwrap_or_default());
-            service_json(
+            service_dto(
                 r,
                 ServiceView {
                     uptime,
@@ -87,13 +117,24 @@ async fn list(State(app): State<AppState>, q: Query) -> Result<Json<Value>, ApiE
             )
         })
         .collect();
-    Ok(Json(json!({ "count": items.len(), "services": items })))
+    Ok(Json(ServiceList {
+        count: services.len(),
+        services,
+    }))
 }
 
-async fn one(
+/// One service: parameters, state, counters, last check, recent checks.
+#[utoipa::path(get, path = "/api/v1/services/{name}", tag = "services",
+    params(("name" = String, Path, description = "Service name, percent-encoded")),
+    responses(
+        (status = 200, description = "The service", body = Service),
+        (status = 400, description = "Bad name encoding", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+    ))]
+pub(super) async fn one(
     State(app): State<AppState>,
     ServiceName(name): ServiceName,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Service>, ApiError> {
     let rec = app.service(&name).await?;
     let id = rec.id;
     let (recent, uptimes) = app
@@ -104,10 +145,18 @@ async fn one(
         recent_checks: Some(&recent),
         ..Default::default()
     };
-    Ok(Json(service_json(&rec, view)))
+    Ok(Json(service_dto(&rec, view)))
 }
 
-async fn remove(
+/// Stop monitoring a service (its events and mails stay).
+#[utoipa::path(delete, path = "/api/v1/services/{name}", tag = "services",
+    params(("name" = String, Path, description = "Service name, percent-encoded")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Bad name encoding", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+    ))]
+pub(super) async fn remove(
     State(app): State<AppState>,
     ServiceName(name): ServiceName,
 ) -> Result<StatusCode, ApiError> {
@@ -115,38 +164,78 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn pause(
+/// Pause checks (the state is frozen).
+#[utoipa::path(post, path = "/api/v1/services/{name}/pause", tag = "services",
+    params(("name" = String, Path, description = "Service name, percent-encoded")),
+    responses(
+        (status = 200, description = "Paused", body = Service),
+        (status = 400, description = "Bad name encoding", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+    ))]
+pub(super) async fn pause(
     State(app): State<AppState>,
     ServiceName(name): ServiceName,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Service>, ApiError> {
     let rec = app.set_paused(&name, true).await?;
-    Ok(Json(service_json(&rec, ServiceView::default())))
+    Ok(Json(service_dto(&rec, ServiceView::default())))
 }
 
-async fn resume(
+/// Resume checks (the first within a second).
+#[utoipa::path(post, path = "/api/v1/services/{name}/resume", tag = "services",
+    params(("name" = String, Path, description = "Service name, percent-encoded")),
+    responses(
+        (status = 200, description = "Resumed", body = Service),
+        (status = 400, description = "Bad name encoding", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+    ))]
+pub(super) async fn resume(
     State(app): State<AppState>,
     ServiceName(name): ServiceName,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Service>, ApiError> {
     let rec = app.set_paused(&name, false).await?;
-    Ok(Json(service_json(&rec, ServiceView::default())))
+    Ok(Json(service_dto(&rec, ServiceView::default())))
 }
 
-async fn checks(
+/// Check history, newest first.
+#[utoipa::path(get, path = "/api/v1/services/{name}/checks", tag = "services",
+    params(
+        ("name" = String, Path, description = "Service name, percent-encoded"),
+        ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "Checks", body = CheckList),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+    ))]
+pub(super) async fn checks(
     State(app): State<AppState>,
     ServiceName(name): ServiceName,
     q: Query,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CheckList>, ApiError> {
     let limit = q.limit("limit", 100, MAX_LIMIT)?;
     let rec = app.service(&name).await?;
     let id = rec.id;
     let rows = app.read(move |s| s.checks(id, limit)).await?;
-    Ok(Json(json!({
-        "service": rec.spec.name,
-        "checks": rows.iter().map(check_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(CheckList {
+        service: rec.spec.name,
+        checks: rows.iter().map(check_dto).collect(),
+    }))
 }
 
-async fn events(State(app): State<AppState>, q: Query) -> Result<Json<Value>, ApiError> {
+/// State changes and registrations, newest first.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(
+        ("service" = Option<String>, Query, description = "Only this service"),
+        ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "Events", body = EventList),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+    ))]
+pub(super) async fn events(
+    State(app): State<AppState>,
+    q: Query,
+) -> Result<Json<EventList>, ApiError> {
     let limit = q.limit("limit", 100, MAX_LIMIT)?;
     let service = q
         .get("service")
@@ -155,12 +244,26 @@ async fn events(State(app): State<AppState>, q: Query) -> Result<Json<Value>, Ap
     let rows = app
         .read(move |s| s.events(service.as_deref(), limit))
         .await?;
-    Ok(Json(
-        json!({ "events": rows.iter().map(event_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(EventList {
+        events: rows.iter().map(event_dto).collect(),
+    }))
 }
 
-async fn notifications(State(app): State<AppState>, q: Query) -> Result<Json<Value>, ApiError> {
+/// The mail outbox.
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
+    params(
+        ("status" = Option<String>, Query, description = "pending, sent or failed"),
+        ("service" = Option<String>, Query, description = "Only this service"),
+        ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "Notifications", body = NotificationList),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+    ))]
+pub(super) async fn notifications(
+    State(app): State<AppState>,
+    q: Query,
+) -> Result<Json<NotificationList>, ApiError> {
     let limit = q.limit("limit", 100, MAX_LIMIT)?;
     let status = match q.get("status").filter(|s| !s.is_empty()) {
         None => None,
@@ -179,7 +282,7 @@ async fn notifications(State(app): State<AppState>, q: Query) -> Result<Json<Val
     let rows = app
         .read(move |s| s.notifications(status.as_deref(), service.as_deref(), limit))
         .await?;
-    Ok(Json(
-        json!({ "notifications": rows.iter().map(notification_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(NotificationList {
+        notifications: rows.iter().map(notification_dto).collect(),
+    }))
 }

@@ -696,6 +696,29 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The newest `n` checks of each service in `ids` (durations and
+    /// results, oldest first), for sparklines.
+    pub fn recent_checks_of(
+        &self,
+        ids: &[i64],
+        n: usize,
+    ) -> Result<std::collections::HashMap<i64, Vec<CheckRecord>>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at, duration_us, result, reason, http_status, NULL FROM checks \
+             WHERE service_id = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let mut out = std::collections::HashMap::new();
+        for id in ids {
+            let mut rows: Vec<CheckRecord> = stmt
+                .query_map(params![id, n as i64], check_from_row)?
+                .collect::<Result<_, _>>()?;
+            rows.reverse();
+            out.insert(*id, rows);
+        }
+        Ok(out)
+    }
+
     /// True when the database answers a trivial query.
     pub fn ping(&self) -> Result<(), StoreError> {
         let conn = lock(&self.reader);

@@ -2,7 +2,9 @@
 //! real SQLite, real targets (see healthchecker-testkit).
 
 mod api;
+mod dashboard;
 mod legacy;
 mod lifecycle;
 mod mail;
+mod observe;
 mod probes;
