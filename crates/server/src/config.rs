@@ -321,8 +321,16 @@ impl Config {
             },
         )?;
         let default_public = {
+            // Bound to every address: the machine's mDNS name, which the
+            // daemon's own advertisement makes resolvable on the LAN.
             let host = if bind.ip().is_unspecified() {
-                "localhost".to_string()
+                hostname::get()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .map(|h| h.split('.').next().unwrap_or("").to_string())
+                    .filter(|h| !h.is_empty())
+                    .map(|h| format!("{h}.local"))
+                    .unwrap_or_else(|| "localhost".to_string())
             } else if bind.is_ipv6() {
                 format!("[{}]", bind.ip())
             } else {

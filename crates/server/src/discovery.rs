@@ -46,7 +46,9 @@ fn selection(interfaces: &[String], bind: SocketAddr) -> IfKind {
     let bind_ip = bind.ip();
     IfKind::Predicate(IfPredicate::new(move |intf| {
         let by_name = if names.is_empty() {
-            !intf.is_loopback()
+            // Default: every non-loopback interface; but a daemon bound to
+            // one address is advertised on the interface that holds it.
+            !intf.is_loopback() || !bind_ip.is_unspecified()
         } else {
             names.iter().any(|n| n == &intf.name)
         };

@@ -79,6 +79,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    raise_fd_limit(cfg.max_concurrent_probes);
     let store = store::Store::open(&cfg.db).map_err(|source| ServerError::Store {
         path: cfg.db.clone(),
         source,
@@ -139,6 +140,15 @@ pub async fn run(
         let mailer = notify::Mailer::new(smtp)
             .map_err(|e| ServerError::Config(format!("--smtp-url: {e}")))?;
         tracing::info!(url = %redact(&smtp.url), "mail sender started");
+        if let Ok(u) = url::Url::parse(&smtp.url) {
+            let tls =
+                u.scheme() == "smtps" || u.query_pairs().any(|(k, v)| k == "tls" && v != "none");
+            if !u.username().is_empty() && !tls {
+                tracing::warn!(
+                    "SMTP credentials will travel unencrypted: add ?tls=starttls or use smtps://"
+                );
+            }
+        }
         tasks.spawn(notify::sender::run(
             store.clone(),
             mailer,
@@ -183,6 +193,26 @@ pub async fn run(
     writer.join();
     served?;
     Ok(())
+}
+
+/// Raises the soft file-descriptor limit to the hard limit: every probe in
+/// flight holds a socket, and the common soft default (1024) is far below
+/// `--max-concurrent-probes`.
+fn raise_fd_limit(wanted: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                tracing::info!(from = soft, to = hard, "raised the file-descriptor limit");
+            }
+            let now = soft.max(hard);
+            if (now as usize) < wanted + 256 {
+                tracing::warn!(limit = now, max_concurrent_probes = wanted,
+                    "the file-descriptor limit is below --max-concurrent-probes; probes may fail with 'too many open files'");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the file-descriptor limit"),
+    }
 }
 
 /// An SMTP URL without its user, for logs.

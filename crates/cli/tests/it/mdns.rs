@@ -236,3 +236,47 @@ fn an_interface_restriction_keeps_every_packet_off_other_interfaces() {
         );
     });
 }
+
+/// Why the daemon uses our `new_with_interfaces` (vendor/mdns-sd): the
+/// upstream way, `new()` then `disable_interface(All)` and
+/// `enable_interface(lo)`, joins the multicast group on every interface at
+/// start-up, and the capture sees IGMP reports leave on veth0; the patched
+/// constructor never opens veth0.
+#[test]
+fn the_upstream_start_up_leaks_joins_and_the_patched_one_does_not() {
+    use mdns_sd::{IfKind, ServiceDaemon};
+    in_private_netns(|| async {
+        sh(&[
+            "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+        ]);
+        sh(&["ip", "addr", "add", "10.77.0.1/24", "dev", "veth0"]);
+        for l in ["veth0", "veth1"] {
+            sh(&["ip", "link", "set", l, "up"]);
+            sh(&["ip", "link", "set", l, "multicast", "on"]);
+        }
+        let run = |patched: bool| {
+            move || {
+                let d = if patched {
+                    ServiceDaemon::new_with_interfaces(5353, vec![IfKind::Name("lo".into())])
+                        .unwrap()
+                } else {
+                    let d = ServiceDaemon::new().unwrap();
+                    d.disable_interface(IfKind::All).unwrap();
+                    d.enable_interface(IfKind::Name("lo".into())).unwrap();
+                    d
+                };
+                std::thread::sleep(Duration::from_secs(2));
+                let rx = d.shutdown().unwrap();
+                let _ = rx.recv_timeout(Duration::from_secs(2));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        };
+        let upstream = capture_on_veth1(run(false));
+        assert!(
+            upstream.iter().any(|l| l.contains("igmp")),
+            "upstream start-up joined veth0: {upstream:?}"
+        );
+        let patched = capture_on_veth1(run(true));
+        assert!(patched.is_empty(), "{patched:?}");
+    });
+}

@@ -22,6 +22,9 @@ pub fn validate_smtp_url(s: &str) -> Result<(), String> {
             ))
         }
     }
+    if u.password().is_some() {
+        return Err("do not put the password in the URL: use HEALTHCHECKER_SMTP_PASSWORD or --smtp-password-file".into());
+    }
     if u.host_str().is_none_or(str::is_empty) {
         return Err("missing host".into());
     }

@@ -180,8 +180,10 @@ pub async fn run(
                 }
                 Err(e) => {
                     let attempts = group.iter().map(|n| n.attempts).max().unwrap_or(0) + 1;
-                    let oldest = group.iter().map(|n| n.created_at).min().unwrap_or(now);
-                    let give_up = now - oldest >= GIVE_UP_AFTER.as_millis() as i64;
+                    // Give up only when even the newest transition is a day
+                    // old: the latest state is never dropped early.
+                    let newest = group.iter().map(|n| n.created_at).max().unwrap_or(now);
+                    let give_up = now - newest >= GIVE_UP_AFTER.as_millis() as i64;
                     let next = now + backoff(attempts).as_millis() as i64;
                     tracing::warn!(service = %group[0].service, attempts, error = %e, give_up, "SMTP delivery failed");
                     let err = e.clone();
@@ -231,6 +233,15 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_secs(10));
         assert_eq!(backoff(5), Duration::from_secs(80));
         assert_eq!(backoff(30), MAX_RETRY);
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused() {
+        let e = crate::notify::validate_smtp_url("smtp://me:secret@host:587").unwrap_err();
+        assert!(e.contains("HEALTHCHECKER_SMTP_PASSWORD"), "{e}");
+        assert!(crate::notify::validate_smtp_url("smtp://me@host:587?tls=starttls").is_ok());
+        assert!(crate::notify::validate_smtp_url("http://host").is_err());
+        assert!(crate::notify::validate_smtp_url("smtp://host?tls=maybe").is_err());
     }
 
     #[test]

@@ -28,6 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub const RETAIN_CHECKS: i64 = 1000;
 /// ...and every check younger than this (SPEC section 7: whichever is larger).
 pub const RETAIN_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Events and sent or failed mails are kept this long (the SPEC is silent;
+/// 90 days answers "what happened last quarter" and bounds the file).
+pub const RETAIN_EVENTS_MS: i64 = 90 * 24 * 3600 * 1000;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -757,10 +760,19 @@ impl Store {
             "DELETE FROM uptime WHERE hour < ?1",
             [now / 3_600_000 - 170],
         )?;
+        // Events and finished mails are kept for RETAIN_EVENTS_MS.
+        let cutoff = now - RETAIN_EVENTS_MS;
+        conn.execute("DELETE FROM events WHERE at < ?1", [cutoff])?;
+        conn.execute(
+            "DELETE FROM notifications WHERE status != 'pending' AND created_at < ?1",
+            [cutoff],
+        )?;
         Ok(removed)
     }
 
-    /// Pending notifications due at `now`, oldest first.
+    /// Every pending notification of each service that has one due at
+    /// `now`, oldest first. A service's pending rows always travel together
+    /// (one mail), so a retried older row can never overtake a newer state.
     pub fn due_notifications(
         &self,
         now: i64,
@@ -769,7 +781,9 @@ impl Store {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications \
-             WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
+             WHERE status = 'pending' AND service_id IN \
+               (SELECT service_id FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?1) \
+             ORDER BY id LIMIT ?2"
         ))?;
         let rows = stmt.query_map(params![now, limit as i64], notification_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)

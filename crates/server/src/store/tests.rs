@@ -180,3 +180,44 @@ fn a_newer_schema_is_refused() {
     let e = Store::open(&path).err().unwrap().to_string();
     assert!(e.contains("newer"), "{e}");
 }
+
+#[tokio::test]
+async fn a_due_row_brings_every_pending_row_of_its_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("x.db")).unwrap();
+    let id = store.register(&spec("a", 30), "h", 0).unwrap().record.id;
+    let other = store.register(&spec("b", 30), "h", 0).unwrap().record.id;
+    let (writer, handle) = Writer::start(&store);
+    for (sid, at, not_before) in [
+        (id, 1_000, 1_000),
+        (id, 2_000, 61_000),
+        (other, 3_000, 90_000),
+    ] {
+        let mut c = check(sid, at, CheckResult::Fail, HealthState::Unhealthy);
+        c.transition = Some(TransitionWrite {
+            from: HealthState::Healthy,
+            previous_since: 0,
+            notify: Some(NotifyWrite {
+                service: "x".into(),
+                target: "t".into(),
+                recipients: vec!["a@example.com".into()],
+                not_before,
+                note: None,
+            }),
+        });
+        handle.record(c).await;
+    }
+    handle.flush().await;
+    drop(handle);
+    writer.join();
+    // At 5 s only service a's first row is due, but its newer row comes along;
+    // service b's row waits for its slot.
+    let due = store.due_notifications(5_000, 100).unwrap();
+    assert_eq!(
+        due.iter()
+            .map(|n| (n.service_id, n.created_at))
+            .collect::<Vec<_>>(),
+        vec![(id, 1_000), (id, 2_000)]
+    );
+    assert!(store.due_notifications(500, 100).unwrap().is_empty());
+}
