@@ -32,6 +32,11 @@ use tokio_util::task::TaskTracker;
 /// The longest the loop sleeps without a due check.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
+/// The shortest time between two firing rounds. Waking once per due
+/// millisecond costs a context switch per check at 3,333 checks/s; 5 ms
+/// rounds cost at most 5 ms of lag (the budget is 50 ms at p99).
+const FIRE_TICK: Duration = Duration::from_millis(5);
+
 /// A change to the set of scheduled services.
 #[derive(Debug)]
 pub enum Command {
@@ -165,6 +170,7 @@ impl Scheduler {
             self.insert(rec, now);
         }
         tracing::info!(services = self.entries.len(), "scheduler started");
+        let mut last_fire = Instant::now();
         loop {
             let next = self
                 .heap
@@ -173,7 +179,10 @@ impl Scheduler {
                 .unwrap_or_else(|| Instant::now() + IDLE_TICK)
                 // Turn at least once a second, so `/health` can tell a
                 // stuck loop from an idle one.
-                .min(Instant::now() + IDLE_TICK);
+                .min(Instant::now() + IDLE_TICK)
+                // Fire at most every FIRE_TICK: checks due within the same
+                // few milliseconds start together, one wake-up for many.
+                .max(last_fire + FIRE_TICK);
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -182,7 +191,10 @@ impl Scheduler {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
-                _ = tokio::time::sleep_until(next) => self.fire(&done_tx),
+                _ = tokio::time::sleep_until(next) => {
+                    last_fire = Instant::now();
+                    self.fire(&done_tx);
+                }
             }
             self.alive
                 .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
