@@ -16,6 +16,14 @@ pub struct Conn {
     /// How long to look for a daemon over mDNS, seconds
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     discover_timeout: u64,
+    /// Token for a daemon in --auth token mode (admin or the service's own)
+    #[arg(
+        long,
+        env = "HEALTHCHECKER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
 }
 
 /// Options of `monitor`.
@@ -119,6 +127,14 @@ where
 }
 
 async fn connect(c: &Conn) -> Result<HealthChecker, Failure> {
+    let hc = connect_plain(c).await?;
+    Ok(match &c.token {
+        Some(t) => hc.with_token(t),
+        None => hc,
+    })
+}
+
+async fn connect_plain(c: &Conn) -> Result<HealthChecker, Failure> {
     match &c.server {
         Some(url) => Ok(HealthChecker::at(url)?),
         None => HealthChecker::discover(Duration::from_secs(c.discover_timeout))

@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Register (or update) a service for monitoring.
     Monitor(client_cmd::MonitorArgs),
     /// List every service (a table; --json for scripts).
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
             let sub = matches.subcommand_matches("serve").expect("serve matched");
-            serve::main(args, sub)
+            serve::main(*args, sub)
         }
         Command::Monitor(a) => client_cmd::exec(client_cmd::monitor(a)),
         Command::List(a) => client_cmd::exec(client_cmd::list(a)),

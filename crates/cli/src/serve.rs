@@ -61,6 +61,30 @@ pub struct ServeArgs {
     /// Extra trusted CA certificates (PEM) for services with tls_verify
     #[arg(long, env = "HEALTHCHECKER_TLS_CA_FILE", value_name = "PATH")]
     tls_ca_file: Option<String>,
+    /// open (anyone may register) or token (changes need the admin or the service's token) [default: open]
+    #[arg(long, env = "HEALTHCHECKER_AUTH", value_name = "MODE")]
+    auth: Option<String>,
+    /// File holding the admin token (else HEALTHCHECKER_ADMIN_TOKEN)
+    #[arg(long, env = "HEALTHCHECKER_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    admin_token_file: Option<String>,
+    /// With --auth token: reads (dashboard, GET API, metrics) need the admin token too
+    #[arg(long, env = "HEALTHCHECKER_PRIVATE")]
+    private: bool,
+    /// Probe only these addresses (CIDR list) [default: all]
+    #[arg(long, env = "HEALTHCHECKER_ALLOW_TARGETS", value_name = "CIDR,...")]
+    allow_targets: Option<String>,
+    /// Never probe these addresses (CIDR list), e.g. 169.254.0.0/16
+    #[arg(long, env = "HEALTHCHECKER_DENY_TARGETS", value_name = "CIDR,...")]
+    deny_targets: Option<String>,
+    /// Most services registered at once [default: 100000]
+    #[arg(long, env = "HEALTHCHECKER_MAX_SERVICES", value_name = "N")]
+    max_services: Option<String>,
+    /// Registrations per second per client address, 0 for unlimited [default: 200]
+    #[arg(long, env = "HEALTHCHECKER_REGISTER_RATE_LIMIT", value_name = "N")]
+    register_rate_limit: Option<String>,
+    /// Most API connections at once [default: 1024]
+    #[arg(long, env = "HEALTHCHECKER_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<String>,
 }
 
 /// Turns clap's matches into settings that remember where each value came from.
@@ -79,7 +103,7 @@ fn settings(m: &ArgMatches) -> Vec<Setting> {
             Ok(Some(raw)) => raw.map(|v| v.to_string_lossy().into_owned()).collect(),
             _ => continue,
         };
-        let is_flag = matches!(key, "no_mdns" | "no_legacy_mdns");
+        let is_flag = matches!(key, "no_mdns" | "no_legacy_mdns" | "private");
         let values = if is_flag && source == Source::Cli {
             vec!["true".to_string()]
         } else {

@@ -50,6 +50,7 @@ impl ClientError {
 pub struct HealthChecker {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 /// The check parameters of one service (SPEC section 2). Unset values take
@@ -265,7 +266,15 @@ impl HealthChecker {
         Ok(HealthChecker {
             base: url.trim_end_matches('/').to_string(),
             http,
+            token: None,
         })
+    }
+
+    /// Sends `token` (the admin token, or a service's own token) as
+    /// `Authorization: Bearer` on every call, for a daemon in `--auth token` mode.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
     }
 
     /// Finds a daemon on the local network over mDNS (the first to answer
@@ -284,6 +293,10 @@ impl HealthChecker {
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value), ClientError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
             reason: e.to_string(),

@@ -31,6 +31,14 @@ pub const KEYS: &[&str] = &[
     "smtp-password-file",
     "notify-min-gap",
     "tls-ca-file",
+    "auth",
+    "admin-token-file",
+    "private",
+    "allow-targets",
+    "deny-targets",
+    "max-services",
+    "register-rate-limit",
+    "max-connections",
 ];
 
 /// Where a setting came from.
@@ -148,7 +156,49 @@ pub struct Config {
     pub notify_min_gap: Duration,
     /// Extra trusted roots (PEM) for services with `tls_verify`.
     pub tls_ca_file: Option<PathBuf>,
+    /// `open` (anyone may register) or `token`.
+    pub auth: AuthMode,
+    /// The admin token (token mode), from `HEALTHCHECKER_ADMIN_TOKEN` or
+    /// `--admin-token-file`. Never logged: `Debug` shows it redacted.
+    pub admin_token: Option<AdminToken>,
+    /// Reads (dashboard, GET API, metrics) need the admin token too.
+    pub private: bool,
+    /// Which target addresses probes may connect to.
+    pub targets: crate::probe::TargetPolicy,
+    /// Most services registered at once.
+    pub max_services: usize,
+    /// Registrations per second per client address (0: unlimited).
+    pub register_rate_limit: u32,
+    /// Most API connections at once.
+    pub max_connections: usize,
 }
+
+/// Who may change what (SPEC section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Anyone on the network may register (the seed's behaviour).
+    Open,
+    /// Mutations need the admin token or the service's own token.
+    Token,
+}
+
+/// The admin token; `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Default cap on registered services (SPEC section 11's scale).
+pub const DEFAULT_MAX_SERVICES: usize = 100_000;
+/// Default registrations per second per client: a home lab registers a
+/// handful, a script a few hundred at start-up; a flood is cut to this.
+pub const DEFAULT_REGISTER_RATE: u32 = 200;
+/// Default cap on concurrent API connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Default listen address (SPEC section 5).
 pub const DEFAULT_BIND: &str = "0.0.0.0:8484";
@@ -393,7 +443,106 @@ impl Config {
                 Err("no such file".into())
             }
         })?;
+        let auth = l.parse("auth", AuthMode::Open, |v| match v {
+            "open" => Ok(AuthMode::Open),
+            "token" => Ok(AuthMode::Token),
+            _ => Err("expected open or token".into()),
+        })?;
+        let admin_token = match l.one("admin-token-file") {
+            Some((p, src)) => Some(
+                std::fs::read_to_string(p)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| ConfigError::Invalid {
+                        key: "admin-token-file".into(),
+                        value: p.into(),
+                        origin: src.clone(),
+                        reason: e.to_string(),
+                    })?,
+            ),
+            None => env("HEALTHCHECKER_ADMIN_TOKEN").map(|t| t.trim().to_string()),
+        }
+        .filter(|t| !t.is_empty());
+        if auth == AuthMode::Token && admin_token.as_ref().is_none_or(|t| t.len() < 16) {
+            let (v, src) = l
+                .one("auth")
+                .map(|(v, s)| (v.to_string(), s.clone()))
+                .unwrap_or(("token".into(), Source::Default));
+            return Err(ConfigError::Invalid {
+                key: "auth".into(),
+                value: v,
+                origin: src,
+                reason: "token mode needs an admin token of at least 16 characters in HEALTHCHECKER_ADMIN_TOKEN or --admin-token-file".into(),
+            });
+        }
+        let private = l.flag("private")?;
+        if private && auth != AuthMode::Token {
+            let (v, src) = l
+                .one("private")
+                .map(|(v, s)| (v.to_string(), s.clone()))
+                .unwrap_or(("true".into(), Source::Default));
+            return Err(ConfigError::Invalid {
+                key: "private".into(),
+                value: v,
+                origin: src,
+                reason: "--private needs --auth token".into(),
+            });
+        }
+        let nets = |key: &str| -> Result<Vec<ipnet::IpNet>, ConfigError> {
+            let Some(s) = l.get(key) else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for v in s
+                .values
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+            {
+                let net = v
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| ConfigError::Invalid {
+                        key: key.into(),
+                        value: v.into(),
+                        origin: s.source.clone(),
+                        reason: "expected CIDR blocks such as 169.254.0.0/16,10.0.0.0/8".into(),
+                    })?;
+                out.push(net);
+            }
+            Ok(out)
+        };
+        let targets = crate::probe::TargetPolicy {
+            allow: nets("allow-targets")?,
+            deny: nets("deny-targets")?,
+        };
+        let max_services = l.parse("max-services", DEFAULT_MAX_SERVICES, |v| {
+            match v.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err("expected a whole number of at least 1".into()),
+            }
+        })?;
+        let register_rate_limit = l.parse("register-rate-limit", DEFAULT_REGISTER_RATE, |v| {
+            v.parse::<u32>()
+                .map_err(|_| "expected registrations per second (0: unlimited)".into())
+        })?;
+        let max_connections =
+            l.parse(
+                "max-connections",
+                DEFAULT_MAX_CONNECTIONS,
+                |v| match v.parse::<usize>() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                    _ => Err("expected a whole number from 1 to 1000000".into()),
+                },
+            )?;
         Ok(Config {
+            auth,
+            admin_token: admin_token.map(AdminToken),
+            private,
+            targets,
+            max_services,
+            register_rate_limit,
+            max_connections,
             bind,
             db,
             log_format,

@@ -110,7 +110,7 @@ pub async fn run(
             notify_min_gap_ms: cfg.notify_min_gap.as_millis() as i64,
             outbox_note,
         },
-        probe::Prober::new(tls),
+        probe::Prober::new(tls, cfg.targets.clone()),
         writer_handle.clone(),
         metrics.clone(),
         cancel.clone(),
@@ -163,6 +163,7 @@ pub async fn run(
         metrics,
         config: Arc::new(cfg.clone()),
         started_at: clock::now_ms(),
+        limiter: http::auth::RateLimiter::new(cfg.register_rate_limit),
     }));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
@@ -178,9 +179,7 @@ pub async fn run(
         None
     };
     let app = http::router(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = serve(listener, app, cfg.max_connections, shutdown).await;
     tracing::info!("shutting down");
     if let Some(a) = advertiser {
         a.withdraw().await;
@@ -192,6 +191,70 @@ pub async fn run(
     drop(writer_handle);
     writer.join();
     served?;
+    Ok(())
+}
+
+/// How long a client may take to send a request's headers (slow-loris).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long shutdown waits for open API connections to finish.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `app` on `listener` until `shutdown`: at most `max_connections`
+/// connections at once (one more is closed at once), headers within
+/// [`HEADER_READ_TIMEOUT`], each request's peer address as an extension.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max_connections, "too many API connections; closing one");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(http::auth::Peer(peer));
+                tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+            });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("API connections still open after the grace period; closing them");
+    }
     Ok(())
 }
 

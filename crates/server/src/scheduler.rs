@@ -29,6 +29,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long shutdown waits for running probes.
+pub const SHUTDOWN_PROBES: Duration = Duration::from_secs(4);
+
 /// The longest the loop sleeps without a due check.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
@@ -199,14 +202,25 @@ impl Scheduler {
             self.alive
                 .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         }
-        // Let running probes finish (each is bounded by its timeout) and
-        // record their results.
+        // Let running probes finish and record their results, for at most
+        // SHUTDOWN_PROBES: a probe with a 60 s timeout against a hung target
+        // must not hold up the exit. Probes still running then are dropped
+        // with the runtime (they record nothing).
         self.probes.close();
         drop(done_tx);
-        while let Some(done) = done_rx.recv().await {
-            self.on_done(done).await;
+        let deadline = Instant::now() + SHUTDOWN_PROBES;
+        loop {
+            tokio::select! {
+                d = done_rx.recv() => match d {
+                    Some(done) => self.on_done(done).await,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(running = self.probes.len(), "probes still running at shutdown; abandoning them");
+                    break;
+                }
+            }
         }
-        self.probes.wait().await;
         tracing::info!("scheduler stopped");
     }
 

@@ -61,3 +61,55 @@ where
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
+
+/// Runs `f` on a new thread inside a private mount namespace, with a tmpfs
+/// of `size` (e.g. "4m") mounted at a new temporary directory passed to `f`.
+/// Child processes inherit the namespace. `None` when not permitted.
+pub fn with_small_tmpfs<F, Fut, T>(size: &'static str, f: F) -> Option<T>
+where
+    F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
+    use nix::mount::{mount, MsFlags};
+    let handle = std::thread::spawn(move || {
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS) {
+            eprintln!("SKIPPED: unshare(CLONE_NEWNS) not permitted here: {e}");
+            return None;
+        }
+        // Keep our mounts out of the machine's namespace.
+        if let Err(e) = mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ) {
+            eprintln!("SKIPPED: cannot make / private: {e}");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        if let Err(e) = mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some(format!("size={size}").as_str()),
+        ) {
+            eprintln!("SKIPPED: cannot mount tmpfs: {e}");
+            return None;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let out = rt.block_on(f(dir.clone()));
+        let _ = nix::mount::umount(&dir);
+        let _ = std::fs::remove_dir(&dir);
+        Some(out)
+    });
+    match handle.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}

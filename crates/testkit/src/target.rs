@@ -37,6 +37,10 @@ pub enum Mode {
     Drip,
     /// 302 to itself.
     RedirectLoop,
+    /// 200 with 100 KB of headers.
+    HugeHeaders,
+    /// Not HTTP at all: 4 KB of random-looking bytes, then close.
+    Garbage,
 }
 
 /// A TCP listener that accepts and holds connections.
@@ -151,6 +155,14 @@ where
             let _keep = stream;
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
+        Mode::Garbage => {
+            shared.1.fetch_add(1, Ordering::Relaxed);
+            let mut s = stream;
+            let junk: Vec<u8> = (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect();
+            let _ = s.write_all(&junk).await;
+        }
         Mode::Drip => {
             shared.1.fetch_add(1, Ordering::Relaxed);
             let mut s = stream;
@@ -210,7 +222,14 @@ fn answer(req: Request<hyper::body::Incoming>, shared: &Shared) -> Response<Body
             .header("location", req.uri().path().to_string())
             .body(full(""))
             .unwrap(),
-        Mode::Hang | Mode::Drip => unreachable!("handled per connection"),
+        Mode::HugeHeaders => {
+            let mut b = Response::builder().status(200);
+            for i in 0..100 {
+                b = b.header(format!("x-filler-{i}"), "z".repeat(1000));
+            }
+            b.body(full("{\"status\":\"pass\"}")).unwrap()
+        }
+        Mode::Hang | Mode::Drip | Mode::Garbage => unreachable!("handled per connection"),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod client_cmds;
 mod daemon;
+mod faults;
 mod mail_outage;
 mod mdns;
 mod serve;

@@ -28,6 +28,18 @@ pub enum ApiError {
     /// 404: no service of that name.
     #[error("no service named {0:?}")]
     NotFound(String),
+    /// 401: a credential is needed (`--auth token`, `--private`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the credential does not allow this, or the legacy API is off.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 429: too many registrations from this client; retry after the seconds given.
+    #[error("too many registrations from this address; retry in {0} s (--register-rate-limit)")]
+    RateLimited(u64),
+    /// 507: `--max-services` services are registered already.
+    #[error("the daemon already monitors its maximum of {0} services (--max-services)")]
+    ServiceLimit(usize),
     /// 413: the body is over the limit.
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
@@ -57,6 +69,10 @@ impl ApiError {
             }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "name"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", ""),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", ""),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", ""),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", ""),
+            ApiError::ServiceLimit(_) => (StatusCode::INSUFFICIENT_STORAGE, "service_limit", ""),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", ""),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", ""),
         }
@@ -65,6 +81,9 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Limit(n) = e {
+            return ApiError::ServiceLimit(n);
+        }
         use rusqlite::ErrorCode::*;
         if let StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) = &e {
             if matches!(
@@ -93,6 +112,21 @@ impl IntoResponse for ApiError {
         if !field.is_empty() {
             err["field"] = field.into();
         }
-        (status, Json(serde_json::json!({ "error": err }))).into_response()
+        let mut r = (status, Json(serde_json::json!({ "error": err }))).into_response();
+        match &self {
+            ApiError::Unauthorized(_) => {
+                r.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            ApiError::RateLimited(secs) => {
+                if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                }
+            }
+            _ => {}
+        }
+        r
     }
 }

@@ -30,6 +30,7 @@ pub(super) fn router() -> Router<AppState> {
 
 async fn monitor(
     State(app): State<AppState>,
+    caller: super::auth::Caller,
     q: Query,
     Body(body): Body,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -37,7 +38,7 @@ async fn monitor(
     let mut pairs = q.0;
     pairs.extend(form_pairs(&body, "form")?);
     let spec = ServiceSpec::try_from(RegisterRequest::from_legacy_form(&pairs)?)?;
-    let (reg, token) = app.register(spec).await?;
+    let (reg, token) = app.register(spec, &caller).await?;
     let name = reg.record.spec.name.clone();
     let (status, message) = if reg.created {
         (
@@ -82,11 +83,12 @@ fn appname(q: &Query, body: &[u8]) -> Result<String, ApiError> {
 
 async fn stop(
     State(app): State<AppState>,
+    caller: super::auth::Caller,
     q: Query,
     Body(body): Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = appname(&q, &body)?;
-    app.delete(&name).await?;
+    app.delete(&name, &caller).await?;
     Ok(Json(
         json!({ "message": format!("App `{name}` is no longer monitored.") }),
     ))
@@ -94,11 +96,12 @@ async fn stop(
 
 async fn pause(
     State(app): State<AppState>,
+    caller: super::auth::Caller,
     q: Query,
     Body(body): Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = appname(&q, &body)?;
-    let rec = app.set_paused(&name, true).await?;
+    let rec = app.set_paused(&name, true, &caller).await?;
     Ok(Json(
         json!({ "message": "OK", "service": service_json(&rec, ServiceView::default()) }),
     ))
@@ -106,11 +109,12 @@ async fn pause(
 
 async fn resume(
     State(app): State<AppState>,
+    caller: super::auth::Caller,
     q: Query,
     Body(body): Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = appname(&q, &body)?;
-    let rec = app.set_paused(&name, false).await?;
+    let rec = app.set_paused(&name, false, &caller).await?;
     Ok(Json(
         json!({ "message": "OK", "service": service_json(&rec, ServiceView::default()) }),
     ))

@@ -2,6 +2,7 @@
 //! health and metrics. Each resource owns its router; handlers stay thin
 //! (extract -> domain type -> store/scheduler -> response DTO).
 
+pub mod auth;
 mod dashboard;
 mod dto;
 pub mod error;
@@ -41,6 +42,8 @@ pub struct AppInner {
     pub config: Arc<Config>,
     /// Start time (Unix ms).
     pub started_at: i64,
+    /// Per-client registration rate.
+    pub limiter: auth::RateLimiter,
 }
 
 impl std::ops::Deref for AppState {
@@ -49,6 +52,10 @@ impl std::ops::Deref for AppState {
         &self.0
     }
 }
+
+/// Longest a request may take end to end (a slow client cannot hold a
+/// handler forever; reading the headers has its own, shorter limit).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
@@ -59,7 +66,15 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(own_health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(state)
 }
 
@@ -86,6 +101,10 @@ async fn own_health(State(app): State<AppState>) -> Response {
     // The loop turns at least every second; ten seconds of silence means stuck.
     let sched_ok = app.scheduler.is_running() && tick_age < 10_000;
     let mut output = Vec::new();
+    let write_error = app.store.write_error();
+    if let Some(e) = &write_error {
+        output.push(format!("store cannot write: {e}"));
+    }
     if let Err(e) = &store_ok {
         output.push(format!("store: {e}"));
     }
@@ -107,7 +126,7 @@ async fn own_health(State(app): State<AppState>) -> Response {
         "serviceId": "healthchecker",
         "description": "healthchecker daemon",
         "checks": {
-            "store:responseTime": obs(store_ok.is_ok(), serde_json::json!(store_ms), "ms"),
+            "store:responseTime": obs(store_ok.is_ok() && write_error.is_none(), serde_json::json!(store_ms), "ms"),
             "scheduler:lastTick": obs(sched_ok, serde_json::json!(tick_age), "ms"),
             "uptime": obs(true, serde_json::json!((now - app.started_at) / 1000), "s"),
         }

@@ -1,12 +1,28 @@
 //! Operations shared by the v1 and legacy APIs: each is one store
 //! transaction followed by one scheduler command.
 
+use super::auth::Caller;
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::scheduler::Command;
 use crate::store::{Registered, ServiceRecord};
 use healthchecker_core::ServiceSpec;
 use sha2::{Digest, Sha256};
+
+/// Refuses a target whose literal IP address the operator denied (a name is
+/// checked after DNS at every probe instead).
+fn literal_refusal(
+    policy: &crate::probe::TargetPolicy,
+    spec: &ServiceSpec,
+) -> Option<healthchecker_core::SpecError> {
+    let ip: std::net::IpAddr = spec.target.host.parse().ok()?;
+    policy.refusal(ip).map(|why| {
+        healthchecker_core::SpecError::invalid(
+            "url",
+            format!("invalid target {}: {why}", spec.target.url()),
+        )
+    })
+}
 
 /// A new random service token: 256 bits, hex.
 fn new_token() -> Result<String, ApiError> {
@@ -29,11 +45,27 @@ async fn blocking<T: Send + 'static>(
 impl AppState {
     /// Registers or updates a service; durable before it returns. A new
     /// token is issued at every registration (only its hash is stored).
-    pub async fn register(&self, spec: ServiceSpec) -> Result<(Registered, String), ApiError> {
+    pub async fn register(
+        &self,
+        spec: ServiceSpec,
+        caller: &Caller,
+    ) -> Result<(Registered, String), ApiError> {
+        caller.check_rate(self)?;
+        self.authorize_change(&caller.headers, &spec.name).await?;
+        if let Some(why) = literal_refusal(&self.config.targets, &spec) {
+            return Err(ApiError::Invalid(why));
+        }
         let token = new_token()?;
         let hash = token_hash(&token);
         let store = self.store.clone();
-        let reg = blocking(move || store.register(&spec, &hash, now_ms())).await?;
+        let max = self.config.max_services;
+        let st = store.clone();
+        let reg = blocking(move || {
+            let r = st.register(&spec, &hash, now_ms(), max);
+            st.note_write(&r);
+            r
+        })
+        .await?;
         if !self
             .scheduler
             .send(Command::Upsert(Box::new(reg.record.clone())))
@@ -45,7 +77,13 @@ impl AppState {
     }
 
     /// Pauses or resumes; `NotFound` for an unknown name.
-    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<ServiceRecord, ApiError> {
+    pub async fn set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        caller: &Caller,
+    ) -> Result<ServiceRecord, ApiError> {
+        self.authorize_change(&caller.headers, name).await?;
         let store = self.store.clone();
         let n = name.to_string();
         let rec = blocking(move || store.set_paused(&n, paused, now_ms()))
@@ -58,7 +96,8 @@ impl AppState {
     }
 
     /// Stops monitoring and deletes the service; `NotFound` for an unknown name.
-    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, name: &str, caller: &Caller) -> Result<(), ApiError> {
+        self.authorize_change(&caller.headers, name).await?;
         let store = self.store.clone();
         let n = name.to_string();
         let id = blocking(move || store.delete(&n, now_ms()))

@@ -44,10 +44,11 @@ pub(super) fn router() -> Router<AppState> {
     ))]
 pub(super) async fn register(
     State(app): State<AppState>,
+    caller: super::auth::Caller,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
     let spec = ServiceSpec::try_from(RegisterRequest::from_json(&body)?)?;
-    let (reg, token) = app.register(spec).await?;
+    let (reg, token) = app.register(spec, &caller).await?;
     let status = if reg.created {
         StatusCode::CREATED
     } else {
@@ -158,9 +159,10 @@ pub(super) async fn one(
     ))]
 pub(super) async fn remove(
     State(app): State<AppState>,
+    caller: super::auth::Caller,
     ServiceName(name): ServiceName,
 ) -> Result<StatusCode, ApiError> {
-    app.delete(&name).await?;
+    app.delete(&name, &caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -174,9 +176,10 @@ pub(super) async fn remove(
     ))]
 pub(super) async fn pause(
     State(app): State<AppState>,
+    caller: super::auth::Caller,
     ServiceName(name): ServiceName,
 ) -> Result<Json<Service>, ApiError> {
-    let rec = app.set_paused(&name, true).await?;
+    let rec = app.set_paused(&name, true, &caller).await?;
     Ok(Json(service_dto(&rec, ServiceView::default())))
 }
 
@@ -190,9 +193,10 @@ pub(super) async fn pause(
     ))]
 pub(super) async fn resume(
     State(app): State<AppState>,
+    caller: super::auth::Caller,
     ServiceName(name): ServiceName,
 ) -> Result<Json<Service>, ApiError> {
-    let rec = app.set_paused(&name, false).await?;
+    let rec = app.set_paused(&name, false, &caller).await?;
     Ok(Json(service_dto(&rec, ServiceView::default())))
 }
 

@@ -53,7 +53,7 @@ where
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("HTTP request failed: {}", hyper_reason(&e)))?;
+            .map_err(|e| hyper_reason(&e))?;
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         let mut buf: Vec<u8> = Vec::new();
@@ -92,7 +92,7 @@ fn hyper_reason(e: &hyper::Error) -> String {
     } else if e.is_parse() {
         format!("invalid HTTP response: {e}")
     } else {
-        let mut s = e.to_string();
+        let mut s = format!("HTTP request failed: {e}");
         let mut src = std::error::Error::source(e);
         while let Some(inner) = src {
             s = format!("{s}: {inner}");

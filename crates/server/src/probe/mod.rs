@@ -62,17 +62,52 @@ impl ProbeOutcome {
     }
 }
 
-/// Shared, read-only probe configuration (TLS roots), built once.
+/// Which addresses probes may connect to (`--allow-targets`,
+/// `--deny-targets`). Checked after DNS resolution at every probe, so a
+/// name cannot be re-pointed around it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetPolicy {
+    /// When not empty, only these.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Never these.
+    pub deny: Vec<ipnet::IpNet>,
+}
+
+impl TargetPolicy {
+    /// `None` when `ip` may be probed, else why not.
+    pub fn refusal(&self, ip: IpAddr) -> Option<String> {
+        // IPv4-mapped IPv6 addresses are judged as the IPv4 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        if let Some(net) = self.deny.iter().find(|n| n.contains(&ip)) {
+            return Some(format!(
+                "target address {ip} is denied by --deny-targets ({net})"
+            ));
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|n| n.contains(&ip)) {
+            return Some(format!("target address {ip} is not in --allow-targets"));
+        }
+        None
+    }
+}
+
+/// Shared, read-only probe configuration (TLS roots, target policy), built once.
 #[derive(Clone)]
 pub struct Prober {
     tls: TlsContext,
+    policy: std::sync::Arc<TargetPolicy>,
 }
 
 impl Prober {
     /// A prober trusting the system's roots plus `extra_roots` when a
-    /// service asks for `tls_verify`.
-    pub fn new(tls: TlsContext) -> Self {
-        Prober { tls }
+    /// service asks for `tls_verify`, connecting only where `policy` allows.
+    pub fn new(tls: TlsContext, policy: TargetPolicy) -> Self {
+        Prober {
+            tls,
+            policy: std::sync::Arc::new(policy),
+        }
     }
 
     /// Checks `spec`'s target once, within its timeout.
@@ -89,7 +124,7 @@ impl Prober {
 
     async fn probe_inner(&self, spec: &ServiceSpec, now_ms: i64) -> ProbeOutcome {
         let t = &spec.target;
-        let stream = match connect(&t.host, t.port).await {
+        let stream = match connect(&t.host, t.port, &self.policy).await {
             Ok(s) => s,
             Err(reason) => return ProbeOutcome::fail(reason),
         };
@@ -142,8 +177,8 @@ fn apply_cert_expiry(out: &mut ProbeOutcome, expires_ms: i64, now_ms: i64, warn_
 
 /// Resolves `host` (IP literals skip DNS) and connects to the first
 /// address that accepts, with an abortive close on drop.
-async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
-    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+async fn connect(host: &str, port: u16, policy: &TargetPolicy) -> Result<TcpStream, String> {
+    let mut addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => match tokio::net::lookup_host((host, port)).await {
             Ok(a) => a.collect(),
@@ -152,6 +187,13 @@ async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
     };
     if addrs.is_empty() {
         return Err(format!("DNS lookup of {host} returned no address"));
+    }
+    if !policy.allow.is_empty() || !policy.deny.is_empty() {
+        let first_refusal = policy.refusal(addrs[0].ip());
+        addrs.retain(|a| policy.refusal(a.ip()).is_none());
+        if addrs.is_empty() {
+            return Err(first_refusal.unwrap_or_else(|| "target address refused".into()));
+        }
     }
     let mut last = String::new();
     for addr in addrs {

@@ -49,6 +49,9 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+    /// `--max-services` reached: a new name is refused.
+    #[error("the daemon already monitors its maximum of {0} services")]
+    Limit(usize),
     /// A stored row no longer parses (hand-edited or corrupt file).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -57,6 +60,8 @@ pub enum StoreError {
 /// Shared handle to the database.
 #[derive(Clone)]
 pub struct Store {
+    /// The last write failure (disk full, read-only), cleared by a success.
+    write_error: Arc<Mutex<Option<String>>>,
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
@@ -401,10 +406,34 @@ impl Store {
         writer.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         let reader = open_conn(path)?;
         Ok(Store {
+            write_error: Arc::new(Mutex::new(None)),
             path: path.to_path_buf(),
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
         })
+    }
+
+    /// Why the last write failed, if it did (cleared by the next success).
+    pub fn write_error(&self) -> Option<String> {
+        self.write_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets or clears the last write failure (the batch writer).
+    pub(crate) fn set_write_error(&self, e: Option<String>) {
+        *self.write_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    /// Records the outcome of a write, for `/health`.
+    pub fn note_write<T>(&self, r: &Result<T, StoreError>) {
+        let mut w = self.write_error.lock().unwrap_or_else(|e| e.into_inner());
+        match r {
+            Err(StoreError::Sqlite(e)) => *w = Some(e.to_string()),
+            Ok(_) => *w = None,
+            Err(_) => {}
+        }
     }
 
     /// The database file.
@@ -420,6 +449,7 @@ impl Store {
         spec: &ServiceSpec,
         token_hash: &str,
         now: i64,
+        max_services: usize,
     ) -> Result<Registered, StoreError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
@@ -430,6 +460,12 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
+        if existing.is_none() {
+            let n: i64 = tx.query_row("SELECT COUNT(*) FROM services", [], |r| r.get(0))?;
+            if n as usize >= max_services {
+                return Err(StoreError::Limit(max_services));
+            }
+        }
         let emails = serde_json::to_string(
             &spec
                 .emails

@@ -32,7 +32,9 @@ fn check(id: i64, at: i64, result: CheckResult, state: HealthState) -> CheckWrit
 fn registration_updates_keep_state_and_history() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("x.db")).unwrap();
-    let r = store.register(&spec("a", 30), "h1", 1_000).unwrap();
+    let r = store
+        .register(&spec("a", 30), "h1", 1_000, usize::MAX)
+        .unwrap();
     assert!(r.created);
     store
         .with_writer(|c| {
@@ -42,7 +44,9 @@ fn registration_updates_keep_state_and_history() {
             )
         })
         .unwrap();
-    let r2 = store.register(&spec("a", 60), "h2", 2_000).unwrap();
+    let r2 = store
+        .register(&spec("a", 60), "h2", 2_000, usize::MAX)
+        .unwrap();
     assert!(!r2.created);
     assert_eq!(r2.record.id, r.record.id);
     assert_eq!(r2.record.state, HealthState::Healthy);
@@ -64,7 +68,7 @@ async fn writer_records_check_event_and_outbox_together_and_survives_reopen() {
     let path = dir.path().join("x.db");
     let store = Store::open(&path).unwrap();
     let id = store
-        .register(&spec("web one", 30), "h", 1_000)
+        .register(&spec("web one", 30), "h", 1_000, usize::MAX)
         .unwrap()
         .record
         .id;
@@ -125,7 +129,11 @@ async fn writer_records_check_event_and_outbox_together_and_survives_reopen() {
 fn prune_keeps_the_larger_of_1000_checks_or_7_days() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("x.db")).unwrap();
-    let id = store.register(&spec("a", 30), "h", 0).unwrap().record.id;
+    let id = store
+        .register(&spec("a", 30), "h", 0, usize::MAX)
+        .unwrap()
+        .record
+        .id;
     let now = 100 * 24 * 3600 * 1000i64;
     store
         .with_writer(|c| {
@@ -161,7 +169,11 @@ fn prune_keeps_the_larger_of_1000_checks_or_7_days() {
 fn delete_removes_history_but_keeps_events() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("x.db")).unwrap();
-    let id = store.register(&spec("a", 30), "h", 0).unwrap().record.id;
+    let id = store
+        .register(&spec("a", 30), "h", 0, usize::MAX)
+        .unwrap()
+        .record
+        .id;
     assert_eq!(store.delete("a", 5).unwrap(), Some(id));
     assert_eq!(store.delete("a", 6).unwrap(), None);
     assert!(store.get_service("a").unwrap().is_none());
@@ -185,8 +197,16 @@ fn a_newer_schema_is_refused() {
 async fn a_due_row_brings_every_pending_row_of_its_service() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("x.db")).unwrap();
-    let id = store.register(&spec("a", 30), "h", 0).unwrap().record.id;
-    let other = store.register(&spec("b", 30), "h", 0).unwrap().record.id;
+    let id = store
+        .register(&spec("a", 30), "h", 0, usize::MAX)
+        .unwrap()
+        .record
+        .id;
+    let other = store
+        .register(&spec("b", 30), "h", 0, usize::MAX)
+        .unwrap()
+        .record
+        .id;
     let (writer, handle) = Writer::start(&store);
     for (sid, at, not_before) in [
         (id, 1_000, 1_000),
@@ -220,4 +240,16 @@ async fn a_due_row_brings_every_pending_row_of_its_service() {
         vec![(id, 1_000), (id, 2_000)]
     );
     assert!(store.due_notifications(500, 100).unwrap().is_empty());
+}
+
+#[test]
+fn max_services_refuses_new_names_but_not_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("x.db")).unwrap();
+    store.register(&spec("a", 30), "h", 0, 1).unwrap();
+    assert!(matches!(
+        store.register(&spec("b", 30), "h", 0, 1),
+        Err(StoreError::Limit(1))
+    ));
+    assert!(!store.register(&spec("a", 60), "h", 0, 1).unwrap().created);
 }

@@ -136,9 +136,10 @@ impl Writer {
     pub fn start(store: &Store) -> (Writer, WriterHandle) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let conn = store.writer_conn();
+        let health = store.clone();
         let thread = std::thread::Builder::new()
             .name("hc-store-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, health))
             .expect("spawn store writer thread");
         (
             Writer {
@@ -208,7 +209,7 @@ struct Pending {
     uptime: std::collections::HashMap<(i64, i64), (i64, i64)>,
 }
 
-fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Op>) {
+fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Op>, health: Store) {
     let mut pending = Pending::default();
     let mut last_snapshot = std::time::Instant::now();
     let mut open = true;
@@ -258,7 +259,9 @@ fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Op>) {
                 || pending.snapshots.len() <= SNAPSHOT_EAGER
                 || last_snapshot.elapsed() >= SNAPSHOT_EVERY;
             let mut c = lock(&conn);
-            match write_batch(&mut c, &mut pending, snapshot_due) {
+            let r = write_batch(&mut c, &mut pending, snapshot_due);
+            health.set_write_error(r.as_ref().err().map(|e| e.to_string()));
+            match r {
                 Ok(()) => {
                     if snapshot_due {
                         last_snapshot = std::time::Instant::now();

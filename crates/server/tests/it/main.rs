@@ -8,3 +8,4 @@ mod lifecycle;
 mod mail;
 mod observe;
 mod probes;
+mod security;

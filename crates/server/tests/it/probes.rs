@@ -48,6 +48,8 @@ async fn probes_judge_real_targets() {
     let https_expiring = TlsTarget::start(&expiring, Mode::Pass).await;
     let ssl_expired = TlsTarget::start(&expired, Mode::Pass).await;
     let closed = closed_port();
+    let huge = HttpTarget::start(Mode::HugeHeaders).await;
+    let garbage = HttpTarget::start(Mode::Garbage).await;
 
     let services = [
         json!({"name": "tcp open", "url": format!("tcp://{}", tcp.addr)}),
@@ -67,6 +69,9 @@ async fn probes_judge_real_targets() {
         json!({"name": "https verify", "url": https.url("/"), "tls_verify": true}),
         json!({"name": "https expiring", "url": https_expiring.url("/")}),
         json!({"name": "ssl expired", "url": format!("ssl://{}", ssl_expired.addr)}),
+        json!({"name": "huge headers", "url": huge.url("/")}),
+        json!({"name": "garbage http", "url": garbage.url("/")}),
+        json!({"name": "garbage tls", "url": format!("ssl://{}", garbage.addr)}),
     ];
     for mut s in services {
         s["interval"] = json!(5);
@@ -100,6 +105,9 @@ async fn probes_judge_real_targets() {
             Some("certificate expires in 1 day"),
         ),
         ("ssl expired", "fail", Some("certificate expired on")),
+        ("huge headers", "fail", Some("invalid HTTP response")),
+        ("garbage http", "fail", Some("invalid HTTP response")),
+        ("garbage tls", "fail", Some("TLS handshake failed")),
     ];
     for (name, result, reason) in expect {
         let v = wait_last(&d, name).await;

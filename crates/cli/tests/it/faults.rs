@@ -1,0 +1,269 @@
+//! Faults: kill -9 during a registration storm, a full disk, SIGTERM with
+//! hung probes, hostile targets that must not leak descriptors.
+
+use crate::daemon::Proc;
+use healthchecker_testkit::netns::with_small_tmpfs;
+use healthchecker_testkit::{wait_for, HttpTarget, Mode};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_kill_9_during_a_registration_storm_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hc.db");
+    let http = client();
+    let mut acknowledged: Vec<String> = Vec::new();
+    for round in 0..5u64 {
+        let p = Proc::start(&db, &["--register-rate-limit", "0"]);
+        let url = p.url.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let (http, url, tx) = (http.clone(), url.clone(), tx.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let name = format!("r{round}-w{w}-{i}");
+                    let body = json!({"name": name, "url": "tcp://127.0.0.1:9", "interval": 300});
+                    match http
+                        .post(format!("{url}/api/v1/services"))
+                        .json(&body)
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 201 => {
+                            let _ = tx.send(name);
+                        }
+                        _ => break, // the daemon died under us
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        // Kill at a moment that differs per round.
+        tokio::time::sleep(Duration::from_millis(150 + round * 97)).await;
+        p.kill9();
+        for t in tasks {
+            let _ = t.await;
+        }
+        while let Ok(n) = rx.try_recv() {
+            acknowledged.push(n);
+        }
+    }
+    assert!(
+        acknowledged.len() > 50,
+        "the storm registered {}",
+        acknowledged.len()
+    );
+    let p = Proc::start(&db, &[]);
+    let list: serde_json::Value = http
+        .get(format!("{}/api/v1/services", p.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: std::collections::HashSet<String> = list["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|n| !names.contains(*n))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged registrations lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    drop(p);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_five_seconds_despite_hung_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = HttpTarget::start(Mode::Hang).await;
+    let p = Proc::start(&dir.path().join("hc.db"), &[]);
+    let http = client();
+    for i in 0..5 {
+        http.post(format!("{}/api/v1/services", p.url))
+            .json(&json!({"name": format!("hung {i}"), "url": t.url("/"), "interval": 60, "timeout": 55}))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Resume makes the first check immediate; wait until probes hang.
+    for i in 0..5 {
+        http.post(format!("{}/api/v1/services/hung%20{i}/pause", p.url))
+            .send()
+            .await
+            .unwrap();
+        http.post(format!("{}/api/v1/services/hung%20{i}/resume", p.url))
+            .send()
+            .await
+            .unwrap();
+    }
+    wait_for("probes in flight", Duration::from_secs(10), || async {
+        (t.hits() >= 5).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let st = tokio::task::spawn_blocking(move || p.terminate(Duration::from_secs(15)))
+        .await
+        .unwrap()
+        .expect("exited");
+    let took = started.elapsed();
+    assert!(st.success(), "{st:?}");
+    assert!(took < Duration::from_secs(6), "shutdown took {took:?}");
+}
+
+#[test]
+fn a_full_disk_fails_health_and_registrations_until_space_returns() {
+    with_small_tmpfs("3m", |dir| async move {
+        let db = dir.join("hc.db");
+        let p = Proc::start(&db, &["--register-rate-limit", "0"]);
+        let http = client();
+        let reg = |name: String| {
+            let (http, url) = (http.clone(), p.url.clone());
+            async move {
+                http.post(format!("{url}/api/v1/services"))
+                    .json(&json!({"name": name, "url": "tcp://127.0.0.1:9", "interval": 300, "email": "a@example.com"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        };
+        assert_eq!(reg("before".into()).await, 201);
+        // Fill the disk.
+        let filler = dir.join("filler");
+        let _ = std::process::Command::new("dd")
+            .args([
+                "if=/dev/zero",
+                &format!("of={}", filler.display()),
+                "bs=64k",
+            ])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let mut statuses = Vec::new();
+        for i in 0..200 {
+            let st = reg(format!("full {i} {}", "x".repeat(150))).await;
+            statuses.push(st);
+            if st == 503 {
+                break;
+            }
+        }
+        assert_eq!(
+            statuses.last(),
+            Some(&503),
+            "registrations answer 503 on a full disk: {statuses:?}"
+        );
+        let h = http.get(format!("{}/health", p.url)).send().await.unwrap();
+        assert_eq!(h.status(), 503);
+        let body: serde_json::Value = h.json().await.unwrap();
+        assert_eq!(body["status"], "fail");
+        assert!(
+            body["output"].as_str().unwrap().contains("cannot write"),
+            "{body}"
+        );
+        // Space returns: both recover.
+        std::fs::remove_file(&filler).unwrap();
+        assert_eq!(reg("after".into()).await, 201);
+        assert_eq!(
+            http.get(format!("{}/health", p.url))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let v: serde_json::Value = http
+            .get(format!("{}/api/v1/services/before", p.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["name"], "before", "nothing acknowledged was lost");
+        let _ = p.terminate(Duration::from_secs(10));
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_targets_leak_no_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proc::start(&dir.path().join("hc.db"), &[]);
+    let http = client();
+    let targets = [
+        HttpTarget::start(Mode::Hang).await,
+        HttpTarget::start(Mode::Drip).await,
+        HttpTarget::start(Mode::EndlessBody).await,
+        HttpTarget::start(Mode::BigBody(10 << 20)).await,
+        HttpTarget::start(Mode::HugeHeaders).await,
+        HttpTarget::start(Mode::RedirectLoop).await,
+        HttpTarget::start(Mode::Garbage).await,
+    ];
+    for (i, t) in targets.iter().enumerate() {
+        for proto in ["http", "ssl"] {
+            let url = format!(
+                "{proto}://{}{}",
+                t.addr,
+                if proto == "http" { "/" } else { "" }
+            );
+            http.post(format!("{}/api/v1/services", p.url))
+                .json(&json!({"name": format!("{proto} {i}"), "url": url, "interval": 5, "timeout": 2}))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let pid = p.child.id();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let after_two_rounds = fds();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let after_five_rounds = fds();
+    assert!(
+        after_five_rounds <= after_two_rounds + 5,
+        "descriptors grew from {after_two_rounds} to {after_five_rounds}"
+    );
+    let v: serde_json::Value = http
+        .get(format!("{}/api/v1/services", p.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for s in v["services"].as_array().unwrap() {
+        let c = &s["last_check"];
+        assert!(!c.is_null(), "{} was checked", s["name"]);
+        assert!(
+            c["duration_ms"].as_f64().unwrap() < 2_500.0,
+            "{}: {c}",
+            s["name"]
+        );
+    }
+}
