@@ -274,6 +274,12 @@ fn read_file_layer(path: &Path) -> Result<BTreeMap<String, Setting>, ConfigError
         path: path.to_path_buf(),
         error,
     })?;
+    parse_file_layer(&text, path)
+}
+
+/// Parses the text of a TOML config file into settings (`path` only names
+/// the source in errors). Public for the fuzzer.
+pub fn parse_file_layer(text: &str, path: &Path) -> Result<BTreeMap<String, Setting>, ConfigError> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::File {
