@@ -16,7 +16,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-if ! .venv/bin/python -c 'import aiosmtpd, zeroconf, requests, flask, openapi_spec_validator, prometheus_client' 2>/dev/null; then
+if ! .venv/bin/python -c 'import aiosmtpd, zeroconf, requests, flask, openapi_spec_validator, prometheus_client, schemathesis' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 fi

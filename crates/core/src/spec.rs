@@ -194,9 +194,17 @@ impl Target {
                 format!("invalid {field} {input:?}: {why} (expected e.g. http://host:port/path, https://…, tcp://host:port, ssl://host:port)"),
             )
         };
+        if input.chars().any(|c| c.is_control() || c == ' ') {
+            // The URL parser would silently drop tabs and newlines, turning
+            // "http://\n/x" into a request to host "x".
+            return Err(bad("spaces and control characters are not allowed"));
+        }
         let (scheme, rest) = input
             .split_once("://")
             .ok_or_else(|| bad("missing scheme"))?;
+        if rest.is_empty() || rest.starts_with(['/', '\\']) {
+            return Err(bad("missing host"));
+        }
         let protocol: Protocol = scheme.parse().map_err(|_| bad("unknown scheme"))?;
         // Parse as http/https so that the url crate treats the host as a
         // network host (IP literals, IDNA) whatever the scheme.
@@ -469,15 +477,23 @@ impl RegisterRequest {
                 "missing url (the base URL of the app, e.g. http://host:9090)",
             )
         })?;
-        let base = url.trim().trim_end_matches('/');
-        let base = if base.contains("://") {
-            base.to_string()
+        // "/health" goes at the end of the path: before a query, and a
+        // fragment (never sent to a server) is dropped.
+        let url = url.trim();
+        let without_fragment = url.split('#').next().unwrap_or("");
+        let (head, query) = match without_fragment.find('?') {
+            Some(i) => without_fragment.split_at(i),
+            None => (without_fragment, ""),
+        };
+        let head = head.trim_end_matches('/');
+        let base = if head.contains("://") {
+            head.to_string()
         } else {
-            format!("http://{base}")
+            format!("http://{head}")
         };
         Ok(RegisterRequest {
             name: get("appname").map(Value::String),
-            url: Some(Value::String(format!("{base}{DEFAULT_PATH}"))),
+            url: Some(Value::String(format!("{base}{DEFAULT_PATH}{query}"))),
             email: nonempty("email"),
             timeout: nonempty("timeout"),
             interval: nonempty("interval"),
@@ -852,10 +868,18 @@ mod tests {
             "tcp://h:22/x",
             "http://u:p@h/",
             "http://h:0/",
+            "http://\n/x",
+            "http:///x",
+            "http://h /x",
+            "http://\\/x",
         ] {
             let e = Target::parse_url("url", url).unwrap_err();
             assert_eq!(e.field, "url", "{url}");
-            assert!(e.message.contains(url), "{url}: {}", e.message);
+            assert!(
+                e.message.contains(&format!("{url:?}")),
+                "{url}: {}",
+                e.message
+            );
         }
     }
 
@@ -1102,5 +1126,26 @@ mod tests {
                 .field,
             "url"
         );
+    }
+
+    #[test]
+    fn legacy_health_goes_before_query_and_fragment() {
+        // Found by the fuzzer: "/health" landed in the query or the fragment.
+        for (url, want) in [
+            ("http://h:1/app?x=1", "http://h:1/app/health?x=1"),
+            ("http://h:1/#frag", "http://h:1/health"),
+            ("h:1/a/", "http://h:1/a/health"),
+        ] {
+            let pairs = vec![
+                ("appname".to_string(), "x".to_string()),
+                ("url".to_string(), url.to_string()),
+            ];
+            let r = RegisterRequest::from_legacy_form(&pairs).unwrap();
+            assert_eq!(
+                ServiceSpec::try_from(r).unwrap().target.url(),
+                want,
+                "{url}"
+            );
+        }
     }
 }

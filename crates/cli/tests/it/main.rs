@@ -5,4 +5,5 @@ mod daemon;
 mod faults;
 mod mail_outage;
 mod mdns;
+mod schema_fuzz;
 mod serve;

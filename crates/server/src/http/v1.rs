@@ -204,7 +204,7 @@ pub(super) async fn resume(
 #[utoipa::path(get, path = "/api/v1/services/{name}/checks", tag = "services",
     params(
         ("name" = String, Path, description = "Service name, percent-encoded"),
-        ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
     ),
     responses(
         (status = 200, description = "Checks", body = CheckList),
@@ -230,7 +230,7 @@ pub(super) async fn checks(
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     params(
         ("service" = Option<String>, Query, description = "Only this service"),
-        ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
     ),
     responses(
         (status = 200, description = "Events", body = EventList),
@@ -258,7 +258,7 @@ pub(super) async fn events(
     params(
         ("status" = Option<String>, Query, description = "pending, sent or failed"),
         ("service" = Option<String>, Query, description = "Only this service"),
-        ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
     ),
     responses(
         (status = 200, description = "Notifications", body = NotificationList),
