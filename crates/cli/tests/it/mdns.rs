@@ -142,6 +142,19 @@ fn peers_and_our_client_find_the_daemon_and_sigterm_withdraws_it() {
     });
 }
 
+/// A second interface in the namespace: veth0 (10.77.0.1/24), with its
+/// peer veth1 to listen on.
+fn second_interface() {
+    sh(&[
+        "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+    ]);
+    sh(&["ip", "addr", "add", "10.77.0.1/24", "dev", "veth0"]);
+    for l in ["veth0", "veth1"] {
+        sh(&["ip", "link", "set", l, "up"]);
+        sh(&["ip", "link", "set", l, "multicast", "on"]);
+    }
+}
+
 /// The mDNS and IGMP packets seen on `veth1` while `run` runs.
 fn capture_on_veth1(run: impl FnOnce()) -> Vec<String> {
     let mut dump = Command::new("tcpdump")
@@ -186,15 +199,7 @@ fn capture_on_veth1(run: impl FnOnce()) -> Vec<String> {
 #[test]
 fn an_interface_restriction_keeps_every_packet_off_other_interfaces() {
     in_private_netns(|| async {
-        // A second interface: veth0 (10.77.0.1/24) with its peer veth1 to listen on.
-        sh(&[
-            "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
-        ]);
-        sh(&["ip", "addr", "add", "10.77.0.1/24", "dev", "veth0"]);
-        for l in ["veth0", "veth1"] {
-            sh(&["ip", "link", "set", l, "up"]);
-            sh(&["ip", "link", "set", l, "multicast", "on"]);
-        }
+        second_interface();
         let dir = tempfile::tempdir().unwrap();
         let run_daemon = |args: &'static [&'static str], db: &str| {
             let db = dir.path().join(db);
@@ -246,14 +251,7 @@ fn an_interface_restriction_keeps_every_packet_off_other_interfaces() {
 fn the_upstream_start_up_leaks_joins_and_the_patched_one_does_not() {
     use mdns_sd::{IfKind, ServiceDaemon};
     in_private_netns(|| async {
-        sh(&[
-            "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
-        ]);
-        sh(&["ip", "addr", "add", "10.77.0.1/24", "dev", "veth0"]);
-        for l in ["veth0", "veth1"] {
-            sh(&["ip", "link", "set", l, "up"]);
-            sh(&["ip", "link", "set", l, "multicast", "on"]);
-        }
+        second_interface();
         let run = |patched: bool| {
             move || {
                 let d = if patched {

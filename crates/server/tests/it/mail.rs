@@ -152,3 +152,48 @@ async fn a_refusing_server_delays_mail_and_records_its_reply() {
     assert!(sink.mails().is_empty());
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_hung_smtp_server_delays_mail_without_losing_or_duplicating_it() {
+    let port = healthchecker_testkit::closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let hung = SmtpSink::start_on(port, &dir.path().join("hung"), SmtpMode::Hang);
+    let d = TestDaemon::start_with(|c| {
+        c.smtp = Some(healthchecker_server::config::SmtpConfig {
+            url: format!("smtp://127.0.0.1:{port}"),
+            from: "hc@example.com".into(),
+            password: None,
+        });
+        c.notify_min_gap = Duration::ZERO;
+    })
+    .await;
+    let t = HttpTarget::start(Mode::Fail("down".into())).await;
+    register(&d, &t).await;
+    // The server accepts the envelope and never answers DATA: the attempt
+    // times out and is recorded as a failure to retry.
+    let n =
+        healthchecker_testkit::wait_for("a timed-out attempt", Duration::from_secs(90), || async {
+            let (_, n) = d.get("/api/v1/notifications?status=pending").await;
+            n["notifications"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|r| r["attempts"].as_i64().unwrap_or(0) >= 1)
+        })
+        .await;
+    assert!(n["last_error"].is_string(), "{n}");
+    hung.stop();
+    let sink = SmtpSink::start_on(port, &dir.path().join("ok"), SmtpMode::Accept);
+    let mails = sink.wait_mails(1, Duration::from_secs(60)).await;
+    assert!(mails[0].subject.ends_with("web one is UNHEALTHY"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sink.mails().len(), 1, "delivered once");
+    let hung_dir = std::fs::read_dir(dir.path().join("hung"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(hung_dir, 0, "the hung server never accepted it");
+    let (_, n) = d.get("/api/v1/notifications?status=sent").await;
+    assert_eq!(n["notifications"].as_array().unwrap().len(), 1);
+    d.stop().await;
+}
