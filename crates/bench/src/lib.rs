@@ -214,11 +214,15 @@ fn start_daemon(
     bind: &str,
 ) -> anyhow::Result<(Proc, String)> {
     let mut child = Command::new(&opts.daemon)
+        // The registration rate limit is a defence for a LAN; the benchmark
+        // measures what the API can take, so it is off here.
         .args([
             "serve",
             "--no-mdns",
             "--log-format",
             "json",
+            "--register-rate-limit",
+            "0",
             "--bind",
             bind,
             "--db",
