@@ -15,6 +15,25 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Registers a TCP service called `name`; returns the status code.
+async fn register(http: &reqwest::Client, url: &str, name: &str) -> u16 {
+    let body = json!({"name": name, "url": "tcp://127.0.0.1:9", "interval": 300, "email": "a@example.com"});
+    http.post(format!("{url}/api/v1/services"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// GETs `path`; returns the status code and the JSON body (null when none).
+async fn get(http: &reqwest::Client, url: &str, path: &str) -> (u16, serde_json::Value) {
+    let r = http.get(format!("{url}{path}")).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_kill_9_during_a_registration_storm_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,22 +155,9 @@ async fn sigterm_exits_within_five_seconds_despite_hung_probes() {
 #[test]
 fn a_full_disk_fails_health_and_registrations_until_space_returns() {
     with_small_tmpfs("3m", |dir| async move {
-        let db = dir.join("hc.db");
-        let p = Proc::start(&db, &["--register-rate-limit", "0"]);
-        let http = client();
-        let reg = |name: String| {
-            let (http, url) = (http.clone(), p.url.clone());
-            async move {
-                http.post(format!("{url}/api/v1/services"))
-                    .json(&json!({"name": name, "url": "tcp://127.0.0.1:9", "interval": 300, "email": "a@example.com"}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }
-        };
-        assert_eq!(reg("before".into()).await, 201);
+        let p = Proc::start(&dir.join("hc.db"), &["--register-rate-limit", "0"]);
+        let (http, url) = (client(), p.url.clone());
+        assert_eq!(register(&http, &url, "before").await, 201);
         // Fill the disk.
         let filler = dir.join("filler");
         let _ = std::process::Command::new("dd")
@@ -164,7 +170,7 @@ fn a_full_disk_fails_health_and_registrations_until_space_returns() {
             .status();
         let mut statuses = Vec::new();
         for i in 0..200 {
-            let st = reg(format!("full {i} {}", "x".repeat(150))).await;
+            let st = register(&http, &url, &format!("full {i} {}", "x".repeat(150))).await;
             statuses.push(st);
             if st == 503 {
                 break;
@@ -175,9 +181,8 @@ fn a_full_disk_fails_health_and_registrations_until_space_returns() {
             Some(&503),
             "registrations answer 503 on a full disk: {statuses:?}"
         );
-        let h = http.get(format!("{}/health", p.url)).send().await.unwrap();
-        assert_eq!(h.status(), 503);
-        let body: serde_json::Value = h.json().await.unwrap();
+        let (st, body) = get(&http, &url, "/health").await;
+        assert_eq!(st, 503);
         assert_eq!(body["status"], "fail");
         assert!(
             body["output"].as_str().unwrap().contains("cannot write"),
@@ -185,23 +190,9 @@ fn a_full_disk_fails_health_and_registrations_until_space_returns() {
         );
         // Space returns: both recover.
         std::fs::remove_file(&filler).unwrap();
-        assert_eq!(reg("after".into()).await, 201);
-        assert_eq!(
-            http.get(format!("{}/health", p.url))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        let v: serde_json::Value = http
-            .get(format!("{}/api/v1/services/before", p.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        assert_eq!(register(&http, &url, "after").await, 201);
+        assert_eq!(get(&http, &url, "/health").await.0, 200);
+        let (_, v) = get(&http, &url, "/api/v1/services/before").await;
         assert_eq!(v["name"], "before", "nothing acknowledged was lost");
         let _ = p.terminate(Duration::from_secs(10));
     });
@@ -314,22 +305,9 @@ impl Drop for Immutable {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_database_fails_health_and_registrations_until_writable() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("hc.db");
-    let p = Proc::start(&db, &["--register-rate-limit", "0"]);
-    let http = client();
-    let reg = |name: &str| {
-        let (http, url, name) = (http.clone(), p.url.clone(), name.to_string());
-        async move {
-            http.post(format!("{url}/api/v1/services"))
-                .json(&json!({"name": name, "url": "tcp://127.0.0.1:9", "interval": 300}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(reg("before").await, 201);
+    let p = Proc::start(&dir.path().join("hc.db"), &["--register-rate-limit", "0"]);
+    let (http, url) = (client(), p.url.clone());
+    assert_eq!(register(&http, &url, "before").await, 201);
     // The database and its WAL become read-only. (Not the -shm file: SQLite
     // maps it into memory, and a mapped page that cannot be written raises
     // SIGBUS, which no program survives; docs/storage.md.)
@@ -340,35 +318,20 @@ async fn a_read_only_database_fails_health_and_registrations_until_writable() {
         .collect();
     let lock = Immutable::set(files);
     assert_eq!(
-        reg("during").await,
+        register(&http, &url, "during").await,
         503,
         "registrations answer 503 while the database is read-only"
     );
-    let h = http.get(format!("{}/health", p.url)).send().await.unwrap();
-    assert_eq!(h.status(), 503);
+    assert_eq!(get(&http, &url, "/health").await.0, 503);
     drop(lock);
-    let recovered = wait_for(
+    wait_for(
         "registrations to work again",
         Duration::from_secs(10),
-        || async { (reg("after").await == 201).then_some(()) },
-    );
-    recovered.await;
-    assert_eq!(
-        http.get(format!("{}/health", p.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let v: serde_json::Value = http
-        .get(format!("{}/api/v1/services", p.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        || async { (register(&http, &url, "after").await == 201).then_some(()) },
+    )
+    .await;
+    assert_eq!(get(&http, &url, "/health").await.0, 200);
+    let (_, v) = get(&http, &url, "/api/v1/services").await;
     let names: Vec<&str> = v["services"]
         .as_array()
         .unwrap()

@@ -23,8 +23,14 @@ pub(super) fn router() -> Router<AppState> {
         .route("/healthchecker/monitor", post(monitor))
         .route("/healthchecker/stop", get(stop).post(stop))
         .route("/healthchecker/stopmonitoring", get(stop).post(stop))
-        .route("/healthchecker/pause", get(pause).post(pause))
-        .route("/healthchecker/resume", get(resume).post(resume))
+        .route(
+            "/healthchecker/pause",
+            get(set_paused::<true>).post(set_paused::<true>),
+        )
+        .route(
+            "/healthchecker/resume",
+            get(set_paused::<false>).post(set_paused::<false>),
+        )
         .route("/healthchecker/info", get(info).post(info))
 }
 
@@ -94,27 +100,15 @@ async fn stop(
     ))
 }
 
-async fn pause(
+/// `pause` (`PAUSED = true`) and `resume`.
+async fn set_paused<const PAUSED: bool>(
     State(app): State<AppState>,
     caller: super::auth::Caller,
     q: Query,
     Body(body): Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = appname(&q, &body)?;
-    let rec = app.set_paused(&name, true, &caller).await?;
-    Ok(Json(
-        json!({ "message": "OK", "service": service_json(&rec, ServiceView::default()) }),
-    ))
-}
-
-async fn resume(
-    State(app): State<AppState>,
-    caller: super::auth::Caller,
-    q: Query,
-    Body(body): Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let name = appname(&q, &body)?;
-    let rec = app.set_paused(&name, false, &caller).await?;
+    let rec = app.set_paused(&name, PAUSED, &caller).await?;
     Ok(Json(
         json!({ "message": "OK", "service": service_json(&rec, ServiceView::default()) }),
     ))
