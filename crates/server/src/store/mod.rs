@@ -62,9 +62,70 @@ pub enum StoreError {
 pub struct Store {
     /// The last write failure (disk full, read-only), cleared by a success.
     write_error: Arc<Mutex<Option<String>>>,
+    /// Newest check (id, seq) of each service whose row does not show it
+    /// yet: the writer commits checks every batch but the service rows
+    /// only with its snapshot. Updated under the writer connection's lock.
+    heads: Heads,
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+}
+
+/// Newest check `(id, seq)` per service id, not yet in the service row.
+pub(crate) type Heads = Arc<Mutex<std::collections::HashMap<i64, (i64, i64)>>>;
+
+/// Checks are written in id order, at most a probe's timeout (60 s) after
+/// they started: past `cutoff + PRUNE_SLACK_MS` no older check follows.
+const PRUNE_SLACK_MS: i64 = 3_600_000;
+
+/// The newest `limit` checks of the chain that starts at `head`, newest
+/// first (columns as [`check_from_row`] reads them; `details` only when
+/// `with_details`).
+fn chain_sql(with_details: bool) -> String {
+    let details = if with_details { "c.details" } else { "NULL" };
+    format!(
+        "WITH RECURSIVE h(id, n) AS ( \
+           SELECT COALESCE(?1, (SELECT last_check_id FROM services WHERE id = ?2)), 1 \
+           UNION ALL \
+           SELECT c.prev_id, h.n + 1 FROM h JOIN checks c ON c.id = h.id \
+           WHERE h.n < ?3 AND c.prev_id IS NOT NULL) \
+         SELECT c.id, c.at, c.duration_us, c.result, c.reason, c.http_status, {details} \
+         FROM h JOIN checks c ON c.id = h.id ORDER BY c.id DESC LIMIT ?3"
+    )
+}
+
+/// Points every service row at its newest check after an unclean stop: the
+/// checks committed after the last snapshot (ids above
+/// `meta.heads_through`, at most one snapshot period of them) are scanned.
+fn recover_heads(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let mark: i64 = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'heads_through'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    tx.execute(
+        "UPDATE services SET last_check_id = h.m, check_seq = h.s FROM ( \
+           SELECT service_id, MAX(id) AS m, MAX(seq) AS s FROM checks WHERE id > ?1 \
+           GROUP BY service_id) AS h \
+         WHERE h.service_id = services.id AND h.m > COALESCE(services.last_check_id, 0)",
+        [mark],
+    )?;
+    mark_heads(&tx)?;
+    tx.commit()
+}
+
+/// Records that every check written so far is reflected in its service row.
+pub(crate) fn mark_heads(tx: &Connection) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO meta (key, value) \
+         VALUES ('heads_through', (SELECT COALESCE(MAX(id), 0) FROM checks))",
+    )?
+    .execute([])?;
+    Ok(())
 }
 
 /// The last check of a service.
@@ -396,8 +457,8 @@ impl Store {
         }
         let mut writer = open_conn(path)?;
         schema::migrate(&mut writer)?.map_err(StoreError::Schema)?;
-        // The writer touches the tail of `checks`, one index leaf per service
-        // and the services rows: with SQLite's default 2 MB cache those pages
+        recover_heads(&mut writer)?;
+        // The writer touches the tail of `checks` and the services rows: with SQLite's default 2 MB cache those pages
         // are re-read from the OS for every batch. 64 MB holds them for
         // 100,000 services (measured: docs/performance.md).
         writer.pragma_update(None, "cache_size", -65_536)?;
@@ -407,6 +468,7 @@ impl Store {
         let reader = open_conn(path)?;
         Ok(Store {
             write_error: Arc::new(Mutex::new(None)),
+            heads: Arc::default(),
             path: path.to_path_buf(),
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
@@ -575,8 +637,21 @@ impl Store {
         else {
             return Ok(None);
         };
+        // The history is the chain from the newest check.
+        let fresh = self
+            .heads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        tx.execute(
+            "WITH RECURSIVE h(id) AS ( \
+               SELECT COALESCE(?1, (SELECT last_check_id FROM services WHERE id = ?2)) \
+               UNION ALL \
+               SELECT c.prev_id FROM h JOIN checks c ON c.id = h.id WHERE c.prev_id IS NOT NULL) \
+             DELETE FROM checks WHERE id IN (SELECT id FROM h)",
+            params![fresh.map(|h| h.0), id],
+        )?;
         tx.execute("DELETE FROM services WHERE id = ?1", [id])?;
-        tx.execute("DELETE FROM checks WHERE service_id = ?1", [id])?;
         tx.execute("DELETE FROM uptime WHERE service_id = ?1", [id])?;
         insert_event(&tx, now, id, name, "deleted", None)?;
         tx.commit()?;
@@ -663,13 +738,18 @@ impl Store {
 
     /// The newest `limit` checks of a service, newest first.
     pub fn checks(&self, service_id: i64, limit: usize) -> Result<Vec<CheckRecord>, StoreError> {
+        // The fresh head is read before the reader's transaction starts: the
+        // writer drops it only after the service row shows it.
+        let head = self.fresh_head(service_id);
         let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, at, duration_us, result, reason, http_status, details FROM checks \
-             WHERE service_id = ?1 ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![service_id, limit as i64], check_from_row)?;
+        let mut stmt = conn.prepare_cached(&chain_sql(true))?;
+        let rows = stmt.query_map(params![head, service_id, limit as i64], check_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn fresh_head(&self, service_id: i64) -> Option<i64> {
+        let heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        heads.get(&service_id).map(|h| h.0)
     }
 
     /// The newest `limit` events, newest first, optionally of one service.
@@ -750,15 +830,13 @@ impl Store {
         ids: &[i64],
         n: usize,
     ) -> Result<std::collections::HashMap<i64, Vec<CheckRecord>>, StoreError> {
+        let fresh: Vec<Option<i64>> = ids.iter().map(|id| self.fresh_head(*id)).collect();
         let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, at, duration_us, result, reason, http_status, NULL FROM checks \
-             WHERE service_id = ?1 ORDER BY id DESC LIMIT ?2",
-        )?;
+        let mut stmt = conn.prepare_cached(&chain_sql(false))?;
         let mut out = std::collections::HashMap::new();
-        for id in ids {
+        for (id, head) in ids.iter().zip(fresh) {
             let mut rows: Vec<CheckRecord> = stmt
-                .query_map(params![id, n as i64], check_from_row)?
+                .query_map(params![head, id, n as i64], check_from_row)?
                 .collect::<Result<_, _>>()?;
             rows.reverse();
             out.insert(*id, rows);
@@ -776,28 +854,53 @@ impl Store {
     /// Deletes checks beyond the retention rule and uptime buckets older
     /// than a week, for every service. Returns the number of checks removed.
     pub fn prune(&self, now: i64) -> Result<usize, StoreError> {
-        let ids: Vec<i64> = {
-            let conn = lock(&self.reader);
-            let mut stmt = conn.prepare("SELECT id FROM services")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
         let cutoff = now - RETAIN_MS;
         let mut removed = 0;
-        // Small transactions, so that pruning never holds the writer long.
-        for chunk in ids.chunks(500) {
-            let mut conn = lock(&self.writer);
-            let tx = conn.transaction()?;
+        let mut cursor = 0i64;
+        // `checks` is in write order, so the old rows are its head: walk it
+        // in pages on the reader and delete in small writer transactions,
+        // so that pruning never holds the writer long. A row goes when it
+        // is older than the cutoff and not among its service's newest
+        // RETAIN_CHECKS (or its service is gone).
+        loop {
+            let mut doomed = Vec::new();
+            let mut seen = 0;
+            let mut done = false;
             {
-                let mut stmt = tx.prepare_cached(
-                    "DELETE FROM checks WHERE service_id = ?1 AND at < ?2 AND id <= \
-                     (SELECT id FROM checks WHERE service_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+                let conn = lock(&self.reader);
+                let mut stmt = conn.prepare_cached(
+                    "SELECT c.id, c.at, s.id IS NULL OR c.seq <= s.check_seq - ?2 \
+                     FROM checks c LEFT JOIN services s ON s.id = c.service_id \
+                     WHERE c.id > ?1 ORDER BY c.id LIMIT 5000",
                 )?;
-                for id in chunk {
-                    removed += stmt.execute(params![id, cutoff, RETAIN_CHECKS])?;
+                let mut rows = stmt.query(params![cursor, RETAIN_CHECKS])?;
+                while let Some(r) = rows.next()? {
+                    seen += 1;
+                    let (id, at, beyond): (i64, i64, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                    if at >= cutoff + PRUNE_SLACK_MS {
+                        done = true;
+                        break;
+                    }
+                    cursor = id;
+                    if at < cutoff && beyond {
+                        doomed.push(id);
+                    }
                 }
             }
-            tx.commit()?;
+            if !doomed.is_empty() {
+                let mut conn = lock(&self.writer);
+                let tx = conn.transaction()?;
+                {
+                    let mut stmt = tx.prepare_cached("DELETE FROM checks WHERE id = ?1")?;
+                    for id in &doomed {
+                        removed += stmt.execute([id])?;
+                    }
+                }
+                tx.commit()?;
+            }
+            if done || seen < 5000 {
+                break;
+            }
         }
         let conn = lock(&self.writer);
         conn.execute(
@@ -876,6 +979,10 @@ impl Store {
 
     pub(crate) fn writer_conn(&self) -> Arc<Mutex<Connection>> {
         self.writer.clone()
+    }
+
+    pub(crate) fn heads(&self) -> Heads {
+        self.heads.clone()
     }
 
     /// Runs `f` on the writer connection (tests).

@@ -94,6 +94,34 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service_id, hour)
     ) WITHOUT ROWID;
     "#,
+    // 2: check history as one chain per service instead of an index.
+    //
+    // `checks_by_service` put one random index page in every commit for
+    // every check (100,000 services: most of the writer's I/O). Each check
+    // now names its service's previous check (`prev_id`) and its number in
+    // that service's history (`seq`); the service row names its newest
+    // check. The table is only ever appended to (its tail pages), a history
+    // read walks the chain by rowid, and pruning compares `seq` with the
+    // service's newest. `meta.heads_through`: every check up to this id is
+    // reflected in `services.last_check_id` (start-up repairs the rest).
+    r#"
+    ALTER TABLE checks ADD COLUMN prev_id INTEGER;
+    ALTER TABLE checks ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE services ADD COLUMN last_check_id INTEGER;
+    ALTER TABLE services ADD COLUMN check_seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE checks SET prev_id = w.p, seq = w.s FROM (
+        SELECT id,
+               LAG(id) OVER (PARTITION BY service_id ORDER BY id) AS p,
+               ROW_NUMBER() OVER (PARTITION BY service_id ORDER BY id) AS s
+        FROM checks
+    ) AS w WHERE w.id = checks.id;
+    UPDATE services SET last_check_id = h.m, check_seq = h.n FROM (
+        SELECT service_id, MAX(id) AS m, COUNT(*) AS n FROM checks GROUP BY service_id
+    ) AS h WHERE h.service_id = services.id;
+    DROP INDEX checks_by_service;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES ('heads_through', (SELECT COALESCE(MAX(id), 0) FROM checks));
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -102,13 +130,22 @@ pub const VERSION: i64 = MIGRATIONS.len() as i64;
 /// Applies every migration newer than the database, each in its own
 /// transaction. Refuses a database written by a newer build.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
+    migrate_to(conn, VERSION)
+}
+
+/// [`migrate`], stopping at schema version `target` (tests build old files).
+pub(crate) fn migrate_to(
+    conn: &mut Connection,
+    target: i64,
+) -> rusqlite::Result<Result<(), String>> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > VERSION {
         return Ok(Err(format!(
             "database schema version {current} is newer than this build's {VERSION}; upgrade healthchecker"
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    let upto = MIGRATIONS.iter().take(target as usize);
+    for (i, sql) in upto.enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;

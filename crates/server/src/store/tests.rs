@@ -125,8 +125,33 @@ async fn writer_records_check_event_and_outbox_together_and_survives_reopen() {
     assert_eq!(up.day, Some(0.0));
 }
 
-#[test]
-fn prune_keeps_the_larger_of_1000_checks_or_7_days() {
+async fn record_all(store: &Store, checks: impl IntoIterator<Item = CheckWrite>) {
+    let (writer, handle) = Writer::start(store);
+    for c in checks {
+        handle.record(c).await;
+    }
+    handle.flush().await;
+    drop(handle);
+    writer.join();
+}
+
+fn ats(store: &Store, id: i64, limit: usize) -> Vec<i64> {
+    store
+        .checks(id, limit)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.at)
+        .collect()
+}
+
+fn count_checks(store: &Store) -> i64 {
+    store
+        .with_reader(|c| c.query_row("SELECT COUNT(*) FROM checks", [], |r| r.get(0)))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn prune_keeps_the_larger_of_1000_checks_or_7_days() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("x.db")).unwrap();
     let id = store
@@ -134,35 +159,153 @@ fn prune_keeps_the_larger_of_1000_checks_or_7_days() {
         .unwrap()
         .record
         .id;
+    let other = store
+        .register(&spec("b", 30), "h", 0, usize::MAX)
+        .unwrap()
+        .record
+        .id;
     let now = 100 * 24 * 3600 * 1000i64;
-    store
-        .with_writer(|c| {
-            let tx = c.transaction()?;
-            // 1,500 old checks and 10 recent ones.
-            for i in 0..1500 {
-                tx.execute("INSERT INTO checks (service_id, at, duration_us, result) VALUES (?1, ?2, 1, 'pass')", params![id, i])?;
-            }
-            for i in 0..10 {
-                tx.execute("INSERT INTO checks (service_id, at, duration_us, result) VALUES (?1, ?2, 1, 'pass')", params![id, now - i])?;
-            }
-            tx.commit()
-        })
-        .unwrap();
+    // 1,500 old checks and 10 recent ones; the other service has 5 old ones.
+    let st = HealthState::Healthy;
+    let old = (0..1500).map(|i| check(id, i, CheckResult::Pass, st));
+    let other_old = (0..5).map(|i| check(other, 100 + i, CheckResult::Pass, st));
+    let recent = (0..10).map(|i| check(id, now - 10 + i, CheckResult::Pass, st));
+    record_all(&store, old.chain(other_old).chain(recent)).await;
     let removed = store.prune(now).unwrap();
     assert_eq!(removed, 510);
-    assert_eq!(store.checks(id, 5000).unwrap().len(), 1000);
+    let kept = ats(&store, id, 5000);
+    assert_eq!(kept.len(), 1000);
+    assert_eq!(kept[0], now - 1);
+    assert_eq!(kept[999], 510, "the oldest 510 went, the rest are whole");
+    assert_eq!(ats(&store, other, 10), vec![104, 103, 102, 101, 100]);
     // Young checks are kept even beyond 1,000.
-    store
-        .with_writer(|c| {
-            let tx = c.transaction()?;
-            for i in 0..2000 {
-                tx.execute("INSERT INTO checks (service_id, at, duration_us, result) VALUES (?1, ?2, 1, 'pass')", params![id, now - 1000 - i])?;
-            }
-            tx.commit()
+    record_all(
+        &store,
+        (0..2000).map(|i| check(id, now - 5000 + i, CheckResult::Pass, st)),
+    )
+    .await;
+    store.prune(now).unwrap();
+    assert_eq!(ats(&store, id, 5000).len(), 2010);
+    // A deleted service's history goes with it; the other's stays.
+    store.delete("a", now).unwrap();
+    assert_eq!(count_checks(&store), 5);
+}
+
+#[tokio::test]
+async fn history_is_readable_before_the_snapshot_and_repaired_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    let store = Store::open(&path).unwrap();
+    // More dirty services than SNAPSHOT_EAGER: the service rows wait for the
+    // snapshot, the checks do not.
+    let n = super::writer::SNAPSHOT_EAGER as i64 + 44;
+    let ids: Vec<i64> = (0..n)
+        .map(|i| {
+            let name = format!("s{i}");
+            store
+                .register(&spec(&name, 30), "h", 0, usize::MAX)
+                .unwrap()
+                .record
+                .id
+        })
+        .collect();
+    let (writer, handle) = Writer::start(&store);
+    for round in 0..3 {
+        for id in &ids {
+            let c = check(
+                *id,
+                1_000 * (round + 1) + id,
+                CheckResult::Pass,
+                HealthState::Healthy,
+            );
+            handle.record(c).await;
+        }
+    }
+    // Wait for the batches to commit, without a flush (which would force
+    // the snapshot).
+    let id = ids[7];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ats(&store, id, 10).len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checks never readable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let row_head: Option<i64> = store
+        .with_reader(|c| {
+            c.query_row(
+                "SELECT last_check_id FROM services WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
         })
         .unwrap();
-    store.prune(now).unwrap();
-    assert_eq!(store.checks(id, 5000).unwrap().len(), 2010);
+    assert_eq!(row_head, None, "the service row waits for the snapshot");
+    assert_eq!(
+        ats(&store, id, 10),
+        vec![3_000 + id, 2_000 + id, 1_000 + id]
+    );
+    assert_eq!(ats(&store, id, 2), vec![3_000 + id, 2_000 + id]);
+    handle.flush().await;
+    drop(handle);
+    writer.join();
+    // An unclean stop before the snapshot: the rows do not name their
+    // newest check; opening the store repairs them from the checks.
+    store
+        .with_writer(|c| {
+            c.execute_batch(
+                "UPDATE services SET last_check_id = NULL, check_seq = 0; \
+                 UPDATE meta SET value = 0 WHERE key = 'heads_through';",
+            )
+        })
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    for id in &ids {
+        assert_eq!(
+            ats(&store, *id, 10),
+            vec![3_000 + id, 2_000 + id, 1_000 + id]
+        );
+    }
+    // The next check continues the chain.
+    record_all(
+        &store,
+        [check(id, 9_000, CheckResult::Fail, HealthState::Healthy)],
+    )
+    .await;
+    assert_eq!(ats(&store, id, 2), vec![9_000, 3_000 + id]);
+}
+
+#[test]
+fn a_version_1_database_gets_its_history_chained() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    {
+        let mut c = Connection::open(&path).unwrap();
+        super::schema::migrate_to(&mut c, 1).unwrap().unwrap();
+        c.execute_batch(
+            "INSERT INTO services (id, name, protocol, host, port, path, emails, timeout, interval, \
+               unhealthy_threshold, healthy_threshold, expected_status, tls_verify, cert_warn_days, \
+               token_hash, state_since, created_at, updated_at) VALUES \
+               (1, 'a', 'http', 'h', 80, '/', '[]', 5, 30, 2, 2, '200-399', 1, 14, 'x', 0, 0, 0), \
+               (2, 'b', 'http', 'h', 80, '/', '[]', 5, 30, 2, 2, '200-399', 1, 14, 'x', 0, 0, 0); \
+             INSERT INTO checks (service_id, at, duration_us, result) VALUES \
+               (1, 10, 1, 'pass'), (2, 11, 1, 'fail'), (1, 12, 1, 'pass'), (1, 13, 1, 'fail');",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(ats(&store, 1, 10), vec![13, 12, 10]);
+    assert_eq!(ats(&store, 2, 10), vec![11]);
+    let seq: i64 = store
+        .with_reader(|c| {
+            c.query_row("SELECT check_seq FROM services WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+        })
+        .unwrap();
+    assert_eq!(seq, 3);
 }
 
 #[test]

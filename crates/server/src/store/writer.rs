@@ -15,10 +15,16 @@
 //! random 4 KiB page of the services table per check (100,000 services at a
 //! 30 s interval: 3,333 page writes a second); the snapshot writes each
 //! page once per period. A `kill -9` can lose the last period's snapshot
-//! (last-check fields, counters, uptime counts) but never a state change,
-//! event or notification that was committed.
+//! (last-check fields, counters, uptime counts) but never a check, state
+//! change, event or notification that was committed.
+//!
+//! Each check row names its service's previous check (a chain per service,
+//! schema migration 2): recording a check appends to the table's tail
+//! instead of inserting into a per-service index at a random page. The
+//! newest check of a service not yet in its row is kept in
+//! [`Store`]'s shared `heads` map for readers until the snapshot lands.
 
-use super::{lock, Store};
+use super::{lock, mark_heads, Heads, Store};
 use healthchecker_core::{CheckResult, HealthState};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::{Arc, Mutex};
@@ -171,13 +177,15 @@ struct Snapshot {
     last_healthy_at: Option<i64>,
     last_failure_reason: Option<String>,
     cert_expires_at: Option<i64>,
+    /// The service's newest check row and its number in the history.
+    head: (i64, i64),
 }
 
 impl Snapshot {
-    fn fold(prev: Option<Snapshot>, c: &CheckWrite) -> Snapshot {
-        let prev_healthy = prev.as_ref().and_then(|p| p.last_healthy_at);
-        let prev_failure = prev.as_ref().and_then(|p| p.last_failure_reason.clone());
-        let prev_cert = prev.as_ref().and_then(|p| p.cert_expires_at);
+    fn fold(prev: Option<&Snapshot>, c: &CheckWrite, head: (i64, i64)) -> Snapshot {
+        let prev_healthy = prev.and_then(|p| p.last_healthy_at);
+        let prev_failure = prev.and_then(|p| p.last_failure_reason.clone());
+        let prev_cert = prev.and_then(|p| p.cert_expires_at);
         Snapshot {
             state: c.state,
             successes: c.successes,
@@ -197,6 +205,7 @@ impl Snapshot {
                 c.reason.clone()
             },
             cert_expires_at: c.cert_expires_at.or(prev_cert),
+            head,
         }
     }
 }
@@ -210,6 +219,7 @@ struct Pending {
 }
 
 fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Op>, health: Store) {
+    let heads = health.heads();
     let mut pending = Pending::default();
     let mut last_snapshot = std::time::Instant::now();
     let mut open = true;
@@ -255,15 +265,13 @@ fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Op>, health: Store) 
         // recovers. Nothing is dropped from `pending` until it committed.
         let mut delay = std::time::Duration::from_millis(100);
         loop {
-            let snapshot_due = force
-                || pending.snapshots.len() <= SNAPSHOT_EAGER
-                || last_snapshot.elapsed() >= SNAPSHOT_EVERY;
+            let snapshot_now = force || last_snapshot.elapsed() >= SNAPSHOT_EVERY;
             let mut c = lock(&conn);
-            let r = write_batch(&mut c, &mut pending, snapshot_due);
+            let r = write_batch(&mut c, &mut pending, snapshot_now, &heads);
             health.set_write_error(r.as_ref().err().map(|e| e.to_string()));
             match r {
-                Ok(()) => {
-                    if snapshot_due {
+                Ok(snapshot_written) => {
+                    if snapshot_written {
                         last_snapshot = std::time::Instant::now();
                     }
                     break;
@@ -282,16 +290,21 @@ fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Op>, health: Store) 
     }
 }
 
-/// Commits the pending checks (and, when due, the snapshot); on success the
-/// committed parts are folded into or removed from `pending`, on failure
-/// `pending` is left as it was, to be retried.
+/// Commits the pending checks and, when `snapshot_now` or when at most
+/// [`SNAPSHOT_EAGER`] services are dirty, the snapshot; on success the
+/// committed parts are folded into or removed from `pending` and the result
+/// says whether the snapshot was written. On failure `pending` is left as
+/// it was, to be retried.
+/// `heads` is updated before the caller releases the connection: a
+/// service deleted by another thread then walks its whole chain.
 fn write_batch(
     conn: &mut Connection,
     pending: &mut Pending,
-    snapshot_due: bool,
-) -> rusqlite::Result<()> {
-    if pending.checks.is_empty() && (!snapshot_due || pending.snapshots.is_empty()) {
-        return Ok(());
+    snapshot_now: bool,
+    heads: &Heads,
+) -> rusqlite::Result<bool> {
+    if pending.checks.is_empty() && (!snapshot_now || pending.snapshots.is_empty()) {
+        return Ok(false);
     }
     let tx = conn.transaction()?;
     // This batch's folds, kept apart until the commit succeeds.
@@ -300,10 +313,9 @@ fn write_batch(
         std::collections::HashMap::new();
     for c in &pending.checks {
         let prev = snaps
-            .remove(&c.service_id)
-            .or_else(|| pending.snapshots.get(&c.service_id).cloned());
-        let snap = Snapshot::fold(prev, c);
-        if write_check(&tx, c, &snap)? {
+            .get(&c.service_id)
+            .or_else(|| pending.snapshots.get(&c.service_id));
+        if let Some(snap) = write_check(&tx, c, prev)? {
             let e = ups
                 .entry((c.service_id, c.at / 3_600_000))
                 .or_insert((0, 0));
@@ -312,6 +324,12 @@ fn write_batch(
             snaps.insert(c.service_id, snap);
         }
     }
+    let dirty = pending.snapshots.len()
+        + snaps
+            .keys()
+            .filter(|id| !pending.snapshots.contains_key(id))
+            .count();
+    let snapshot_due = snapshot_now || dirty <= SNAPSHOT_EAGER;
     if snapshot_due {
         let mut ids: Vec<i64> = pending
             .snapshots
@@ -328,6 +346,7 @@ fn write_batch(
                 .expect("id from one of the maps");
             write_snapshot(&tx, id, s, None)?;
         }
+        mark_heads(&tx)?;
         let mut keys: Vec<(i64, i64)> = pending.uptime.keys().chain(ups.keys()).copied().collect();
         keys.sort_unstable();
         keys.dedup();
@@ -345,10 +364,13 @@ fn write_batch(
     }
     tx.commit()?;
     pending.checks.clear();
+    let mut heads = heads.lock().unwrap_or_else(|e| e.into_inner());
     if snapshot_due {
+        heads.clear();
         pending.snapshots.clear();
         pending.uptime.clear();
     } else {
+        heads.extend(snaps.iter().map(|(id, s)| (*id, s.head)));
         pending.snapshots.extend(snaps);
         for (k, (ok, total)) in ups {
             let e = pending.uptime.entry(k).or_insert((0, 0));
@@ -356,7 +378,7 @@ fn write_batch(
             e.1 += total;
         }
     }
-    Ok(())
+    Ok(snapshot_due)
 }
 
 /// Writes a service's per-check fields (and, with a transition, its state
@@ -375,8 +397,9 @@ fn write_snapshot(
              last_failure_reason = COALESCE(?9, last_failure_reason), \
              cert_expires_at = COALESCE(?10, cert_expires_at), \
              state_since = COALESCE(?11, state_since), \
-             last_notified_at = COALESCE(?12, last_notified_at) \
-             WHERE id = ?13",
+             last_notified_at = COALESCE(?12, last_notified_at), \
+             last_check_id = ?13, check_seq = ?14 \
+             WHERE id = ?15",
         )?
         .execute(params![
             s.state.as_str(),
@@ -391,27 +414,38 @@ fn write_snapshot(
             s.cert_expires_at,
             changed_at.map(|c| c.0),
             changed_at.and_then(|c| c.1),
+            s.head.0,
+            s.head.1,
             id
         ])?;
     Ok(n > 0)
 }
 
-/// Inserts one check; with a transition, also updates the service row and
-/// records the event and the notification. Returns false when the service
-/// was deleted meanwhile (nothing is recorded then).
-fn write_check(tx: &Connection, c: &CheckWrite, snap: &Snapshot) -> rusqlite::Result<bool> {
+/// Inserts one check after `prev` (the service's fold not yet in its row,
+/// if any); with a transition, also updates the service row and records the
+/// event and the notification. Returns the service's new fold, or `None`
+/// when the service was deleted meanwhile (nothing is recorded then).
+fn write_check(
+    tx: &Connection,
+    c: &CheckWrite,
+    prev: Option<&Snapshot>,
+) -> rusqlite::Result<Option<Snapshot>> {
     let result = c.result.as_str();
-    let name: Option<String> = tx
-        .prepare_cached("SELECT name FROM services WHERE id = ?1")?
-        .query_row([c.service_id], |r| r.get(0))
+    let row: Option<(String, Option<i64>, i64)> = tx
+        .prepare_cached("SELECT name, last_check_id, check_seq FROM services WHERE id = ?1")?
+        .query_row([c.service_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let Some(name) = name else {
+    let Some((name, stored_head, stored_seq)) = row else {
         // Deleted while the check ran: nothing to record.
-        return Ok(false);
+        return Ok(None);
+    };
+    let (prev_id, prev_seq) = match prev {
+        Some(p) => (Some(p.head.0), p.head.1),
+        None => (stored_head, stored_seq),
     };
     tx.prepare_cached(
-        "INSERT INTO checks (service_id, at, duration_us, result, reason, http_status, details) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO checks (service_id, at, duration_us, result, reason, http_status, details, \
+         prev_id, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         c.service_id,
@@ -420,14 +454,17 @@ fn write_check(tx: &Connection, c: &CheckWrite, snap: &Snapshot) -> rusqlite::Re
         result,
         c.reason,
         c.http_status,
-        c.details
+        c.details,
+        prev_id,
+        prev_seq + 1
     ])?;
     let check_id = tx.last_insert_rowid();
+    let snap = Snapshot::fold(prev, c, (check_id, prev_seq + 1));
     let Some(t) = &c.transition else {
-        return Ok(true);
+        return Ok(Some(snap));
     };
     let not_before = t.notify.as_ref().map(|n| n.not_before);
-    write_snapshot(tx, c.service_id, snap, Some((c.at, not_before)))?;
+    write_snapshot(tx, c.service_id, &snap, Some((c.at, not_before)))?;
     tx.prepare_cached(
         "INSERT INTO events (at, service_id, service, kind, from_state, to_state, check_id, reason) \
          VALUES (?1, ?2, ?3, 'state', ?4, ?5, ?6, ?7)",
@@ -455,5 +492,5 @@ fn write_check(tx: &Connection, c: &CheckWrite, snap: &Snapshot) -> rusqlite::Re
             n.note
         ])?;
     }
-    Ok(true)
+    Ok(Some(snap))
 }
