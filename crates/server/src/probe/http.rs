@@ -12,7 +12,9 @@ use healthchecker_core::{CheckResult, ServiceSpec};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// `User-Agent` of every HTTP check.
 pub const USER_AGENT: &str = concat!("healthchecker/", env!("CARGO_PKG_VERSION"));
@@ -43,7 +45,7 @@ where
     };
     let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
         .max_buf_size(128 * 1024)
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(NoShutdown(stream)))
         .await
     {
         Ok(x) => x,
@@ -83,6 +85,53 @@ where
     match result {
         Ok((status, body)) => judge(spec, status, &body),
         Err(reason) => ProbeOutcome::fail(reason),
+    }
+}
+
+/// The probe's stream as hyper sees it, without `shutdown`: after a
+/// `Connection: close` exchange hyper half-closes the socket (a FIN, and on
+/// TLS a close_notify first), but the probe drops it right after with an
+/// abortive close (RST, see [`connect`](super::connect)), so the FIN would
+/// only cost a packet each way and a system call per check.
+struct NoShutdown<S>(S);
+
+impl<S: AsyncRead + Unpin> AsyncRead for NoShutdown<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for NoShutdown<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 

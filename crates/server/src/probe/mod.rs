@@ -124,7 +124,7 @@ impl Prober {
 
     async fn probe_inner(&self, spec: &ServiceSpec, now_ms: i64) -> ProbeOutcome {
         let t = &spec.target;
-        let stream = match connect(&t.host, t.port, &self.policy).await {
+        let stream = match connect(&t.host, t.port, &self.policy, t.protocol.is_tls()).await {
             Ok(s) => s,
             Err(reason) => return ProbeOutcome::fail(reason),
         };
@@ -176,8 +176,15 @@ fn apply_cert_expiry(out: &mut ProbeOutcome, expires_ms: i64, now_ms: i64, warn_
 }
 
 /// Resolves `host` (IP literals skip DNS) and connects to the first
-/// address that accepts, with an abortive close on drop.
-async fn connect(host: &str, port: u16, policy: &TargetPolicy) -> Result<TcpStream, String> {
+/// address that accepts, with an abortive close on drop. `nodelay` for TLS,
+/// whose handshake writes again before the previous write is acknowledged;
+/// a plain HTTP check writes its request once, which Nagle never delays.
+async fn connect(
+    host: &str,
+    port: u16,
+    policy: &TargetPolicy,
+    nodelay: bool,
+) -> Result<TcpStream, String> {
     let mut addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => match tokio::net::lookup_host((host, port)).await {
@@ -197,7 +204,7 @@ async fn connect(host: &str, port: u16, policy: &TargetPolicy) -> Result<TcpStre
     }
     let mut last = String::new();
     for addr in addrs {
-        match connect_addr(addr).await {
+        match connect_addr(addr, nodelay).await {
             Ok(s) => return Ok(s),
             Err(e) => last = connect_reason(&e),
         }
@@ -205,14 +212,16 @@ async fn connect(host: &str, port: u16, policy: &TargetPolicy) -> Result<TcpStre
     Err(last)
 }
 
-async fn connect_addr(addr: SocketAddr) -> std::io::Result<TcpStream> {
+async fn connect_addr(addr: SocketAddr, nodelay: bool) -> std::io::Result<TcpStream> {
     let sock = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     sock.set_zero_linger()?;
-    sock.set_nodelay(true)?;
+    if nodelay {
+        sock.set_nodelay(true)?;
+    }
     sock.connect(addr).await
 }
 
