@@ -7,6 +7,12 @@ mod serve;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: every check allocates a connection's
+/// buffers (hyper's 8 KiB read buffer among them), which glibc serves from
+/// its slow bins; measured in docs/performance.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "healthchecker",
