@@ -58,6 +58,10 @@ pub struct Report {
     pub lag_p99: f64,
     /// Upper bound of the highest non-empty bucket.
     pub lag_max: f64,
+    /// Checks the daemon counted as failed in the window (should be 0).
+    pub failed_checks: f64,
+    /// Check slots the daemon skipped in the window (should be 0).
+    pub missed_slots: f64,
     /// Daemon CPU per check, µs.
     pub cpu_us_per_check: f64,
     /// Daemon peak RSS, MB.
@@ -90,6 +94,7 @@ impl Report {
              checks/s scheduled       {:.1}\n\
              checks/s achieved        {:.1} ({:.1}%)\n\
              scheduler lag p50/p99    {:.1} / {:.1} ms (max <= {:.0} ms)\n\
+             failed checks / missed   {:.0} / {:.0}\n\
              daemon CPU per check     {:.1} us\n\
              wrk CPU per request      {}\n\
              daemon/wrk               {}\n\
@@ -107,6 +112,8 @@ impl Report {
             self.lag_p50 * 1000.0,
             self.lag_p99 * 1000.0,
             self.lag_max * 1000.0,
+            self.failed_checks,
+            self.missed_slots,
             self.cpu_us_per_check,
             opt(self.baseline_cpu_us_per_req, " us"),
             opt(self.cpu_ratio, "x"),
@@ -129,6 +136,8 @@ impl Report {
             "lag_p50_ms": self.lag_p50 * 1000.0,
             "lag_p99_ms": self.lag_p99 * 1000.0,
             "lag_max_ms_upper_bound": self.lag_max * 1000.0,
+            "failed_checks": self.failed_checks,
+            "missed_slots": self.missed_slots,
             "cpu_us_per_check": self.cpu_us_per_check,
             "baseline_cpu_us_per_request": self.baseline_cpu_us_per_req,
             "cpu_ratio": self.cpu_ratio,
@@ -265,15 +274,34 @@ async fn target_count(http: &reqwest::Client, control: SocketAddr) -> anyhow::Re
         .parse()?)
 }
 
-/// Cumulative lag histogram buckets (upper bound, count) from /metrics.
-async fn lag_buckets(http: &reqwest::Client, url: &str) -> anyhow::Result<Vec<(f64, f64)>> {
+/// What the bench reads from the daemon's /metrics.
+struct Scrape {
+    /// Cumulative lag histogram buckets (upper bound, count).
+    lag: Vec<(f64, f64)>,
+    /// `checks_total{result="fail"}`.
+    failed: f64,
+    /// `scheduler_missed_slots_total`.
+    missed: f64,
+}
+
+async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<Scrape> {
     let text = http
         .get(format!("{url}/metrics"))
         .send()
         .await?
         .text()
         .await?;
-    let mut out = Vec::new();
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let mut out = Scrape {
+        lag: Vec::new(),
+        failed: value("healthchecker_checks_total{result=\"fail\"} "),
+        missed: value("healthchecker_scheduler_missed_slots_total "),
+    };
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("healthchecker_scheduler_lag_seconds_bucket{le=\"")
         else {
@@ -290,7 +318,7 @@ async fn lag_buckets(http: &reqwest::Client, url: &str) -> anyhow::Result<Vec<(f
             .next()
             .context("bucket count")?
             .parse()?;
-        out.push((le, n));
+        out.lag.push((le, n));
     }
     Ok(out)
 }
@@ -485,22 +513,27 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     );
     tokio::time::sleep(Duration::from_secs(opts.interval as u64)).await;
 
+    // The /metrics scrapes (100,000 per-service series) stay outside the
+    // window: they are not check work, and they take a while.
+    let m0 = scrape(&http, &url).await?;
     let c0 = target_count(&http, control).await?;
-    let cpu0 = cpu_seconds(pid)?;
-    let lag0 = lag_buckets(&http, &url).await?;
     let t0 = Instant::now();
+    let cpu0 = cpu_seconds(pid)?;
     tokio::time::sleep(Duration::from_secs(opts.duration)).await;
     let c1 = target_count(&http, control).await?;
-    let cpu1 = cpu_seconds(pid)?;
-    let lag1 = lag_buckets(&http, &url).await?;
     let window = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_seconds(pid)?;
+    let m1 = scrape(&http, &url).await?;
     let checks = (c1 - c0) as f64;
     r.achieved_per_s = checks / window;
     r.cpu_us_per_check = (cpu1 - cpu0) * 1e6 / checks.max(1.0);
     r.peak_rss_mb = peak_rss_mb(pid);
-    let delta: Vec<(f64, f64)> = lag1
+    r.failed_checks = m1.failed - m0.failed;
+    r.missed_slots = m1.missed - m0.missed;
+    let delta: Vec<(f64, f64)> = m1
+        .lag
         .iter()
-        .zip(&lag0)
+        .zip(&m0.lag)
         .map(|(a, b)| (a.0, a.1 - b.1))
         .collect();
     r.lag_p50 = percentile(&delta, 0.50);
