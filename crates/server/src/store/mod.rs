@@ -566,11 +566,17 @@ impl Store {
                 (id, false)
             }
             None => {
+                // A new id is above every id ever deleted: a result still
+                // queued or in flight for a deleted service, its pending
+                // mail or its scheduler entry can never be taken for the
+                // new service's (SQLite alone reuses the highest id).
                 tx.execute(
-                    "INSERT INTO services (name, protocol, host, port, path, emails, timeout, \
+                    "INSERT INTO services (id, name, protocol, host, port, path, emails, timeout, \
                      interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \
                      cert_warn_days, token_hash, state_since, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?15)",
+                     VALUES (1 + MAX((SELECT COALESCE(MAX(id), 0) FROM services), \
+                       (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'retired_service_id')), \
+                     ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?15)",
                     values,
                 )?;
                 (tx.last_insert_rowid(), true)
@@ -652,6 +658,11 @@ impl Store {
             params![fresh.map(|h| h.0), id],
         )?;
         tx.execute("DELETE FROM services WHERE id = ?1", [id])?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('retired_service_id', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            [id],
+        )?;
         tx.execute("DELETE FROM uptime WHERE service_id = ?1", [id])?;
         insert_event(&tx, now, id, name, "deleted", None)?;
         tx.commit()?;

@@ -324,6 +324,30 @@ fn delete_removes_history_but_keeps_events() {
 }
 
 #[test]
+fn a_deleted_services_id_is_never_given_to_a_new_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    let store = Store::open(&path).unwrap();
+    let reg = |s: &Store, name: &str| {
+        s.register(&spec(name, 30), "h", 0, usize::MAX)
+            .unwrap()
+            .record
+            .id
+    };
+    reg(&store, "a");
+    let b = reg(&store, "b");
+    assert_eq!(store.delete("b", 5).unwrap(), Some(b));
+    // SQLite alone would hand the highest id out again.
+    let b2 = reg(&store, "b");
+    assert!(b2 > b, "{b2} after {b}");
+    assert_eq!(store.delete("b", 6).unwrap(), Some(b2));
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let c = reg(&store, "c");
+    assert!(c > b2, "{c} after {b2}, across a restart");
+}
+
+#[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.db");
