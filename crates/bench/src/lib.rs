@@ -497,6 +497,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(64)
+        // The daemon closes a keep-alive connection idle for 10 s
+        // (`HEADER_READ_TIMEOUT`); reusing one at that moment fails.
+        .pool_idle_timeout(Duration::from_secs(5))
         .build()?;
     let (mut daemon, url) = start_daemon(opts, &db, "127.0.0.1:0")?;
     let pid = daemon.0.id();

@@ -257,6 +257,9 @@ impl HealthChecker {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
+            // The daemon closes a keep-alive connection idle for 10 s; a
+            // request sent on it at that moment would fail.
+            .pool_idle_timeout(Duration::from_secs(5))
             .user_agent(concat!("healthchecker-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Unreachable {
