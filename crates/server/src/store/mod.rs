@@ -575,7 +575,7 @@ impl Store {
                      interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \
                      cert_warn_days, token_hash, state_since, created_at, updated_at) \
                      VALUES (1 + MAX((SELECT COALESCE(MAX(id), 0) FROM services), \
-                       (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'retired_service_id')), \
+                       COALESCE((SELECT value FROM meta WHERE key = 'retired_service_id'), 0)), \
                      ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?15)",
                     values,
                 )?;
