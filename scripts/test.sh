@@ -12,9 +12,32 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v ip >/dev/null || need+=(iproute2)
+# The ICMP tests drop echo requests with nftables in their namespace and
+# drop CAP_NET_RAW with setpriv (util-linux).
+command -v nft >/dev/null || need+=(nftables)
+command -v setpriv >/dev/null || need+=(util-linux)
 command -v chattr >/dev/null || need+=(e2fsprogs)
+# The install tests (crates/cli/tests/it/install.rs): debootstrap makes a
+# Debian root for the .deb and the container base; podman with runc (crun
+# refuses this machine's hybrid cgroups) builds and runs the image; strip
+# (binutils) shrinks the binary copied into it; dpkg-shlibdeps (dpkg-dev)
+# gives the package its Depends.
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v strip >/dev/null || need+=(binutils)
+command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
+# The mqtt channel tests start a throwaway Mosquitto broker on 127.0.0.1
+# (crates/testkit/src/mosquitto.rs); the package's own service is not used.
+[ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# cargo-deb builds the Debian package in the install tests (pinned: its
+# flags and its layout are what the test checks).
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb 3.8.0" ]; then
+  cargo install cargo-deb --locked --version 3.8.0 --quiet
 fi
 
 if ! .venv/bin/python -c 'import aiosmtpd, zeroconf, requests, flask, openapi_spec_validator, prometheus_client, schemathesis' 2>/dev/null; then

@@ -39,7 +39,7 @@ pub struct MonitorArgs {
     /// Seconds between checks (5–300) [default: 30]
     #[arg(long)]
     interval: Option<u32>,
-    /// Response timeout, seconds (2–60) [default: 5]
+    /// Response timeout, seconds (2–60) [default: 5, or interval − 1 when smaller]
     #[arg(long)]
     timeout: Option<u32>,
     /// Consecutive successes to become healthy (2–10) [default: 10]
@@ -89,6 +89,13 @@ pub struct DiscoverArgs {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    /// List the devices a daemon found on the LAN and does not monitor yet
+    /// (printers, NAS, Home Assistant…), each with a suggested target for
+    /// `monitor`
+    #[arg(long)]
+    devices: bool,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 /// A failed command: the message and the exit code.
@@ -99,7 +106,9 @@ impl From<ClientError> for Failure {
         match &e {
             ClientError::Refused { field: Some(f), .. } => Failure(format!("{e} (field: {f})"), 1),
             ClientError::Refused { .. } => Failure(e.to_string(), 1),
-            ClientError::InvalidUrl(_) => Failure(e.to_string(), 2),
+            ClientError::InvalidUrl(_) | ClientError::TokenToUnnamedDaemon(_) => {
+                Failure(e.to_string(), 2)
+            }
             _ => Failure(e.to_string(), 3),
         }
     }
@@ -126,7 +135,15 @@ where
     }
 }
 
-async fn connect(c: &Conn) -> Result<HealthChecker, Failure> {
+pub(crate) async fn connect(c: &Conn) -> Result<HealthChecker, Failure> {
+    if c.token.is_some() && c.server.is_none() {
+        // Anyone on the LAN can answer an mDNS query: a token goes only to
+        // a daemon the user named.
+        return Err(Failure(
+            "a token is sent only to a daemon you name: give --server URL (or HEALTHCHECKER_SERVER) with --token".into(),
+            2,
+        ));
+    }
     let hc = connect_plain(c).await?;
     Ok(match &c.token {
         Some(t) => hc.with_token(t),
@@ -158,10 +175,15 @@ fn print_service(s: &ServiceInfo) {
     println!("target:      {}", s.url);
     println!("state:       {} since {}", s.state, s.state_since);
     println!("monitoring:  {}", s.monitoring);
-    println!(
-        "interval:    {}s (timeout {}s, healthy {} / unhealthy {})",
-        s.interval, s.timeout, s.healthy_threshold, s.unhealthy_threshold
-    );
+    match (s.kind.as_deref(), s.period, s.grace) {
+        (Some("heartbeat"), Some(p), Some(g)) => {
+            println!("heartbeat:   every {p}s, grace {g}s (each ping judges at once)")
+        }
+        _ => println!(
+            "interval:    {}s (timeout {}s, healthy {} / unhealthy {})",
+            s.interval, s.timeout, s.healthy_threshold, s.unhealthy_threshold
+        ),
+    }
     if !s.email.is_empty() {
         println!("email:       {}", s.email.join(", "));
     }
@@ -327,6 +349,9 @@ pub async fn stop(a: NameArgs) -> Result<(), Failure> {
 
 /// `discover`.
 pub async fn discover(a: DiscoverArgs) -> Result<(), Failure> {
+    if a.devices {
+        return crate::lan_cmd::devices(&a.conn, a.json).await;
+    }
     let timeout = Duration::from_secs(a.timeout);
     let found = healthchecker_client::discover_all(timeout, false).await?;
     if a.json {

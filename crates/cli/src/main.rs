@@ -1,8 +1,14 @@
 //! `healthchecker`: the one binary. `serve` runs the daemon; the other
 //! commands are clients of a running daemon.
 
+mod channel_cmd;
 mod client_cmd;
+mod health_cmd;
+mod heartbeat_cmd;
+mod lan_cmd;
+mod sd_notify;
 mod serve;
+mod silence_cmd;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
@@ -40,8 +46,21 @@ enum Command {
     Resume(client_cmd::NameArgs),
     /// Stop monitoring a service.
     Stop(client_cmd::NameArgs),
-    /// Find daemons on the local network (mDNS).
+    /// Find daemons on the local network (mDNS); with --devices, what a
+    /// daemon found on the LAN to monitor.
     Discover(client_cmd::DiscoverArgs),
+    /// Ping a heartbeat service (success, --start, --fail or --exit-code).
+    Ping(heartbeat_cmd::PingArgs),
+    /// Run a command and report it to a heartbeat service: a start ping,
+    /// then its exit code and the last 10 KiB of its output.
+    Run(heartbeat_cmd::RunArgs),
+    /// Ask a daemon's own /health (exit 0 when healthy): for container
+    /// HEALTHCHECKs and scripts.
+    Health(health_cmd::HealthArgs),
+    /// Notification channels: add, list, test, rm.
+    Channel(channel_cmd::ChannelArgs),
+    /// Silence a service or a tag for a while (a maintenance window).
+    Silence(silence_cmd::SilenceArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,5 +94,10 @@ fn main() -> ExitCode {
         Command::Resume(a) => client_cmd::exec(client_cmd::set_paused(a, false)),
         Command::Stop(a) => client_cmd::exec(client_cmd::stop(a)),
         Command::Discover(a) => client_cmd::exec(client_cmd::discover(a)),
+        Command::Ping(a) => client_cmd::exec(heartbeat_cmd::ping(a)),
+        Command::Run(a) => heartbeat_cmd::run(a),
+        Command::Health(a) => health_cmd::main(a),
+        Command::Channel(a) => client_cmd::exec(channel_cmd::run(a)),
+        Command::Silence(a) => client_cmd::exec(silence_cmd::run(a)),
     }
 }

@@ -40,6 +40,15 @@ pub struct ServeArgs {
     /// Do not advertise the seed client's _healthchecker._http._tcp name
     #[arg(long, env = "HEALTHCHECKER_NO_LEGACY_MDNS")]
     no_legacy_mdns: bool,
+    /// Monitor devices of this DNS-SD type found on the LAN without asking,
+    /// e.g. _ipp._tcp (repeatable; default: none, devices are only listed)
+    #[arg(
+        long,
+        env = "HEALTHCHECKER_AUTO_MONITOR",
+        value_name = "TYPE",
+        value_delimiter = ','
+    )]
+    auto_monitor: Vec<String>,
     /// Most probes running at once [default: 4096]
     #[arg(long, env = "HEALTHCHECKER_MAX_CONCURRENT_PROBES", value_name = "N")]
     max_concurrent_probes: Option<String>,
@@ -61,6 +70,12 @@ pub struct ServeArgs {
     /// Extra trusted CA certificates (PEM) for services with tls_verify
     #[arg(long, env = "HEALTHCHECKER_TLS_CA_FILE", value_name = "PATH")]
     tls_ca_file: Option<String>,
+    /// Serve the API over HTTPS with this certificate chain (PEM); needs --tls-key
+    #[arg(long, env = "HEALTHCHECKER_TLS_CERT", value_name = "PATH")]
+    tls_cert: Option<String>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, env = "HEALTHCHECKER_TLS_KEY", value_name = "PATH")]
+    tls_key: Option<String>,
     /// open (anyone may register) or token (changes need the admin or the service's token) [default: open]
     #[arg(long, env = "HEALTHCHECKER_AUTH", value_name = "MODE")]
     auth: Option<String>,
@@ -70,6 +85,9 @@ pub struct ServeArgs {
     /// With --auth token: reads (dashboard, GET API, metrics) need the admin token too
     #[arg(long, env = "HEALTHCHECKER_PRIVATE")]
     private: bool,
+    /// Serve a public, read-only status page at /status: service names, states and 90-day uptime only (open even with --private)
+    #[arg(long, env = "HEALTHCHECKER_STATUS_PAGE")]
+    status_page: bool,
     /// Probe only these addresses (CIDR list) [default: all]
     #[arg(long, env = "HEALTHCHECKER_ALLOW_TARGETS", value_name = "CIDR,...")]
     allow_targets: Option<String>,
@@ -79,12 +97,22 @@ pub struct ServeArgs {
     /// Most services registered at once [default: 100000]
     #[arg(long, env = "HEALTHCHECKER_MAX_SERVICES", value_name = "N")]
     max_services: Option<String>,
-    /// Registrations per second per client address, 0 for unlimited [default: 200]
+    /// Raw checks kept per service, 10 to 100000 (failing and state-changing ones are also kept 7 days; older history is in hourly and daily roll-ups) [default: 100]
+    #[arg(long, env = "HEALTHCHECKER_KEEP_CHECKS", value_name = "N")]
+    keep_checks: Option<String>,
+    /// State-changing requests (register, pause, resume, stop) per second per client address (IPv6: per /64), 0 for unlimited [default: 200]
     #[arg(long, env = "HEALTHCHECKER_REGISTER_RATE_LIMIT", value_name = "N")]
     register_rate_limit: Option<String>,
     /// Most API connections at once [default: 1024]
     #[arg(long, env = "HEALTHCHECKER_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<String>,
+    /// Most API connections from one client address (IPv6: per /64) [default: 64]
+    #[arg(
+        long,
+        env = "HEALTHCHECKER_MAX_CONNECTIONS_PER_CLIENT",
+        value_name = "N"
+    )]
+    max_connections_per_client: Option<String>,
 }
 
 /// Turns clap's matches into settings that remember where each value came from.
@@ -103,7 +131,10 @@ fn settings(m: &ArgMatches) -> Vec<Setting> {
             Ok(Some(raw)) => raw.map(|v| v.to_string_lossy().into_owned()).collect(),
             _ => continue,
         };
-        let is_flag = matches!(key, "no_mdns" | "no_legacy_mdns" | "private");
+        let is_flag = matches!(
+            key,
+            "no_mdns" | "no_legacy_mdns" | "private" | "status_page"
+        );
         let values = if is_flag && source == Source::Cli {
             vec!["true".to_string()]
         } else {
@@ -146,6 +177,34 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Tells systemd (`Type=notify`) that the daemon is ready once its API
+/// answers `/health` on `addr`, so that `systemctl start` returns when
+/// clients can connect, not merely when the socket is bound. Any answer
+/// counts: a 503 is a running daemon reporting a problem, and an API
+/// served over TLS answers a plain request too.
+async fn notify_ready(addr: std::net::SocketAddr) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    loop {
+        let attempt = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            crate::health_cmd::answers(addr),
+        );
+        if let Ok(Ok(_)) = attempt.await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    notify(&format!("READY=1\nSTATUS=API answering on {addr}"));
+}
+
+fn notify(state: &str) {
+    if let Err(e) = crate::sd_notify::notify(state) {
+        tracing::warn!(error = %e, state, "cannot notify the service manager");
+    }
+}
+
 pub fn main(_args: ServeArgs, m: &ArgMatches) -> ExitCode {
     let cfg = match Config::resolve(settings(m)) {
         Ok(c) => c,
@@ -174,7 +233,14 @@ pub fn main(_args: ServeArgs, m: &ArgMatches) -> ExitCode {
             }
         };
         eprintln!("healthchecker: database {}", cfg.db.display());
-        match healthchecker_server::run(cfg, listener, shutdown_signal()).await {
+        if let Ok(addr) = listener.local_addr() {
+            tokio::spawn(notify_ready(crate::health_cmd::reachable(addr)));
+        }
+        let shutdown = async {
+            shutdown_signal().await;
+            notify("STOPPING=1");
+        };
+        match healthchecker_server::run(cfg, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("healthchecker: {e}");

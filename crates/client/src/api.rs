@@ -4,6 +4,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+mod channels;
+mod silences;
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -36,6 +39,11 @@ pub enum ClientError {
     /// The answer did not parse.
     #[error("unexpected answer from the daemon: {0}")]
     Decode(String),
+    /// A token would have gone to a daemon that merely answered over mDNS:
+    /// anyone on the LAN can answer there, so a token goes only to a daemon
+    /// the user named.
+    #[error("not sending the token to {0}, a daemon found over mDNS: name the daemon (--server URL, HEALTHCHECKER_SERVER or HealthChecker::at) to use a token")]
+    TokenToUnnamedDaemon(String),
 }
 
 impl ClientError {
@@ -46,11 +54,24 @@ impl ClientError {
 }
 
 /// A healthchecker daemon's API.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HealthChecker {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// Named by the user ([`HealthChecker::at`]), not found over mDNS: only
+    /// then is `token` sent.
+    named: bool,
+}
+
+impl std::fmt::Debug for HealthChecker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthChecker")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("named", &self.named)
+            .finish()
+    }
 }
 
 /// The check parameters of one service (SPEC section 2). Unset values take
@@ -158,8 +179,8 @@ pub struct LastCheck {
     pub duration_ms: f64,
 }
 
-/// A service as the daemon reports it.
-#[derive(Clone, Debug, Deserialize)]
+/// A service as the daemon reports it. `Debug` shows no token.
+#[derive(Clone, Deserialize)]
 pub struct ServiceInfo {
     /// Name.
     pub name: String,
@@ -184,15 +205,47 @@ pub struct ServiceInfo {
     pub email: Vec<String>,
     /// The latest check.
     pub last_check: Option<LastCheck>,
-    /// Uptime ratios (`24h`, `7d`), when listed.
+    /// Uptime ratios (`24h`, `7d`, `30d`, `90d`), when listed.
     #[serde(default)]
     pub uptime: Option<std::collections::BTreeMap<String, Option<f64>>>,
     /// The token issued by a registration (only in its answer).
     #[serde(default)]
     pub token: Option<String>,
+    /// `check` (polled) or `heartbeat` (pushed).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Heartbeat: seconds between runs.
+    #[serde(default)]
+    pub period: Option<u32>,
+    /// Heartbeat: seconds of lateness tolerated.
+    #[serde(default)]
+    pub grace: Option<u32>,
+    /// Heartbeat: its ping URL path (only in the answer to a registration).
+    #[serde(default)]
+    pub ping_url: Option<String>,
     /// Everything the daemon sent, for `--json` output.
     #[serde(skip)]
     pub raw: Value,
+}
+
+impl std::fmt::Debug for ServiceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceInfo")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("state", &self.state)
+            .field("monitoring", &self.monitoring)
+            .field("state_since", &self.state_since)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("healthy_threshold", &self.healthy_threshold)
+            .field("unhealthy_threshold", &self.unhealthy_threshold)
+            .field("email", &self.email)
+            .field("last_check", &self.last_check)
+            .field("uptime", &self.uptime)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServiceInfo {
@@ -270,11 +323,15 @@ impl HealthChecker {
             base: url.trim_end_matches('/').to_string(),
             http,
             token: None,
+            named: true,
         })
     }
 
     /// Sends `token` (the admin token, or a service's own token) as
-    /// `Authorization: Bearer` on every call, for a daemon in `--auth token` mode.
+    /// `Authorization: Bearer` on every call, for a daemon in `--auth token`
+    /// mode. Only to a daemon named with [`HealthChecker::at`]: with a
+    /// daemon found by [`HealthChecker::discover`] every call fails with
+    /// [`ClientError::TokenToUnnamedDaemon`] instead.
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
@@ -285,7 +342,7 @@ impl HealthChecker {
     pub async fn discover(timeout: Duration) -> Result<HealthChecker, ClientError> {
         let found = crate::discover::discover_all(timeout, true).await?;
         match found.first() {
-            Some(d) => HealthChecker::at(&d.url),
+            Some(d) => HealthChecker::at(&d.url).map(|hc| HealthChecker { named: false, ..hc }),
             None => Err(ClientError::NotFound(timeout)),
         }
     }
@@ -297,6 +354,9 @@ impl HealthChecker {
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value), ClientError> {
         let req = match &self.token {
+            Some(_) if !self.named => {
+                return Err(ClientError::TokenToUnnamedDaemon(self.base.clone()))
+            }
             Some(t) => req.bearer_auth(t),
             None => req,
         };
@@ -369,23 +429,99 @@ impl HealthChecker {
         ServiceInfo::from_value(v)
     }
 
+    /// Pings the heartbeat service `name` (SPEC section 15): `what` is
+    /// `None` (success), `Some("start")`, `Some("fail")` or an exit code
+    /// (`Some("1")`); `output` (the job's output, at most its last 10 KiB
+    /// is kept) becomes the check's output. By name, a change like
+    /// [`HealthChecker::pause`]: in `--auth token` mode it needs a token.
+    pub async fn ping(
+        &self,
+        name: &str,
+        what: Option<&str>,
+        output: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let suffix = match what {
+            Some(w) => format!("/ping/{}", segment(w)),
+            None => "/ping".to_string(),
+        };
+        self.call(self.http.post(self.service_url(name, &suffix)).body(output))
+            .await
+            .map(|_| ())
+    }
+
+    /// What the daemon found on the LAN and does not monitor yet (SPEC
+    /// section 16): the `discovered` list of `GET /api/v1/discovered`, each
+    /// with its `type`, `name`, `addresses`, `port` and `suggested`
+    /// `{name, url}` (to give to [`HealthChecker::monitor`]).
+    pub async fn discovered(&self) -> Result<Vec<Value>, ClientError> {
+        let (_, v) = self
+            .call(self.http.get(format!("{}/api/v1/discovered", self.base)))
+            .await?;
+        Ok(v["discovered"].as_array().cloned().unwrap_or_default())
+    }
+
     /// One service's parameters, state and last check.
     pub async fn info(&self, name: &str) -> Result<ServiceInfo, ClientError> {
         let (_, v) = self.call(self.http.get(self.service_url(name, ""))).await?;
         ServiceInfo::from_value(v)
     }
 
-    /// Every service.
+    /// Every service: the daemon answers a page (at most 1,000) at a time
+    /// and names the next page in `next`, which this follows to the end.
     pub async fn list(&self) -> Result<Vec<ServiceInfo>, ClientError> {
-        let (_, v) = self
-            .call(self.http.get(format!("{}/api/v1/services", self.base)))
-            .await?;
-        v["services"]
-            .as_array()
-            .ok_or_else(|| ClientError::Decode("no services list".into()))?
-            .iter()
-            .cloned()
-            .map(ServiceInfo::from_value)
-            .collect()
+        let mut out = Vec::new();
+        let mut path = "/api/v1/services".to_string();
+        loop {
+            let (_, v) = self
+                .call(self.http.get(format!("{}{path}", self.base)))
+                .await?;
+            for s in v["services"]
+                .as_array()
+                .ok_or_else(|| ClientError::Decode("no services list".into()))?
+            {
+                out.push(ServiceInfo::from_value(s.clone())?);
+            }
+            match v["next"].as_str() {
+                // Only a path on the same daemon: a token is never sent elsewhere.
+                Some(next) if next.starts_with('/') && !next.starts_with("//") => {
+                    path = next.to_string()
+                }
+                Some(next) => {
+                    return Err(ClientError::Decode(format!(
+                        "unexpected next page {next:?} (expected a path)"
+                    )))
+                }
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_shows_no_token() {
+        let hc = HealthChecker::at("http://127.0.0.1:1")
+            .unwrap()
+            .with_token("admin-token-0123456789abcdef");
+        let d = format!("{hc:?}");
+        assert!(
+            !d.contains("admin-token") && d.contains("<redacted>"),
+            "{d}"
+        );
+        let s = ServiceInfo::from_value(serde_json::json!({
+            "name": "a", "url": "http://h/", "state": "unknown", "monitoring": "active",
+            "state_since": "2026-01-01T00:00:00Z", "interval": 30, "timeout": 5,
+            "healthy_threshold": 2, "unhealthy_threshold": 2,
+            "last_check": null, "token": "service-token-secret"
+        }))
+        .unwrap();
+        let d = format!("{s:?}");
+        assert!(
+            !d.contains("service-token-secret") && d.contains("<redacted>"),
+            "{d}"
+        );
     }
 }

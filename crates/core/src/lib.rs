@@ -11,14 +11,25 @@
 //!   into a validated [`spec::ServiceSpec`], with errors naming the field.
 //! - [`health`]: the ELB-style state machine ([`health::HealthTracker`]).
 //! - [`notify`]: which transitions send a mail.
+//! - [`channel`]: notification channels as named objects, validated.
+//! - [`policy`]: alert policy decisions (silences, dependencies, digests);
+//!   not wired into the daemon yet.
 //! - [`healthjson`]: the IETF health+json response type and the interpreter
 //!   of a target's JSON body.
 //! - [`schedule`]: deterministic jitter and next-due arithmetic.
+//! - [`heartbeat`]: push services: pings, period and grace, the deadline.
+//! - [`icmp`]: the verdict of an ICMP check from its echo replies.
+//! - [`lan`]: what to monitor of a device found over DNS-SD.
 #![forbid(unsafe_code)]
 
+pub mod channel;
 pub mod health;
 pub mod healthjson;
+pub mod heartbeat;
+pub mod icmp;
+pub mod lan;
 pub mod notify;
+pub mod policy;
 pub mod schedule;
 pub mod spec;
 

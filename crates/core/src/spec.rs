@@ -29,6 +29,13 @@ pub const MAX_PATH_LEN: usize = 2048;
 pub const DEFAULT_TIMEOUT: u32 = 5;
 /// Default interval (seconds).
 pub const DEFAULT_INTERVAL: u32 = 30;
+
+/// The timeout of a service that gives none: [`DEFAULT_TIMEOUT`] or
+/// `interval − 1`, whichever is smaller, so that `interval: 5` alone is valid
+/// (SPEC section 2).
+pub fn default_timeout(interval: u32) -> u32 {
+    DEFAULT_TIMEOUT.min(interval.saturating_sub(1))
+}
 /// Default unhealthy threshold.
 pub const DEFAULT_UNHEALTHY: u32 = 2;
 /// Default healthy threshold.
@@ -90,6 +97,14 @@ pub enum Protocol {
     Http,
     /// HTTP over TLS.
     Https,
+    /// A push service: no target, pings arrive (SPEC section 15). Given as
+    /// `"kind": "heartbeat"`, never as a protocol or URL scheme.
+    Heartbeat,
+    /// A DNS query to a given resolver (`dns://resolver/name?type=…`, SPEC
+    /// section 15); the path holds the query.
+    Dns,
+    /// Echo requests (`icmp://host`, SPEC section 15): no port, no path.
+    Icmp,
 }
 
 impl Protocol {
@@ -100,6 +115,9 @@ impl Protocol {
             Protocol::Ssl => "SSL",
             Protocol::Http => "HTTP",
             Protocol::Https => "HTTPS",
+            Protocol::Heartbeat => "HEARTBEAT",
+            Protocol::Dns => "DNS",
+            Protocol::Icmp => "ICMP",
         }
     }
 
@@ -110,6 +128,9 @@ impl Protocol {
             Protocol::Ssl => "ssl",
             Protocol::Http => "http",
             Protocol::Https => "https",
+            Protocol::Heartbeat => "heartbeat",
+            Protocol::Dns => "dns",
+            Protocol::Icmp => "icmp",
         }
     }
 
@@ -118,6 +139,9 @@ impl Protocol {
         match self {
             Protocol::Tcp | Protocol::Http => 80,
             Protocol::Ssl | Protocol::Https => 443,
+            Protocol::Heartbeat => 0,
+            Protocol::Dns => 53,
+            Protocol::Icmp => 0,
         }
     }
 
@@ -146,9 +170,12 @@ impl FromStr for Protocol {
             "ssl" | "tls" => Ok(Protocol::Ssl),
             "http" => Ok(Protocol::Http),
             "https" => Ok(Protocol::Https),
+            "heartbeat" => Ok(Protocol::Heartbeat),
+            "dns" => Ok(Protocol::Dns),
+            "icmp" => Ok(Protocol::Icmp),
             _ => Err(SpecError::invalid(
                 "protocol",
-                format!("invalid protocol {s:?} (valid: TCP, HTTP, HTTPS, SSL or TLS)"),
+                format!("invalid protocol {s:?} (valid: TCP, HTTP, HTTPS, SSL, TLS or ICMP)"),
             )),
         }
     }
@@ -168,8 +195,15 @@ pub struct Target {
 }
 
 impl Target {
-    /// The target as one URL: `http://host:port/path`, `tcp://host:port`.
+    /// The target as one URL: `http://host:port/path`, `tcp://host:port`
+    /// (`heartbeat` for a push service, which has none).
     pub fn url(&self) -> String {
+        if self.protocol == Protocol::Heartbeat {
+            return "heartbeat".into();
+        }
+        if self.protocol == Protocol::Icmp {
+            return format!("icmp://{}", host_part(&self.host));
+        }
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
@@ -185,7 +219,8 @@ impl Target {
     }
 
     /// Parses a target URL: `http(s)://host[:port][/path]`, `tcp://host:port`,
-    /// `ssl://` or `tls://host:port`. An empty or `/` path gets [`DEFAULT_PATH`].
+    /// `ssl://` or `tls://host:port`. The path is kept as written; an empty
+    /// path is `/` (only separate fields get [`DEFAULT_PATH`]).
     pub fn parse_url(field: &str, input: &str) -> Result<Target, SpecError> {
         let input = input.trim();
         let bad = |why: &str| {
@@ -205,7 +240,11 @@ impl Target {
         if rest.is_empty() || rest.starts_with(['/', '\\']) {
             return Err(bad("missing host"));
         }
-        let protocol: Protocol = scheme.parse().map_err(|_| bad("unknown scheme"))?;
+        let protocol: Protocol = scheme
+            .parse()
+            .ok()
+            .filter(|p| *p != Protocol::Heartbeat)
+            .ok_or_else(|| bad("unknown scheme"))?;
         // Parse as http/https so that the url crate treats the host as a
         // network host (IP literals, IDNA) whatever the scheme.
         let carrier = if protocol.is_tls() { "https" } else { "http" };
@@ -219,10 +258,8 @@ impl Target {
             Some(h) => h.to_string(),
             None => return Err(bad("missing host")),
         };
-        let port = url
-            .port_or_known_default()
-            .unwrap_or(protocol.default_port());
-        if port == 0 {
+        let port = url.port().unwrap_or(protocol.default_port());
+        if port == 0 && protocol != Protocol::Icmp {
             return Err(bad("port 0 (valid: 1 to 65535)"));
         }
         let mut path = url.path().to_string();
@@ -230,9 +267,35 @@ impl Target {
             path.push('?');
             path.push_str(q);
         }
+        if protocol == Protocol::Icmp {
+            if url.port().is_some() {
+                return Err(bad("an ICMP target has no port"));
+            }
+            if !(path.is_empty() || path == "/") {
+                return Err(bad("an ICMP target has no path"));
+            }
+            return Ok(Target {
+                protocol,
+                host,
+                port: 0,
+                path: String::new(),
+            });
+        }
+        if protocol == Protocol::Dns {
+            let query = DnsQuery::parse(url.path(), url.query()).map_err(|why| bad(&why))?;
+            return Ok(Target {
+                protocol,
+                host,
+                port,
+                path: query.to_path(),
+            });
+        }
         let path = if protocol.is_http() {
-            if path.is_empty() || path == "/" {
-                DEFAULT_PATH.to_string()
+            // Checked as written: `http://nas:5000` and `http://nas:5000/`
+            // both mean `/` (SPEC section 2). Only separate fields without
+            // a path, and the legacy API, get `/health`.
+            if path.is_empty() {
+                "/".to_string()
             } else {
                 path
             }
@@ -250,6 +313,142 @@ impl Target {
             port,
             path,
         })
+    }
+}
+
+fn host_part(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+impl Target {
+    /// The query of a DNS target (`None` for other protocols).
+    pub fn dns_query(&self) -> Option<DnsQuery> {
+        if self.protocol != Protocol::Dns {
+            return None;
+        }
+        let (path, query) = match self.path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (self.path.as_str(), None),
+        };
+        DnsQuery::parse(path, query).ok()
+    }
+}
+
+/// The record types a DNS check asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DnsType {
+    /// IPv4 addresses.
+    A,
+    /// IPv6 addresses.
+    Aaaa,
+    /// An alias.
+    Cname,
+    /// Mail exchangers (compared by exchange name).
+    Mx,
+    /// Text (the strings of one record joined).
+    Txt,
+}
+
+impl DnsType {
+    /// Upper-case name, as in the URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsType::A => "A",
+            DnsType::Aaaa => "AAAA",
+            DnsType::Cname => "CNAME",
+            DnsType::Mx => "MX",
+            DnsType::Txt => "TXT",
+        }
+    }
+}
+
+/// What a DNS check asks: `name`, `type`, and what the answer must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DnsQuery {
+    /// The name asked about (no trailing dot).
+    pub name: String,
+    /// The record type (default A).
+    pub record_type: DnsType,
+    /// A value one of the answers must equal (names compared without case
+    /// and trailing dot).
+    pub expect: Option<String>,
+}
+
+impl DnsQuery {
+    /// Parses the path (`/name`) and query (`type=…&expect=…`) of a
+    /// `dns://` URL; `Err` says why in words.
+    pub fn parse(path: &str, query: Option<&str>) -> Result<DnsQuery, String> {
+        let name = path.trim_start_matches('/').trim_end_matches('.');
+        if name.is_empty() {
+            return Err("missing the name to look up (dns://resolver/name?type=A)".into());
+        }
+        if name.len() > 253
+            || name.split('.').any(|l| l.is_empty() || l.len() > 63)
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(format!("invalid name to look up {name:?}"));
+        }
+        let mut record_type = DnsType::A;
+        let mut expect = None;
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "type" => {
+                    record_type = match v.to_ascii_uppercase().as_str() {
+                        "A" => DnsType::A,
+                        "AAAA" => DnsType::Aaaa,
+                        "CNAME" => DnsType::Cname,
+                        "MX" => DnsType::Mx,
+                        "TXT" => DnsType::Txt,
+                        _ => {
+                            return Err(format!(
+                                "unknown record type {v:?} (valid: A, AAAA, CNAME, MX, TXT)"
+                            ))
+                        }
+                    }
+                }
+                "expect" if !v.is_empty() => expect = Some(v.into_owned()),
+                "expect" => {}
+                other => return Err(format!("unknown parameter {other:?} (valid: type, expect)")),
+            }
+        }
+        Ok(DnsQuery {
+            name: name.to_ascii_lowercase(),
+            record_type,
+            expect,
+        })
+    }
+
+    /// The path and query this is stored and shown as: `/name?type=A[&expect=…]`.
+    pub fn to_path(&self) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("type", self.record_type.as_str());
+        if let Some(e) = &self.expect {
+            q.append_pair("expect", e);
+        }
+        format!("/{}?{}", self.name, q.finish())
+    }
+
+    /// True when `expect` is absent or equals one of `answers` (names
+    /// without case or trailing dot; TXT exactly).
+    pub fn satisfied_by(&self, answers: &[String]) -> bool {
+        let Some(want) = &self.expect else {
+            return true;
+        };
+        let norm = |s: &str| -> String {
+            if self.record_type == DnsType::Txt {
+                s.to_string()
+            } else {
+                s.trim_end_matches('.').to_ascii_lowercase()
+            }
+        };
+        let want = norm(want);
+        answers.iter().any(|a| norm(a) == want)
     }
 }
 
@@ -354,6 +553,15 @@ pub struct ServiceSpec {
     pub tls_verify: bool,
     /// Days before expiry that turn a check into a warn (0: no expiry check).
     pub cert_warn_days: u32,
+    /// A push service's period and grace (`kind: heartbeat`); its target's
+    /// protocol is [`Protocol::Heartbeat`].
+    pub heartbeat: Option<crate::heartbeat::Heartbeat>,
+    /// Named notification channels (SPEC section 13); empty: the default ones.
+    pub channels: Vec<String>,
+    /// Tags, for silences (SPEC section 14).
+    pub tags: Vec<String>,
+    /// Parents: while one is failing, this service's notifications are held.
+    pub depends_on: Vec<String>,
 }
 
 impl ServiceSpec {
@@ -399,6 +607,18 @@ pub struct RegisterRequest {
     pub tls_verify: Option<Value>,
     /// Certificate expiry warning, days.
     pub cert_warn_days: Option<Value>,
+    /// `check` (default) or `heartbeat`.
+    pub kind: Option<Value>,
+    /// Heartbeat period, seconds.
+    pub period: Option<Value>,
+    /// Heartbeat grace, seconds.
+    pub grace: Option<Value>,
+    /// Names of notification channels.
+    pub channels: Option<Value>,
+    /// Tags.
+    pub tags: Option<Value>,
+    /// Names of parent services.
+    pub depends_on: Option<Value>,
 }
 
 /// The fields a v1 registration body may carry.
@@ -417,6 +637,12 @@ pub const V1_FIELDS: &[&str] = &[
     "expected_status",
     "tls_verify",
     "cert_warn_days",
+    "kind",
+    "period",
+    "grace",
+    "channels",
+    "tags",
+    "depends_on",
 ];
 
 impl RegisterRequest {
@@ -456,6 +682,12 @@ impl RegisterRequest {
             expected_status: take("expected_status"),
             tls_verify: take("tls_verify"),
             cert_warn_days: take("cert_warn_days"),
+            kind: take("kind"),
+            period: take("period"),
+            grace: take("grace"),
+            channels: take("channels"),
+            tags: take("tags"),
+            depends_on: take("depends_on"),
         })
     }
 
@@ -575,7 +807,12 @@ fn bool_field(field: &str, v: Option<&Value>) -> Result<bool, SpecError> {
     }
 }
 
-/// Validates a service name: 1 to 200 characters, not blank, no control characters.
+/// Validates a service name: 1 to 200 characters, not blank, no control
+/// characters, no invisible format characters (Unicode category Cf: bidi
+/// overrides and zero-width characters make two names look alike on the
+/// dashboard and in mail), and not `.` or `..` (a name is a path segment in
+/// `/api/v1/services/{name}` and `/services/{name}`, where those two mean
+/// "here" and "up" to browsers and proxies).
 pub fn validate_name(field: &str, name: &str) -> Result<String, SpecError> {
     let chars = name.chars().count();
     if !NAME_LEN.contains(&chars) || name.trim().is_empty() {
@@ -592,7 +829,29 @@ pub fn validate_name(field: &str, name: &str) -> Result<String, SpecError> {
             format!("invalid {field} {name:?}: control characters are not allowed"),
         ));
     }
+    if let Some(c) = name.chars().find(|c| is_format_char(*c)) {
+        return Err(SpecError::invalid(
+            field,
+            format!(
+                "invalid {field} {name:?}: invisible format character U+{:04X} is not allowed",
+                c as u32
+            ),
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(SpecError::invalid(
+            field,
+            format!("invalid {field} {name:?}: \".\" and \"..\" are path segments, not names"),
+        ));
+    }
     Ok(name.to_string())
+}
+
+/// Unicode general category Cf (format): U+200B zero width space, U+202E
+/// right-to-left override, U+FEFF, ...
+fn is_format_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.general_category() == GeneralCategory::Format
 }
 
 fn parse_emails(v: Option<&Value>) -> Result<Vec<lettre::Address>, SpecError> {
@@ -660,12 +919,32 @@ fn parse_target(r: &RegisterRequest) -> Result<Target, SpecError> {
     };
     let host = string_field("host", host)?;
     let protocol = match &r.protocol {
-        Some(p) => string_field("protocol", p)?.parse()?,
+        Some(p) => match string_field("protocol", p)?.parse()? {
+            Protocol::Heartbeat => {
+                return Err(SpecError::invalid(
+                    "protocol",
+                    "invalid protocol \"heartbeat\": register a heartbeat with \"kind\": \"heartbeat\" (and period, grace)",
+                ))
+            }
+            Protocol::Dns => {
+                return Err(SpecError::invalid(
+                    "protocol",
+                    "invalid protocol \"dns\": give a DNS check as a url, dns://resolver[:port]/name?type=A",
+                ))
+            }
+            p => p,
+        },
         // A path implies HTTP; host and port alone mean TCP (SPEC section 2).
         None if r.path.is_some() => Protocol::Http,
         None => Protocol::Tcp,
     };
     let port = match &r.port {
+        Some(v) if protocol == Protocol::Icmp => {
+            return Err(SpecError::invalid(
+                "port",
+                format!("invalid port {}: an ICMP target has no port", describe(v)),
+            ))
+        }
         None => protocol.default_port(),
         Some(v) => number_field("port", Some(v), 1..=65535, "", 0)? as u16,
     };
@@ -699,7 +978,11 @@ fn parse_target(r: &RegisterRequest) -> Result<Target, SpecError> {
     };
     let probe = Target::parse_url(
         "host",
-        &format!("{}://{}:{}", protocol.scheme(), bracketed, port),
+        &if protocol == Protocol::Icmp {
+            format!("icmp://{bracketed}")
+        } else {
+            format!("{}://{}:{}", protocol.scheme(), bracketed, port)
+        },
     )
     .map_err(|_| {
         SpecError::invalid(
@@ -729,20 +1012,44 @@ impl TryFrom<RegisterRequest> for ServiceSpec {
             }
             Some(v) => validate_name("name", &string_field("name", v)?)?,
         };
+        match r
+            .kind
+            .as_ref()
+            .map(|k| string_field("kind", k))
+            .transpose()?
+        {
+            None => {}
+            Some(k) if k.eq_ignore_ascii_case("check") => {}
+            Some(k) if k.eq_ignore_ascii_case("heartbeat") => return heartbeat_spec(name, &r),
+            Some(k) => {
+                return Err(SpecError::invalid(
+                    "kind",
+                    format!("invalid kind {k:?} (valid: check, heartbeat)"),
+                ))
+            }
+        }
+        for (field, v) in [("period", &r.period), ("grace", &r.grace)] {
+            if v.is_some() {
+                return Err(SpecError::invalid(
+                    field,
+                    format!("{field} applies to \"kind\": \"heartbeat\" services only"),
+                ));
+            }
+        }
         let target = parse_target(&r)?;
-        let timeout = number_field(
-            "timeout",
-            r.timeout.as_ref(),
-            TIMEOUT_RANGE,
-            " seconds",
-            DEFAULT_TIMEOUT,
-        )?;
         let interval = number_field(
             "interval",
             r.interval.as_ref(),
             INTERVAL_RANGE,
             " seconds",
             DEFAULT_INTERVAL,
+        )?;
+        let timeout = number_field(
+            "timeout",
+            r.timeout.as_ref(),
+            TIMEOUT_RANGE,
+            " seconds",
+            default_timeout(interval),
         )?;
         if timeout >= interval {
             return Err(SpecError::invalid(
@@ -795,8 +1102,78 @@ impl TryFrom<RegisterRequest> for ServiceSpec {
                 DEFAULT_CERT_WARN_DAYS,
             )?,
             target,
+            heartbeat: None,
+            channels: crate::channel::parse_channel_names(r.channels.as_ref())?,
+            tags: crate::channel::parse_names("tags", r.tags.as_ref())?,
+            depends_on: crate::channel::parse_names("depends_on", r.depends_on.as_ref())?,
         })
     }
+}
+
+/// A `kind: heartbeat` registration: name, email, period and grace; the
+/// fields of a polled target do not apply and are refused by name.
+fn heartbeat_spec(name: String, r: &RegisterRequest) -> Result<ServiceSpec, SpecError> {
+    use crate::heartbeat::{
+        Heartbeat, DEFAULT_GRACE, DEFAULT_PERIOD, GRACE_RANGE, PERIOD_RANGE, THRESHOLDS,
+    };
+    let polled = [
+        ("url", &r.url),
+        ("protocol", &r.protocol),
+        ("host", &r.host),
+        ("port", &r.port),
+        ("path", &r.path),
+        ("timeout", &r.timeout),
+        ("interval", &r.interval),
+        ("unhealthy_threshold", &r.unhealthy_threshold),
+        ("healthy_threshold", &r.healthy_threshold),
+        ("expected_status", &r.expected_status),
+        ("tls_verify", &r.tls_verify),
+        ("cert_warn_days", &r.cert_warn_days),
+    ];
+    if let Some((field, _)) = polled.iter().find(|(_, v)| v.is_some()) {
+        return Err(SpecError::invalid(
+            field,
+            format!("{field} does not apply to a heartbeat service (it is judged on each ping: give period and grace)"),
+        ));
+    }
+    let heartbeat = Heartbeat {
+        period: number_field(
+            "period",
+            r.period.as_ref(),
+            PERIOD_RANGE,
+            " seconds",
+            DEFAULT_PERIOD,
+        )?,
+        grace: number_field(
+            "grace",
+            r.grace.as_ref(),
+            GRACE_RANGE,
+            " seconds",
+            DEFAULT_GRACE,
+        )?,
+    };
+    Ok(ServiceSpec {
+        name,
+        target: Target {
+            protocol: Protocol::Heartbeat,
+            host: String::new(),
+            port: 0,
+            path: String::new(),
+        },
+        emails: parse_emails(r.email.as_ref())?,
+        // Stored but unused: nothing is polled.
+        timeout: DEFAULT_TIMEOUT,
+        interval: DEFAULT_INTERVAL,
+        unhealthy_threshold: THRESHOLDS.unhealthy,
+        healthy_threshold: THRESHOLDS.healthy,
+        expected_status: ExpectedStatus::default(),
+        tls_verify: false,
+        cert_warn_days: 0,
+        heartbeat: Some(heartbeat),
+        channels: crate::channel::parse_channel_names(r.channels.as_ref())?,
+        tags: crate::channel::parse_names("tags", r.tags.as_ref())?,
+        depends_on: crate::channel::parse_names("depends_on", r.depends_on.as_ref())?,
+    })
 }
 
 #[cfg(test)]
@@ -811,18 +1188,19 @@ mod tests {
     #[test]
     fn url_targets_parse_with_defaults() {
         let cases = [
-            (
-                "http://example.com",
-                Protocol::Http,
-                "example.com",
-                80,
-                "/health",
-            ),
+            ("http://example.com", Protocol::Http, "example.com", 80, "/"),
             (
                 "http://example.com/",
                 Protocol::Http,
                 "example.com",
                 80,
+                "/",
+            ),
+            (
+                "http://nas:5000/health",
+                Protocol::Http,
+                "nas",
+                5000,
                 "/health",
             ),
             (
@@ -841,7 +1219,7 @@ mod tests {
                 Protocol::Https,
                 "host.example",
                 443,
-                "/health",
+                "/",
             ),
         ];
         for (url, proto, host, port, path) in cases {
@@ -961,6 +1339,153 @@ mod tests {
     }
 
     #[test]
+    fn a_url_is_checked_as_written() {
+        // The README's example: a NAS answers `/`, not `/health`.
+        for url in ["http://192.168.1.20:5000/", "http://192.168.1.20:5000"] {
+            let s = spec(json!({"name": "nas", "url": url})).unwrap();
+            assert_eq!(s.target.url(), "http://192.168.1.20:5000/", "{url}");
+        }
+        // Separate fields without a path still get the seed's `/health`.
+        let s = spec(json!({"name": "a", "host": "h", "protocol": "http"})).unwrap();
+        assert_eq!(s.target.path, "/health");
+    }
+
+    #[test]
+    fn omitted_timeout_is_five_or_interval_minus_one() {
+        for (interval, timeout) in [(5, 4), (6, 5), (30, 5), (300, 5)] {
+            let s = spec(json!({"name": "a", "url": "http://h", "interval": interval})).unwrap();
+            assert_eq!(s.timeout, timeout, "interval {interval}");
+        }
+        assert_eq!(default_timeout(5), 4);
+        // A timeout given explicitly is still checked against the interval.
+        let e =
+            spec(json!({"name": "a", "url": "http://h", "interval": 5, "timeout": 5})).unwrap_err();
+        assert_eq!(e.field, "timeout");
+    }
+
+    #[test]
+    fn heartbeats_take_period_and_grace_and_nothing_polled() {
+        let s = spec(
+            json!({"name": "nightly backup", "kind": "heartbeat", "period": 86400, "grace": 3600}),
+        )
+        .unwrap();
+        let hb = s.heartbeat.unwrap();
+        assert_eq!((hb.period, hb.grace), (86_400, 3_600));
+        assert_eq!(s.target.protocol, Protocol::Heartbeat);
+        assert_eq!(s.target.url(), "heartbeat");
+        assert_eq!(s.thresholds(), crate::heartbeat::THRESHOLDS);
+        // Bounds: period 60 s to 365 d, grace 60 s to 30 d, named in the error.
+        for (extra, field, range) in [
+            (json!({"period": 59}), "period", "60 to 31536000 seconds"),
+            (json!({"period": 31_536_001}), "period", "60 to 31536000"),
+            (json!({"grace": 59}), "grace", "60 to 2592000 seconds"),
+            (json!({"grace": 2_592_001}), "grace", "60 to 2592000"),
+            (json!({"url": "http://h"}), "url", "does not apply"),
+            (json!({"interval": 10}), "interval", "does not apply"),
+            (json!({"kind": "push"}), "kind", "check, heartbeat"),
+        ] {
+            let mut body = json!({"name": "a", "kind": "heartbeat"});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let e = spec(body).unwrap_err();
+            assert_eq!(e.field, field);
+            assert!(e.message.contains(range), "{}", e.message);
+        }
+        let e = spec(json!({"name": "a", "url": "http://h", "period": 60})).unwrap_err();
+        assert_eq!(e.field, "period");
+        let e = spec(json!({"name": "a", "host": "h", "protocol": "heartbeat"})).unwrap_err();
+        assert_eq!(e.field, "protocol");
+        assert_eq!(
+            Target::parse_url("url", "heartbeat://h").unwrap_err().field,
+            "url"
+        );
+    }
+
+    #[test]
+    fn dns_urls_parse_and_unknown_types_are_refused() {
+        let t =
+            Target::parse_url("url", "dns://192.168.1.1/nas.lan?type=AAAA&expect=fd00::5").unwrap();
+        assert_eq!(
+            (t.protocol, t.host.as_str(), t.port),
+            (Protocol::Dns, "192.168.1.1", 53)
+        );
+        assert_eq!(
+            t.url(),
+            "dns://192.168.1.1:53/nas.lan?type=AAAA&expect=fd00%3A%3A5"
+        );
+        let q = t.dns_query().unwrap();
+        assert_eq!(
+            (q.name.as_str(), q.record_type, q.expect.as_deref()),
+            ("nas.lan", DnsType::Aaaa, Some("fd00::5"))
+        );
+        // The stored form parses back to the same query.
+        assert_eq!(Target::parse_url("url", &t.url()).unwrap(), t);
+        let t = Target::parse_url("url", "dns://127.0.0.1:5353/Example.COM.").unwrap();
+        let q = t.dns_query().unwrap();
+        assert_eq!(
+            (q.name.as_str(), q.record_type, q.expect),
+            ("example.com", DnsType::A, None)
+        );
+        for (url, why) in [
+            ("dns://h/x?type=SRV", "unknown record type \"SRV\""),
+            ("dns://h/", "missing the name"),
+            ("dns://h/x?tpye=A", "unknown parameter"),
+            ("dns://h/a..b", "invalid name"),
+        ] {
+            let e = spec(json!({"name": "a", "url": url})).unwrap_err();
+            assert_eq!(e.field, "url", "{url}");
+            assert!(e.message.contains(why), "{url}: {}", e.message);
+        }
+        let e = spec(json!({"name": "a", "host": "h", "protocol": "dns"})).unwrap_err();
+        assert_eq!(e.field, "protocol");
+    }
+
+    #[test]
+    fn dns_expectations_compare_names_loosely_and_text_exactly() {
+        let q = |t: &str, e: &str| {
+            DnsQuery::parse("/x", Some(&format!("type={t}&expect={e}"))).unwrap()
+        };
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(q("MX", "Mail.Example.").satisfied_by(&a(&["mail.example"])));
+        assert!(q("A", "10.0.0.1").satisfied_by(&a(&["10.0.0.2", "10.0.0.1"])));
+        assert!(!q("A", "10.0.0.1").satisfied_by(&a(&["10.0.0.2"])));
+        assert!(q("TXT", "v%3Dspf1").satisfied_by(&a(&["v=spf1"])));
+        assert!(!q("TXT", "V%3DSPF1").satisfied_by(&a(&["v=spf1"])));
+        assert!(DnsQuery::parse("/x", None).unwrap().satisfied_by(&[]));
+    }
+
+    #[test]
+    fn icmp_targets_have_a_host_only() {
+        for body in [
+            json!({"name": "printer", "url": "icmp://192.168.1.30"}),
+            json!({"name": "printer", "host": "192.168.1.30", "protocol": "icmp"}),
+        ] {
+            let s = spec(body).unwrap();
+            assert_eq!(s.target.protocol, Protocol::Icmp);
+            assert_eq!(s.target.url(), "icmp://192.168.1.30");
+        }
+        assert_eq!(
+            Target::parse_url("url", "icmp://[fe80::1]").unwrap().url(),
+            "icmp://[fe80::1]"
+        );
+        for (body, field) in [
+            (json!({"name": "a", "url": "icmp://h:7"}), "url"),
+            (json!({"name": "a", "url": "icmp://h/x"}), "url"),
+            (
+                json!({"name": "a", "host": "h", "protocol": "icmp", "port": 7}),
+                "port",
+            ),
+            (
+                json!({"name": "a", "host": "h", "protocol": "icmp", "path": "/"}),
+                "path",
+            ),
+        ] {
+            assert_eq!(spec(body.clone()).unwrap_err().field, field, "{body}");
+        }
+    }
+
+    #[test]
     fn timeout_must_be_below_interval() {
         let e = spec(json!({"name": "a", "url": "http://h", "timeout": 10, "interval": 10}))
             .unwrap_err();
@@ -1020,6 +1545,11 @@ mod tests {
             json!("a\nb"),
             json!("x".repeat(201)),
             json!(5),
+            json!("."),
+            json!(".."),
+            json!("paypal\u{202e}lmth.exe"),
+            json!("nas\u{200b}"),
+            json!("\u{feff}nas"),
         ] {
             assert_eq!(
                 spec(json!({"name": name, "url": "http://h"}))
@@ -1029,6 +1559,10 @@ mod tests {
             );
         }
         assert!(spec(json!({"name": "é".repeat(200), "url": "http://h"})).is_ok());
+        // Dots inside a name and visible non-ASCII are fine.
+        assert!(spec(json!({"name": "...", "url": "http://h"})).is_ok());
+        assert!(spec(json!({"name": "a.b", "url": "http://h"})).is_ok());
+        assert!(spec(json!({"name": "Grüße 日本", "url": "http://h"})).is_ok());
         assert_eq!(
             spec(json!({"url": "http://h"})).unwrap_err().code,
             "missing_field"

@@ -24,6 +24,7 @@ pub const KEYS: &[&str] = &[
     "mdns-interface",
     "mdns-name",
     "no-legacy-mdns",
+    "auto-monitor",
     "max-concurrent-probes",
     "public-url",
     "smtp-url",
@@ -31,14 +32,19 @@ pub const KEYS: &[&str] = &[
     "smtp-password-file",
     "notify-min-gap",
     "tls-ca-file",
+    "tls-cert",
+    "tls-key",
     "auth",
     "admin-token-file",
     "private",
+    "status-page",
     "allow-targets",
     "deny-targets",
     "max-services",
+    "keep-checks",
     "register-rate-limit",
     "max-connections",
+    "max-connections-per-client",
 ];
 
 /// Where a setting came from.
@@ -118,8 +124,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// SMTP settings for the mail sender.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// SMTP settings for the mail sender. `Debug` shows no password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SmtpConfig {
     /// `smtp://`, `smtps://` URL with optional user and `?tls=starttls`.
     pub url: String,
@@ -127,6 +133,26 @@ pub struct SmtpConfig {
     pub from: String,
     /// The password (from `HEALTHCHECKER_SMTP_PASSWORD` or a file).
     pub password: Option<String>,
+}
+
+impl fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("url", &crate::notify::without_password(&self.url))
+            .field("from", &self.from)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The API's own certificate (`--tls-cert`, `--tls-key`): both PEM files,
+/// checked to exist at start; read and parsed by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTls {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// The validated daemon configuration.
@@ -146,6 +172,9 @@ pub struct Config {
     pub mdns_name: Option<String>,
     /// Also advertise the seed client's `_healthchecker._http._tcp` name.
     pub legacy_mdns: bool,
+    /// DNS-SD types (`_ipp._tcp`) whose devices found on the LAN are
+    /// monitored without asking (SPEC section 16); empty: none ever is.
+    pub auto_monitor: Vec<String>,
     /// Most probes at once.
     pub max_concurrent_probes: usize,
     /// Base URL for links in mails (default from the bind address).
@@ -156,6 +185,8 @@ pub struct Config {
     pub notify_min_gap: Duration,
     /// Extra trusted roots (PEM) for services with `tls_verify`.
     pub tls_ca_file: Option<PathBuf>,
+    /// Serve the API over HTTPS with this certificate chain and key (PEM).
+    pub api_tls: Option<ApiTls>,
     /// `open` (anyone may register) or `token`.
     pub auth: AuthMode,
     /// The admin token (token mode), from `HEALTHCHECKER_ADMIN_TOKEN` or
@@ -163,14 +194,24 @@ pub struct Config {
     pub admin_token: Option<AdminToken>,
     /// Reads (dashboard, GET API, metrics) need the admin token too.
     pub private: bool,
+    /// Serve the public, read-only status page `/status` (names, states
+    /// and uptime only; open even with `--private`).
+    pub status_page: bool,
     /// Which target addresses probes may connect to.
     pub targets: crate::probe::TargetPolicy,
     /// Most services registered at once.
     pub max_services: usize,
-    /// Registrations per second per client address (0: unlimited).
+    /// Raw checks kept per service (SPEC section 18), within
+    /// [`crate::store::KEEP_CHECKS_RANGE`].
+    pub keep_checks: i64,
+    /// State-changing requests (registrations, pauses, resumes, deletes,
+    /// legacy calls) per second per client address, IPv6 per /64 (0:
+    /// unlimited).
     pub register_rate_limit: u32,
     /// Most API connections at once.
     pub max_connections: usize,
+    /// Most API connections from one client address (IPv6: one /64).
+    pub max_connections_per_client: usize,
 }
 
 /// Who may change what (SPEC section 5).
@@ -194,11 +235,16 @@ impl fmt::Debug for AdminToken {
 
 /// Default cap on registered services (SPEC section 11's scale).
 pub const DEFAULT_MAX_SERVICES: usize = 100_000;
-/// Default registrations per second per client: a home lab registers a
-/// handful, a script a few hundred at start-up; a flood is cut to this.
+/// Default state-changing requests (registrations, pauses, deletes...) per
+/// second per client: a home lab registers a handful, a script a few
+/// hundred at start-up; a flood is cut to this.
 pub const DEFAULT_REGISTER_RATE: u32 = 200;
 /// Default cap on concurrent API connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default cap on concurrent API connections from one client: a browser
+/// opens six, a busy script a few dozen; one host cannot take the whole
+/// [`DEFAULT_MAX_CONNECTIONS`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 64;
 
 /// Default listen address (SPEC section 5).
 pub const DEFAULT_BIND: &str = "0.0.0.0:8484";
@@ -407,7 +453,7 @@ impl Config {
                 let (_, src) = l.one("smtp-url").expect("present");
                 crate::notify::validate_smtp_url(&url).map_err(|reason| ConfigError::Invalid {
                     key: "smtp-url".into(),
-                    value: url.clone(),
+                    value: crate::notify::without_password(&url),
                     origin: src.clone(),
                     reason,
                 })?;
@@ -449,6 +495,34 @@ impl Config {
                 Err("no such file".into())
             }
         })?;
+        let file = |v: &str| {
+            let p = PathBuf::from(v);
+            if p.is_file() {
+                Ok(Some(p))
+            } else {
+                Err("no such file".to_string())
+            }
+        };
+        let tls_cert = l.parse("tls-cert", None, file)?;
+        let tls_key = l.parse("tls-key", None, file)?;
+        let api_tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(ApiTls { cert, key }),
+            (None, None) => None,
+            (cert, _) => {
+                let (given, missing) = if cert.is_some() {
+                    ("tls-cert", "tls-key")
+                } else {
+                    ("tls-key", "tls-cert")
+                };
+                let (v, src) = l.one(given).expect("given");
+                return Err(ConfigError::Invalid {
+                    key: given.into(),
+                    value: v.to_string(),
+                    origin: src.clone(),
+                    reason: format!("--{given} needs --{missing} as well"),
+                });
+            }
+        };
         let auth = l.parse("auth", AuthMode::Open, |v| match v {
             "open" => Ok(AuthMode::Open),
             "token" => Ok(AuthMode::Token),
@@ -518,19 +592,91 @@ impl Config {
             }
             Ok(out)
         };
+        // `--deny-targets` adds to the default deny list; `none` empties it.
+        let deny_none = l.get("deny-targets").is_some_and(|s| {
+            s.values
+                .iter()
+                .flat_map(|v| v.split(','))
+                .any(|v| v.trim().eq_ignore_ascii_case("none"))
+        });
+        let deny = if deny_none {
+            let s = l.get("deny-targets").expect("checked above");
+            let others: Vec<&str> = s
+                .values
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("none"))
+                .collect();
+            if let Some(v) = others.first() {
+                return Err(ConfigError::Invalid {
+                    key: "deny-targets".into(),
+                    value: v.to_string(),
+                    origin: s.source.clone(),
+                    reason:
+                        "\"none\" empties the deny list and cannot be combined with CIDR blocks"
+                            .into(),
+                });
+            }
+            Vec::new()
+        } else {
+            let mut deny = crate::probe::TargetPolicy::default_deny();
+            deny.extend(nets("deny-targets")?);
+            deny
+        };
         let targets = crate::probe::TargetPolicy {
             allow: nets("allow-targets")?,
-            deny: nets("deny-targets")?,
+            deny,
         };
+        // Only the browsed types can be found, so only they may be named.
+        let mut auto_monitor = Vec::new();
+        if let Some(s) = l.get("auto-monitor") {
+            for v in s
+                .values
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+            {
+                let ty = v
+                    .to_ascii_lowercase()
+                    .trim_end_matches('.')
+                    .trim_end_matches(".local")
+                    .to_string();
+                if !healthchecker_core::lan::BROWSE_TYPES.contains(&ty.as_str()) {
+                    return Err(ConfigError::Invalid {
+                        key: "auto-monitor".into(),
+                        value: v.into(),
+                        origin: s.source.clone(),
+                        reason: format!(
+                            "expected a browsed DNS-SD type: {}",
+                            healthchecker_core::lan::BROWSE_TYPES.join(", ")
+                        ),
+                    });
+                }
+                auto_monitor.push(ty);
+            }
+        }
         let max_services = l.parse("max-services", DEFAULT_MAX_SERVICES, |v| {
             match v.parse::<usize>() {
                 Ok(n) if n >= 1 => Ok(n),
                 _ => Err("expected a whole number of at least 1".into()),
             }
         })?;
+        let keep_checks = l.parse("keep-checks", crate::store::RETAIN_CHECKS, |v| {
+            let range = crate::store::KEEP_CHECKS_RANGE;
+            match v.parse::<i64>() {
+                Ok(n) if range.contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "expected a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                )),
+            }
+        })?;
         let register_rate_limit = l.parse("register-rate-limit", DEFAULT_REGISTER_RATE, |v| {
             v.parse::<u32>()
-                .map_err(|_| "expected registrations per second (0: unlimited)".into())
+                .map_err(|_| "expected state-changing requests per second (0: unlimited)".into())
         })?;
         let max_connections =
             l.parse(
@@ -541,14 +687,25 @@ impl Config {
                     _ => Err("expected a whole number from 1 to 1000000".into()),
                 },
             )?;
+        let max_connections_per_client = l.parse(
+            "max-connections-per-client",
+            DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            |v| match v.parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                _ => Err("expected a whole number from 1 to 1000000".into()),
+            },
+        )?;
         Ok(Config {
             auth,
             admin_token: admin_token.map(AdminToken),
             private,
+            status_page: l.flag("status-page")?,
             targets,
             max_services,
+            keep_checks,
             register_rate_limit,
             max_connections,
+            max_connections_per_client,
             bind,
             db,
             log_format,
@@ -566,11 +723,13 @@ impl Config {
                 .unwrap_or_default(),
             mdns_name: l.string("mdns-name"),
             legacy_mdns: !l.flag("no-legacy-mdns")?,
+            auto_monitor,
             max_concurrent_probes,
             public_url,
             smtp,
             notify_min_gap,
             tls_ca_file,
+            api_tls,
         })
     }
 
@@ -603,6 +762,85 @@ mod tests {
         assert!(c.mdns && c.legacy_mdns);
         assert_eq!(c.notify_min_gap, Duration::from_secs(60));
         assert!(c.smtp.is_none());
+    }
+
+    #[test]
+    fn keep_checks_is_bounded_and_names_the_option() {
+        let keep = |v: &str| {
+            Config::resolve_with_env(vec![s("keep-checks", v, Source::Cli)], |_| None)
+                .map(|c| c.keep_checks)
+        };
+        assert_eq!(
+            Config::resolve_with_env(vec![], |_| None)
+                .unwrap()
+                .keep_checks,
+            100
+        );
+        assert_eq!(keep("10").unwrap(), 10);
+        assert_eq!(keep("100000").unwrap(), 100_000);
+        for bad in ["9", "100001", "-1", "many"] {
+            let e = keep(bad).unwrap_err().to_string();
+            assert!(e.contains("--keep-checks") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn deny_targets_add_to_the_default_list_and_none_empties_it() {
+        let deny = |v: &str| {
+            Config::resolve_with_env(vec![s("deny-targets", v, Source::Cli)], |_| None)
+                .map(|c| c.targets.deny)
+        };
+        let defaults = crate::probe::TargetPolicy::default_deny();
+        assert_eq!(
+            Config::resolve_with_env(vec![], |_| None)
+                .unwrap()
+                .targets
+                .deny,
+            defaults
+        );
+        let more = deny("10.0.0.0/8").unwrap();
+        assert_eq!(more.len(), defaults.len() + 1);
+        assert!(more.starts_with(&defaults));
+        assert!(deny("none").unwrap().is_empty());
+        let e = deny("none,10.0.0.0/8").unwrap_err().to_string();
+        assert!(e.contains("--deny-targets") && e.contains("none"), "{e}");
+    }
+
+    #[test]
+    fn an_api_certificate_needs_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cert.pem");
+        std::fs::write(&f, "x").unwrap();
+        let f = f.to_str().unwrap();
+        let e = Config::resolve_with_env(vec![s("tls-cert", f, Source::Cli)], |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tls-cert needs --tls-key"), "{e}");
+        let e = Config::resolve_with_env(vec![s("tls-key", "/no/such/key", Source::Cli)], |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tls-key") && e.contains("no such file"), "{e}");
+        let c = Config::resolve_with_env(
+            vec![s("tls-cert", f, Source::Cli), s("tls-key", f, Source::Cli)],
+            |_| None,
+        )
+        .unwrap();
+        assert!(c.api_tls.is_some());
+    }
+
+    #[test]
+    fn a_password_in_the_smtp_url_is_never_echoed() {
+        let e = Config::resolve_with_env(
+            vec![s(
+                "smtp-url",
+                "smtp://me:hunter2@mail.example:587",
+                Source::Cli,
+            )],
+            |_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--smtp-url") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! ZeroConf advertisement (SPEC section 6): the daemon announces itself as
-//! `HealthChecker on <host>._healthchecker._tcp.local.` and, for the seed's
-//! Python client, as `_healthchecker._http._tcp.local.`.
+//! `HealthChecker on <host>._healthchecker._tcp.local.` (TXT `txtvers=1`,
+//! `version`, `desc`, `api`, `legacy`, `path=/`), its dashboard as
+//! `HealthChecker on <host>._http._tcp.local.` (`path=/`) and, for the seed's
+//! Python client, as `_healthchecker._http._tcp.local.` (`version`, `desc`).
 //!
 //! Interfaces: with `--mdns-interface`, only those; otherwise every up,
 //! non-loopback interface. The selection is given to the mDNS daemon at
@@ -24,6 +26,10 @@ pub const SERVICE_TYPE: &str = "_healthchecker._tcp.local.";
 pub const LEGACY_TYPE: &str = "_http._tcp.local.";
 /// The instance name the seed's client resolves.
 pub const LEGACY_INSTANCE: &str = "_healthchecker";
+/// The dashboard's type, listed by Bonjour/Avahi browsers (SPEC section 16).
+pub const DASHBOARD_TYPE: &str = "_http._tcp.local.";
+/// The `desc` TXT value of our records.
+pub const DESCRIPTION: &str = "HealthChecker health-check daemon";
 
 /// The running advertisement; withdraw it on shutdown.
 pub struct Advertiser {
@@ -63,7 +69,13 @@ fn selection(interfaces: &[String], bind: SocketAddr) -> IfKind {
 
 impl Advertiser {
     /// Starts advertising the API at `bound` (the listener's address).
-    pub fn start(cfg: &Config, bound: SocketAddr) -> Result<Advertiser, String> {
+    /// Browses the LAN for devices to monitor on the same interfaces,
+    /// into `found` (see [`crate::browse`]).
+    pub fn start(
+        cfg: &Config,
+        bound: SocketAddr,
+        found: crate::browse::Found,
+    ) -> Result<Advertiser, String> {
         let daemon = ServiceDaemon::new_with_interfaces(
             mdns_sd::MDNS_PORT,
             vec![selection(&cfg.mdns_interfaces, bound)],
@@ -75,29 +87,34 @@ impl Advertiser {
             .mdns_name
             .clone()
             .unwrap_or_else(|| format!("HealthChecker on {host}"));
+        // SPEC section 16: `txtvers` first (RFC 6763 section 6.7), so that a
+        // browser can tell the record's layout before reading the rest.
         let props = [
+            ("txtvers", "1"),
             ("version", env!("CARGO_PKG_VERSION")),
+            ("desc", DESCRIPTION),
             ("api", "/api/v1"),
             ("legacy", "/healthchecker/"),
+            ("path", "/"),
         ];
+        // The original server's record carried its version and description.
+        let legacy_props = [
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("desc", DESCRIPTION),
+        ];
+        // The dashboard, for Bonjour/Avahi browsers that list `_http._tcp`.
+        let dashboard_props = [("path", "/")];
         let port = bound.port();
-        let mut infos =
-            vec![
-                ServiceInfo::new(SERVICE_TYPE, &instance, &host_local, (), port, &props[..])
-                    .map_err(|e| format!("mDNS record: {e}"))?,
-            ];
+        let record = |ty: &str, name: &str, props: &[(&str, &str)]| {
+            ServiceInfo::new(ty, name, &host_local, (), port, props)
+                .map_err(|e| format!("mDNS record: {e}"))
+        };
+        let mut infos = vec![
+            record(SERVICE_TYPE, &instance, &props)?,
+            record(DASHBOARD_TYPE, &instance, &dashboard_props)?,
+        ];
         if cfg.legacy_mdns {
-            infos.push(
-                ServiceInfo::new(
-                    LEGACY_TYPE,
-                    LEGACY_INSTANCE,
-                    &host_local,
-                    (),
-                    port,
-                    &props[..],
-                )
-                .map_err(|e| format!("mDNS record: {e}"))?,
-            );
+            infos.push(record(LEGACY_TYPE, LEGACY_INSTANCE, &legacy_props)?);
         }
         // Watch for renames: the legacy name is first-come on the network.
         if let Ok(events) = daemon.monitor() {
@@ -126,6 +143,10 @@ impl Advertiser {
                 .map_err(|e| format!("mDNS register: {e}"))?;
         }
         tracing::info!(names = ?fullnames, interfaces = ?cfg.mdns_interfaces, "advertising over mDNS");
+        // A failed browse costs the device list, not the advertisement.
+        if let Err(e) = crate::browse::start(&daemon, found, fullnames.clone()) {
+            tracing::warn!(error = %e, "mDNS browsing failed; GET /api/v1/discovered stays empty");
+        }
         Ok(Advertiser { daemon, fullnames })
     }
 

@@ -14,18 +14,26 @@
 //! - [`notify`]: the mail outbox sender and renderer.
 //! - [`http`]: the v1 and legacy APIs, `/health`, `/metrics`.
 //! - [`discovery`]: the mDNS advertisement.
+//! - [`browse`]: the devices found on the LAN over DNS-SD (SPEC section 16).
 //! - [`metrics`]: Prometheus series.
+//! - [`supervisor`]: liveness of the essential tasks; a dead one ends `run`.
 #![forbid(unsafe_code)]
 
+pub mod browse;
 pub mod clock;
 pub mod config;
+pub mod dependencies;
 pub mod discovery;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod fault;
 pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod scheduler;
+pub mod silences;
 pub mod store;
+pub mod supervisor;
 
 pub use config::Config;
 
@@ -52,6 +60,14 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    /// An essential task (scheduler, store writer, mail sender) stopped
+    /// while the daemon was running: exit non-zero so that a supervisor
+    /// restarts it.
+    #[error("essential task {0:?} stopped unexpectedly; exiting so that the daemon is restarted")]
+    Stopped(String),
+    /// The daemon's own task panicked or was cancelled ([`Daemon`]).
+    #[error("daemon task failed: {0}")]
+    Crashed(String),
 }
 
 /// How often old checks are pruned.
@@ -85,6 +101,7 @@ pub async fn run(
         source,
     })?;
     tracing::info!(path = %cfg.db.display(), "store opened");
+    store.set_keep_checks(cfg.keep_checks);
     let services = store.load_all().map_err(|source| ServerError::Store {
         path: cfg.db.clone(),
         source,
@@ -103,12 +120,18 @@ pub async fn run(
             "SMTP is not configured (--smtp-url): notifications are recorded but not sent"
         );
     }
+    let silence_book = silences::SilenceBook::default();
+    silence_book.set(store.silences().map_err(|source| ServerError::Store {
+        path: cfg.db.clone(),
+        source,
+    })?);
     let scheduler = scheduler::start(
         services,
         scheduler::SchedulerConfig {
             max_concurrent_probes: cfg.max_concurrent_probes,
             notify_min_gap_ms: cfg.notify_min_gap.as_millis() as i64,
             outbox_note,
+            silences: silence_book.clone(),
         },
         probe::Prober::new(tls, cfg.targets.clone()),
         writer_handle.clone(),
@@ -116,9 +139,20 @@ pub async fn run(
         cancel.clone(),
         &tasks,
     );
+    let scheduler_stopped = CancellationToken::new();
+    {
+        // The handle's channel closes when the scheduler task ends.
+        let (s, stopped) = (scheduler.clone(), scheduler_stopped.clone());
+        tasks.spawn(async move {
+            s.stopped().await;
+            stopped.cancel();
+        });
+    }
     {
         let store = store.clone();
         let cancel = cancel.clone();
+        // Without a sender, nothing else ever ends a pending mail.
+        let no_sender = cfg.smtp.is_none();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(PRUNE_EVERY);
             loop {
@@ -126,7 +160,16 @@ pub async fn run(
                     _ = cancel.cancelled() => break,
                     _ = tick.tick() => {
                         let s = store.clone();
-                        match tokio::task::spawn_blocking(move || s.prune(clock::now_ms())).await {
+                        match tokio::task::spawn_blocking(move || {
+                            let now = clock::now_ms();
+                            if no_sender {
+                                let n = s.give_up_unsent(now, "not sent: SMTP is not configured (--smtp-url)")?;
+                                if n > 0 {
+                                    tracing::info!(given_up = n, "unsent mail older than a day marked failed");
+                                }
+                            }
+                            s.prune(now)
+                        }).await {
                             Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "pruned check history"),
                             Ok(Err(e)) => tracing::warn!(error = %e, "pruning failed"),
                             _ => {}
@@ -136,39 +179,82 @@ pub async fn run(
             }
         });
     }
+    let mut essentials = vec![
+        ("scheduler", scheduler_stopped),
+        ("writer", writer.stopped()),
+    ];
+    let sender_stopped = CancellationToken::new();
     if let Some(smtp) = &cfg.smtp {
         let mailer = notify::Mailer::new(smtp)
             .map_err(|e| ServerError::Config(format!("--smtp-url: {e}")))?;
         tracing::info!(url = %redact(&smtp.url), "mail sender started");
-        if let Ok(u) = url::Url::parse(&smtp.url) {
-            let tls =
-                u.scheme() == "smtps" || u.query_pairs().any(|(k, v)| k == "tls" && v != "none");
-            if !u.username().is_empty() && !tls {
-                tracing::warn!(
-                    "SMTP credentials will travel unencrypted: add ?tls=starttls or use smtps://"
-                );
-            }
+        if let Some(warning) = notify::credential_warning(smtp) {
+            tracing::warn!("{warning}");
         }
-        tasks.spawn(notify::sender::run(
+        let sender = notify::sender::run(
             store.clone(),
             mailer,
             cfg.public_url.clone(),
             metrics.clone(),
             cancel.clone(),
-        ));
+        );
+        // Cancelled when the sender ends, by return or by panic.
+        let guard = sender_stopped.clone().drop_guard();
+        tasks.spawn(async move {
+            let _guard = guard;
+            sender.await
+        });
+        essentials.push(("sender", sender_stopped));
     }
+    // Named channels (SPEC section 13): always running, since channels can
+    // be created at any time; with SMTP, `email` channels send through it.
+    let mailer = match &cfg.smtp {
+        Some(smtp) => Some(
+            notify::Mailer::new(smtp)
+                .map_err(|e| ServerError::Config(format!("--smtp-url: {e}")))?,
+        ),
+        None => None,
+    };
+    let channels = Arc::new(notify::channels::Dispatcher::new(
+        store.clone(),
+        mailer,
+        cfg.public_url.clone(),
+    ));
+    let channels_stopped = CancellationToken::new();
+    {
+        let run = notify::channels::run(channels.clone(), metrics.clone(), cancel.clone());
+        let guard = channels_stopped.clone().drop_guard();
+        tasks.spawn(async move {
+            let _guard = guard;
+            run.await
+        });
+    }
+    essentials.push(("channels", channels_stopped));
+    let essentials = supervisor::Essentials::new(essentials);
     let state = http::AppState(Arc::new(http::AppInner {
         store: store.clone(),
         scheduler,
         metrics,
         config: Arc::new(cfg.clone()),
         started_at: clock::now_ms(),
-        limiter: http::auth::RateLimiter::new(cfg.register_rate_limit),
+        limiter: http::limits::ChangeLimiter::new(cfg.register_rate_limit),
+        essentials: essentials.clone(),
+        sessions: Default::default(),
+        state_counts: Default::default(),
+        discovered: Default::default(),
+        channels,
+        silences: silence_book,
     }));
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
+    let api_tls = cfg.api_tls.as_ref().map(api_tls_acceptor).transpose()?;
+    let scheme = if api_tls.is_some() { "https" } else { "http" };
+    if cfg.auth == config::AuthMode::Token && api_tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr,
+            "token mode on plain HTTP on a non-loopback address: tokens cross the network in clear; give --tls-cert and --tls-key, or bind to 127.0.0.1 behind a TLS proxy");
+    }
+    tracing::info!(%addr, scheme, "listening");
     let advertiser = if cfg.mdns {
-        match discovery::Advertiser::start(&cfg, addr) {
+        match discovery::Advertiser::start(&cfg, addr, state.discovered.clone()) {
             Ok(a) => Some(a),
             Err(e) => {
                 tracing::warn!(error = %e, "mDNS advertisement failed; clients need --server");
@@ -178,8 +264,34 @@ pub async fn run(
     } else {
         None
     };
+    // `--auto-monitor TYPE`: only with mDNS on (nothing is found without it).
+    if advertiser.is_some() && !cfg.auto_monitor.is_empty() {
+        tasks.spawn(http::auto_monitor(state.clone(), cancel.clone()));
+    }
     let app = http::router(state);
-    let served = serve(listener, app, cfg.max_connections, shutdown).await;
+    // Stop on `shutdown`, or EXIT_GRACE after an essential task stopped
+    // (`/health` fails meanwhile).
+    let watch = essentials.clone();
+    let stop = async move {
+        tokio::pin!(shutdown);
+        tokio::select! {
+            _ = &mut shutdown => {}
+            task = watch.first_stopped() => {
+                tracing::error!(task, grace = ?supervisor::EXIT_GRACE,
+                    "an essential task stopped; /health fails and the daemon exits");
+                tokio::select! {
+                    _ = &mut shutdown => {}
+                    _ = tokio::time::sleep(supervisor::EXIT_GRACE) => {}
+                }
+            }
+        }
+    };
+    let limits = Limits {
+        max_connections: cfg.max_connections,
+        per_client: http::limits::ClientConnections::new(cfg.max_connections_per_client),
+    };
+    let served = serve(listener, app, limits, api_tls, stop).await;
+    let died = essentials.stopped();
     tracing::info!("shutting down");
     if let Some(a) = advertiser {
         a.withdraw().await;
@@ -191,7 +303,43 @@ pub async fn run(
     drop(writer_handle);
     writer.join();
     served?;
-    Ok(())
+    match died.first() {
+        Some(task) => Err(ServerError::Stopped(task.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// The API's TLS acceptor from `--tls-cert`/`--tls-key` (HTTP/1.1 only,
+/// as the plain listener).
+fn api_tls_acceptor(t: &config::ApiTls) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&t.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServerError::Config(format!("--tls-cert {}: {e}", t.cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Config(format!(
+            "--tls-cert {}: no certificate in the file",
+            t.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&t.key)
+        .map_err(|e| ServerError::Config(format!("--tls-key {}: {e}", t.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| ServerError::Config(format!("--tls-cert/--tls-key: {e}")))?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+}
+
+/// The accept loop's connection caps.
+struct Limits {
+    /// Most API connections at once.
+    max_connections: usize,
+    /// Most per client address (IPv6: per /64).
+    per_client: http::limits::ClientConnections,
 }
 
 /// How long a client may take to send a request's headers (slow-loris).
@@ -201,15 +349,19 @@ pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves `app` on `listener` until `shutdown`: at most `max_connections`
-/// connections at once (one more is closed at once), headers within
-/// [`HEADER_READ_TIMEOUT`], each request's peer address as an extension.
+/// connections at once and `per_client` from one client (one more is
+/// closed at once), headers within [`HEADER_READ_TIMEOUT`], a response the
+/// client does not read dropped after [`http::limits::WRITE_STALL`], each
+/// request's peer address as an extension.
 async fn serve(
     listener: TcpListener,
     app: axum::Router,
-    max_connections: usize,
+    limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
+    let max_connections = limits.max_connections;
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -231,20 +383,48 @@ async fn serve(
             drop(stream);
             continue;
         };
+        let Some(client_slot) = limits.per_client.try_acquire(peer.ip()) else {
+            tracing::warn!(%peer, "too many API connections from this client; closing one");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let stream = http::limits::WriteTimeout::new(stream, http::limits::WRITE_STALL);
         let app = app.clone();
         let svc =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(http::auth::Peer(peer));
                 tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
             });
-        let conn = hyper::server::conn::http1::Builder::new()
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            match tls {
+                None => {
+                    let _ = watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                        .await;
+                }
+                // The handshake runs here, not in the accept loop, and has
+                // the header timeout: a client that stalls in it holds only
+                // its own connection slot.
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            let _ = watcher
+                                .watch(builder.serve_connection(TokioIo::new(s), svc))
+                                .await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+            drop(client_slot);
             drop(permit);
         });
     }
@@ -308,20 +488,34 @@ impl Daemon {
         let addr = listener.local_addr()?;
         let cancel = CancellationToken::new();
         let c = cancel.clone();
+        let scheme = if cfg.api_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let handle = tokio::spawn(run(cfg, listener, async move { c.cancelled().await }));
         Ok(Daemon {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             addr,
             cancel,
             handle: Some(handle),
         })
     }
 
-    /// Stops the daemon and waits for it to finish.
+    /// Stops the daemon and waits for it to finish: its own error, if it
+    /// stopped with one, or [`ServerError::Crashed`] if its task panicked.
     pub async fn stop(mut self) -> Result<(), ServerError> {
         self.cancel.cancel();
+        self.wait().await
+    }
+
+    /// Waits for the daemon to end by itself (an essential task stopped)
+    /// without asking it to stop; returns what [`run`] returned.
+    pub async fn wait(&mut self) -> Result<(), ServerError> {
         match self.handle.take() {
-            Some(h) => h.await.unwrap_or(Ok(())),
+            Some(h) => h
+                .await
+                .unwrap_or_else(|e| Err(ServerError::Crashed(e.to_string()))),
             None => Ok(()),
         }
     }

@@ -17,9 +17,10 @@ use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::probe::{ProbeOutcome, Prober};
 use crate::store::{CheckWrite, NotifyWrite, ServiceRecord, TransitionWrite, WriterHandle};
+use healthchecker_core::heartbeat::{Heartbeat, Ping, Verdict};
 use healthchecker_core::notify::notifies;
 use healthchecker_core::schedule::{first_due, jitter_ms, next_due};
-use healthchecker_core::{HealthTracker, ServiceSpec, Transition};
+use healthchecker_core::{CheckResult, HealthTracker, ServiceSpec, Transition};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -40,6 +41,10 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 /// rounds cost at most 5 ms of lag (the budget is 50 ms at p99).
 const FIRE_TICK: Duration = Duration::from_millis(5);
 
+/// The longest a heartbeat's deadline waits on the monotonic timer before
+/// it is judged again by the wall clock (which may have been set meanwhile).
+const HEARTBEAT_RECHECK_MS: i64 = 3_600_000;
+
 /// A change to the set of scheduled services.
 #[derive(Debug)]
 pub enum Command {
@@ -51,6 +56,17 @@ pub enum Command {
         id: i64,
         /// Name, for the metrics.
         name: String,
+    },
+    /// A ping of a heartbeat service (SPEC section 15).
+    Ping {
+        /// Row id.
+        id: i64,
+        /// Success, start, fail or an exit code.
+        ping: Ping,
+        /// When it arrived (Unix ms).
+        at: i64,
+        /// Its body (the job's output), as the check's details.
+        output: Option<String>,
     },
     /// Pause (`true`) or resume (`false`).
     SetPaused {
@@ -70,6 +86,8 @@ pub struct SchedulerConfig {
     pub notify_min_gap_ms: i64,
     /// Why queued mail cannot be sent (e.g. SMTP not configured), noted on the row.
     pub outbox_note: Option<String>,
+    /// Silences: a notification of a silenced service is written `held`.
+    pub silences: crate::silences::SilenceBook,
 }
 
 /// Sends commands to the scheduler.
@@ -94,6 +112,41 @@ impl SchedulerHandle {
     pub fn is_running(&self) -> bool {
         !self.tx.is_closed()
     }
+
+    /// Completes when the scheduler task has stopped (returned or panicked).
+    pub async fn stopped(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// The reason recorded for a check whose probe panicked.
+pub const INTERNAL_ERROR: &str = "internal error";
+
+/// Runs one probe. A panic inside it becomes a failed check with reason
+/// [`INTERNAL_ERROR`] (the panic is logged) instead of a task that never
+/// reports back, which would leave the service's in-flight flag set and the
+/// service never checked again.
+async fn guarded_probe(prober: &Prober, spec: &ServiceSpec, at: i64) -> ProbeOutcome {
+    use futures_util::FutureExt;
+    let started = std::time::Instant::now();
+    let probe = async {
+        #[cfg(any(test, feature = "fault-injection"))]
+        crate::fault::before_probe(spec);
+        prober.probe(spec, at).await
+    };
+    match std::panic::AssertUnwindSafe(probe).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            tracing::error!(
+                service = %spec.name,
+                panic = %crate::supervisor::panic_message(&*panic),
+                "probe panicked; recorded as a failed check"
+            );
+            let mut outcome = ProbeOutcome::fail(INTERNAL_ERROR);
+            outcome.duration = started.elapsed();
+            outcome
+        }
+    }
 }
 
 struct Entry {
@@ -105,6 +158,48 @@ struct Entry {
     in_flight: bool,
     state_since: i64,
     notify_slot: Option<i64>,
+    /// A heartbeat service's clock (it is never probed).
+    beat: Option<Beat>,
+}
+
+/// What the scheduler keeps of a heartbeat service. Its one heap entry is
+/// at its deadline (capped at [`HEARTBEAT_RECHECK_MS`]); a success ping
+/// moves the deadline later, and the entry, when it fires, finds it on time
+/// and waits again.
+struct Beat {
+    hb: Heartbeat,
+    /// The latest success (or the registration), Unix ms.
+    last_success: i64,
+    /// The deadline already recorded as missed (one failed check per miss).
+    reported: Option<i64>,
+    /// The latest start ping, for the duration of the run it opened.
+    started: Option<i64>,
+}
+
+impl Beat {
+    fn of(rec: &ServiceRecord, previous: Option<&Beat>) -> Option<Beat> {
+        let hb = rec.spec.heartbeat?;
+        let last_success = previous
+            .map(|b| b.last_success)
+            .or(rec.last_success_ping_at)
+            .unwrap_or(rec.created_at);
+        // A service already unhealthy from a missed deadline is not
+        // reported again after a restart.
+        let reported = match hb.verdict(last_success, now_ms()) {
+            Verdict::Overdue { deadline }
+                if rec.state == healthchecker_core::HealthState::Unhealthy =>
+            {
+                Some(deadline)
+            }
+            _ => None,
+        };
+        Some(Beat {
+            hb,
+            last_success,
+            reported: previous.and_then(|b| b.reported).or(reported),
+            started: previous.and_then(|b| b.started),
+        })
+    }
 }
 
 struct Done {
@@ -130,6 +225,7 @@ pub fn start(
     let s = Scheduler {
         epoch: Instant::now(),
         entries: HashMap::with_capacity(services.len()),
+        deps: None,
         heap: BinaryHeap::with_capacity(services.len()),
         sem: Arc::new(Semaphore::new(cfg.max_concurrent_probes.max(1))),
         cfg,
@@ -146,6 +242,8 @@ pub fn start(
 struct Scheduler {
     epoch: Instant,
     entries: HashMap<i64, Entry>,
+    /// Dependency waits, rebuilt on demand after services change.
+    deps: Option<crate::dependencies::DepIndex>,
     heap: BinaryHeap<Reverse<(u64, i64, u32)>>,
     sem: Arc<Semaphore>,
     cfg: SchedulerConfig,
@@ -191,12 +289,14 @@ impl Scheduler {
                 _ = cancel.cancelled() => break,
                 Some(done) = done_rx.recv() => self.on_done(done).await,
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.on_command(cmd),
+                    Some(cmd) => self.on_command(cmd).await,
                     None => break,
                 },
                 _ = tokio::time::sleep_until(next) => {
                     last_fire = Instant::now();
-                    self.fire(&done_tx);
+                    for (id, outcome) in self.fire(&done_tx) {
+                        self.apply(id, now_ms(), outcome).await;
+                    }
                 }
             }
             self.alive
@@ -228,6 +328,7 @@ impl Scheduler {
         let id = rec.id;
         self.metrics
             .set_service_state(&rec.spec.name, None, rec.state);
+        let beat = Beat::of(&rec, None);
         let entry = Entry {
             name: Arc::from(rec.spec.name.as_str()),
             tracker: HealthTracker::restore(rec.state, rec.successes, rec.failures),
@@ -237,18 +338,47 @@ impl Scheduler {
             in_flight: false,
             state_since: rec.state_since,
             notify_slot: rec.last_notified_at,
+            beat,
         };
-        let interval = entry.spec.interval as u64 * 1000;
         let paused = entry.paused;
         self.entries.insert(id, entry);
         if !paused {
-            self.heap
-                .push(Reverse((first_due(now, id as u64, interval), id, 0)));
+            self.schedule_first(id, now);
         }
     }
 
-    fn on_command(&mut self, cmd: Command) {
+    /// Pushes a service's first heap entry under its current generation:
+    /// a polled service at its phase, a heartbeat at its deadline.
+    fn schedule_first(&mut self, id: i64, now: u64) {
+        let Some(e) = self.entries.get(&id) else {
+            return;
+        };
+        let generation = e.generation;
+        match &e.beat {
+            Some(b) => {
+                let deadline = b.hb.deadline(b.last_success);
+                self.push_at_wall(id, generation, deadline, now);
+            }
+            None => {
+                let iv = e.spec.interval as u64 * 1000;
+                self.heap
+                    .push(Reverse((first_due(now, id as u64, iv), id, generation)));
+            }
+        }
+    }
+
+    /// Pushes an entry due at the wall-clock time `at` (Unix ms), judged
+    /// again after at most [`HEARTBEAT_RECHECK_MS`].
+    fn push_at_wall(&mut self, id: i64, generation: u32, at: i64, now: u64) {
+        let wait = (at - now_ms()).clamp(0, HEARTBEAT_RECHECK_MS) as u64;
+        self.heap.push(Reverse((now + wait, id, generation)));
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
         let now = self.mono_ms();
+        if matches!(cmd, Command::Upsert(_) | Command::Remove { .. }) {
+            self.deps = None;
+        }
         match cmd {
             Command::Upsert(rec) => {
                 let id = rec.id;
@@ -257,7 +387,11 @@ impl Scheduler {
                     return;
                 };
                 // Re-registration: new parameters, same state and history.
-                let reschedule = e.spec.interval != rec.spec.interval || e.paused != rec.paused;
+                let beat = Beat::of(&rec, e.beat.as_ref());
+                let reschedule = e.spec.interval != rec.spec.interval
+                    || e.paused != rec.paused
+                    || e.spec.heartbeat != rec.spec.heartbeat;
+                e.beat = beat;
                 if e.name.as_ref() != rec.spec.name {
                     self.metrics.remove_service(&e.name);
                     e.name = Arc::from(rec.spec.name.as_str());
@@ -267,12 +401,16 @@ impl Scheduler {
                 if reschedule {
                     e.generation = e.generation.wrapping_add(1);
                     if !e.paused {
-                        let iv = e.spec.interval as u64 * 1000;
-                        self.heap
-                            .push(Reverse((first_due(now, id as u64, iv), id, e.generation)));
+                        self.schedule_first(id, now);
                     }
                 }
             }
+            Command::Ping {
+                id,
+                ping,
+                at,
+                output,
+            } => self.on_ping(id, ping, at, output, now).await,
             Command::Remove { id, name } => {
                 self.entries.remove(&id);
                 self.metrics.remove_service(&name);
@@ -286,7 +424,13 @@ impl Scheduler {
                 }
                 e.paused = paused;
                 e.generation = e.generation.wrapping_add(1);
-                if !paused {
+                if let (false, Some(b)) = (paused, e.beat.as_mut()) {
+                    // A resumed heartbeat gets a whole period and grace:
+                    // the job could not know it was being watched again.
+                    b.last_success = b.last_success.max(now_ms());
+                    b.reported = None;
+                    self.schedule_first(id, now);
+                } else if !paused {
                     // Resume at once: the first check within a second.
                     let due = now + jitter_ms(id as u64, 1000);
                     self.heap.push(Reverse((due, id, e.generation)));
@@ -295,8 +439,11 @@ impl Scheduler {
         }
     }
 
-    fn fire(&mut self, done_tx: &mpsc::Sender<Done>) {
+    /// Starts the due probes; returns the heartbeats found overdue, to be
+    /// recorded as failed checks.
+    fn fire(&mut self, done_tx: &mpsc::Sender<Done>) -> Vec<(i64, ProbeOutcome)> {
         let now = self.mono_ms();
+        let mut overdue = Vec::new();
         while let Some(Reverse((due, id, generation))) = self.heap.peek().copied() {
             if due > now {
                 break;
@@ -306,6 +453,21 @@ impl Scheduler {
                 continue;
             };
             if e.generation != generation || e.paused {
+                continue;
+            }
+            if let Some(b) = e.beat.as_mut() {
+                let next = match b.hb.verdict(b.last_success, now_ms()) {
+                    Verdict::OnTime { until } => until,
+                    Verdict::Overdue { deadline } => {
+                        if b.reported != Some(deadline) {
+                            b.reported = Some(deadline);
+                            overdue.push((id, ProbeOutcome::fail(b.hb.overdue_reason())));
+                        }
+                        // Nothing to judge until a ping: look again later.
+                        now_ms() + HEARTBEAT_RECHECK_MS
+                    }
+                };
+                self.push_at_wall(id, generation, next, now);
                 continue;
             }
             let interval = e.spec.interval as u64 * 1000;
@@ -338,7 +500,7 @@ impl Scheduler {
                 );
                 metrics.probes_in_flight.inc();
                 let at = now_ms();
-                let outcome = prober.probe(&spec, at).await;
+                let outcome = guarded_probe(&prober, &spec, at).await;
                 metrics.probes_in_flight.dec();
                 let _ = tx
                     .send(Done {
@@ -350,6 +512,57 @@ impl Scheduler {
                     .await;
             });
         }
+        overdue
+    }
+
+    /// A heartbeat's ping: a start is remembered, a success or failure is
+    /// judged at once (thresholds of 1) and recorded as a check whose
+    /// duration is the run since the start ping, if one came.
+    async fn on_ping(&mut self, id: i64, ping: Ping, at: i64, output: Option<String>, now: u64) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        if e.paused {
+            // Paused: the state is frozen, pings included.
+            return;
+        }
+        let generation = e.generation;
+        let Some(b) = e.beat.as_mut() else {
+            return;
+        };
+        let Some(result) = ping.result() else {
+            b.started = Some(at);
+            return;
+        };
+        let duration = b
+            .started
+            .take()
+            .map(|s| Duration::from_millis((at - s).max(0) as u64))
+            .unwrap_or_default();
+        let mut recheck = None;
+        if result == CheckResult::Pass {
+            b.last_success = b.last_success.max(at);
+            if b.reported.take().is_some() {
+                // The live heap entry is a late re-check: replace it with
+                // one at the new deadline.
+                recheck = Some(b.hb.deadline(b.last_success));
+            }
+        }
+        if let Some(deadline) = recheck {
+            let e = self.entries.get_mut(&id).expect("entry exists");
+            e.generation = generation.wrapping_add(1);
+            let g = e.generation;
+            self.push_at_wall(id, g, deadline, now);
+        }
+        let outcome = ProbeOutcome {
+            result,
+            reason: ping.reason(),
+            http_status: None,
+            details: output.map(|o| serde_json::json!({ "output": o }).to_string()),
+            cert_expires_at: None,
+            duration,
+        };
+        self.apply(id, at, outcome).await;
     }
 
     async fn on_done(&mut self, d: Done) {
@@ -361,24 +574,36 @@ impl Scheduler {
             // Paused (state frozen) or rescheduled while the probe ran.
             return;
         }
-        let o = d.outcome;
+        self.apply(d.id, d.at, d.outcome).await;
+    }
+
+    /// Feeds one outcome to the service's state machine and queues the
+    /// check (with the state change it caused) for the writer.
+    async fn apply(&mut self, id: i64, at: i64, o: ProbeOutcome) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
         self.metrics
             .record_check(o.result, o.duration.as_secs_f64());
         let before = e.tracker.state();
         let transition = e
             .tracker
             .observe(o.result, e.spec.thresholds())
-            .map(|t| self.on_transition(d.id, t, d.at));
+            .map(|t| self.on_transition(id, t, at));
         if transition.is_some() {
-            let e = &self.entries[&d.id];
+            let e = &self.entries[&id];
             self.metrics
                 .set_service_state(&e.name, Some(before), e.tracker.state());
         }
-        let e = &self.entries[&d.id];
+        let e = &self.entries[&id];
+        #[cfg(any(test, feature = "fault-injection"))]
+        if crate::fault::stops_writer(&e.spec) {
+            self.writer.stop_for_tests().await;
+        }
         self.writer
             .record(CheckWrite {
-                service_id: d.id,
-                at: d.at,
+                service_id: id,
+                at,
                 duration_us: o.duration.as_micros() as i64,
                 result: o.result,
                 reason: o.reason,
@@ -394,12 +619,31 @@ impl Scheduler {
     }
 
     fn on_transition(&mut self, id: i64, t: Transition, at: i64) -> TransitionWrite {
+        let dep_hold = if notifies(t) {
+            let entries = &self.entries;
+            let ix = self.deps.get_or_insert_with(|| {
+                crate::dependencies::DepIndex::build(entries.values().map(|e| (&e.name, &*e.spec)))
+            });
+            let failing = matches!(
+                t.to,
+                healthchecker_core::HealthState::Degraded
+                    | healthchecker_core::HealthState::Unhealthy
+            );
+            entries
+                .get(&id)
+                .and_then(|e| ix.hold_until(&e.name, failing, at))
+        } else {
+            None
+        };
         let gap = self.cfg.notify_min_gap_ms;
         let note = self.cfg.outbox_note.clone();
         let e = self.entries.get_mut(&id).expect("entry exists");
         let previous_since = std::mem::replace(&mut e.state_since, at);
         tracing::info!(service = %e.name, from = %t.from, to = %t.to, "state change");
-        let notify = (notifies(t) && !e.spec.emails.is_empty()).then(|| {
+        // Always a row to write when the transition notifies: besides its
+        // recipients, the service may have named or default channels, which
+        // the writer resolves in the event's transaction.
+        let notify = notifies(t).then(|| {
             let not_before = notify_slot(e.notify_slot, at, gap);
             e.notify_slot = Some(not_before);
             NotifyWrite {
@@ -408,6 +652,13 @@ impl Scheduler {
                 recipients: e.spec.emails.iter().map(|a| a.to_string()).collect(),
                 not_before,
                 note,
+                held_until: self
+                    .cfg
+                    .silences
+                    .held_until(&e.name, &e.spec.tags, at)
+                    .into_iter()
+                    .chain(dep_hold)
+                    .max(),
             }
         });
         TransitionWrite {

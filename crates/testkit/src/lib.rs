@@ -5,11 +5,14 @@
 //! file in a temporary directory. Every server stops when its handle drops.
 #![allow(clippy::new_without_default)]
 
+pub mod mosquitto;
 pub mod netns;
+pub mod receiver;
 pub mod smtp;
 pub mod target;
 pub mod tls;
 
+pub use receiver::{Answer, Received, Receiver};
 pub use smtp::{SmtpMode, SmtpSink};
 pub use target::{closed_port, HttpTarget, Mode, TcpTarget};
 pub use tls::{TlsCert, TlsTarget};
@@ -116,6 +119,27 @@ impl TestDaemon {
         if let Some(d) = self.daemon.take() {
             d.stop().await.expect("clean stop");
         }
+    }
+}
+
+/// Writes `n` services named `svc-00000`, `svc-00001`, ... straight into
+/// the store at `db`, before a daemon opens it: fast set-up for tests of
+/// long lists. Each checks a closed loopback port every 300 s.
+pub fn seed_services(db: &std::path::Path, n: usize) {
+    let store = healthchecker_server::store::Store::open(db).expect("open store");
+    let port = closed_port();
+    for i in 0..n {
+        let body = serde_json::json!({
+            "name": format!("svc-{i:05}"),
+            "url": format!("tcp://127.0.0.1:{port}"),
+            "interval": 300,
+        });
+        let req = healthchecker_core::RegisterRequest::from_json(body.to_string().as_bytes())
+            .expect("valid request");
+        let spec = healthchecker_core::ServiceSpec::try_from(req).expect("valid spec");
+        store
+            .register(&spec, "", healthchecker_server::clock::now_ms(), usize::MAX)
+            .expect("register");
     }
 }
 

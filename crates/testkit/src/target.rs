@@ -41,6 +41,8 @@ pub enum Mode {
     HugeHeaders,
     /// Not HTTP at all: 4 KB of random-looking bytes, then close.
     Garbage,
+    /// 200 `pass` on this path only, 404 on any other (which path a probe asks for).
+    OnlyAt(String),
 }
 
 /// A TCP listener that accepts and holds connections.
@@ -206,6 +208,13 @@ fn answer(req: Request<hyper::body::Incoming>, shared: &Shared) -> Response<Body
         Mode::Warn(o) => json(200, serde_json::json!({"status": "warn", "output": o})),
         Mode::Fail(o) => json(503, serde_json::json!({"status": "fail", "output": o})),
         Mode::Raw(status, body) => Response::builder().status(status).body(full(body)).unwrap(),
+        Mode::OnlyAt(path) if req.uri().path() == path => {
+            json(200, serde_json::json!({"status": "pass"}))
+        }
+        Mode::OnlyAt(_) => Response::builder()
+            .status(404)
+            .body(full("not found"))
+            .unwrap(),
         Mode::EndlessBody => {
             let chunk = Bytes::from(vec![b'x'; 8192]);
             Response::builder()

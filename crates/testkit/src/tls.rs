@@ -16,6 +16,8 @@ pub struct TlsCert {
     pub cert: CertificateDer<'static>,
     /// PEM certificate (to trust it with `--tls-ca-file`).
     pub pem: String,
+    /// PEM private key (PKCS#8), for serving with it (`--tls-key`).
+    pub key_pem: String,
     key: Vec<u8>,
 }
 
@@ -33,6 +35,7 @@ impl TlsCert {
         let cert = params.self_signed(&key).expect("self-signed");
         TlsCert {
             pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             cert: cert.der().clone(),
             key: key.serialize_der(),
         }

@@ -73,7 +73,7 @@ fn an_operator_manages_services_from_the_shell() {
     );
     assert_eq!(lines.len(), 3, "{out}");
     assert!(
-        lines[1].starts_with("nas web") && lines[1].contains("http://127.0.0.1:9/health"),
+        lines[1].starts_with("nas web") && lines[1].contains("http://127.0.0.1:9/"),
         "{out}"
     );
     let o = run(&["list", "--json"], s);
@@ -87,9 +87,7 @@ fn an_operator_manages_services_from_the_shell() {
         (Some(10), Some(10))
     );
     let o = run(&["info", "nas web"], s);
-    assert!(text(&o)
-        .0
-        .contains("target:      http://127.0.0.1:9/health"));
+    assert!(text(&o).0.contains("target:      http://127.0.0.1:9/\n"));
 
     let o = run(&["pause", "nas web"], s);
     assert_eq!(o.status.code(), Some(0));
@@ -134,4 +132,39 @@ fn an_operator_manages_services_from_the_shell() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+}
+
+#[test]
+fn a_token_goes_only_to_a_daemon_the_user_named() {
+    // No --server and no HEALTHCHECKER_SERVER: the daemon would be found
+    // over mDNS, where anyone on the LAN can answer. The command refuses
+    // before it looks (no mDNS query leaves this test).
+    let o = bin()
+        .args(["list", "--token", "admin-token-0123456789abcdef"])
+        .env_remove("HEALTHCHECKER_SERVER")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out} {err}");
+    assert!(err.contains("--server"), "{err}");
+    assert!(!err.contains("admin-token-0123456789abcdef"), "{err}");
+}
+
+#[test]
+fn list_shows_every_service_across_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hc.db");
+    healthchecker_testkit::seed_services(&db, 1_500);
+    let p = Proc::start(&db, &[]);
+    let o = run(&["list", "--json"], &p.url);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1_500);
+    assert_eq!(names[1_499], "svc-01499");
 }

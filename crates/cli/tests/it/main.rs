@@ -1,9 +1,17 @@
 //! Tests of the `healthchecker` binary as a user runs it.
 
+mod channels;
 mod client_cmds;
 mod daemon;
 mod faults;
+mod heartbeat;
+mod icmp;
+mod install;
+mod lan;
 mod mail_outage;
 mod mdns;
 mod schema_fuzz;
 mod serve;
+mod status_page;
+mod supervision;
+mod upgrade;

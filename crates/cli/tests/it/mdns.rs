@@ -76,12 +76,76 @@ fn peers_and_our_client_find_the_daemon_and_sigterm_withdraws_it() {
         assert_eq!(d["properties"]["api"], "/api/v1");
         assert_eq!(d["properties"]["legacy"], "/healthchecker/");
 
+        // SPEC section 16: the TXT strings in wire order, `txtvers=1` first;
+        // the legacy record with `version` and `desc`; the dashboard as
+        // `_http._tcp` with `path=/`.
+        let out = peer()
+            .args(["txt", "_healthchecker._tcp.local."])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let version = format!("version={}", env!("CARGO_PKG_VERSION"));
+        let desc = format!("desc={}", healthchecker_server::discovery::DESCRIPTION);
+        assert_eq!(
+            v[0]["txt"],
+            serde_json::json!([
+                "txtvers=1",
+                version,
+                desc,
+                "api=/api/v1",
+                "legacy=/healthchecker/",
+                "path=/"
+            ]),
+            "{v}"
+        );
+        let out = peer().args(["txt", "_http._tcp.local."]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let records = v.as_array().unwrap();
+        let by_name = |n: &str| {
+            records
+                .iter()
+                .find(|r| r["name"] == n)
+                .unwrap_or_else(|| panic!("{n} not found: {v}"))
+        };
+        let legacy = by_name("_healthchecker._http._tcp.local.");
+        assert_eq!(legacy["txt"], serde_json::json!([version, desc]), "{v}");
+        let dashboard = by_name("HealthChecker test._http._tcp.local.");
+        assert_eq!(dashboard["txt"], serde_json::json!(["path=/"]), "{v}");
+        assert_eq!(dashboard["port"], port);
+        let (st, status) = {
+            let http = reqwest::Client::builder().no_proxy().build().unwrap();
+            let r = http
+                .get(format!("{}/healthchecker/status", p.url))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        };
+        assert_eq!(st, 200, "{status}");
+        assert_eq!(status["services"], 0, "{status}");
+
         // Our client library and CLI.
         let hc = healthchecker_client::HealthChecker::discover(Duration::from_secs(10))
             .await
             .expect("discovered");
         assert_eq!(hc.url(), p.url);
         assert!(hc.list().await.unwrap().is_empty());
+        // A token never goes to a daemon that merely answered over mDNS.
+        let e = hc
+            .clone()
+            .with_token("admin-token-0123456789abcdef")
+            .list()
+            .await;
+        assert!(
+            matches!(
+                e,
+                Err(healthchecker_client::ClientError::TokenToUnnamedDaemon(_))
+            ),
+            "{e:?}"
+        );
         let out = bin()
             .args(["discover", "--json", "--timeout", "5"])
             .output()

@@ -137,6 +137,19 @@ fn bad_configuration_stops_startup_naming_option_and_source() {
 }
 
 #[test]
+fn keep_checks_out_of_range_stops_startup_naming_the_option() {
+    for bad in ["9", "100001"] {
+        let out = bin()
+            .args(["serve", "--no-mdns", "--keep-checks", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--keep-checks") && err.contains(bad), "{err}");
+    }
+}
+
+#[test]
 fn config_file_settings_apply_below_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("hc.toml");
@@ -181,4 +194,52 @@ fn the_seed_python_client_and_flask_example_work() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("all ok"), "{stdout}");
+}
+
+/// The log lines `serve` prints up to and including "listening".
+fn lines_until_listening(args: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args(["serve", "--no-mdns", "--log-format", "json", "--db"])
+        .arg(dir.path().join("hc.db"))
+        .args(args)
+        .env("HEALTHCHECKER_ADMIN_TOKEN", "admin-token-0123456789abcdef")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let done = line.contains("\"listening\"");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.last().is_some_and(|l| l.contains("listening")),
+        "{seen:?}"
+    );
+    seen
+}
+
+#[test]
+fn token_mode_on_plain_http_beyond_loopback_warns_at_start() {
+    let warned = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|l| l.contains("tokens cross the network in clear"))
+    };
+    // Listening on every interface (no traffic is sent to it).
+    let lines = lines_until_listening(&["--auth", "token", "--bind", "0.0.0.0:0"]);
+    assert!(warned(&lines), "{lines:?}");
+    // Loopback only, or open mode: nothing to warn about.
+    let lines = lines_until_listening(&["--auth", "token", "--bind", "127.0.0.1:0"]);
+    assert!(!warned(&lines), "{lines:?}");
+    let lines = lines_until_listening(&["--bind", "0.0.0.0:0"]);
+    assert!(!warned(&lines), "{lines:?}");
 }

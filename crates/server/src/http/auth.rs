@@ -1,4 +1,5 @@
-//! Who may do what (SPEC section 5), and the per-client registration rate.
+//! Who may do what (SPEC section 5). The per-client rate of changes is
+//! [`super::limits`]'s.
 //!
 //! `--auth open`: anyone may register and change, as in the seed.
 //! `--auth token`: every mutating call needs `Authorization: Bearer` with the
@@ -16,10 +17,6 @@ use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Instant;
 use subtle::ConstantTimeEq;
 
 /// The credential a request carries.
@@ -68,7 +65,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl AppState {
-    fn is_admin(&self, token: &str) -> bool {
+    pub(crate) fn is_admin(&self, token: &str) -> bool {
         match &self.config.admin_token {
             Some(admin) => same(&digest(token), &digest(&admin.0)),
             None => false,
@@ -80,6 +77,17 @@ impl AppState {
     pub async fn authorize_change(&self, headers: &HeaderMap, name: &str) -> Result<(), ApiError> {
         if self.config.auth == AuthMode::Open {
             return Ok(());
+        }
+        let basic = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("basic "));
+        if basic {
+            // A browser resends its cached --private login with every
+            // request, including the ones another site's page makes it send.
+            return Err(ApiError::Forbidden(
+                "HTTP Basic credentials (the browser login of --private) are for reading only; changes need Authorization: Bearer <token>".into(),
+            ));
         }
         let token = match presented(headers) {
             Presented::None => {
@@ -117,7 +125,15 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
         .into_response();
     }
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
-    if read && app.config.private && path != "/health" {
+    // Heartbeat pings carry their own credential (the ping id), also with
+    // --private (SPEC section 15: the id works in token mode).
+    // The public status page and the dashboard's static assets (a
+    // stylesheet and a script, no data) stay open too (SPEC section 17).
+    let public = path == "/health"
+        || path.starts_with("/ping/")
+        || path.starts_with("/assets/")
+        || (app.config.status_page && path == "/status");
+    if read && app.config.private && !public {
         let html = !path.starts_with("/api/") && path != "/metrics";
         match presented(req.headers()) {
             Presented::Token(t) if app.is_admin(&t) => {}
@@ -143,49 +159,6 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     next.run(req).await
 }
 
-/// A token bucket per client address for registrations.
-pub struct RateLimiter {
-    per_sec: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-}
-
-impl RateLimiter {
-    /// `per_sec` registrations a second per client, bursts of 5 seconds' worth.
-    pub fn new(per_sec: u32) -> Self {
-        RateLimiter {
-            per_sec: per_sec as f64,
-            burst: (per_sec as f64 * 5.0).max(1.0),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one token for `client`; `Err(seconds to wait)` when empty.
-    pub fn take(&self, client: IpAddr) -> Result<(), u64> {
-        if self.per_sec <= 0.0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if b.len() > 10_000 {
-            // Forget idle clients (full buckets) so the map stays small.
-            let (rate, burst) = (self.per_sec, self.burst);
-            b.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
-            });
-        }
-        let (tokens, at) = b.entry(client).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - *tokens) / self.per_sec).ceil() as u64)
-        }
-    }
-}
-
 /// The peer address of a connection, put on each request by the server loop.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub std::net::SocketAddr);
@@ -209,16 +182,5 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
             headers: parts.headers.clone(),
             peer: parts.extensions.get::<Peer>().copied(),
         })
-    }
-}
-
-impl Caller {
-    /// Applies the registration rate limit to this client.
-    pub fn check_rate(&self, app: &AppState) -> Result<(), ApiError> {
-        let ip = self
-            .peer
-            .map(|p| p.0.ip())
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        app.limiter.take(ip).map_err(ApiError::RateLimited)
     }
 }

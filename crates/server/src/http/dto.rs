@@ -42,6 +42,12 @@ pub struct UptimeDto {
     /// Over the last 7 days.
     #[serde(rename = "7d")]
     pub week: Option<f64>,
+    /// Over the last 30 days.
+    #[serde(rename = "30d")]
+    pub month: Option<f64>,
+    /// Over the last 90 days.
+    #[serde(rename = "90d")]
+    pub quarter: Option<f64>,
 }
 
 /// A monitored service: parameters, state, counters, last check.
@@ -62,6 +68,15 @@ pub struct Service {
     pub path: Option<String>,
     /// Mail recipients.
     pub email: Vec<String>,
+    /// Named notification channels (absent: the default channels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+    /// Tags (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Parent services (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<String>>,
     /// Response timeout, seconds.
     pub timeout: u32,
     /// Seconds between checks.
@@ -113,6 +128,23 @@ pub struct Service {
     /// Recent checks, newest first (single service).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recent_checks: Option<Vec<Check>>,
+    /// `check` (polled) or `heartbeat` (pushed, SPEC section 15).
+    pub kind: String,
+    /// Heartbeat: seconds between the job's runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<u32>,
+    /// Heartbeat: seconds of lateness tolerated after the period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace: Option<u32>,
+    /// Heartbeat: the latest ping of any kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_ping_at: Option<String>,
+    /// Heartbeat: where the job pings (`/ping/<id>`, relative to the
+    /// daemon). The id is the credential: only in the answer to a
+    /// registration, like `token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "/ping/5f0c6e3a9b1d4c7e8a2f6b0d3e9c1a47")]
+    pub ping_url: Option<String>,
 }
 
 /// One check.
@@ -196,6 +228,11 @@ pub struct ServiceList {
     pub count: usize,
     /// The services, by name.
     pub services: Vec<Service>,
+    /// The next page (a path with query, relative to the daemon's base
+    /// URL), when there are more services; also sent as `Link: <...>;
+    /// rel="next"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `GET /api/v1/services/{name}/checks`.
@@ -219,6 +256,61 @@ pub struct EventList {
 pub struct NotificationList {
     /// Notifications, newest first.
     pub notifications: Vec<Notification>,
+    /// Deliveries to named channels (SPEC section 13), newest first.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// A channel outbox row: one notification to one named channel.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Delivery {
+    /// Row id.
+    pub id: i64,
+    /// The stable id the message carries (Idempotency-Key, Matrix txn id).
+    pub delivery_id: String,
+    /// Channel name.
+    pub channel: String,
+    /// Service name.
+    pub service: String,
+    /// The state event it announces.
+    pub event_id: i64,
+    /// When the transition happened (RFC 3339).
+    pub created_at: String,
+    /// Previous state.
+    pub from: String,
+    /// New state.
+    pub to: String,
+    /// The check's reason.
+    pub reason: Option<String>,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Earliest next attempt (RFC 3339).
+    pub next_attempt_at: String,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// When it was delivered (RFC 3339).
+    pub sent_at: Option<String>,
+}
+
+/// A channel outbox row as the API shows it.
+pub fn delivery_dto(d: &crate::store::DeliveryRecord) -> Delivery {
+    Delivery {
+        id: d.id,
+        delivery_id: d.delivery_id(),
+        channel: d.channel.clone(),
+        service: d.service.clone(),
+        event_id: d.event_id,
+        created_at: rfc3339(d.created_at),
+        from: d.from.as_str().into(),
+        to: d.to.as_str().into(),
+        reason: d.reason.clone(),
+        status: d.status.clone(),
+        attempts: d.attempts,
+        next_attempt_at: rfc3339(d.next_attempt_at),
+        last_error: d.last_error.clone(),
+        sent_at: d.sent_at.map(rfc3339),
+    }
 }
 
 /// The body of every error.
@@ -270,6 +362,9 @@ pub fn service_dto(r: &ServiceRecord, view: ServiceView<'_>) -> Service {
         port: t.port,
         path: t.protocol.is_http().then(|| t.path.clone()),
         email: s.emails.iter().map(|e| e.to_string()).collect(),
+        channels: (!s.channels.is_empty()).then(|| s.channels.clone()),
+        tags: (!s.tags.is_empty()).then(|| s.tags.clone()),
+        depends_on: (!s.depends_on.is_empty()).then(|| s.depends_on.clone()),
         timeout: s.timeout,
         interval: s.interval,
         unhealthy_threshold: s.unhealthy_threshold,
@@ -302,11 +397,26 @@ pub fn service_dto(r: &ServiceRecord, view: ServiceView<'_>) -> Service {
         uptime: view.uptime.map(|u| UptimeDto {
             day: u.day,
             week: u.week,
+            month: u.month,
+            quarter: u.quarter,
         }),
         token: view.token.map(str::to_string),
         recent_checks: view
             .recent_checks
             .map(|c| c.iter().map(check_dto).collect()),
+        kind: if s.heartbeat.is_some() {
+            "heartbeat"
+        } else {
+            "check"
+        }
+        .into(),
+        period: s.heartbeat.map(|h| h.period),
+        grace: s.heartbeat.map(|h| h.grace),
+        last_ping_at: r.last_ping_at.map(rfc3339),
+        ping_url: view
+            .token
+            .and(r.ping_id.as_ref())
+            .map(|id| format!("/ping/{id}")),
     }
 }
 

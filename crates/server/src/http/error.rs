@@ -34,8 +34,17 @@ pub enum ApiError {
     /// 403: the credential does not allow this, or the legacy API is off.
     #[error("{0}")]
     Forbidden(String),
-    /// 429: too many registrations from this client; retry after the seconds given.
-    #[error("too many registrations from this address; retry in {0} s (--register-rate-limit)")]
+    /// 403: a state-changing request sent by a browser on behalf of another
+    /// site (`Sec-Fetch-Site`, a foreign `Origin`), or with browser Basic
+    /// credentials (SPEC section 12).
+    #[error("{0}")]
+    CrossSite(String),
+    /// 415: a v1 body that is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 429: too many state-changing requests from this client (IPv6: its
+    /// /64); retry after the seconds given.
+    #[error("too many changes from this address; retry in {0} s (--register-rate-limit)")]
     RateLimited(u64),
     /// 507: `--max-services` services are registered already.
     #[error("the daemon already monitors its maximum of {0} services (--max-services)")]
@@ -71,6 +80,12 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", ""),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", ""),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", ""),
+            ApiError::CrossSite(_) => (StatusCode::FORBIDDEN, "cross_site", ""),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Content-Type",
+            ),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", ""),
             ApiError::ServiceLimit(_) => (StatusCode::INSUFFICIENT_STORAGE, "service_limit", ""),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", ""),

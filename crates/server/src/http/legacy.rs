@@ -32,6 +32,7 @@ pub(super) fn router() -> Router<AppState> {
             get(set_paused::<false>).post(set_paused::<false>),
         )
         .route("/healthchecker/info", get(info).post(info))
+        .route("/healthchecker/status", get(status))
 }
 
 async fn monitor(
@@ -122,4 +123,23 @@ async fn info(
     let name = appname(&q, &body)?;
     let rec = app.service(&name).await?;
     Ok(Json(service_json(&rec, ServiceView::default())))
+}
+
+/// `GET /healthchecker/status` (the original's route, SPEC section 16): a
+/// summary of what is monitored, counted by state. A read: it changes
+/// nothing and carries no service details.
+async fn status(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (counts, paused) = app.store.read(|s| s.count_by_state()).await?;
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    let states: serde_json::Map<String, serde_json::Value> = counts
+        .iter()
+        .map(|(st, n)| (st.as_str().to_string(), json!(n)))
+        .collect();
+    Ok(Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "services": total,
+        "paused": paused,
+        "states": states,
+    })))
 }

@@ -3,15 +3,23 @@
 //! (extract -> domain type -> store/scheduler -> response DTO).
 
 pub mod auth;
+mod channels;
+pub mod cross_site;
 mod dashboard;
+mod discovered;
 mod dto;
 pub mod error;
 pub mod extract;
 mod legacy;
+pub mod limits;
 pub mod openapi;
 mod ops;
+mod ping;
+pub mod session;
+mod silences;
 mod v1;
 
+pub use discovered::auto_monitor;
 pub use dto::{service_dto, service_json, ServiceView};
 pub use error::ApiError;
 
@@ -42,8 +50,20 @@ pub struct AppInner {
     pub config: Arc<Config>,
     /// Start time (Unix ms).
     pub started_at: i64,
-    /// Per-client registration rate.
-    pub limiter: auth::RateLimiter,
+    /// Per-client rate of state-changing requests.
+    pub limiter: limits::ChangeLimiter,
+    /// The essential tasks, for `/health`.
+    pub essentials: crate::supervisor::Essentials,
+    /// Dashboard logins (token mode).
+    pub sessions: session::Sessions,
+    /// The dashboard's counts by state, reused for a few seconds.
+    pub state_counts: crate::store::CountsCache,
+    /// What the LAN browser found (SPEC section 16), for `/api/v1/discovered`.
+    pub discovered: crate::browse::Found,
+    /// Delivery to named channels (the test route sends through it).
+    pub channels: Arc<crate::notify::channels::Dispatcher>,
+    /// The silences the scheduler consults (replaced after each change).
+    pub silences: crate::silences::SilenceBook,
 }
 
 impl std::ops::Deref for AppState {
@@ -59,23 +79,61 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .merge(v1::router())
+        .merge(channels::router())
+        .merge(silences::router())
         .merge(legacy::router())
+        .merge(ping::router())
+        .merge(discovered::router())
         .merge(dashboard::router())
         .route("/health", get(own_health))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    #[cfg(any(test, feature = "fault-injection"))]
+    let router = router.route(
+        crate::fault::PANIC_ROUTE,
+        get(|| async {
+            if crate::clock::now_ms() != 0 {
+                panic!("injected fault: handler panics");
+            }
+            StatusCode::OK
+        }),
+    );
+    router
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cross_site::guard,
+        ))
+        .layer(axum::middleware::from_fn(cross_site::security_headers))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
+        // Outermost but for the panic catcher: a flood is refused before
+        // any other work, unauthenticated requests included.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::rate_limit,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .with_state(state)
+}
+
+/// A handler that panicked answers 500 with the usual error body; the
+/// panic is logged, its text is not sent (it may hold internals).
+fn on_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!(
+        panic = %crate::supervisor::panic_message(&*panic),
+        "request handler panicked"
+    );
+    ApiError::Internal("internal error: the request failed; see the daemon's log".into())
+        .into_response()
 }
 
 async fn not_found() -> Response {
@@ -91,10 +149,7 @@ async fn not_found() -> Response {
 async fn own_health(State(app): State<AppState>) -> Response {
     let store = app.store.clone();
     let started = std::time::Instant::now();
-    let store_ok = tokio::task::spawn_blocking(move || store.ping())
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
+    let store_ok = store.read(|s| s.ping()).await.map_err(|e| e.to_string());
     let store_ms = started.elapsed().as_secs_f64() * 1000.0;
     let now = crate::clock::now_ms();
     let tick_age = now - app.scheduler.last_tick_ms();
@@ -110,6 +165,14 @@ async fn own_health(State(app): State<AppState>) -> Response {
     }
     if !sched_ok {
         output.push("scheduler: not running".to_string());
+    }
+    // The essential tasks (SPEC section 12): one that stopped fails the
+    // daemon, which exits shortly to be restarted.
+    let essentials: Vec<(&str, bool)> = app.essentials.status().collect();
+    for (name, up) in &essentials {
+        if !up && *name != "scheduler" {
+            output.push(format!("{name}: stopped; the daemon is exiting"));
+        }
     }
     let status = if output.is_empty() { "pass" } else { "fail" };
     let obs = |ok: bool, value: serde_json::Value, unit: &str| {
@@ -131,6 +194,13 @@ async fn own_health(State(app): State<AppState>) -> Response {
             "uptime": obs(true, serde_json::json!((now - app.started_at) / 1000), "s"),
         }
     });
+    for (name, up) in essentials {
+        body["checks"][format!("{name}:running")] = serde_json::json!([{
+            "status": if up { "pass" } else { "fail" },
+            "observedValue": up,
+            "time": crate::clock::rfc3339(now),
+        }]);
+    }
     if !output.is_empty() {
         body["output"] = output.join("; ").into();
     }
@@ -151,19 +221,20 @@ async fn own_health(State(app): State<AppState>) -> Response {
 }
 
 async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let store = app.store.clone();
-    let (counts, backlog) = tokio::task::spawn_blocking(move || {
-        let counts = store.count_by_state()?;
-        let backlog = store.with_reader(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM notifications WHERE status = 'pending'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-        })?;
-        Ok::<_, crate::store::StoreError>((counts, backlog))
-    })
-    .await??;
+    let (counts, backlog) = app
+        .store
+        .read(|store| {
+            let counts = store.count_by_state()?;
+            let backlog = store.with_reader(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM notifications WHERE status = 'pending'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })?;
+            Ok((counts, backlog))
+        })
+        .await?;
     for (state, n) in counts.0 {
         app.metrics
             .services

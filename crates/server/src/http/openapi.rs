@@ -25,7 +25,8 @@ pub struct RegisterBody {
     /// Unique name, 1 to 200 characters (spaces allowed).
     #[schema(min_length = 1, max_length = 200, example = "web one")]
     name: String,
-    /// `http://host:port/path`, `https://…`, `tcp://host:port`, `ssl://host:port` or `tls://host:port`.
+    /// `http://host:port/path`, `https://…`, `tcp://host:port`, `ssl://host:port` or `tls://host:port`,
+    /// checked as written (`http://nas:5000` checks `/`).
     #[schema(example = "http://192.168.1.20:8080/health")]
     url: Option<String>,
     /// `TCP`, `HTTP`, `HTTPS`, `SSL` (or `TLS`); default TCP, or HTTP when a path is given.
@@ -35,11 +36,11 @@ pub struct RegisterBody {
     /// 1 to 65535; default 80 (HTTP, TCP) or 443 (HTTPS, SSL).
     #[schema(minimum = 1, maximum = 65535)]
     port: Option<u16>,
-    /// Ping path (HTTP/HTTPS), starts with `/`; default `/health`.
+    /// Ping path (HTTP/HTTPS), starts with `/`; default `/health` (separate fields only).
     path: Option<String>,
     /// Mail recipients.
     email: Option<EmailField>,
-    /// Response timeout, 2 to 60 seconds, below the interval; default 5.
+    /// Response timeout, 2 to 60 seconds, below the interval; default 5, or interval − 1 when smaller.
     #[schema(minimum = 2, maximum = 60)]
     timeout: Option<u32>,
     /// Seconds between checks, 5 to 300; default 30.
@@ -58,6 +59,24 @@ pub struct RegisterBody {
     /// 0 to 365 (0: off); default 14.
     #[schema(minimum = 0, maximum = 365)]
     cert_warn_days: Option<u32>,
+    /// `check` (default: a polled target) or `heartbeat` (the service pings
+    /// its `ping_url`; no target, timeout, interval or thresholds).
+    #[schema(example = "heartbeat")]
+    kind: Option<String>,
+    /// Heartbeat: seconds between runs, 60 to 31536000 (365 d); default 86400.
+    #[schema(minimum = 60, maximum = 31536000)]
+    period: Option<u32>,
+    /// Heartbeat: seconds of lateness tolerated, 60 to 2592000 (30 d); default 3600.
+    #[schema(minimum = 60, maximum = 2592000)]
+    grace: Option<u32>,
+    /// Names of notification channels (`/api/v1/channels`), each existing;
+    /// absent or empty: every channel created with `"default": true`.
+    channels: Option<Vec<String>>,
+    /// Tags, for silences (`/api/v1/silences`).
+    tags: Option<Vec<String>>,
+    /// Names of parent services: while one is failing, this service's
+    /// notifications are held; a cycle is refused.
+    depends_on: Option<Vec<String>>,
 }
 
 #[derive(OpenApi)]
@@ -73,11 +92,16 @@ pub struct RegisterBody {
         super::v1::checks,
         super::v1::events,
         super::v1::notifications,
+        super::ping::ping_by_name,
+        super::ping::ping_by_name_what,
+        super::discovered::list_discovered,
+        super::discovered::monitor_discovered,
     ),
     tags(
         (name = "services", description = "Registered services"),
         (name = "events", description = "State changes"),
         (name = "notifications", description = "The mail outbox"),
+        (name = "discovery", description = "Devices found on the LAN over DNS-SD"),
     )
 )]
 struct ApiDoc;

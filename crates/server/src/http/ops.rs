@@ -36,6 +36,7 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Runs a store write (the writer connection) off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -50,13 +51,81 @@ impl AppState {
         spec: ServiceSpec,
         caller: &Caller,
     ) -> Result<(Registered, String), ApiError> {
-        caller.check_rate(self)?;
+        let token = new_token()?;
+        let hash = token_hash(&token);
+        Ok((self.upsert(spec, caller, hash).await?, token))
+    }
+
+    /// Updates a service from the dashboard's edit form: as [`Self::register`],
+    /// but the service keeps its token (the app that registered itself must
+    /// still be able to pause or stop itself after a person edits it).
+    pub async fn update_keeping_token(
+        &self,
+        spec: ServiceSpec,
+        caller: &Caller,
+    ) -> Result<Registered, ApiError> {
+        let n = spec.name.clone();
+        let hash = match self.read(move |s| s.token_hash(&n)).await? {
+            Some(h) => h,
+            None => token_hash(&new_token()?),
+        };
+        self.upsert(spec, caller, hash).await
+    }
+
+    async fn upsert(
+        &self,
+        spec: ServiceSpec,
+        caller: &Caller,
+        hash: String,
+    ) -> Result<Registered, ApiError> {
+        // The rate of changes is limited for every state-changing route by
+        // `limits::rate_limit`, before this runs.
         self.authorize_change(&caller.headers, &spec.name).await?;
         if let Some(why) = literal_refusal(&self.config.targets, &spec) {
             return Err(ApiError::Invalid(why));
         }
-        let token = new_token()?;
-        let hash = token_hash(&token);
+        if !spec.channels.is_empty() {
+            // Each named channel must exist (SPEC section 13).
+            let names = spec.channels.clone();
+            let known = self.read(|s| s.channels()).await?;
+            if let Some(n) = names.iter().find(|n| !known.iter().any(|c| &c.name == *n)) {
+                return Err(ApiError::bad(
+                    "channels",
+                    format!("unknown channel {n:?} (create it with POST /api/v1/channels)"),
+                ));
+            }
+        }
+        if !spec.depends_on.is_empty() {
+            // Parents must exist, and no cycle may form (SPEC section 14).
+            let mut graph = self.read(|s| s.dependency_graph()).await?;
+            if let Some(n) = spec
+                .depends_on
+                .iter()
+                .find(|n| !graph.contains_key(*n) && **n != spec.name)
+            {
+                return Err(ApiError::bad(
+                    "depends_on",
+                    format!("unknown service {n:?} in depends_on"),
+                ));
+            }
+            graph.insert(spec.name.clone(), spec.depends_on.clone());
+            if let Some(cycle) = healthchecker_core::policy::find_cycle(&graph) {
+                return Err(ApiError::bad(
+                    "depends_on",
+                    format!("dependency cycle: {}", cycle.join(" -> ")),
+                ));
+            }
+        }
+        if spec.target.protocol == healthchecker_core::Protocol::Icmp {
+            // A service that could only ever fail is refused up front (SPEC
+            // section 15), naming the sysctl that would allow it.
+            let v6 = spec.target.host.parse::<std::net::Ipv6Addr>().is_ok();
+            if let Some(why) = crate::probe::icmp::socket_refusal(v6).await {
+                return Err(ApiError::Invalid(healthchecker_core::SpecError::invalid(
+                    "url", why,
+                )));
+            }
+        }
         let store = self.store.clone();
         let max = self.config.max_services;
         let st = store.clone();
@@ -73,7 +142,7 @@ impl AppState {
         {
             return Err(ApiError::Unavailable("the daemon is shutting down".into()));
         }
-        Ok((reg, token))
+        Ok(reg)
     }
 
     /// Pauses or resumes; `NotFound` for an unknown name.
@@ -114,19 +183,19 @@ impl AppState {
 
     /// One service by name; `NotFound` for an unknown name.
     pub async fn service(&self, name: &str) -> Result<ServiceRecord, ApiError> {
-        let store = self.store.clone();
         let n = name.to_string();
-        blocking(move || store.get_service(&n))
+        self.store
+            .read(move |store| store.get_service(&n))
             .await?
             .ok_or_else(|| ApiError::NotFound(name.to_string()))
     }
 
-    /// Runs a read on the store off the async threads.
+    /// Runs a read on the store's own reader threads (off the async
+    /// threads, and off tokio's shared blocking pool: SPEC section 12).
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let store = self.store.clone();
-        blocking(move || f(&store)).await
+        Ok(self.store.read(f).await?)
     }
 }

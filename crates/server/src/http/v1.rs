@@ -39,7 +39,10 @@ pub(super) fn router() -> Router<AppState> {
         (status = 201, description = "Registered", body = Service),
         (status = 200, description = "Updated (state and history kept)", body = Service),
         (status = 400, description = "Invalid field (named in the error)", body = ErrorBody),
+        (status = 403, description = "Sent by a page of another site (Sec-Fetch-Site, Origin)", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "The body is not application/json", body = ErrorBody),
+        (status = 429, description = "Too many changes from this client; see Retry-After (--register-rate-limit)", body = ErrorBody),
         (status = 503, description = "The store cannot write", body = ErrorBody),
     ))]
 pub(super) async fn register(
@@ -47,6 +50,7 @@ pub(super) async fn register(
     caller: super::auth::Caller,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
+    super::cross_site::require_json(&caller.headers)?;
     let spec = ServiceSpec::try_from(RegisterRequest::from_json(&body)?)?;
     let (reg, token) = app.register(spec, &caller).await?;
     let status = if reg.created {
@@ -61,22 +65,29 @@ pub(super) async fn register(
     Ok((status, Json(service_dto(&reg.record, view))))
 }
 
-/// List services with state, last check and uptime.
+/// List services with state, last check and uptime, one page at a time.
+///
+/// At most `limit` (default and most 1000) services by name; when there
+/// are more, `next` (and a `Link: <...>; rel="next"` header) gives the
+/// next page, which starts after the last name of this one.
 #[utoipa::path(get, path = "/api/v1/services", tag = "services",
     params(
         ("state" = Option<String>, Query, description = "Only this state: unknown, healthy, degraded, unhealthy"),
         ("q" = Option<String>, Query, description = "Names containing this text"),
-        ("limit" = Option<usize>, Query, description = "At most this many"),
-        ("offset" = Option<usize>, Query, description = "Skip this many (ordered by name)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 1000"),
+        ("after" = Option<String>, Query, description = "Only names after this one (the cursor that `next` carries)"),
+        ("offset" = Option<usize>, Query, description = "Skip this many more (ordered by name)"),
     ),
     responses(
-        (status = 200, description = "Services by name", body = ServiceList),
+        (status = 200, description = "Services by name; `next` when there are more",
+            body = ServiceList,
+            headers(("Link" = String, description = "`<next page>; rel=\"next\"` when there are more"))),
         (status = 400, description = "Bad parameter", body = ErrorBody),
     ))]
 pub(super) async fn list(
     State(app): State<AppState>,
     q: Query,
-) -> Result<Json<ServiceList>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let state = match q.get("state").filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(s.parse::<HealthState>().map_err(|_| {
@@ -86,10 +97,8 @@ pub(super) async fn list(
             )
         })?),
     };
-    let limit = match q.get("limit") {
-        None | Some("") => 0,
-        Some(_) => q.limit("limit", 0, usize::MAX)?,
-    };
+    let limit = q.limit("limit", MAX_LIMIT, MAX_LIMIT)?;
+    let after = q.get("after").filter(|s| !s.is_empty()).map(str::to_string);
     let offset = match q.get("offset") {
         None | Some("") => 0,
         Some(v) => v
@@ -99,12 +108,34 @@ pub(super) async fn list(
     let filter = ServiceFilter {
         state,
         name_contains: q.get("q").map(str::to_string),
-        limit,
+        // One more than the page: is there a next one?
+        limit: limit + 1,
         offset,
+        after,
     };
-    let (services, uptimes) = app
-        .read(move |s| Ok((s.list_services(&filter)?, s.uptimes(now_ms())?)))
+    let (mut services, uptimes) = app
+        .read(move |s| {
+            let services = s.list_services(&filter)?;
+            // Uptime of this page only (one page more than `limit` at most).
+            let ids: Vec<i64> = services.iter().map(|r| r.id).collect();
+            let uptimes = s.uptime_ratios(&ids, now_ms())?;
+            Ok((services, uptimes))
+        })
         .await?;
+    let next = (services.len() > limit).then(|| {
+        services.truncate(limit);
+        let last = services.last().map(|r| r.spec.name.as_str()).unwrap_or("");
+        let mut qs = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(st) = state {
+            qs.append_pair("state", st.as_str());
+        }
+        if let Some(text) = q.get("q").filter(|t| !t.is_empty()) {
+            qs.append_pair("q", text);
+        }
+        qs.append_pair("limit", &limit.to_string());
+        qs.append_pair("after", last);
+        format!("/api/v1/services?{}", qs.finish())
+    });
     let services: Vec<Service> = services
         .iter()
         .map(|r| {
@@ -118,10 +149,20 @@ pub(super) async fn list(
             )
         })
         .collect();
-    Ok(Json(ServiceList {
+    let link = next
+        .as_ref()
+        .and_then(|n| axum::http::HeaderValue::from_str(&format!("<{n}>; rel=\"next\"")).ok());
+    let mut response = axum::response::IntoResponse::into_response(Json(ServiceList {
         count: services.len(),
         services,
-    }))
+        next,
+    }));
+    if let Some(link) = link {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LINK, link);
+    }
+    Ok(response)
 }
 
 /// One service: parameters, state, counters, last check, recent checks.
@@ -139,7 +180,7 @@ pub(super) async fn one(
     let rec = app.service(&name).await?;
     let id = rec.id;
     let (recent, uptimes) = app
-        .read(move |s| Ok((s.checks(id, 20)?, s.uptimes(now_ms())?)))
+        .read(move |s| Ok((s.checks(id, 20)?, s.uptime_ratios(&[id], now_ms())?)))
         .await?;
     let view = ServiceView {
         uptime: Some(uptimes.get(&id).copied().unwrap_or_default()),
@@ -156,6 +197,7 @@ pub(super) async fn one(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Bad name encoding", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
+        (status = 429, description = "Too many changes from this client; see Retry-After (--register-rate-limit)", body = ErrorBody),
     ))]
 pub(super) async fn remove(
     State(app): State<AppState>,
@@ -173,6 +215,7 @@ pub(super) async fn remove(
         (status = 200, description = "Paused", body = Service),
         (status = 400, description = "Bad name encoding", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
+        (status = 429, description = "Too many changes from this client; see Retry-After (--register-rate-limit)", body = ErrorBody),
     ))]
 pub(super) async fn pause(
     State(app): State<AppState>,
@@ -190,6 +233,7 @@ pub(super) async fn pause(
         (status = 200, description = "Resumed", body = Service),
         (status = 400, description = "Bad name encoding", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
+        (status = 429, description = "Too many changes from this client; see Retry-After (--register-rate-limit)", body = ErrorBody),
     ))]
 pub(super) async fn resume(
     State(app): State<AppState>,
@@ -253,10 +297,10 @@ pub(super) async fn events(
     }))
 }
 
-/// The mail outbox.
+/// The mail outbox, and the deliveries to named channels.
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
     params(
-        ("status" = Option<String>, Query, description = "pending, sent or failed"),
+        ("status" = Option<String>, Query, description = "pending, sent, failed, held (under a silence) or suppressed"),
         ("service" = Option<String>, Query, description = "Only this service"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
     ),
@@ -271,11 +315,11 @@ pub(super) async fn notifications(
     let limit = q.limit("limit", 100, MAX_LIMIT)?;
     let status = match q.get("status").filter(|s| !s.is_empty()) {
         None => None,
-        Some(s @ ("pending" | "sent" | "failed")) => Some(s.to_string()),
+        Some(s @ ("pending" | "sent" | "failed" | "held" | "suppressed")) => Some(s.to_string()),
         Some(s) => {
             return Err(ApiError::bad(
                 "status",
-                format!("invalid status {s:?} (valid: pending, sent, failed)"),
+                format!("invalid status {s:?} (valid: pending, sent, failed, held, suppressed)"),
             ))
         }
     };
@@ -283,10 +327,16 @@ pub(super) async fn notifications(
         .get("service")
         .filter(|s| !s.is_empty())
         .map(str::to_string);
-    let rows = app
-        .read(move |s| s.notifications(status.as_deref(), service.as_deref(), limit))
+    let (rows, deliveries) = app
+        .read(move |s| {
+            Ok((
+                s.notifications(status.as_deref(), service.as_deref(), limit)?,
+                s.deliveries(status.as_deref(), service.as_deref(), limit)?,
+            ))
+        })
         .await?;
     Ok(Json(NotificationList {
         notifications: rows.iter().map(notification_dto).collect(),
+        deliveries: deliveries.iter().map(super::dto::delivery_dto).collect(),
     }))
 }

@@ -149,16 +149,14 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(POLL) => {}
         }
-        let s = store.clone();
-        let due =
-            match tokio::task::spawn_blocking(move || s.due_notifications(now_ms(), BATCH)).await {
-                Ok(Ok(d)) => d,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot read the outbox");
-                    continue;
-                }
-                Err(_) => continue,
-            };
+        // On the store's reader threads: a full blocking pool cannot hold up mail.
+        let due = match store.read(|s| s.due_notifications(now_ms(), BATCH)).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the outbox");
+                continue;
+            }
+        };
         for group in group_by_service(due) {
             if cancel.is_cancelled() {
                 return;

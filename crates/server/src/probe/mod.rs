@@ -11,7 +11,10 @@
 //! connections a second to the same few hosts would otherwise fill the
 //! machine with `TIME_WAIT` sockets and run out of ephemeral ports.
 
+mod dns;
 mod http;
+pub mod icmp;
+mod resolve;
 mod tls;
 
 pub use tls::TlsContext;
@@ -62,10 +65,31 @@ impl ProbeOutcome {
     }
 }
 
+/// Targets denied unless `--deny-targets none` (SPEC section 12):
+/// `0.0.0.0/8` and `::` (a connect to them reaches this host's own
+/// services), and the cloud metadata endpoints (`169.254.169.254`, and AWS's
+/// IPv6 `fd00:ec2::254`), which hand out credentials to whoever asks from the
+/// machine. Not the rest of `169.254.0.0/16`: ZeroConf devices use IPv4
+/// link-local addresses.
+pub const DEFAULT_DENY: &[&str] = &[
+    "0.0.0.0/8",
+    "::/128",
+    "169.254.169.254/32",
+    "fd00:ec2::254/128",
+];
+
+/// The well-known NAT64 prefix (RFC 6052): `64:ff9b::a.b.c.d` reaches the
+/// IPv4 address `a.b.c.d` through a NAT64 gateway.
+const NAT64: ipnet::Ipv6Net =
+    match ipnet::Ipv6Net::new(std::net::Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96) {
+        Ok(n) => n,
+        Err(_) => panic!("NAT64 prefix"),
+    };
+
 /// Which addresses probes may connect to (`--allow-targets`,
 /// `--deny-targets`). Checked after DNS resolution at every probe, so a
 /// name cannot be re-pointed around it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetPolicy {
     /// When not empty, only these.
     pub allow: Vec<ipnet::IpNet>,
@@ -73,19 +97,49 @@ pub struct TargetPolicy {
     pub deny: Vec<ipnet::IpNet>,
 }
 
+impl Default for TargetPolicy {
+    /// Allow everything but [`DEFAULT_DENY`].
+    fn default() -> Self {
+        TargetPolicy {
+            allow: Vec::new(),
+            deny: Self::default_deny(),
+        }
+    }
+}
+
 impl TargetPolicy {
+    /// [`DEFAULT_DENY`] as networks.
+    pub fn default_deny() -> Vec<ipnet::IpNet> {
+        DEFAULT_DENY
+            .iter()
+            .map(|n| n.parse().expect("DEFAULT_DENY holds valid CIDR blocks"))
+            .collect()
+    }
+
     /// `None` when `ip` may be probed, else why not.
     pub fn refusal(&self, ip: IpAddr) -> Option<String> {
-        // IPv4-mapped IPv6 addresses are judged as the IPv4 address.
+        // An IPv4 address embedded in IPv6 (IPv4-mapped `::ffff:a.b.c.d`,
+        // NAT64 `64:ff9b::a.b.c.d`) is judged as that IPv4 address too.
+        let embedded = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().or_else(|| {
+                NAT64.contains(&v6).then(|| {
+                    let o = v6.octets();
+                    std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15])
+                })
+            }),
+            IpAddr::V4(_) => None,
+        };
+        for candidate in std::iter::once(ip).chain(embedded.map(IpAddr::V4)) {
+            if let Some(net) = self.deny.iter().find(|n| n.contains(&candidate)) {
+                return Some(format!(
+                    "target address {ip} is denied by --deny-targets ({net})"
+                ));
+            }
+        }
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        if let Some(net) = self.deny.iter().find(|n| n.contains(&ip)) {
-            return Some(format!(
-                "target address {ip} is denied by --deny-targets ({net})"
-            ));
-        }
         if !self.allow.is_empty() && !self.allow.iter().any(|n| n.contains(&ip)) {
             return Some(format!("target address {ip} is not in --allow-targets"));
         }
@@ -93,20 +147,25 @@ impl TargetPolicy {
     }
 }
 
-/// Shared, read-only probe configuration (TLS roots, target policy), built once.
+/// Shared, read-only probe configuration (TLS roots, target policy, the
+/// name resolver), built once.
 #[derive(Clone)]
 pub struct Prober {
     tls: TlsContext,
     policy: std::sync::Arc<TargetPolicy>,
+    resolver: std::sync::Arc<resolve::Resolver>,
 }
 
 impl Prober {
     /// A prober trusting the system's roots plus `extra_roots` when a
-    /// service asks for `tls_verify`, connecting only where `policy` allows.
+    /// service asks for `tls_verify`, connecting only where `policy` allows,
+    /// resolving names as the system does (`/etc/resolv.conf`, `/etc/hosts`)
+    /// but asynchronously (see `resolve`).
     pub fn new(tls: TlsContext, policy: TargetPolicy) -> Self {
         Prober {
             tls,
             policy: std::sync::Arc::new(policy),
+            resolver: std::sync::Arc::new(resolve::Resolver::from_system()),
         }
     }
 
@@ -124,7 +183,17 @@ impl Prober {
 
     async fn probe_inner(&self, spec: &ServiceSpec, now_ms: i64) -> ProbeOutcome {
         let t = &spec.target;
-        let stream = match connect(&t.host, t.port, &self.policy, t.protocol.is_tls()).await {
+        match t.protocol {
+            healthchecker_core::Protocol::Dns => return dns::check(self, spec).await,
+            healthchecker_core::Protocol::Icmp => return icmp::check(self, spec).await,
+            // Pushed, never polled (the scheduler judges its pings).
+            healthchecker_core::Protocol::Heartbeat => {
+                return ProbeOutcome::fail("a heartbeat service is not probed")
+            }
+            _ => {}
+        }
+        let timeout = Duration::from_secs(spec.timeout as u64);
+        let stream = match connect(&t.host, t.port, self, timeout, t.protocol.is_tls()).await {
             Ok(s) => s,
             Err(reason) => return ProbeOutcome::fail(reason),
         };
@@ -145,35 +214,55 @@ impl Prober {
         };
         out.cert_expires_at = expires;
         if let Some(exp) = expires {
-            apply_cert_expiry(&mut out, exp, now_ms, spec.cert_warn_days);
+            apply_cert_expiry(&mut out, exp, now_ms, spec.cert_warn_days, spec.tls_verify);
         }
         out
     }
 }
 
-/// Turns a soon-expiring certificate into a warn, an expired one into a
-/// fail; `cert_warn_days = 0` turns the check off.
-fn apply_cert_expiry(out: &mut ProbeOutcome, expires_ms: i64, now_ms: i64, warn_days: u32) {
+/// Turns a soon-expiring certificate into a warn. An expired one is a fail
+/// only with `tls_verify` (where the handshake has already refused it);
+/// without it, a warn: LAN devices (printers, NAS boxes, routers) live for
+/// years behind expired self-signed certificates (SPEC section 2).
+/// `cert_warn_days = 0` turns the check off.
+fn apply_cert_expiry(
+    out: &mut ProbeOutcome,
+    expires_ms: i64,
+    now_ms: i64,
+    warn_days: u32,
+    verify: bool,
+) {
     if warn_days == 0 || out.result == CheckResult::Fail {
         return;
     }
     let day = 86_400_000;
     let date = crate::clock::rfc3339(expires_ms);
     let date = date.get(..10).unwrap_or(&date);
-    if expires_ms <= now_ms {
-        out.result = CheckResult::Fail;
-        out.reason = Some(format!("certificate expired on {date}"));
+    let why = if expires_ms <= now_ms {
+        if verify {
+            out.result = CheckResult::Fail;
+            out.reason = Some(format!("certificate expired on {date}"));
+            return;
+        }
+        format!("certificate expired on {date}")
     } else if expires_ms - now_ms < warn_days as i64 * day {
         let days = (expires_ms - now_ms) / day;
-        out.result = CheckResult::Warn;
         let unit = if days == 1 { "day" } else { "days" };
-        let why = format!("certificate expires in {days} {unit} ({date})");
-        out.reason = Some(match out.reason.take() {
-            Some(r) => format!("{r}; {why}"),
-            None => why,
-        });
-    }
+        format!("certificate expires in {days} {unit} ({date})")
+    } else {
+        return;
+    };
+    out.result = CheckResult::Warn;
+    out.reason = Some(match out.reason.take() {
+        Some(r) => format!("{r}; {why}"),
+        None => why,
+    });
 }
+
+/// Within the check's timeout, how much sooner the lookup gives up, so that
+/// a nameserver that never answers is named in the reason instead of a
+/// bare `timeout after Ns`.
+const DNS_REASON_MARGIN: Duration = Duration::from_millis(100);
 
 /// Resolves `host` (IP literals skip DNS) and connects to the first
 /// address that accepts, with an abortive close on drop. `nodelay` for TLS,
@@ -182,15 +271,31 @@ fn apply_cert_expiry(out: &mut ProbeOutcome, expires_ms: i64, now_ms: i64, warn_
 async fn connect(
     host: &str,
     port: u16,
-    policy: &TargetPolicy,
+    prober: &Prober,
+    timeout: Duration,
     nodelay: bool,
 ) -> Result<TcpStream, String> {
+    let policy = &*prober.policy;
     let mut addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => match tokio::net::lookup_host((host, port)).await {
-            Ok(a) => a.collect(),
-            Err(e) => return Err(format!("DNS lookup of {host} failed: {}", dns_reason(&e))),
-        },
+        Err(_) => {
+            // The lookup is a future: dropping it at the check's timeout
+            // frees its socket; nothing of it outlives the check.
+            let budget = timeout.saturating_sub(DNS_REASON_MARGIN);
+            match tokio::time::timeout(budget, prober.resolver.lookup(host)).await {
+                Ok(Ok(ips)) => ips
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect(),
+                Ok(Err(why)) => return Err(format!("DNS lookup of {host} failed: {why}")),
+                Err(_) => {
+                    return Err(format!(
+                        "DNS lookup of {host} failed: no answer within {}s",
+                        timeout.as_secs()
+                    ))
+                }
+            }
+        }
     };
     if addrs.is_empty() {
         return Err(format!("DNS lookup of {host} returned no address"));
@@ -237,37 +342,72 @@ fn connect_reason(e: &std::io::Error) -> String {
     }
 }
 
-fn dns_reason(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    // getaddrinfo's message is already human ("Name or service not known").
-    s.strip_prefix("failed to lookup address information: ")
-        .unwrap_or(&s)
-        .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn default_deny_list_covers_metadata_and_this_host_also_when_embedded() {
+        let p = TargetPolicy::default();
+        for denied in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "::",
+            "169.254.169.254",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+            "::ffff:0.0.0.0",
+            "64:ff9b::a9fe:a9fe", // NAT64 of 169.254.169.254
+            "64:ff9b::0.0.0.1",
+        ] {
+            let ip: IpAddr = denied.parse().unwrap();
+            assert!(p.refusal(ip).is_some(), "{denied} should be denied");
+        }
+        // ZeroConf link-local devices, loopback and the LAN stay reachable.
+        for allowed in [
+            "169.254.10.20",
+            "127.0.0.1",
+            "::1",
+            "192.168.1.20",
+            "fe80::1",
+            "64:ff9b::c0a8:114",
+        ] {
+            let ip: IpAddr = allowed.parse().unwrap();
+            assert_eq!(p.refusal(ip), None, "{allowed} should be allowed");
+        }
+        let open = TargetPolicy {
+            allow: vec![],
+            deny: vec![],
+        };
+        assert_eq!(open.refusal("169.254.169.254".parse().unwrap()), None);
+    }
+
+    #[test]
     fn certificate_expiry_turns_pass_into_warn_or_fail() {
         let day = 86_400_000;
         let now = 1_800_000_000_000;
+        for verify in [false, true] {
+            let mut o = ProbeOutcome::pass();
+            apply_cert_expiry(&mut o, now + day, now, 14, verify);
+            assert_eq!(o.result, CheckResult::Warn);
+            assert!(o
+                .reason
+                .unwrap()
+                .starts_with("certificate expires in 1 day ("));
+            let mut o = ProbeOutcome::pass();
+            apply_cert_expiry(&mut o, now + 30 * day, now, 14, verify);
+            assert_eq!(o.result, CheckResult::Pass);
+            let mut o = ProbeOutcome::pass();
+            apply_cert_expiry(&mut o, now - day, now, 0, verify);
+            assert_eq!(o.result, CheckResult::Pass);
+        }
+        // Expired: a fail only when the service asked for verification.
         let mut o = ProbeOutcome::pass();
-        apply_cert_expiry(&mut o, now + day, now, 14);
-        assert_eq!(o.result, CheckResult::Warn);
-        assert!(o
-            .reason
-            .unwrap()
-            .starts_with("certificate expires in 1 day ("));
-        let mut o = ProbeOutcome::pass();
-        apply_cert_expiry(&mut o, now + 30 * day, now, 14);
-        assert_eq!(o.result, CheckResult::Pass);
-        let mut o = ProbeOutcome::pass();
-        apply_cert_expiry(&mut o, now - day, now, 14);
+        apply_cert_expiry(&mut o, now - day, now, 14, true);
         assert_eq!(o.result, CheckResult::Fail);
         let mut o = ProbeOutcome::pass();
-        apply_cert_expiry(&mut o, now - day, now, 0);
-        assert_eq!(o.result, CheckResult::Pass);
+        apply_cert_expiry(&mut o, now - day, now, 14, false);
+        assert_eq!(o.result, CheckResult::Warn);
+        assert!(o.reason.unwrap().starts_with("certificate expired on "));
     }
 }

@@ -3,8 +3,9 @@
 //! It owns the schema and every SQL statement; nothing outside this module
 //! writes SQL. Two connections: a writer (registrations, and the batch writer
 //! thread that records check results, events and outbox rows together) and a
-//! reader for the API. Both are blocking; async callers use
-//! `spawn_blocking`.
+//! few readers for the API. Both are blocking: reads from async code go
+//! through [`Store::read`] (the store's own reader threads, `readers`),
+//! writes through the batch writer thread or `spawn_blocking`.
 //!
 //! Durability: `journal_mode=WAL` with `synchronous=NORMAL`. A committed
 //! transaction is in the WAL file (the OS page cache) before `commit`
@@ -12,9 +13,18 @@
 //! lose the last transactions. A registration is acknowledged only after
 //! its transaction committed.
 
+mod channels;
+mod dashboard;
+mod readers;
+mod rollup;
 mod schema;
+mod silences;
 mod writer;
 
+pub use channels::DeliveryRecord;
+pub use dashboard::{CountsCache, ServiceOrder, StateCounts, UptimeWindows};
+pub use readers::{ReadFailure, READER_THREADS, READ_QUEUE};
+pub use rollup::{Rollup, Uptime, BOUNDS_US, RETAIN_DAYS, RETAIN_HOURS};
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use writer::{CheckWrite, NotifyWrite, TransitionWrite, Writer, WriterHandle};
 
@@ -24,13 +34,73 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Check history retention: a service keeps at least this many checks...
-pub const RETAIN_CHECKS: i64 = 1000;
-/// ...and every check younger than this (SPEC section 7: whichever is larger).
+/// Raw check retention (SPEC section 18): a service keeps its newest this
+/// many checks (the default of `--keep-checks`)...
+pub const RETAIN_CHECKS: i64 = 100;
+/// ...the range `--keep-checks` accepts...
+pub const KEEP_CHECKS_RANGE: std::ops::RangeInclusive<i64> = 10..=100_000;
+/// ...and its failing and state-changing checks younger than this. Longer
+/// history is in the roll-ups (store/rollup.rs).
 pub const RETAIN_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Most check rows one prune pass looks at (it resumes where the last one
+/// stopped, wrapping at the end of the table): the pass's work is bounded
+/// whatever the size of the table.
+pub const PRUNE_WALK: usize = 5_000_000;
 /// Events and sent or failed mails are kept this long (the SPEC is silent;
 /// 90 days answers "what happened last quarter" and bounds the file).
 pub const RETAIN_EVENTS_MS: i64 = 90 * 24 * 3600 * 1000;
+/// ...but at most this many per service, the newest (SPEC section 12): a
+/// client that flaps a target or pauses and resumes a service in a loop
+/// cannot grow the table without bound. Enforced by [`Store::prune`].
+pub const MAX_EVENTS_PER_SERVICE: i64 = 1000;
+/// Mails given up on (`failed`) are kept this long, for the operator to see
+/// why, then pruned: an SMTP server that refuses for weeks must not fill
+/// the file.
+pub const RETAIN_FAILED_MAIL_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Pending mail this old is given up on when no sender runs (SMTP not
+/// configured): the same day the sender itself allows a failing server.
+pub const GIVE_UP_UNSENT_MS: i64 = 24 * 3600 * 1000;
+
+/// Creates the database's missing directories `0700` and the database file
+/// `0600`, and narrows an existing database, WAL and shared-memory file to
+/// `0600` (SQLite gives the WAL and `-shm` files the database file's mode).
+/// The database holds service tokens' hashes, recipients and targets: no
+/// other user of the machine needs to read it. An existing directory keeps
+/// its mode (it may be the user's working directory).
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| StoreError::Io { path: p, source }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut f = path.as_os_str().to_owned();
+        f.push(suffix);
+        let f = PathBuf::from(f);
+        match std::fs::metadata(&f) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io(&f))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +125,9 @@ pub enum StoreError {
     /// A stored row no longer parses (hand-edited or corrupt file).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A read through [`Store::read`] got no answer.
+    #[error("store read failed: {0:?}")]
+    Read(ReadFailure),
 }
 
 /// Shared handle to the database.
@@ -66,17 +139,22 @@ pub struct Store {
     /// yet: the writer commits checks every batch but the service rows
     /// only with its snapshot. Updated under the writer connection's lock.
     heads: Heads,
+    /// `--keep-checks`: raw checks kept per service.
+    keep_checks: Arc<std::sync::atomic::AtomicI64>,
+    /// Where the next prune pass resumes its walk of `checks` (an id).
+    prune_cursor: Arc<std::sync::atomic::AtomicI64>,
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
+    /// One reader connection per reader thread ([`READER_THREADS`]).
+    reader: Arc<[Mutex<Connection>]>,
+    /// Hands out reader connections when all are busy.
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
+    /// The reader threads behind [`Store::read`].
+    readers: readers::ReaderPool,
 }
 
 /// Newest check `(id, seq)` per service id, not yet in the service row.
 pub(crate) type Heads = Arc<Mutex<std::collections::HashMap<i64, (i64, i64)>>>;
-
-/// Checks are written in id order, at most a probe's timeout (60 s) after
-/// they started: past `cutoff + PRUNE_SLACK_MS` no older check follows.
-const PRUNE_SLACK_MS: i64 = 3_600_000;
 
 /// The newest `limit` checks of the chain that starts at `head`, newest
 /// first (columns as [`check_from_row`] reads them; `details` only when
@@ -107,6 +185,7 @@ fn recover_heads(conn: &mut Connection) -> rusqlite::Result<()> {
         )
         .optional()?
         .unwrap_or(0);
+    rollup::fold_unmarked(&tx)?;
     tx.execute(
         "UPDATE services SET last_check_id = h.m, check_seq = h.s FROM ( \
            SELECT service_id, MAX(id) AS m, MAX(seq) AS s FROM checks WHERE id > ?1 \
@@ -172,6 +251,12 @@ pub struct ServiceRecord {
     pub updated_at: i64,
     /// The delivery slot of the latest notification (flap damping).
     pub last_notified_at: Option<i64>,
+    /// A heartbeat's ping id (the credential in `/ping/<id>`).
+    pub ping_id: Option<String>,
+    /// A heartbeat's latest ping of any kind (Unix ms).
+    pub last_ping_at: Option<i64>,
+    /// A heartbeat's latest success ping (Unix ms): its deadline counts from it.
+    pub last_success_ping_at: Option<i64>,
 }
 
 /// One stored check.
@@ -266,15 +351,8 @@ pub struct ServiceFilter {
     pub limit: usize,
     /// Skip this many (ordered by name).
     pub offset: usize,
-}
-
-/// Uptime ratios of one service.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Uptime {
-    /// Successful share of checks over the last 24 h (None: no checks).
-    pub day: Option<f64>,
-    /// Over the last 7 days.
-    pub week: Option<f64>,
+    /// Only names after this one (the cursor of a paginated list).
+    pub after: Option<String>,
 }
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -300,7 +378,7 @@ const SERVICE_COLUMNS: &str = "id, name, protocol, host, port, path, emails, tim
     unhealthy_threshold, healthy_threshold, expected_status, tls_verify, cert_warn_days, paused, \
     state, successes, failures, state_since, last_check_at, last_result, last_reason, \
     last_duration_us, last_healthy_at, last_failure_reason, cert_expires_at, created_at, updated_at, \
-    last_notified_at";
+    last_notified_at, period, grace, ping_id, last_ping_at, last_success_ping_at, channels, tags, depends_on";
 
 fn corrupt(what: String) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(StoreError::Corrupt(what)))
@@ -317,6 +395,16 @@ fn service_from_row(r: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
     let expected: String = r.get(11)?;
     let expected_status: ExpectedStatus = expected.parse().unwrap_or_default();
     let state: String = r.get(15)?;
+    let heartbeat = match protocol {
+        Protocol::Heartbeat => {
+            use healthchecker_core::heartbeat::{Heartbeat, DEFAULT_GRACE, DEFAULT_PERIOD};
+            Some(Heartbeat {
+                period: r.get::<_, Option<u32>>(29)?.unwrap_or(DEFAULT_PERIOD),
+                grace: r.get::<_, Option<u32>>(30)?.unwrap_or(DEFAULT_GRACE),
+            })
+        }
+        _ => None,
+    };
     let last_check = match r.get::<_, Option<i64>>(19)? {
         Some(at) => {
             let res: String = r.get(20)?;
@@ -347,6 +435,13 @@ fn service_from_row(r: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
             expected_status,
             tls_verify: r.get(12)?,
             cert_warn_days: r.get(13)?,
+            heartbeat,
+            channels: serde_json::from_str(&r.get::<_, String>(34)?)
+                .map_err(|_| corrupt("services.channels".into()))?,
+            tags: serde_json::from_str(&r.get::<_, String>(35)?)
+                .map_err(|_| corrupt("services.tags".into()))?,
+            depends_on: serde_json::from_str(&r.get::<_, String>(36)?)
+                .map_err(|_| corrupt("services.depends_on".into()))?,
         },
         paused: r.get(14)?,
         state: state.parse().unwrap_or(HealthState::Unknown),
@@ -360,6 +455,9 @@ fn service_from_row(r: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
         created_at: r.get(26)?,
         updated_at: r.get(27)?,
         last_notified_at: r.get(28)?,
+        ping_id: r.get(31)?,
+        last_ping_at: r.get(32)?,
+        last_success_ping_at: r.get(33)?,
     })
 }
 
@@ -437,6 +535,23 @@ fn insert_event(
     Ok(conn.last_insert_rowid())
 }
 
+/// A new ping id: 128 random bits, hex (SPEC section 15).
+fn new_ping_id() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| StoreError::Corrupt(format!("no randomness for a ping id: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+/// The service a ping id belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingTarget {
+    /// Row id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+}
+
 /// What a registration did.
 #[derive(Debug, Clone)]
 pub struct Registered {
@@ -449,12 +564,7 @@ pub struct Registered {
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
+        create_private(path)?;
         let mut writer = open_conn(path)?;
         schema::migrate(&mut writer)?.map_err(StoreError::Schema)?;
         recover_heads(&mut writer)?;
@@ -465,13 +575,19 @@ impl Store {
         // Checkpoint every ~40 MB of WAL instead of ~4 MB: a page rewritten
         // by many batches is copied into the database once per checkpoint.
         writer.pragma_update(None, "wal_autocheckpoint", 10_000)?;
-        let reader = open_conn(path)?;
+        let reader = (0..READER_THREADS)
+            .map(|_| open_conn(path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Store {
             write_error: Arc::new(Mutex::new(None)),
             heads: Arc::default(),
+            keep_checks: Arc::new(RETAIN_CHECKS.into()),
+            prune_cursor: Arc::default(),
             path: path.to_path_buf(),
             writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
+            reader: reader.into(),
+            next_reader: Arc::default(),
+            readers: readers::ReaderPool::start(),
         })
     }
 
@@ -536,6 +652,12 @@ impl Store {
                 .collect::<Vec<_>>(),
         )
         .unwrap_or_else(|_| "[]".into());
+        // A heartbeat keeps its ping id across re-registrations (the job's
+        // ping URL stays valid); a new one gets 128 random bits.
+        let new_ping_id = match spec.heartbeat {
+            Some(_) => Some(new_ping_id()?),
+            None => None,
+        };
         let t = &spec.target;
         let values = params![
             spec.name,
@@ -553,6 +675,9 @@ impl Store {
             spec.cert_warn_days,
             token_hash,
             now,
+            spec.heartbeat.map(|h| h.period),
+            spec.heartbeat.map(|h| h.grace),
+            new_ping_id,
         ];
         let (id, created) = match existing {
             Some(id) => {
@@ -560,7 +685,9 @@ impl Store {
                     "UPDATE services SET name=?1, protocol=?2, host=?3, port=?4, path=?5, emails=?6, \
                      timeout=?7, interval=?8, unhealthy_threshold=?9, healthy_threshold=?10, \
                      expected_status=?11, tls_verify=?12, cert_warn_days=?13, token_hash=?14, \
-                     updated_at=?15 WHERE id=?16",
+                     updated_at=?15, period=?16, grace=?17, \
+                     ping_id = CASE WHEN ?18 IS NULL THEN NULL ELSE COALESCE(ping_id, ?18) END \
+                     WHERE id=?19",
                     rusqlite::params_from_iter(values.iter().copied().chain([&id as &dyn rusqlite::ToSql])),
                 )?;
                 (id, false)
@@ -573,15 +700,26 @@ impl Store {
                 tx.execute(
                     "INSERT INTO services (id, name, protocol, host, port, path, emails, timeout, \
                      interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \
-                     cert_warn_days, token_hash, state_since, created_at, updated_at) \
+                     cert_warn_days, token_hash, state_since, created_at, updated_at, period, grace, \
+                     ping_id) \
                      VALUES (1 + MAX((SELECT COALESCE(MAX(id), 0) FROM services), \
                        COALESCE((SELECT value FROM meta WHERE key = 'retired_service_id'), 0)), \
-                     ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?15)",
+                     ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?15, \
+                     ?16, ?17, ?18)",
                     values,
                 )?;
                 (tx.last_insert_rowid(), true)
             }
         };
+        tx.execute(
+            "UPDATE services SET channels = ?1, tags = ?2, depends_on = ?3 WHERE id = ?4",
+            params![
+                serde_json::to_string(&spec.channels).unwrap_or_else(|_| "[]".into()),
+                serde_json::to_string(&spec.tags).unwrap_or_else(|_| "[]".into()),
+                serde_json::to_string(&spec.depends_on).unwrap_or_else(|_| "[]".into()),
+                id
+            ],
+        )?;
         let kind = if created { "registered" } else { "updated" };
         insert_event(&tx, now, id, &spec.name, kind, Some(&spec.target.url()))?;
         let record = tx.query_row(
@@ -663,7 +801,8 @@ impl Store {
              ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
             [id],
         )?;
-        tx.execute("DELETE FROM uptime WHERE service_id = ?1", [id])?;
+        // Its roll-ups age out with their retention (ids are never
+        // reused; a delete by service would scan the period-keyed tables).
         insert_event(&tx, now, id, name, "deleted", None)?;
         tx.commit()?;
         Ok(Some(id))
@@ -676,7 +815,7 @@ impl Store {
 
     /// Services matching `filter`, ordered by name.
     pub fn list_services(&self, filter: &ServiceFilter) -> Result<Vec<ServiceRecord>, StoreError> {
-        let conn = lock(&self.reader);
+        let conn = self.read_conn();
         let mut sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE 1=1");
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
         if let Some(st) = filter.state {
@@ -690,6 +829,10 @@ impl Store {
                 .replace('_', "\\_");
             args.push(Box::new(format!("%{escaped}%")));
             sql.push_str(&format!(" AND name LIKE ?{} ESCAPE '\\'", args.len()));
+        }
+        if let Some(after) = &filter.after {
+            args.push(Box::new(after.clone()));
+            sql.push_str(&format!(" AND name > ?{}", args.len()));
         }
         sql.push_str(" ORDER BY name");
         if filter.limit > 0 || filter.offset > 0 {
@@ -707,7 +850,7 @@ impl Store {
 
     /// Number of services by state, and how many are paused.
     pub fn count_by_state(&self) -> Result<(Vec<(HealthState, i64)>, i64), StoreError> {
-        let conn = lock(&self.reader);
+        let conn = self.read_conn();
         let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM services GROUP BY state")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         let mut out: Vec<(HealthState, i64)> = HealthState::ALL.iter().map(|s| (*s, 0)).collect();
@@ -723,9 +866,37 @@ impl Store {
         Ok((out, paused))
     }
 
+    /// The heartbeat service whose ping id is `ping_id`.
+    pub fn service_by_ping_id(&self, ping_id: &str) -> Result<Option<PingTarget>, StoreError> {
+        let conn = self.read_conn();
+        let found = conn
+            .prepare_cached("SELECT id, name FROM services WHERE ping_id = ?1")?
+            .query_row([ping_id], |r| {
+                Ok(PingTarget {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            })
+            .optional()?;
+        Ok(found)
+    }
+
+    /// Records a heartbeat's ping time (and, for a success, its new
+    /// deadline base); the check itself goes through the batch writer.
+    pub fn record_ping(&self, id: i64, at: i64, success: bool) -> Result<(), StoreError> {
+        let conn = lock(&self.writer);
+        conn.prepare_cached(
+            "UPDATE services SET last_ping_at = ?2, \
+             last_success_ping_at = CASE WHEN ?3 THEN ?2 ELSE last_success_ping_at END \
+             WHERE id = ?1",
+        )?
+        .execute(params![id, at, success])?;
+        Ok(())
+    }
+
     /// One service by name.
     pub fn get_service(&self, name: &str) -> Result<Option<ServiceRecord>, StoreError> {
-        let conn = lock(&self.reader);
+        let conn = self.read_conn();
         Ok(conn
             .query_row(
                 &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE name = ?1"),
@@ -737,7 +908,7 @@ impl Store {
 
     /// The stored token hash of a service (for the token auth mode).
     pub fn token_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let conn = lock(&self.reader);
+        let conn = self.read_conn();
         Ok(conn
             .query_row(
                 "SELECT token_hash FROM services WHERE name = ?1",
@@ -752,7 +923,7 @@ impl Store {
         // The fresh head is read before the reader's transaction starts: the
         // writer drops it only after the service row shows it.
         let head = self.fresh_head(service_id);
-        let conn = lock(&self.reader);
+        let conn = self.read_conn();
         let mut stmt = conn.prepare_cached(&chain_sql(true))?;
         let rows = stmt.query_map(params![head, service_id, limit as i64], check_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -769,7 +940,7 @@ impl Store {
         service: Option<&str>,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let conn = lock(&self.reader);
+        let conn = self.read_conn();
         let cols = "id, at, service_id, service, kind, from_state, to_state, check_id, reason";
         let rows = match service {
             Some(s) => {
@@ -797,7 +968,7 @@ impl Store {
         service: Option<&str>,
         limit: usize,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
-        let conn = lock(&self.reader);
+        let conn = self.read_conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications \
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR service = ?2) \
@@ -810,30 +981,6 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Uptime ratios over 24 h and 7 d for every service with checks.
-    pub fn uptimes(&self, now: i64) -> Result<std::collections::HashMap<i64, Uptime>, StoreError> {
-        let conn = lock(&self.reader);
-        let hour = now / 3_600_000;
-        let mut stmt = conn.prepare_cached(
-            "SELECT service_id, \
-               SUM(CASE WHEN hour > ?1 - 24 THEN ok ELSE 0 END), \
-               SUM(CASE WHEN hour > ?1 - 24 THEN total ELSE 0 END), \
-               SUM(ok), SUM(total) \
-             FROM uptime WHERE hour > ?1 - 168 GROUP BY service_id",
-        )?;
-        let rows = stmt.query_map([hour], |r| {
-            let ratio = |ok: i64, total: i64| (total > 0).then(|| ok as f64 / total as f64);
-            Ok((
-                r.get::<_, i64>(0)?,
-                Uptime {
-                    day: ratio(r.get(1)?, r.get(2)?),
-                    week: ratio(r.get(3)?, r.get(4)?),
-                },
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// The newest `n` checks of each service in `ids` (durations and
     /// results, oldest first), for sparklines.
     pub fn recent_checks_of(
@@ -842,7 +989,7 @@ impl Store {
         n: usize,
     ) -> Result<std::collections::HashMap<i64, Vec<CheckRecord>>, StoreError> {
         let fresh: Vec<Option<i64>> = ids.iter().map(|id| self.fresh_head(*id)).collect();
-        let conn = lock(&self.reader);
+        let conn = self.read_conn();
         let mut stmt = conn.prepare_cached(&chain_sql(false))?;
         let mut out = std::collections::HashMap::new();
         for (id, head) in ids.iter().zip(fresh) {
@@ -857,47 +1004,67 @@ impl Store {
 
     /// True when the database answers a trivial query.
     pub fn ping(&self) -> Result<(), StoreError> {
-        let conn = lock(&self.reader);
+        let conn = self.read_conn();
         conn.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
 
-    /// Deletes checks beyond the retention rule and uptime buckets older
-    /// than a week, for every service. Returns the number of checks removed.
+    /// Sets how many raw checks each service keeps (`--keep-checks`,
+    /// within [`KEEP_CHECKS_RANGE`]; the default is [`RETAIN_CHECKS`]).
+    pub fn set_keep_checks(&self, n: i64) {
+        self.keep_checks
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Deletes checks beyond the retention rule (SPEC section 18), roll-ups
+    /// beyond theirs, and old events and mail. Returns the number of checks
+    /// removed.
+    ///
+    /// A check goes when its service is gone, or when it is not among its
+    /// service's newest `--keep-checks` and is either older than
+    /// [`RETAIN_MS`] or a pass that changed nothing. The walk goes over
+    /// `checks` in id order in pages on a reader and deletes in small
+    /// writer transactions, so that pruning never holds the writer long; it
+    /// looks at most [`PRUNE_WALK`] rows per pass and resumes there on the
+    /// next. History reads walk a service's chain from its newest check, so
+    /// they see the newest `--keep-checks` (never pruned); the failing and
+    /// state-changing checks kept beyond them are reached from their events.
     pub fn prune(&self, now: i64) -> Result<usize, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
         let cutoff = now - RETAIN_MS;
+        let keep = self.keep_checks.load(Relaxed);
         let mut removed = 0;
-        let mut cursor = 0i64;
-        // `checks` is in write order, so the old rows are its head: walk it
-        // in pages on the reader and delete in small writer transactions,
-        // so that pruning never holds the writer long. A row goes when it
-        // is older than the cutoff and not among its service's newest
-        // RETAIN_CHECKS (or its service is gone).
-        loop {
+        let mut cursor = self.prune_cursor.load(Relaxed);
+        // Only checks already in the roll-ups (a fast service may have more
+        // than N checks in one roll-up period).
+        let rolled: i64 = self.read_conn().query_row(
+            "SELECT COALESCE((SELECT value FROM meta WHERE key = 'rolled_through'), 0)",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut walked = 0;
+        while walked < PRUNE_WALK {
             let mut doomed = Vec::new();
             let mut seen = 0;
-            let mut done = false;
             {
-                let conn = lock(&self.reader);
+                let conn = self.read_conn();
                 let mut stmt = conn.prepare_cached(
-                    "SELECT c.id, c.at, s.id IS NULL OR c.seq <= s.check_seq - ?2 \
+                    "SELECT c.id, s.id IS NULL OR (c.seq <= s.check_seq - ?2 \
+                       AND (c.at < ?3 OR (c.result = 'pass' AND c.changed IS NULL))) \
                      FROM checks c LEFT JOIN services s ON s.id = c.service_id \
-                     WHERE c.id > ?1 ORDER BY c.id LIMIT 5000",
+                     WHERE c.id > ?1 AND c.id <= ?4 ORDER BY c.id LIMIT 5000",
                 )?;
-                let mut rows = stmt.query(params![cursor, RETAIN_CHECKS])?;
+                let mut rows = stmt.query(params![cursor, keep, cutoff, rolled])?;
                 while let Some(r) = rows.next()? {
                     seen += 1;
-                    let (id, at, beyond): (i64, i64, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
-                    if at >= cutoff + PRUNE_SLACK_MS {
-                        done = true;
-                        break;
-                    }
+                    let (id, beyond): (i64, bool) = (r.get(0)?, r.get(1)?);
                     cursor = id;
-                    if at < cutoff && beyond {
+                    if beyond {
                         doomed.push(id);
                     }
                 }
             }
+            walked += seen;
             if !doomed.is_empty() {
                 let mut conn = lock(&self.writer);
                 let tx = conn.transaction()?;
@@ -909,15 +1076,15 @@ impl Store {
                 }
                 tx.commit()?;
             }
-            if done || seen < 5000 {
+            if seen < 5000 {
+                // The end of the table: the next pass starts over.
+                cursor = 0;
                 break;
             }
         }
+        self.prune_cursor.store(cursor, Relaxed);
+        rollup::prune(self, now)?;
         let conn = lock(&self.writer);
-        conn.execute(
-            "DELETE FROM uptime WHERE hour < ?1",
-            [now / 3_600_000 - 170],
-        )?;
         // Events and finished mails are kept for RETAIN_EVENTS_MS.
         let cutoff = now - RETAIN_EVENTS_MS;
         conn.execute("DELETE FROM events WHERE at < ?1", [cutoff])?;
@@ -925,7 +1092,43 @@ impl Store {
             "DELETE FROM notifications WHERE status != 'pending' AND created_at < ?1",
             [cutoff],
         )?;
+        conn.execute(
+            "DELETE FROM notifications WHERE status = 'failed' AND created_at < ?1",
+            [now - RETAIN_FAILED_MAIL_MS],
+        )?;
+        // Channel deliveries: as mail.
+        conn.execute(
+            "DELETE FROM deliveries WHERE (status != 'pending' AND created_at < ?1) \
+             OR (status = 'failed' AND created_at < ?2)",
+            [cutoff, now - RETAIN_FAILED_MAIL_MS],
+        )?;
+        // Only the newest MAX_EVENTS_PER_SERVICE events of each service
+        // (the index on (service, id) answers both statements).
+        let crowded: Vec<String> = conn
+            .prepare("SELECT service FROM events GROUP BY service HAVING COUNT(*) > ?1")?
+            .query_map([MAX_EVENTS_PER_SERVICE], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for service in crowded {
+            conn.execute(
+                "DELETE FROM events WHERE service = ?1 AND id < \
+                 (SELECT id FROM events WHERE service = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![service, MAX_EVENTS_PER_SERVICE - 1],
+            )?;
+        }
         Ok(removed)
+    }
+
+    /// Marks pending mail older than [`GIVE_UP_UNSENT_MS`] `failed` with
+    /// `why` as its error: for a daemon without a sender (SMTP not
+    /// configured), whose outbox would otherwise only grow. [`Store::prune`]
+    /// removes it after [`RETAIN_FAILED_MAIL_MS`]. Returns the rows given up.
+    pub fn give_up_unsent(&self, now: i64, why: &str) -> Result<usize, StoreError> {
+        let conn = lock(&self.writer);
+        Ok(conn.execute(
+            "UPDATE notifications SET status = 'failed', last_error = ?1 \
+             WHERE status = 'pending' AND created_at < ?2",
+            params![why, now - GIVE_UP_UNSENT_MS],
+        )?)
     }
 
     /// Every pending notification of each service that has one due at
@@ -936,7 +1139,7 @@ impl Store {
         now: i64,
         limit: usize,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
-        let conn = lock(&self.reader);
+        let conn = self.read_conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications \
              WHERE status = 'pending' AND service_id IN \
@@ -1006,15 +1209,47 @@ impl Store {
         Ok(f(&mut conn)?)
     }
 
-    /// Runs `f` on the reader connection.
+    /// Runs `f` on one of the store's reader threads (never on tokio's
+    /// shared blocking pool) and waits for it: the way async code reads.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        self.readers
+            .run(move || f(&store))
+            .await
+            .map_err(StoreError::Read)?
+    }
+
+    /// A free reader connection, else the next one in turn (waiting for
+    /// it): with one connection per reader thread, reads rarely wait.
+    fn read_conn(&self) -> MutexGuard<'_, Connection> {
+        for m in self.reader.iter() {
+            match m.try_lock() {
+                Ok(g) => return g,
+                Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.reader[i % self.reader.len()])
+    }
+
+    /// Runs `f` on a reader connection.
     pub(crate) fn with_reader<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let conn = lock(&self.reader);
+        let conn = self.read_conn();
         Ok(f(&conn)?)
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod history_tests;

@@ -122,7 +122,157 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO meta (key, value) VALUES ('heads_through', (SELECT COALESCE(MAX(id), 0) FROM checks));
     "#,
+    // 3: heartbeat (push) services (SPEC section 15). Their protocol is
+    // `HEARTBEAT` (the kind); `period` and `grace` in seconds; `ping_id` is
+    // the 128-bit credential of the ping URL, unique; `last_ping_at` the
+    // latest ping of any kind, `last_success_ping_at` the latest success
+    // (the deadline counts from it, or from `created_at` before the first).
+    // Other services keep every column as it was: their stored target is
+    // not re-derived (SPEC section 2).
+    r#"
+    ALTER TABLE services ADD COLUMN period INTEGER;
+    ALTER TABLE services ADD COLUMN grace INTEGER;
+    ALTER TABLE services ADD COLUMN ping_id TEXT;
+    ALTER TABLE services ADD COLUMN last_ping_at INTEGER;
+    ALTER TABLE services ADD COLUMN last_success_ping_at INTEGER;
+    CREATE UNIQUE INDEX services_by_ping_id ON services(ping_id) WHERE ping_id IS NOT NULL;
+    "#,
+    // 4: notification channels as named objects (SPEC section 13). A
+    // channel's public settings are JSON in `config`, its credential alone
+    // in `secret` (never read back by the API). `services.channels` is the
+    // service's JSON list of channel names (empty: the default channels).
+    // `deliveries` is the outbox of named channels: one row per
+    // notification and channel, written in the event's transaction, retried
+    // on its own; AUTOINCREMENT so that a delivery id is never reused.
+    r#"
+    CREATE TABLE channels (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        is_default INTEGER NOT NULL,
+        config TEXT NOT NULL,
+        secret TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    ALTER TABLE services ADD COLUMN channels TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        event_id INTEGER NOT NULL,
+        service_id INTEGER NOT NULL,
+        service TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        from_state TEXT NOT NULL,
+        to_state TEXT NOT NULL,
+        reason TEXT,
+        target TEXT NOT NULL,
+        previous_since INTEGER,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT,
+        sent_at INTEGER
+    );
+    CREATE INDEX deliveries_by_status ON deliveries(status, next_attempt_at);
+    CREATE INDEX deliveries_by_service ON deliveries(service_id, channel, status);
+    "#,
+    // 5: tags and silences (SPEC section 14). `services.tags` is a JSON list.
+    // A silence matches services by name or tag (JSON lists); it is one-off
+    // (`starts_at`, `ends_at`, Unix ms) or weekly (`weekly` such as
+    // "sun 02:00-04:00" in the IANA zone `tz`). Outbox rows of a silenced
+    // service are written `held` until the silence's end (`next_attempt_at`).
+    r#"
+    ALTER TABLE services ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        services TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        starts_at INTEGER,
+        ends_at INTEGER,
+        weekly TEXT,
+        tz TEXT,
+        comment TEXT,
+        created_at INTEGER NOT NULL
+    );
+    "#,
+    // 6: dependencies (SPEC section 14): `services.depends_on` is a JSON
+    // list of the names of the service's parents.
+    r#"
+    ALTER TABLE services ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]';
+    "#,
+    // 7: history that stays small (SPEC section 18). The hourly `uptime`
+    // buckets become roll-ups (failures, warnings, latency min / sum / max
+    // over `lat_n` checks, and a latency histogram `h0`..`h11`, see
+    // store/rollup.rs), kept 30 days; `uptime_day` the same per day, kept
+    // 400 days. Both are keyed by period first: the rows of the current
+    // period are contiguous (the writer's updates dirty few pages), new
+    // periods are appended (full pages) and old ones pruned from the head;
+    // one service's rows are point reads, one per period. `checks.changed`
+    // marks a check that changed its service's state (kept 7 days like
+    // failures). The data step (`rollup::migrate_history`) turns the raw
+    // history into roll-ups; the background prune then removes raw checks
+    // beyond the new retention.
+    r#"
+    CREATE TABLE uptime_new (
+        hour INTEGER NOT NULL,
+        service_id INTEGER NOT NULL,
+        ok INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        fails INTEGER NOT NULL DEFAULT 0,
+        warns INTEGER NOT NULL DEFAULT 0,
+        lat_n INTEGER NOT NULL DEFAULT 0,
+        lat_min INTEGER,
+        lat_sum INTEGER NOT NULL DEFAULT 0,
+        lat_max INTEGER,
+        h0 INTEGER NOT NULL DEFAULT 0,
+        h1 INTEGER NOT NULL DEFAULT 0,
+        h2 INTEGER NOT NULL DEFAULT 0,
+        h3 INTEGER NOT NULL DEFAULT 0,
+        h4 INTEGER NOT NULL DEFAULT 0,
+        h5 INTEGER NOT NULL DEFAULT 0,
+        h6 INTEGER NOT NULL DEFAULT 0,
+        h7 INTEGER NOT NULL DEFAULT 0,
+        h8 INTEGER NOT NULL DEFAULT 0,
+        h9 INTEGER NOT NULL DEFAULT 0,
+        h10 INTEGER NOT NULL DEFAULT 0,
+        h11 INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (hour, service_id)
+    ) WITHOUT ROWID;
+    INSERT INTO uptime_new (hour, service_id, ok, total, fails)
+        SELECT hour, service_id, ok, total, total - ok FROM uptime;
+    DROP TABLE uptime;
+    ALTER TABLE uptime_new RENAME TO uptime;
+    CREATE TABLE uptime_day (
+        day INTEGER NOT NULL,
+        service_id INTEGER NOT NULL,
+        ok INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        fails INTEGER NOT NULL DEFAULT 0,
+        warns INTEGER NOT NULL DEFAULT 0,
+        lat_n INTEGER NOT NULL DEFAULT 0,
+        lat_min INTEGER,
+        lat_sum INTEGER NOT NULL DEFAULT 0,
+        lat_max INTEGER,
+        h0 INTEGER NOT NULL DEFAULT 0,
+        h1 INTEGER NOT NULL DEFAULT 0,
+        h2 INTEGER NOT NULL DEFAULT 0,
+        h3 INTEGER NOT NULL DEFAULT 0,
+        h4 INTEGER NOT NULL DEFAULT 0,
+        h5 INTEGER NOT NULL DEFAULT 0,
+        h6 INTEGER NOT NULL DEFAULT 0,
+        h7 INTEGER NOT NULL DEFAULT 0,
+        h8 INTEGER NOT NULL DEFAULT 0,
+        h9 INTEGER NOT NULL DEFAULT 0,
+        h10 INTEGER NOT NULL DEFAULT 0,
+        h11 INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, service_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE checks ADD COLUMN changed INTEGER;
+    "#,
 ];
+
+/// The migration whose data step is [`super::rollup::migrate_history`].
+const ROLLUP_MIGRATION: usize = 7;
 
 /// The schema version this build writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -148,6 +298,9 @@ pub(crate) fn migrate_to(
     for (i, sql) in upto.enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if i + 1 == ROLLUP_MIGRATION {
+            super::rollup::migrate_history(&tx)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }

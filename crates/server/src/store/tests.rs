@@ -86,6 +86,7 @@ async fn writer_records_check_event_and_outbox_together_and_survives_reopen() {
             recipients: vec!["a@example.com".into()],
             not_before: 3_000,
             note: None,
+            held_until: None,
         }),
     });
     handle.record(c).await;
@@ -121,7 +122,7 @@ async fn writer_records_check_event_and_outbox_together_and_survives_reopen() {
     assert_eq!(n.len(), 1);
     assert_eq!(n[0].event_id, ev.id);
     assert_eq!(n[0].recipients, vec!["a@example.com".to_string()]);
-    let up = store.uptimes(3_000).unwrap()[&id];
+    let up = store.uptime_ratios(&[id], 3_000).unwrap()[&id];
     assert_eq!(up.day, Some(0.0));
 }
 
@@ -151,7 +152,7 @@ fn count_checks(store: &Store) -> i64 {
 }
 
 #[tokio::test]
-async fn prune_keeps_the_larger_of_1000_checks_or_7_days() {
+async fn prune_keeps_the_newest_checks_of_each_service() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("x.db")).unwrap();
     let id = store
@@ -172,20 +173,20 @@ async fn prune_keeps_the_larger_of_1000_checks_or_7_days() {
     let recent = (0..10).map(|i| check(id, now - 10 + i, CheckResult::Pass, st));
     record_all(&store, old.chain(other_old).chain(recent)).await;
     let removed = store.prune(now).unwrap();
-    assert_eq!(removed, 510);
+    assert_eq!(removed, 1410);
     let kept = ats(&store, id, 5000);
-    assert_eq!(kept.len(), 1000);
+    assert_eq!(kept.len(), RETAIN_CHECKS as usize);
     assert_eq!(kept[0], now - 1);
-    assert_eq!(kept[999], 510, "the oldest 510 went, the rest are whole");
+    assert_eq!(kept[99], 1410, "the oldest 1,410 went, the rest are whole");
     assert_eq!(ats(&store, other, 10), vec![104, 103, 102, 101, 100]);
-    // Young checks are kept even beyond 1,000.
+    // Young passing checks beyond the newest 100 go too.
     record_all(
         &store,
         (0..2000).map(|i| check(id, now - 5000 + i, CheckResult::Pass, st)),
     )
     .await;
     store.prune(now).unwrap();
-    assert_eq!(ats(&store, id, 5000).len(), 2010);
+    assert_eq!(ats(&store, id, 5000).len(), RETAIN_CHECKS as usize);
     // A deleted service's history goes with it; the other's stays.
     store.delete("a", now).unwrap();
     assert_eq!(count_checks(&store), 5);
@@ -390,6 +391,7 @@ async fn a_due_row_brings_every_pending_row_of_its_service() {
                 recipients: vec!["a@example.com".into()],
                 not_before,
                 note: None,
+                held_until: None,
             }),
         });
         handle.record(c).await;
@@ -419,4 +421,74 @@ fn max_services_refuses_new_names_but_not_updates() {
         Err(StoreError::Limit(1))
     ));
     assert!(!store.register(&spec("a", 60), "h", 0, 1).unwrap().created);
+}
+
+fn heartbeat_spec(name: &str, period: u32) -> ServiceSpec {
+    let body =
+        serde_json::json!({"name": name, "kind": "heartbeat", "period": period, "grace": 60});
+    ServiceSpec::try_from(RegisterRequest::from_json(body.to_string().as_bytes()).unwrap()).unwrap()
+}
+
+#[test]
+fn a_heartbeat_keeps_its_ping_id_and_records_its_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("x.db")).unwrap();
+    let reg = store
+        .register(&heartbeat_spec("job", 3600), "t", 1_000, usize::MAX)
+        .unwrap();
+    let id = reg.record.ping_id.clone().expect("a ping id");
+    assert_eq!(id.len(), 32);
+    let hb = reg.record.spec.heartbeat.unwrap();
+    assert_eq!((hb.period, hb.grace), (3600, 60));
+    assert_eq!(reg.record.spec.target.protocol, Protocol::Heartbeat);
+    // Another heartbeat gets another id; an update keeps it.
+    let other = store
+        .register(&heartbeat_spec("other", 60), "t", 1_000, usize::MAX)
+        .unwrap();
+    assert_ne!(other.record.ping_id.as_deref(), Some(id.as_str()));
+    let again = store
+        .register(&heartbeat_spec("job", 7200), "t", 2_000, usize::MAX)
+        .unwrap();
+    assert_eq!(again.record.ping_id.as_deref(), Some(id.as_str()));
+    assert_eq!(again.record.spec.heartbeat.unwrap().period, 7200);
+    // Lookup by id, and the ping times the deadline counts from.
+    let found = store.service_by_ping_id(&id).unwrap().unwrap();
+    assert_eq!((found.id, found.name.as_str()), (reg.record.id, "job"));
+    assert!(store.service_by_ping_id("nope").unwrap().is_none());
+    store.record_ping(found.id, 5_000, true).unwrap();
+    store.record_ping(found.id, 6_000, false).unwrap();
+    let rec = store.get_service("job").unwrap().unwrap();
+    assert_eq!(
+        (rec.last_ping_at, rec.last_success_ping_at),
+        (Some(6_000), Some(5_000))
+    );
+    // Turned into a polled service, it loses the id (the URL stops working).
+    store
+        .register(&spec("job", 30), "t", 7_000, usize::MAX)
+        .unwrap();
+    assert!(store.service_by_ping_id(&id).unwrap().is_none());
+    let rec = store.get_service("job").unwrap().unwrap();
+    assert!(rec.spec.heartbeat.is_none() && rec.ping_id.is_none());
+}
+
+#[test]
+fn a_version_2_database_keeps_its_targets_and_gains_heartbeat_columns() {
+    // SPEC section 2: services stored before the URL rule keep their target.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    {
+        let mut c = Connection::open(&path).unwrap();
+        super::schema::migrate_to(&mut c, 2).unwrap().unwrap();
+        c.execute_batch(
+            "INSERT INTO services (id, name, protocol, host, port, path, emails, timeout, interval, \
+               unhealthy_threshold, healthy_threshold, expected_status, tls_verify, cert_warn_days, \
+               token_hash, state_since, created_at, updated_at) VALUES \
+               (1, 'nas', 'HTTP', '192.168.1.20', 5000, '/health', '[]', 5, 30, 2, 10, '200', 0, 14, 'x', 0, 0, 0);",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let rec = store.get_service("nas").unwrap().unwrap();
+    assert_eq!(rec.spec.target.url(), "http://192.168.1.20:5000/health");
+    assert!(rec.spec.heartbeat.is_none() && rec.ping_id.is_none());
 }

@@ -15,8 +15,11 @@
 //! random 4 KiB page of the services table per check (100,000 services at a
 //! 30 s interval: 3,333 page writes a second); the snapshot writes each
 //! page once per period. A `kill -9` can lose the last period's snapshot
-//! (last-check fields, counters, uptime counts) but never a check, state
-//! change, event or notification that was committed.
+//! (last-check fields, counters) but never a check, state change, event or
+//! notification that was committed. The roll-ups (store/rollup.rs) go with
+//! their own mark `meta.rolled_through` at most every [`ROLLUP_EVERY`];
+//! start-up folds the committed checks above the mark into them, so none is
+//! lost or counted twice.
 //!
 //! Each check row names its service's previous check (a chain per service,
 //! schema migration 2): recording a check appends to the table's tail
@@ -24,6 +27,7 @@
 //! newest check of a service not yet in its row is kept in
 //! [`Store`]'s shared `heads` map for readers until the snapshot lands.
 
+use super::rollup::{hour_of, mark_rolled, write_rolls, Roll};
 use super::{lock, mark_heads, Heads, Store};
 use healthchecker_core::{CheckResult, HealthState};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -42,7 +46,13 @@ pub const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(1
 /// The longest the snapshot of per-check fields waits under load.
 pub const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Below this many dirty services the snapshot is written with every batch.
+/// The longest the roll-ups of committed checks wait under load: the
+/// current hour's and day's rows are rewritten once per period, not once
+/// per snapshot (store/rollup.rs).
+pub const ROLLUP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Below this many dirty services the snapshot is written with every batch
+/// (and below this many dirty roll-up rows, the roll-ups).
 pub const SNAPSHOT_EAGER: usize = 256;
 
 /// Queue bound between the scheduler and the writer: about three seconds of
@@ -97,17 +107,40 @@ pub struct NotifyWrite {
     pub service: String,
     /// Target URL.
     pub target: String,
-    /// Recipient addresses.
+    /// Recipient addresses (none: no mail, only the service's channels).
     pub recipients: Vec<String>,
     /// Earliest delivery (Unix ms): later than `at` inside the flap gap.
     pub not_before: i64,
     /// Why it cannot be sent, if known now (e.g. SMTP not configured).
     pub note: Option<String>,
+    /// A silence holds it until then (Unix ms): written `held`.
+    pub held_until: Option<i64>,
+}
+
+impl NotifyWrite {
+    /// `held` under a silence, else `pending`.
+    pub fn status(&self) -> &'static str {
+        if self.held_until.is_some() {
+            "held"
+        } else {
+            "pending"
+        }
+    }
+
+    /// When the row is next looked at: the silence's end, or `not_before`.
+    pub fn next_attempt_at(&self) -> i64 {
+        self.held_until
+            .map_or(self.not_before, |h| h.max(self.not_before))
+    }
 }
 
 enum Op {
     Check(Box<CheckWrite>),
     Flush(oneshot::Sender<()>),
+    /// Commit what is pending and exit, as a crashed writer would stop
+    /// (the supervision tests).
+    #[cfg(any(test, feature = "fault-injection"))]
+    Stop,
 }
 
 /// Sends writes to the writer thread.
@@ -123,6 +156,13 @@ impl WriterHandle {
         let _ = self.tx.send(Op::Check(Box::new(w))).await;
     }
 
+    /// Makes the writer thread exit (fault injection for the supervision
+    /// tests: the daemon must notice and stop).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(crate) async fn stop_for_tests(&self) {
+        let _ = self.tx.send(Op::Stop).await;
+    }
+
     /// Waits until everything queued before this call is committed.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -135,6 +175,7 @@ impl WriterHandle {
 /// The writer thread; joins on drop of the last handle.
 pub struct Writer {
     thread: Option<std::thread::JoinHandle<()>>,
+    stopped: tokio_util::sync::CancellationToken,
 }
 
 impl Writer {
@@ -143,16 +184,29 @@ impl Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let conn = store.writer_conn();
         let health = store.clone();
+        let stopped = tokio_util::sync::CancellationToken::new();
+        // Cancelled when the thread ends, by return or by panic (supervision).
+        let guard = stopped.clone().drop_guard();
         let thread = std::thread::Builder::new()
             .name("hc-store-writer".into())
-            .spawn(move || run(conn, rx, health))
+            .spawn(move || {
+                let _guard = guard;
+                run(conn, rx, health)
+            })
             .expect("spawn store writer thread");
         (
             Writer {
                 thread: Some(thread),
+                stopped,
             },
             WriterHandle { tx },
         )
+    }
+
+    /// A token cancelled when the writer thread has stopped (for whatever
+    /// reason): supervision watches it.
+    pub fn stopped(&self) -> tokio_util::sync::CancellationToken {
+        self.stopped.clone()
     }
 
     /// Waits for the thread to drain its queue and exit (after every
@@ -215,13 +269,17 @@ impl Snapshot {
 struct Pending {
     checks: Vec<CheckWrite>,
     snapshots: std::collections::HashMap<i64, Snapshot>,
-    uptime: std::collections::HashMap<(i64, i64), (i64, i64)>,
+    /// Roll-ups (per service and hour) of committed checks, not yet
+    /// written: at most every [`ROLLUP_EVERY`], with `meta.rolled_through`
+    /// (store/rollup.rs).
+    uptime: std::collections::HashMap<(i64, i64), Roll>,
 }
 
 fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Op>, health: Store) {
     let heads = health.heads();
     let mut pending = Pending::default();
     let mut last_snapshot = std::time::Instant::now();
+    let mut last_rollup = std::time::Instant::now();
     let mut open = true;
     while open {
         // Collect for one window (or until the queue has a full batch).
@@ -235,9 +293,11 @@ fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Op>, health: Store) 
                     match op.take() {
                         Some(Op::Check(c)) => pending.checks.push(*c),
                         Some(Op::Flush(w)) => waiters.push(w),
+                        #[cfg(any(test, feature = "fault-injection"))]
+                        Some(Op::Stop) => open = false,
                         None => {}
                     }
-                    if !waiters.is_empty() || pending.checks.len() >= MAX_BATCH {
+                    if !open || !waiters.is_empty() || pending.checks.len() >= MAX_BATCH {
                         break;
                     }
                     match rx.try_recv() {
@@ -266,13 +326,17 @@ fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Op>, health: Store) 
         let mut delay = std::time::Duration::from_millis(100);
         loop {
             let snapshot_now = force || last_snapshot.elapsed() >= SNAPSHOT_EVERY;
+            let rollup_now = force || last_rollup.elapsed() >= ROLLUP_EVERY;
             let mut c = lock(&conn);
-            let r = write_batch(&mut c, &mut pending, snapshot_now, &heads);
+            let r = write_batch(&mut c, &mut pending, snapshot_now, rollup_now, &heads);
             health.set_write_error(r.as_ref().err().map(|e| e.to_string()));
             match r {
-                Ok(snapshot_written) => {
+                Ok((snapshot_written, rollup_written)) => {
                     if snapshot_written {
                         last_snapshot = std::time::Instant::now();
+                    }
+                    if rollup_written {
+                        last_rollup = std::time::Instant::now();
                     }
                     break;
                 }
@@ -293,34 +357,37 @@ fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Op>, health: Store) 
 /// Commits the pending checks and, when `snapshot_now` or when at most
 /// [`SNAPSHOT_EAGER`] services are dirty, the snapshot; on success the
 /// committed parts are folded into or removed from `pending` and the result
-/// says whether the snapshot was written. On failure `pending` is left as
-/// it was, to be retried.
+/// says whether the snapshot was written. The roll-ups likewise, when
+/// `rollup_now` or when at most [`SNAPSHOT_EAGER`] of their rows are dirty
+/// (the second flag). On failure `pending` is left as it was, to be
+/// retried.
 /// `heads` is updated before the caller releases the connection: a
 /// service deleted by another thread then walks its whole chain.
 fn write_batch(
     conn: &mut Connection,
     pending: &mut Pending,
     snapshot_now: bool,
+    rollup_now: bool,
     heads: &Heads,
-) -> rusqlite::Result<bool> {
-    if pending.checks.is_empty() && (!snapshot_now || pending.snapshots.is_empty()) {
-        return Ok(false);
+) -> rusqlite::Result<(bool, bool)> {
+    if pending.checks.is_empty()
+        && (!snapshot_now || pending.snapshots.is_empty())
+        && (!rollup_now || pending.uptime.is_empty())
+    {
+        return Ok((false, false));
     }
     let tx = conn.transaction()?;
     // This batch's folds, kept apart until the commit succeeds.
     let mut snaps: std::collections::HashMap<i64, Snapshot> = std::collections::HashMap::new();
-    let mut ups: std::collections::HashMap<(i64, i64), (i64, i64)> =
-        std::collections::HashMap::new();
+    let mut ups: std::collections::HashMap<(i64, i64), Roll> = std::collections::HashMap::new();
     for c in &pending.checks {
         let prev = snaps
             .get(&c.service_id)
             .or_else(|| pending.snapshots.get(&c.service_id));
         if let Some(snap) = write_check(&tx, c, prev)? {
-            let e = ups
-                .entry((c.service_id, c.at / 3_600_000))
-                .or_insert((0, 0));
-            e.0 += c.result.is_success() as i64;
-            e.1 += 1;
+            ups.entry((c.service_id, hour_of(c.at)))
+                .or_default()
+                .add(c.result, c.duration_us);
             snaps.insert(c.service_id, snap);
         }
     }
@@ -347,20 +414,22 @@ fn write_batch(
             write_snapshot(&tx, id, s, None)?;
         }
         mark_heads(&tx)?;
-        let mut keys: Vec<(i64, i64)> = pending.uptime.keys().chain(ups.keys()).copied().collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO uptime (service_id, hour, ok, total) SELECT ?1, ?2, ?3, ?4 \
-             WHERE EXISTS (SELECT 1 FROM services WHERE id = ?1) \
-             ON CONFLICT (service_id, hour) DO UPDATE SET ok = ok + excluded.ok, total = total + excluded.total",
-        )?;
-        for k in keys {
-            let a = pending.uptime.get(&k).copied().unwrap_or((0, 0));
-            let b = ups.get(&k).copied().unwrap_or((0, 0));
-            stmt.execute(params![k.0, k.1, a.0 + b.0, a.1 + b.1])?;
+    }
+    let dirty_rolls = pending.uptime.len()
+        + ups
+            .keys()
+            .filter(|k| !pending.uptime.contains_key(k))
+            .count();
+    let rollup_due = rollup_now || dirty_rolls <= SNAPSHOT_EAGER;
+    if rollup_due {
+        // The roll-ups of every check up to the mark set here, in its
+        // transaction: start-up folds the checks above it (a crash).
+        let mut rolls = pending.uptime.clone();
+        for (k, r) in &ups {
+            rolls.entry(*k).or_default().merge(r);
         }
-        drop(stmt);
+        write_rolls(&tx, &rolls)?;
+        mark_rolled(&tx)?;
     }
     tx.commit()?;
     pending.checks.clear();
@@ -368,17 +437,18 @@ fn write_batch(
     if snapshot_due {
         heads.clear();
         pending.snapshots.clear();
-        pending.uptime.clear();
     } else {
         heads.extend(snaps.iter().map(|(id, s)| (*id, s.head)));
         pending.snapshots.extend(snaps);
-        for (k, (ok, total)) in ups {
-            let e = pending.uptime.entry(k).or_insert((0, 0));
-            e.0 += ok;
-            e.1 += total;
+    }
+    if rollup_due {
+        pending.uptime.clear();
+    } else {
+        for (k, r) in ups {
+            pending.uptime.entry(k).or_default().merge(&r);
         }
     }
-    Ok(snapshot_due)
+    Ok((snapshot_due, rollup_due))
 }
 
 /// Writes a service's per-check fields (and, with a transition, its state
@@ -445,7 +515,7 @@ fn write_check(
     };
     tx.prepare_cached(
         "INSERT INTO checks (service_id, at, duration_us, result, reason, http_status, details, \
-         prev_id, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         prev_id, seq, changed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         c.service_id,
@@ -456,7 +526,8 @@ fn write_check(
         c.http_status,
         c.details,
         prev_id,
-        prev_seq + 1
+        prev_seq + 1,
+        c.transition.as_ref().map(|_| 1)
     ])?;
     let check_id = tx.last_insert_rowid();
     let snap = Snapshot::fold(prev, c, (check_id, prev_seq + 1));
@@ -471,11 +542,11 @@ fn write_check(
     )?
     .execute(params![c.at, c.service_id, name, t.from.as_str(), c.state.as_str(), check_id, c.reason])?;
     let event_id = tx.last_insert_rowid();
-    if let Some(n) = &t.notify {
+    if let Some(n) = t.notify.as_ref().filter(|n| !n.recipients.is_empty()) {
         tx.prepare_cached(
             "INSERT INTO notifications (event_id, service_id, service, created_at, from_state, \
              to_state, reason, target, recipients, previous_since, status, next_attempt_at, last_error) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?12)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?13, ?11, ?12)",
         )?
         .execute(params![
             event_id,
@@ -488,9 +559,26 @@ fn write_check(
             n.target,
             serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into()),
             t.previous_since,
-            n.not_before,
-            n.note
+            n.next_attempt_at(),
+            n.note,
+            n.status()
         ])?;
+    }
+    if let Some(n) = &t.notify {
+        super::channels::insert_deliveries(
+            tx,
+            event_id,
+            c.service_id,
+            &n.service,
+            c.at,
+            t.from,
+            c.state,
+            c.reason.as_deref(),
+            &n.target,
+            t.previous_since,
+            n.next_attempt_at(),
+            n.status(),
+        )?;
     }
     Ok(Some(snap))
 }

@@ -10,7 +10,7 @@ async fn registration_creates_then_updates_keeping_state() {
         .register(json!({"name": "web one", "url": t.url("/"), "interval": 5, "timeout": 2, "healthy_threshold": 2}))
         .await;
     assert_eq!(st, 201, "{body}");
-    assert_eq!(body["url"], t.url("/health"));
+    assert_eq!(body["url"], t.url("/"), "a URL is checked as written");
     assert_eq!(body["state"], "unknown");
     let token = body["token"].as_str().unwrap().to_string();
     assert_eq!(token.len(), 64);
@@ -232,5 +232,27 @@ async fn pause_freezes_and_resume_restarts_checks_at_once() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_url_is_checked_as_written_and_interval_alone_is_valid() {
+    // The README's example (issue 17): a NAS answers `/`, and 404 on `/health`.
+    let d = TestDaemon::start().await;
+    let nas = HttpTarget::start(Mode::OnlyAt("/".into())).await;
+    let url = format!("http://{}/", nas.addr);
+    let (st, body) = d
+        .register(json!({"name": "nas", "url": url, "interval": 5, "healthy_threshold": 2}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(body["url"], url);
+    assert_eq!(body["timeout"], 4, "min(5, interval - 1)");
+    d.wait_state("nas", "healthy", Duration::from_secs(20))
+        .await;
+    // Without the trailing slash too.
+    let (st, body) = d
+        .register(json!({"name": "nas2", "url": format!("http://{}", nas.addr)}))
+        .await;
+    assert_eq!((st, body["url"].as_str()), (201, Some(url.as_str())));
     d.stop().await;
 }

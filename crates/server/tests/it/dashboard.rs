@@ -102,7 +102,7 @@ async fn pages_show_state_target_history_and_escape_names() {
     assert_eq!(st, 200);
     assert_eq!(texts(&doc, "h1"), ["router"]);
     assert!(
-        doc.select(&sel("figure svg.spark circle.fail-dot")).count() >= 2,
+        doc.select(&sel("figure svg.chart circle.pt.fail")).count() >= 2,
         "failures marked"
     );
     let rows = texts(&doc, "#checks tbody tr");
@@ -238,7 +238,7 @@ async fn a_browser_sees_a_state_change_without_reloading() {
     .await;
     assert_eq!(c.current_url().await.unwrap().path(), "/services/web");
     assert!(
-        c.find(Locator::Css("figure svg.spark")).await.is_ok(),
+        c.find(Locator::Css("figure svg.chart")).await.is_ok(),
         "response-time chart"
     );
     assert!(

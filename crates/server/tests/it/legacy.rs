@@ -131,3 +131,22 @@ async fn the_seed_client_wire_protocol_works() {
     assert_eq!(r.status(), 400);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn status_answers_a_summary_counted_by_state() {
+    let d = TestDaemon::start().await;
+    let t = HttpTarget::start(Mode::Pass).await;
+    let (st, _) = d
+        .register(serde_json::json!({"name": "a", "url": t.url("/"), "interval": 5, "healthy_threshold": 2}))
+        .await;
+    assert_eq!(st, 201);
+    d.register(serde_json::json!({"name": "b", "url": "tcp://127.0.0.1:9"}))
+        .await;
+    d.wait_state("a", "healthy", Duration::from_secs(20)).await;
+    let (st, v) = d.get("/healthchecker/status").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["services"], 2, "{v}");
+    assert_eq!(v["states"]["healthy"], 1, "{v}");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    d.stop().await;
+}

@@ -69,6 +69,8 @@ async fn probes_judge_real_targets() {
         json!({"name": "https verify", "url": https.url("/"), "tls_verify": true}),
         json!({"name": "https expiring", "url": https_expiring.url("/")}),
         json!({"name": "ssl expired", "url": format!("ssl://{}", ssl_expired.addr)}),
+        json!({"name": "https expired", "url": format!("https://{}/", ssl_expired.addr)}),
+        json!({"name": "https expired verify", "url": format!("https://{}/", ssl_expired.addr), "tls_verify": true}),
         json!({"name": "huge headers", "url": huge.url("/")}),
         json!({"name": "garbage http", "url": garbage.url("/")}),
         json!({"name": "garbage tls", "url": format!("ssl://{}", garbage.addr)}),
@@ -104,7 +106,11 @@ async fn probes_judge_real_targets() {
             "warn",
             Some("certificate expires in 1 day"),
         ),
-        ("ssl expired", "fail", Some("certificate expired on")),
+        // An expired self-signed certificate (a printer, a NAS) is a warn
+        // without tls_verify, never a fail (SPEC section 2).
+        ("ssl expired", "warn", Some("certificate expired on")),
+        ("https expired", "warn", Some("certificate expired on")),
+        ("https expired verify", "fail", Some("TLS handshake failed")),
         ("huge headers", "fail", Some("invalid HTTP response")),
         ("garbage http", "fail", Some("invalid HTTP response")),
         ("garbage tls", "fail", Some("TLS handshake failed")),

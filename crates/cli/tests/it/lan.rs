@@ -1,0 +1,243 @@
+//! Finding things to monitor (SPEC section 16), in a private network
+//! namespace: python-zeroconf announces a fake printer, NAS and Home
+//! Assistant on 127.0.0.1; the daemon lists them (never itself) in
+//! `GET /api/v1/discovered` within 10 s, monitors one with one call, and
+//! `healthchecker discover --devices` shows the rest.
+
+use crate::daemon::{bin, Proc};
+use healthchecker_testkit::netns::{in_private_netns, unavailable};
+use healthchecker_testkit::smtp::python;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn announced_devices_are_listed_and_one_call_monitors_one() {
+    let ran = in_private_netns(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Proc::start_raw(
+            &dir.path().join("hc.db"),
+            &[
+                "--bind",
+                "127.0.0.1:0",
+                "--mdns-interface",
+                "lo",
+                "--mdns-name",
+                "HealthChecker test",
+            ],
+        );
+        let mut peer = Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/mdns_peer.py"))
+            .arg("devices")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        BufReader::new(peer.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready");
+        let started = Instant::now();
+
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let list = || async {
+            let v: serde_json::Value = http
+                .get(format!("{}/api/v1/discovered", p.url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["discovered"].as_array().unwrap().clone()
+        };
+        let by_type =
+            |found: &[serde_json::Value], ty: &str| found.iter().find(|d| d["type"] == ty).cloned();
+        let found = loop {
+            let found = list().await;
+            let types = [
+                "_ipp._tcp.local.",
+                "_smb._tcp.local.",
+                "_http._tcp.local.",
+                "_home-assistant._tcp.local.",
+            ];
+            if types.iter().all(|t| by_type(&found, t).is_some()) {
+                break found;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "not all found within 10 s: {found:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        // Never itself (its dashboard is an _http._tcp record too).
+        assert!(
+            found
+                .iter()
+                .all(|d| !d["name"].as_str().unwrap().starts_with("HealthChecker")),
+            "{found:?}"
+        );
+        let printer = by_type(&found, "_ipp._tcp.local.").unwrap();
+        assert_eq!(printer["name"], "Office printer");
+        assert_eq!(printer["txt"]["ty"], "Fake LaserJet");
+        assert_eq!(printer["suggested"]["url"], "tcp://127.0.0.1:631");
+        let web = by_type(&found, "_http._tcp.local.").unwrap();
+        assert_eq!(
+            web["suggested"]["url"], "http://127.0.0.1:5000/webman/",
+            "TXT path"
+        );
+        let ha = by_type(&found, "_home-assistant._tcp.local.").unwrap();
+        assert_eq!(ha["suggested"]["url"], "http://127.0.0.1:8123/");
+
+        // One call monitors the printer; it then leaves the list.
+        let r = http
+            .post(format!(
+                "{}{}",
+                p.url,
+                printer["links"]["monitor"].as_str().unwrap()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            (v["name"].as_str(), v["url"].as_str()),
+            (
+                Some("Office printer (printer)"),
+                Some("tcp://127.0.0.1:631")
+            )
+        );
+        let found = list().await;
+        assert!(by_type(&found, "_ipp._tcp.local.").is_none(), "{found:?}");
+        let r = http
+            .post(format!(
+                "{}/api/v1/discovered/0000000000000000/monitor",
+                p.url
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+
+        // The CLI shows the rest, with the command that would monitor each.
+        let out = bin()
+            .args(["discover", "--devices"])
+            .env("HEALTHCHECKER_SERVER", &p.url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("healthchecker monitor 'Home (Home Assistant)' http://127.0.0.1:8123/"),
+            "{text}"
+        );
+        assert!(!text.contains("Office printer"), "{text}");
+
+        let _ = peer.stdin.take().unwrap().write_all(b"");
+        let _ = peer.wait();
+        let _ = p.terminate(Duration::from_secs(10));
+    });
+    if ran.is_none() {
+        unavailable("the discovery test needs unshare(CLONE_NEWNET)");
+    }
+}
+
+#[test]
+fn auto_monitor_registers_only_the_types_it_names() {
+    let ran = in_private_netns(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Proc::start_raw(
+            &dir.path().join("hc.db"),
+            &[
+                "--bind",
+                "127.0.0.1:0",
+                "--mdns-interface",
+                "lo",
+                "--auto-monitor",
+                "_ipp._tcp",
+            ],
+        );
+        let mut peer = Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/mdns_peer.py"))
+            .arg("devices")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        BufReader::new(peer.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let started = Instant::now();
+        let names = loop {
+            let v: serde_json::Value = http
+                .get(format!("{}/api/v1/services", p.url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let names: Vec<String> = v["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["name"].as_str().unwrap().to_string())
+                .collect();
+            if !names.is_empty() {
+                break names;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nothing auto-monitored"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        // Give the others the same chance: they stay listed, not monitored.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let v: serde_json::Value = http
+            .get(format!("{}/api/v1/services", p.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(names, vec!["Office printer (printer)".to_string()]);
+        assert_eq!(v["count"], 1, "{v}");
+        drop(peer.stdin.take());
+        let _ = peer.wait();
+        let _ = p.terminate(Duration::from_secs(10));
+    });
+    if ran.is_none() {
+        unavailable("the discovery test needs unshare(CLONE_NEWNET)");
+    }
+}
+
+#[test]
+fn auto_monitor_names_only_browsed_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "serve",
+            "--no-mdns",
+            "--bind",
+            "127.0.0.1:0",
+            "--auto-monitor",
+            "_bogus._tcp",
+            "--db",
+        ])
+        .arg(dir.path().join("hc.db"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("auto-monitor") && err.contains("_ipp._tcp"),
+        "{err}"
+    );
+}

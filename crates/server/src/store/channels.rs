@@ -1,0 +1,301 @@
+//! Named notification channels and their outbox, `deliveries` (SPEC
+//! section 13).
+//!
+//! A channel's credential is stored in its own column and only ever read
+//! by the dispatcher that sends with it; the API answers from
+//! [`Channel`] through a DTO without it. Delivery rows are inserted by the
+//! writer in the event's transaction ([`insert_deliveries`]); this module
+//! reads the due ones and records each attempt.
+
+use super::{lock, Store, StoreError};
+use healthchecker_core::channel::{Channel, ChannelKind, Secret};
+use healthchecker_core::HealthState;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+/// One row of the channel outbox.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    /// Row id; the delivery id is derived from it.
+    pub id: i64,
+    /// Channel name.
+    pub channel: String,
+    /// The state event it announces.
+    pub event_id: i64,
+    /// The service's row id.
+    pub service_id: i64,
+    /// The service's name.
+    pub service: String,
+    /// When the event happened (Unix ms).
+    pub created_at: i64,
+    /// Previous state.
+    pub from: HealthState,
+    /// New state.
+    pub to: HealthState,
+    /// The reason of the check that caused it.
+    pub reason: Option<String>,
+    /// The target URL.
+    pub target: String,
+    /// When the previous state began (Unix ms).
+    pub previous_since: Option<i64>,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Earliest next attempt (Unix ms).
+    pub next_attempt_at: i64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub sent_at: Option<i64>,
+}
+
+impl DeliveryRecord {
+    /// The stable id carried by the message (Idempotency-Key, Matrix txn
+    /// id): a function of the row alone, so a retry carries the same one.
+    pub fn delivery_id(&self) -> String {
+        format!("hc-{}-{}", self.id, self.created_at)
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "id, channel, event_id, service_id, service, created_at, from_state, \
+    to_state, reason, target, previous_since, status, attempts, next_attempt_at, last_error, sent_at";
+
+fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
+    let state = |s: String| s.parse().unwrap_or(HealthState::Unknown);
+    Ok(DeliveryRecord {
+        id: r.get(0)?,
+        channel: r.get(1)?,
+        event_id: r.get(2)?,
+        service_id: r.get(3)?,
+        service: r.get(4)?,
+        created_at: r.get(5)?,
+        from: state(r.get(6)?),
+        to: state(r.get(7)?),
+        reason: r.get(8)?,
+        target: r.get(9)?,
+        previous_since: r.get(10)?,
+        status: r.get(11)?,
+        attempts: r.get(12)?,
+        next_attempt_at: r.get(13)?,
+        last_error: r.get(14)?,
+        sent_at: r.get(15)?,
+    })
+}
+
+fn channel_from_row(r: &Row<'_>) -> rusqlite::Result<Channel> {
+    let bad = |what: &str| super::corrupt(format!("channels.{what}"));
+    let kind: String = r.get(1)?;
+    let kind: ChannelKind = kind.parse().map_err(|_| bad("kind"))?;
+    let config: String = r.get(3)?;
+    let config: serde_json::Value = serde_json::from_str(&config).map_err(|_| bad("config"))?;
+    let text = |k: &str| config.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    Ok(Channel {
+        name: r.get(0)?,
+        kind,
+        default: r.get(2)?,
+        url: text("url"),
+        to: config
+            .get("to")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str()?.parse().ok()).collect())
+            .unwrap_or_default(),
+        chat_id: text("chat_id"),
+        room: text("room"),
+        secret: r.get::<_, Option<String>>(4)?.map(Secret::new),
+        username: text("username"),
+        topic_prefix: text("topic_prefix"),
+        discovery_prefix: text("discovery_prefix"),
+    })
+}
+
+/// Inserts one delivery row per channel of the service (its named ones,
+/// or every default channel when it names none) for a notification of
+/// `event_id`. Runs inside the writer's transaction.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn insert_deliveries(
+    tx: &Connection,
+    event_id: i64,
+    service_id: i64,
+    service: &str,
+    at: i64,
+    from: HealthState,
+    to: HealthState,
+    reason: Option<&str>,
+    target: &str,
+    previous_since: i64,
+    next_attempt_at: i64,
+    status: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO deliveries (channel, event_id, service_id, service, created_at, from_state, \
+         to_state, reason, target, previous_since, status, next_attempt_at) \
+         SELECT c.name, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?11, ?10 \
+         FROM channels c, services s WHERE s.id = ?2 AND \
+           (c.name IN (SELECT value FROM json_each(s.channels)) \
+            OR (json_array_length(s.channels) = 0 AND c.is_default)) \
+         ORDER BY c.name",
+    )?
+    .execute(params![
+        event_id,
+        service_id,
+        service,
+        at,
+        from.as_str(),
+        to.as_str(),
+        reason,
+        target,
+        previous_since,
+        next_attempt_at,
+        status
+    ])?;
+    Ok(())
+}
+
+impl Store {
+    /// Creates or replaces a channel; `true` when it is new.
+    pub fn put_channel(&self, c: &Channel, now: i64) -> Result<bool, StoreError> {
+        let config = serde_json::json!({
+            "url": c.url,
+            "to": c.to.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "chat_id": c.chat_id,
+            "room": c.room,
+            "username": c.username,
+            "topic_prefix": c.topic_prefix,
+            "discovery_prefix": c.discovery_prefix,
+        });
+        let conn = lock(&self.writer);
+        let existed: bool = conn
+            .query_row("SELECT 1 FROM channels WHERE name = ?1", [&c.name], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some();
+        conn.execute(
+            "INSERT INTO channels (name, kind, is_default, config, secret, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+             ON CONFLICT(name) DO UPDATE SET kind = ?2, is_default = ?3, config = ?4, secret = ?5, \
+             updated_at = ?6",
+            params![
+                c.name,
+                c.kind.as_str(),
+                c.default,
+                config.to_string(),
+                c.secret.as_ref().map(|s| s.expose()),
+                now
+            ],
+        )?;
+        Ok(!existed)
+    }
+
+    /// One channel, with its secret (for the sender and updates).
+    pub fn channel(&self, name: &str) -> Result<Option<Channel>, StoreError> {
+        let conn = self.read_conn();
+        let c = conn
+            .prepare_cached(
+                "SELECT name, kind, is_default, config, secret FROM channels WHERE name = ?1",
+            )?
+            .query_row([name], channel_from_row)
+            .optional()?;
+        Ok(c)
+    }
+
+    /// Every channel, by name.
+    pub fn channels(&self) -> Result<Vec<Channel>, StoreError> {
+        let conn = self.read_conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, kind, is_default, config, secret FROM channels ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], channel_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a channel; its pending deliveries fail with that reason.
+    pub fn delete_channel(&self, name: &str) -> Result<bool, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let n = tx.execute("DELETE FROM channels WHERE name = ?1", [name])?;
+        tx.execute(
+            "UPDATE deliveries SET status = 'failed', last_error = 'channel deleted' \
+             WHERE channel = ?1 AND status = 'pending'",
+            [name],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Every pending row of each (service, channel) pair that has one due
+    /// at `now`, oldest first: a pair's pending rows travel together (one
+    /// message stating the latest state), as mail does.
+    pub fn due_deliveries(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let conn = self.read_conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE status = 'pending' AND EXISTS \
+               (SELECT 1 FROM deliveries e WHERE e.status = 'pending' AND e.next_attempt_at <= ?1 \
+                AND e.service_id = d.service_id AND e.channel = d.channel) \
+             ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![now, limit as i64], delivery_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Channel outbox rows, newest first, optionally of one status or service.
+    pub fn deliveries(
+        &self,
+        status: Option<&str>,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let conn = self.read_conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR status = ?1) \
+             AND (?2 IS NULL OR service = ?2) ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![status, service, limit as i64], delivery_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records delivered rows (the receiver accepted the message).
+    pub fn mark_delivered(&self, ids: &[i64], at: i64) -> Result<(), StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE deliveries SET status = 'sent', sent_at = ?1, attempts = attempts + 1, \
+                 last_error = NULL WHERE id = ?2 AND status = 'pending'",
+            )?;
+            for id in ids {
+                stmt.execute(params![at, id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retry at `next_attempt_at`, or give up.
+    pub fn mark_delivery_failed(
+        &self,
+        ids: &[i64],
+        error: &str,
+        next_attempt_at: i64,
+        give_up: bool,
+    ) -> Result<(), StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2, \
+                 status = CASE WHEN ?3 THEN 'failed' ELSE status END \
+                 WHERE id = ?4 AND status = 'pending'",
+            )?;
+            for id in ids {
+                stmt.execute(params![error, next_attempt_at, give_up, id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,514 @@
+//! Retention, roll-ups, uptime windows and the history migration (SPEC
+//! section 18), on an injected clock: the store functions take `now`, so
+//! days pass in milliseconds.
+
+use super::*;
+use crate::store::writer::{TransitionWrite, Writer};
+use healthchecker_core::RegisterRequest;
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+fn spec(name: &str) -> ServiceSpec {
+    let body =
+        serde_json::json!({"name": name, "url": "http://127.0.0.1:9/health", "interval": 30});
+    ServiceSpec::try_from(RegisterRequest::from_json(body.to_string().as_bytes()).unwrap()).unwrap()
+}
+
+fn check(id: i64, at: i64, result: CheckResult, duration_us: i64) -> CheckWrite {
+    CheckWrite {
+        service_id: id,
+        at,
+        duration_us,
+        result,
+        reason: (result != CheckResult::Pass).then(|| "HTTP 503".into()),
+        http_status: None,
+        details: None,
+        cert_expires_at: None,
+        state: HealthState::Healthy,
+        successes: 0,
+        failures: 0,
+        transition: None,
+    }
+}
+
+fn changed(mut c: CheckWrite) -> CheckWrite {
+    c.transition = Some(TransitionWrite {
+        from: HealthState::Unhealthy,
+        previous_since: 0,
+        notify: None,
+    });
+    c
+}
+
+async fn record_all(store: &Store, checks: impl IntoIterator<Item = CheckWrite>) {
+    let (writer, handle) = Writer::start(store);
+    for c in checks {
+        handle.record(c).await;
+    }
+    handle.flush().await;
+    drop(handle);
+    writer.join();
+}
+
+fn register(store: &Store, name: &str) -> i64 {
+    store
+        .register(&spec(name), "h", 0, usize::MAX)
+        .unwrap()
+        .record
+        .id
+}
+
+/// `at` of every stored check of a service, oldest first.
+fn stored(store: &Store, id: i64) -> Vec<i64> {
+    store
+        .with_reader(|c| {
+            c.prepare("SELECT at FROM checks WHERE service_id = ?1 ORDER BY id")?
+                .query_map([id], |r| r.get(0))?
+                .collect()
+        })
+        .unwrap()
+}
+
+fn hour_total(store: &Store, id: i64) -> i64 {
+    store
+        .with_reader(|c| {
+            c.query_row(
+                "SELECT COALESCE(SUM(total), 0) FROM uptime WHERE service_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn retention_keeps_the_last_n_and_a_weeks_failures_and_state_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("x.db")).unwrap();
+    store.set_keep_checks(10);
+    let id = register(&store, "a");
+    let few = register(&store, "few");
+    let now = 100 * DAY;
+    let p = CheckResult::Pass;
+    let mut all = Vec::new();
+    // Eight days ago: a failure, a state change, passes.
+    let old = now - 8 * DAY;
+    all.push(check(id, old, CheckResult::Fail, 1));
+    all.push(changed(check(id, old + 1, p, 1)));
+    all.extend((2..30).map(|i| check(id, old + i, p, 1)));
+    // Yesterday: a failure, a warning, a state change, passes.
+    let recent = now - DAY;
+    all.push(check(id, recent, CheckResult::Fail, 1));
+    all.push(check(id, recent + 1, CheckResult::Warn, 1));
+    all.push(changed(check(id, recent + 2, p, 1)));
+    all.extend((3..30).map(|i| check(id, recent + i, p, 1)));
+    // The newest ten.
+    all.extend((0..10).map(|i| check(id, now - 100 + i, p, 1)));
+    all.extend((0..5).map(|i| check(few, old + i, CheckResult::Fail, 1)));
+    record_all(&store, all).await;
+    assert_eq!(stored(&store, id).len(), 70);
+
+    let removed = store.prune(now).unwrap();
+    assert_eq!(removed, 57);
+    let mut expect = vec![recent, recent + 1, recent + 2];
+    expect.extend((0..10).map(|i| now - 100 + i));
+    assert_eq!(stored(&store, id), expect);
+    // The history read is the newest ten, whole.
+    let newest: Vec<i64> = store
+        .checks(id, 100)
+        .unwrap()
+        .iter()
+        .map(|c| c.at)
+        .collect();
+    assert_eq!(
+        newest,
+        (0..10).rev().map(|i| now - 100 + i).collect::<Vec<_>>()
+    );
+    // Fewer than N: all kept, however old.
+    assert_eq!(stored(&store, few).len(), 5);
+    // A week later the kept failures and state changes go; the newest ten stay.
+    store.prune(now + 7 * DAY).unwrap();
+    assert_eq!(stored(&store, id), expect[3..].to_vec());
+    // The roll-ups still count every check.
+    assert_eq!(hour_total(&store, id), 70);
+}
+
+#[tokio::test]
+async fn rollups_count_failures_warnings_and_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("x.db")).unwrap();
+    let id = register(&store, "a");
+    let t = 10 * DAY;
+    let mut all: Vec<CheckWrite> = (0..95)
+        .map(|i| check(id, t + i, CheckResult::Pass, 3_000))
+        .collect();
+    all.extend((0..3).map(|i| check(id, t + 100 + i, CheckResult::Fail, 40_000)));
+    all.extend((0..2).map(|i| check(id, t + 200 + i, CheckResult::Warn, 150_000)));
+    all.extend((0..10).map(|i| check(id, t + HOUR + i, CheckResult::Pass, 700_000)));
+    record_all(&store, all).await;
+
+    let hours = store
+        .rollups(id, false, t / HOUR - 5, t / HOUR + 5)
+        .unwrap();
+    assert_eq!(
+        hours,
+        vec![
+            Rollup {
+                period: t / HOUR,
+                count: 100,
+                failures: 3,
+                warns: 2,
+                latency_min_us: Some(3_000),
+                latency_mean_us: Some(7_050),
+                latency_max_us: Some(150_000),
+                // The 95th check is in the 2-5 ms bucket: its upper edge.
+                latency_p95_us: Some(5_000),
+            },
+            Rollup {
+                period: t / HOUR + 1,
+                count: 10,
+                failures: 0,
+                warns: 0,
+                latency_min_us: Some(700_000),
+                latency_mean_us: Some(700_000),
+                latency_max_us: Some(700_000),
+                // The bucket's edge (1 s) clamped to the maximum.
+                latency_p95_us: Some(700_000),
+            },
+        ]
+    );
+    let days = store.rollups(id, true, t / DAY - 5, t / DAY + 5).unwrap();
+    assert_eq!(
+        days,
+        vec![Rollup {
+            period: t / DAY,
+            count: 110,
+            failures: 3,
+            warns: 2,
+            latency_min_us: Some(3_000),
+            latency_mean_us: Some((95 * 3_000 + 3 * 40_000 + 2 * 150_000 + 10 * 700_000) / 110),
+            latency_max_us: Some(700_000),
+            latency_p95_us: Some(700_000),
+        }]
+    );
+    // Roll-ups older than their retention are pruned; younger ones stay.
+    store.prune(t + 31 * DAY).unwrap();
+    assert!(store
+        .rollups(id, false, t / HOUR - 5, t / HOUR + 5)
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .rollups(id, true, t / DAY - 5, t / DAY + 5)
+            .unwrap()
+            .len(),
+        1
+    );
+    store.prune(t + 401 * DAY).unwrap();
+    assert!(store
+        .rollups(id, true, t / DAY - 5, t / DAY + 5)
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn uptime_windows_are_read_from_the_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("x.db")).unwrap();
+    let id = register(&store, "a");
+    let quiet = register(&store, "quiet");
+    let now = 200 * DAY + 12 * HOUR;
+    let (p, f) = (CheckResult::Pass, CheckResult::Fail);
+    let mut all = vec![check(id, now - HOUR, p, 1), check(id, now - HOUR, f, 1)];
+    all.extend((0..2).map(|_| check(id, now - 3 * DAY, p, 1)));
+    all.extend((0..4).map(|_| check(id, now - 20 * DAY, f, 1)));
+    all.extend((0..8).map(|_| check(id, now - 60 * DAY, p, 1)));
+    all.extend((0..100).map(|_| check(id, now - 100 * DAY, f, 1)));
+    // Out of order on purpose: roll-ups do not care.
+    all.reverse();
+    record_all(&store, all).await;
+    let up = store.uptime_ratios(&[id, quiet], now).unwrap();
+    assert_eq!(
+        up[&id],
+        Uptime {
+            day: Some(0.5),
+            week: Some(0.75),
+            month: Some(3.0 / 8.0),
+            quarter: Some(11.0 / 16.0),
+        }
+    );
+    assert_eq!(up[&quiet], Uptime::default());
+}
+
+#[tokio::test]
+async fn a_crash_before_the_rollups_commit_neither_loses_nor_double_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    let store = Store::open(&path).unwrap();
+    // More dirty services than SNAPSHOT_EAGER: the roll-ups wait for the
+    // snapshot, the checks do not.
+    let n = super::writer::SNAPSHOT_EAGER as i64 + 44;
+    let ids: Vec<i64> = (0..n).map(|i| register(&store, &format!("s{i}"))).collect();
+    let (writer, handle) = Writer::start(&store);
+    for round in 0..3 {
+        for id in &ids {
+            handle
+                .record(check(*id, 1_000 * (round + 1), CheckResult::Pass, 1))
+                .await;
+        }
+    }
+    // Wait for the checks to commit, without a flush (which would force
+    // the snapshot), and copy the committed state: the file a `kill -9`
+    // would leave now.
+    let count = || {
+        store
+            .with_reader(|c| c.query_row("SELECT COUNT(*) FROM checks", [], |r| r.get::<_, i64>(0)))
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count() < 3 * n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checks never committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let crashed = dir.path().join("crashed.db");
+    store
+        .with_reader(|c| c.execute("VACUUM INTO ?1", [crashed.to_str().unwrap()]))
+        .unwrap();
+    handle.flush().await;
+    drop(handle);
+    writer.join();
+    assert_eq!(hour_total(&store, ids[0]), 3);
+
+    // The copy's roll-ups lack checks that its `checks` table holds.
+    let rolled: i64 = Connection::open(&crashed)
+        .unwrap()
+        .query_row("SELECT COALESCE(SUM(total), 0) FROM uptime", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(rolled < 3 * n, "{rolled}");
+    let copy = Store::open(&crashed).unwrap();
+    assert!(
+        ids.iter().all(|id| hour_total(&copy, *id) == 3),
+        "start-up folded the committed checks"
+    );
+    let up = copy.uptime_ratios(&ids[..1], 2_000).unwrap();
+    assert_eq!(up[&ids[0]].day, Some(1.0));
+    drop(copy);
+    // Opening again counts nothing twice.
+    let copy = Store::open(&crashed).unwrap();
+    assert!(ids.iter().all(|id| hour_total(&copy, *id) == 3));
+    let days: i64 = copy
+        .with_reader(|c| c.query_row("SELECT SUM(total) FROM uptime_day", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(days, 3 * n);
+}
+
+#[test]
+fn a_version_6_database_turns_its_history_into_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    let now = 50 * DAY;
+    {
+        let mut c = Connection::open(&path).unwrap();
+        super::schema::migrate_to(&mut c, 6).unwrap().unwrap();
+        c.execute_batch(
+            "INSERT INTO services (id, name, protocol, host, port, path, emails, timeout, interval, \
+               unhealthy_threshold, healthy_threshold, expected_status, tls_verify, cert_warn_days, \
+               token_hash, state_since, created_at, updated_at) VALUES \
+               (1, 'a', 'http', 'h', 80, '/', '[]', 5, 30, 2, 2, '200-399', 1, 14, 'x', 0, 0, 0), \
+               (2, 'b', 'http', 'h', 80, '/', '[]', 5, 30, 2, 2, '200-399', 1, 14, 'x', 0, 0, 0);",
+        )
+        .unwrap();
+        // Service 1: 300 checks over the last 150 minutes (one a half
+        // minute), every tenth failing at 80 ms, the rest 4 ms; the first
+        // one changed its state. Service 2: two checks.
+        let tx = c.transaction().unwrap();
+        for i in 0..300i64 {
+            let fail = i % 10 == 0;
+            tx.execute(
+                "INSERT INTO checks (id, service_id, at, duration_us, result, prev_id, seq) \
+                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    i + 1,
+                    now - 150 * 60_000 + i * 30_000,
+                    if fail { 80_000 } else { 4_000 },
+                    if fail { "fail" } else { "pass" },
+                    (i > 0).then_some(i),
+                    i + 1
+                ],
+            )
+            .unwrap();
+        }
+        tx.execute_batch(
+            "INSERT INTO checks (id, service_id, at, duration_us, result, prev_id, seq) VALUES \
+               (301, 2, 1000, 10, 'pass', NULL, 1), (302, 2, 2000, 10, 'fail', 301, 2); \
+             UPDATE services SET last_check_id = 300, check_seq = 300 WHERE id = 1; \
+             UPDATE services SET last_check_id = 302, check_seq = 2 WHERE id = 2; \
+             UPDATE meta SET value = 302 WHERE key = 'heads_through';",
+        )
+        .unwrap();
+        // The old buckets: the raw hours as counted, and an hour 20 days
+        // ago whose checks are long gone.
+        tx.execute(
+            "INSERT INTO uptime (service_id, hour, ok, total) \
+             SELECT service_id, at / 3600000, SUM(result != 'fail'), COUNT(*) FROM checks \
+             GROUP BY service_id, at / 3600000",
+            [],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO uptime (service_id, hour, ok, total) VALUES (1, ?1, 90, 120)",
+            [(now - 20 * DAY) / HOUR],
+        )
+        .unwrap();
+        tx.execute_batch(
+            "INSERT INTO events (id, at, service_id, service, kind, from_state, to_state, check_id) \
+               VALUES (1, 0, 1, 'a', 'state', 'unknown', 'unhealthy', 1); \
+             INSERT INTO notifications (event_id, service_id, service, created_at, from_state, \
+               to_state, target, recipients, status, next_attempt_at) \
+               VALUES (1, 1, 'a', 0, 'unknown', 'unhealthy', 'http://h/', '[]', 'pending', 0);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    // Every service, event and outbox row is kept.
+    assert_eq!(store.load_all().unwrap().len(), 2);
+    assert_eq!(store.events(Some("a"), 10).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .notifications(Some("pending"), None, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    // The raw hours became full roll-ups; the old bucket kept its counts.
+    let hours = store
+        .rollups(1, false, (now - 30 * DAY) / HOUR, now / HOUR)
+        .unwrap();
+    assert_eq!(hours[0].period, (now - 20 * DAY) / HOUR);
+    assert_eq!((hours[0].count, hours[0].failures), (120, 30));
+    assert_eq!(hours[0].latency_max_us, None);
+    let raw: Vec<&Rollup> = hours[1..].iter().collect();
+    assert_eq!(raw.iter().map(|h| h.count).sum::<i64>(), 300);
+    assert_eq!(raw.iter().map(|h| h.failures).sum::<i64>(), 30);
+    assert!(raw.iter().all(|h| h.latency_min_us == Some(4_000)
+        && h.latency_max_us == Some(80_000)
+        && h.latency_p95_us == Some(80_000)));
+    let days = store.rollups(1, true, 0, now / DAY).unwrap();
+    assert_eq!(days.iter().map(|d| d.count).sum::<i64>(), 420);
+    let up = store.uptime_ratios(&[1, 2], now).unwrap();
+    assert_eq!(up[&1].day, Some(270.0 / 300.0));
+    assert_eq!(up[&1].month, Some((270.0 + 90.0) / 420.0));
+    assert_eq!(up[&2].day, None, "its checks are older than 24 h");
+    assert_eq!(up[&2].quarter, Some(0.5));
+    // The first background prune keeps the newest 100 checks of a and the
+    // failing and state-changing checks of the last week; b keeps both.
+    store.prune(now).unwrap();
+    let kept: Vec<i64> = store
+        .with_reader(|c| {
+            c.prepare("SELECT id FROM checks WHERE service_id = 1 ORDER BY id")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+        .unwrap();
+    let mut expect: Vec<i64> = (0..200).filter(|i| i % 10 == 0).map(|i| i + 1).collect();
+    expect.extend(201..=300);
+    assert_eq!(kept, expect);
+    assert_eq!(store.checks(2, 10).unwrap().len(), 2);
+    assert_eq!(
+        store
+            .rollups(1, false, (now - 30 * DAY) / HOUR, now / HOUR)
+            .unwrap(),
+        hours
+    );
+}
+
+/// Steady state of one installation, measured with SQLite's `dbstat`
+/// (docs/storage.md quotes it): every service with its newest 100 checks,
+/// 30 days of hourly and 400 of daily roll-ups. Prints bytes per row and
+/// per service, as written and after `VACUUM`; fails if a service needs
+/// more than 128 KiB.
+#[test]
+fn steady_state_bytes_per_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("x.db")).unwrap();
+    let n = 200i64;
+    for i in 0..n {
+        register(&store, &format!("service-{i:05}"));
+    }
+    let now = 1_764_000_000_000i64;
+    store
+        .with_writer(|c| {
+            // Interleaved as the writer appends them: one check of every
+            // service per 30 s round, 4-6 ms, HTTP 200.
+            c.execute(
+                "WITH RECURSIVE r(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM r WHERE k < 99) \
+                 INSERT INTO checks (service_id, at, duration_us, result, http_status, prev_id, seq) \
+                 SELECT s.id, ?1 + r.k * 30000 + s.id, 4000 + (s.id * 7 + r.k * 13) % 2000, 'pass', 200, \
+                   NULL, r.k + 1 FROM r, services s ORDER BY r.k, s.id",
+                [now - 100 * 30_000],
+            )?;
+            c.execute(
+                "WITH RECURSIVE r(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM r WHERE k < 720) \
+                 INSERT INTO uptime (service_id, hour, ok, total, fails, warns, lat_n, lat_min, \
+                   lat_sum, lat_max, h1, h2) \
+                 SELECT s.id, ?1 - r.k, 119, 120, 1, 0, 120, 3900 + r.k % 100, 120 * 5012, \
+                   9000 + r.k, 118, 2 FROM r, services s ORDER BY r.k DESC, s.id",
+                [now / HOUR],
+            )?;
+            c.execute(
+                "WITH RECURSIVE r(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM r WHERE k < 400) \
+                 INSERT INTO uptime_day (service_id, day, ok, total, fails, warns, lat_n, lat_min, \
+                   lat_sum, lat_max, h1, h2, h3) \
+                 SELECT s.id, ?1 - r.k, 2876, 2880, 4, 1, 2880, 3800 + r.k % 100, 2880 * 5012, \
+                   41000 + r.k, 2830, 48, 2 FROM r, services s ORDER BY r.k DESC, s.id",
+                [now / DAY],
+            )
+        })
+        .unwrap();
+    let bytes = |names: &str| -> i64 {
+        store
+            .with_reader(|c| {
+                c.query_row(
+                    &format!("SELECT SUM(pgsize) FROM dbstat WHERE name IN ({names})"),
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap()
+    };
+    // As written (in the writer's order: period by period, services in id
+    // order within one), then packed by VACUUM.
+    let mut totals = Vec::new();
+    for packed in [false, true] {
+        if packed {
+            store.with_writer(|c| c.execute_batch("VACUUM")).unwrap();
+        }
+        let (raw, hourly, daily, services) = (
+            bytes("'checks'"),
+            bytes("'uptime'"),
+            bytes("'uptime_day'"),
+            bytes("'services', 'sqlite_autoindex_services_1'"),
+        );
+        let per = |b: i64, rows: i64| b as f64 / (n * rows) as f64;
+        let total = (raw + hourly + daily + services) / n;
+        println!(
+            "{}: bytes per row: check {:.1}, hourly {:.1}, daily {:.1}; per service: {} \
+             (services row {:.0})",
+            if packed { "vacuumed" } else { "as written" },
+            per(raw, 100),
+            per(hourly, 720),
+            per(daily, 400),
+            total,
+            per(services, 1)
+        );
+        totals.push(total);
+    }
+    assert!(totals[0] < 128 * 1024, "{} bytes per service", totals[0]);
+}
