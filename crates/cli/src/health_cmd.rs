@@ -113,15 +113,9 @@ pub fn main(a: HealthArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime(&mut tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("healthchecker: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let timeout = Duration::from_secs(a.timeout.max(1));
     match rt.block_on(async { tokio::time::timeout(timeout, get(addr, &path)).await }) {

@@ -101,3 +101,12 @@ fn main() -> ExitCode {
         Command::Silence(a) => client_cmd::exec(silence_cmd::run(a)),
     }
 }
+
+/// Builds a command's tokio runtime (`serve` multi-threaded, `health` on
+/// the current thread); on failure says why, and the command exits 1.
+fn runtime(builder: &mut tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("healthchecker: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}

@@ -88,6 +88,14 @@ pub struct ServeArgs {
     /// Serve a public, read-only status page at /status: service names, states and 90-day uptime only (open even with --private)
     #[arg(long, env = "HEALTHCHECKER_STATUS_PAGE")]
     status_page: bool,
+    /// With --status-page: show only services carrying one of these tags (comma-separated) [default: every service]
+    #[arg(
+        long,
+        env = "HEALTHCHECKER_STATUS_PAGE_TAGS",
+        value_name = "TAG,...",
+        value_delimiter = ','
+    )]
+    status_page_tags: Vec<String>,
     /// Probe only these addresses (CIDR list) [default: all]
     #[arg(long, env = "HEALTHCHECKER_ALLOW_TARGETS", value_name = "CIDR,...")]
     allow_targets: Option<String>,
@@ -214,15 +222,9 @@ pub fn main(_args: ServeArgs, m: &ArgMatches) -> ExitCode {
         }
     };
     init_logging(cfg.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime(&mut tokio::runtime::Builder::new_multi_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("healthchecker: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(cfg.bind).await {

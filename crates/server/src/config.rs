@@ -38,6 +38,7 @@ pub const KEYS: &[&str] = &[
     "admin-token-file",
     "private",
     "status-page",
+    "status-page-tags",
     "allow-targets",
     "deny-targets",
     "max-services",
@@ -80,6 +81,18 @@ pub struct Setting {
     pub values: Vec<String>,
     /// Where it came from.
     pub source: Source,
+}
+
+impl Setting {
+    /// The items of its comma-separated values (a repeatable option, or
+    /// one value listing several), trimmed, empty ones dropped.
+    fn items(&self) -> impl Iterator<Item = &str> {
+        self.values
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    }
 }
 
 /// A configuration that cannot be used.
@@ -197,6 +210,9 @@ pub struct Config {
     /// Serve the public, read-only status page `/status` (names, states
     /// and uptime only; open even with `--private`).
     pub status_page: bool,
+    /// With `status_page`: show only services carrying one of these tags
+    /// (`--status-page-tags a,b`); empty: every service.
+    pub status_page_tags: Vec<String>,
     /// Which target addresses probes may connect to.
     pub targets: crate::probe::TargetPolicy,
     /// Most services registered at once.
@@ -572,13 +588,7 @@ impl Config {
                 return Ok(Vec::new());
             };
             let mut out = Vec::new();
-            for v in s
-                .values
-                .iter()
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-            {
+            for v in s.items() {
                 let net = v
                     .parse::<ipnet::IpNet>()
                     .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
@@ -593,20 +603,14 @@ impl Config {
             Ok(out)
         };
         // `--deny-targets` adds to the default deny list; `none` empties it.
-        let deny_none = l.get("deny-targets").is_some_and(|s| {
-            s.values
-                .iter()
-                .flat_map(|v| v.split(','))
-                .any(|v| v.trim().eq_ignore_ascii_case("none"))
-        });
+        let deny_none = l
+            .get("deny-targets")
+            .is_some_and(|s| s.items().any(|v| v.eq_ignore_ascii_case("none")));
         let deny = if deny_none {
             let s = l.get("deny-targets").expect("checked above");
             let others: Vec<&str> = s
-                .values
-                .iter()
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("none"))
+                .items()
+                .filter(|v| !v.eq_ignore_ascii_case("none"))
                 .collect();
             if let Some(v) = others.first() {
                 return Err(ConfigError::Invalid {
@@ -631,13 +635,7 @@ impl Config {
         // Only the browsed types can be found, so only they may be named.
         let mut auto_monitor = Vec::new();
         if let Some(s) = l.get("auto-monitor") {
-            for v in s
-                .values
-                .iter()
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-            {
+            for v in s.items() {
                 let ty = v
                     .to_ascii_lowercase()
                     .trim_end_matches('.')
@@ -700,6 +698,10 @@ impl Config {
             admin_token: admin_token.map(AdminToken),
             private,
             status_page: l.flag("status-page")?,
+            status_page_tags: l
+                .get("status-page-tags")
+                .map(|s| s.items().map(str::to_string).collect())
+                .unwrap_or_default(),
             targets,
             max_services,
             keep_checks,
@@ -712,14 +714,7 @@ impl Config {
             mdns: !l.flag("no-mdns")?,
             mdns_interfaces: l
                 .get("mdns-interface")
-                .map(|s| {
-                    s.values
-                        .iter()
-                        .flat_map(|v| v.split(','))
-                        .map(|v| v.trim().to_string())
-                        .filter(|v| !v.is_empty())
-                        .collect()
-                })
+                .map(|s| s.items().map(str::to_string).collect())
                 .unwrap_or_default(),
             mdns_name: l.string("mdns-name"),
             legacy_mdns: !l.flag("no-legacy-mdns")?,

@@ -5,6 +5,7 @@
 //! file in a temporary directory. Every server stops when its handle drops.
 #![allow(clippy::new_without_default)]
 
+pub mod dns;
 pub mod mosquitto;
 pub mod netns;
 pub mod receiver;
@@ -141,6 +142,23 @@ pub fn seed_services(db: &std::path::Path, n: usize) {
             .register(&spec, "", healthchecker_server::clock::now_ms(), usize::MAX)
             .expect("register");
     }
+}
+
+/// Sends `req`; returns the answer's status code.
+pub async fn status(req: reqwest::RequestBuilder) -> u16 {
+    req.send().await.unwrap().status().as_u16()
+}
+
+/// Asserts that `resp` has `status` and an error message containing
+/// `text`; returns the JSON body.
+pub async fn assert_error(resp: reqwest::Response, status: u16, text: &str) -> serde_json::Value {
+    assert_eq!(resp.status(), status);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(text),
+        "{v}"
+    );
+    v
 }
 
 /// Percent-encodes a path segment.

@@ -30,6 +30,14 @@ impl Proc {
         Self::start_raw(db, &args)
     }
 
+    /// Starts `serve` on 127.0.0.1:0 with mDNS on `lo` and `extra`; only
+    /// inside a private network namespace.
+    pub fn start_mdns(db: &Path, extra: &[&str]) -> Proc {
+        let mut args = vec!["--bind", "127.0.0.1:0", "--mdns-interface", "lo"];
+        args.extend_from_slice(extra);
+        Self::start_raw(db, &args)
+    }
+
     /// Starts `serve` with exactly `args` (plus JSON logs and `db`); the
     /// caller chooses `--bind` and the mDNS options. Only inside a private
     /// network namespace may mDNS be on.
@@ -92,5 +100,47 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The python-zeroconf peer script (tests/py/mdns_peer.py), without arguments.
+pub fn mdns_peer() -> Command {
+    let mut c = Command::new(healthchecker_testkit::smtp::python());
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/mdns_peer.py"));
+    c
+}
+
+/// Runs `f` to completion on a fresh current-thread runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// `GET url`, its body as JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The `name` of every service of the daemon at `base`, following the
+/// list's `next` link page by page (at most 1,000 a page).
+pub async fn service_names(http: &reqwest::Client, base: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut path = "/api/v1/services".to_string();
+    loop {
+        let list = get_json(http, &format!("{base}{path}")).await;
+        names.extend(
+            list["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["name"].as_str().unwrap().to_string()),
+        );
+        match list["next"].as_str() {
+            Some(next) => path = next.to_string(),
+            None => return names,
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Faults: kill -9 during a registration storm, a full disk, SIGTERM with
 //! hung probes, hostile targets that must not leak descriptors.
 
-use crate::daemon::Proc;
+use crate::daemon::{service_names, Proc};
 use healthchecker_testkit::netns::with_small_tmpfs;
 use healthchecker_testkit::{wait_for, HttpTarget, Mode};
 use serde_json::json;
@@ -82,20 +82,8 @@ async fn repeated_kill_9_during_a_registration_storm_loses_nothing_acknowledged(
         acknowledged.len()
     );
     let p = Proc::start(&db, &[]);
-    let list: serde_json::Value = http
-        .get(format!("{}/api/v1/services", p.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let names: std::collections::HashSet<String> = list["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap().to_string())
-        .collect();
+    let names: std::collections::HashSet<String> =
+        service_names(&http, &p.url).await.into_iter().collect();
     let lost: Vec<&String> = acknowledged
         .iter()
         .filter(|n| !names.contains(*n))

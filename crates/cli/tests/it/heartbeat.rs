@@ -2,7 +2,7 @@
 //! process (SPEC section 15): a wrapped job that exits 1 makes its
 //! heartbeat service unhealthy within a second.
 
-use crate::daemon::{bin, Proc};
+use crate::daemon::{bin, block_on, Proc};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -114,11 +114,7 @@ fn run_reports_a_failing_job_and_ping_a_good_one() {
 
 /// `GET` or `POST` (with a JSON body) on the daemon's API.
 fn api(server: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let url = format!("{server}{path}");
         let req = match body {

@@ -13,7 +13,7 @@
 //! Environment=, an unprivileged user, a read-only root but the state
 //! directory, a notify socket).
 
-use crate::daemon::bin;
+use crate::daemon::{bin, block_on};
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -75,11 +75,7 @@ fn wait_listening(child: &mut Child) -> String {
 }
 
 fn health(addr: &str) -> (u16, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let r = http
             .get(format!("http://{addr}/health"))
@@ -101,6 +97,19 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
     }
     let _ = child.kill();
     panic!("the daemon did not exit within 10 s of SIGTERM");
+}
+
+/// Spawns `cmd` (stdout discarded, stderr read for the JSON logs) and
+/// waits for the address it announces.
+fn spawn_listening(cmd: &mut Command) -> (Reap, String) {
+    let mut child = Reap(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = wait_listening(&mut child.0);
+    (child, addr)
 }
 
 /// A child killed when dropped (a failed assertion must not leave it).
@@ -126,7 +135,7 @@ fn the_binary_alone_serves_the_api_dashboard_and_spec() {
     std::fs::copy(env!("CARGO_BIN_EXE_healthchecker"), &exe).unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let mut child = Reap(
+    let (mut child, addr) = spawn_listening(
         Command::new(&exe)
             .args([
                 "serve",
@@ -138,19 +147,10 @@ fn the_binary_alone_serves_the_api_dashboard_and_spec() {
             ])
             .env_clear()
             .env("HOME", &home)
-            .current_dir(&home)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .current_dir(&home),
     );
-    let addr = wait_listening(&mut child.0);
     assert_eq!(health(&addr).0, 200);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         for (path, needle) in [("/", "<html"), ("/api/v1/openapi.json", "openapi")] {
             let r = http
@@ -330,7 +330,7 @@ fn the_config_file_names_every_option_and_its_defaults_are_accepted() {
         .collect();
     assert!(body.lines().count() >= 10, "{body}");
     std::fs::write(&file, &body).unwrap();
-    let mut child = Reap(
+    let (mut child, addr) = spawn_listening(
         bin()
             .args([
                 "serve",
@@ -343,13 +343,8 @@ fn the_config_file_names_every_option_and_its_defaults_are_accepted() {
             ])
             .arg(&file)
             .arg("--db")
-            .arg(dir.path().join("hc.db"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .arg(dir.path().join("hc.db")),
     );
-    let addr = wait_listening(&mut child.0);
     assert_eq!(health(&addr).0, 200);
     assert!(terminate(&mut child.0).success());
 
@@ -682,13 +677,7 @@ fn the_debian_package_installs_into_a_debian_root_and_its_service_runs_unprivile
         cmd.env(k, v);
     }
     cmd.env("NOTIFY_SOCKET", "/run/notify.sock");
-    let mut child = Reap(
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = wait_listening(&mut child.0);
+    let (mut child, addr) = spawn_listening(&mut cmd);
     assert!(recv(&sock).starts_with("READY=1\n"));
     assert_eq!(health(&addr).0, 200);
     let db = state.join("healthchecker.db");

@@ -4,53 +4,42 @@
 //! `GET /api/v1/discovered` within 10 s, monitors one with one call, and
 //! `healthchecker discover --devices` shows the rest.
 
-use crate::daemon::{bin, Proc};
+use crate::daemon::{bin, get_json, mdns_peer, service_names, Proc};
 use healthchecker_testkit::netns::{in_private_netns, unavailable};
-use healthchecker_testkit::smtp::python;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+
+/// The peer announcing the fake devices, once it says so; and its first line.
+fn devices_peer() -> (Child, String) {
+    let mut peer = mdns_peer()
+        .arg("devices")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(peer.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    (peer, ready)
+}
 
 #[test]
 fn announced_devices_are_listed_and_one_call_monitors_one() {
     let ran = in_private_netns(|| async {
         let dir = tempfile::tempdir().unwrap();
-        let p = Proc::start_raw(
+        let p = Proc::start_mdns(
             &dir.path().join("hc.db"),
-            &[
-                "--bind",
-                "127.0.0.1:0",
-                "--mdns-interface",
-                "lo",
-                "--mdns-name",
-                "HealthChecker test",
-            ],
+            &["--mdns-name", "HealthChecker test"],
         );
-        let mut peer = Command::new(python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/mdns_peer.py"))
-            .arg("devices")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        BufReader::new(peer.stdout.take().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
+        let (mut peer, ready) = devices_peer();
         assert_eq!(ready.trim(), "ready");
         let started = Instant::now();
 
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let list = || async {
-            let v: serde_json::Value = http
-                .get(format!("{}/api/v1/discovered", p.url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = get_json(&http, &format!("{}/api/v1/discovered", p.url)).await;
             v["discovered"].as_array().unwrap().clone()
         };
         let by_type =
@@ -136,6 +125,54 @@ fn announced_devices_are_listed_and_one_call_monitors_one() {
         );
         assert!(!text.contains("Office printer"), "{text}");
 
+        // The dashboard lists them too, and its button monitors one (a form
+        // post from the daemon's own page; another site's is refused).
+        let page = http
+            .get(format!("{}/found", p.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("Home") && page.contains("http://127.0.0.1:8123/"),
+            "{page}"
+        );
+        assert!(!page.contains("Office printer"), "{page}");
+        let ha_id = ha["id"].as_str().unwrap();
+        let button = format!("/found/{ha_id}/monitor");
+        assert!(page.contains(&button), "{page}");
+        let post = |origin: &str| {
+            http.post(format!("{}{button}", p.url))
+                .header("origin", origin)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .send()
+        };
+        assert_eq!(post("http://evil.example").await.unwrap().status(), 403);
+        let r = post(&p.url).await.unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "followed the redirect to the new service's page"
+        );
+        assert_eq!(r.url().path(), "/services/Home%20%28Home%20Assistant%29");
+        assert_eq!(r.url().query(), Some("notice=added"));
+        let found = list().await;
+        assert!(
+            by_type(&found, "_home-assistant._tcp.local.").is_none(),
+            "{found:?}"
+        );
+        let v = get_json(
+            &http,
+            &format!("{}/api/v1/services/Home%20(Home%20Assistant)", p.url),
+        )
+        .await;
+        assert_eq!(v["url"], "http://127.0.0.1:8123/", "{v}");
+        // A second click does not overwrite it.
+        let r = post(&p.url).await.unwrap();
+        assert_eq!(r.url().query(), Some("notice=exists"));
+
         let _ = peer.stdin.take().unwrap().write_all(b"");
         let _ = peer.wait();
         let _ = p.terminate(Duration::from_secs(10));
@@ -149,45 +186,12 @@ fn announced_devices_are_listed_and_one_call_monitors_one() {
 fn auto_monitor_registers_only_the_types_it_names() {
     let ran = in_private_netns(|| async {
         let dir = tempfile::tempdir().unwrap();
-        let p = Proc::start_raw(
-            &dir.path().join("hc.db"),
-            &[
-                "--bind",
-                "127.0.0.1:0",
-                "--mdns-interface",
-                "lo",
-                "--auto-monitor",
-                "_ipp._tcp",
-            ],
-        );
-        let mut peer = Command::new(python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/mdns_peer.py"))
-            .arg("devices")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        BufReader::new(peer.stdout.take().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
+        let p = Proc::start_mdns(&dir.path().join("hc.db"), &["--auto-monitor", "_ipp._tcp"]);
+        let (mut peer, _ready) = devices_peer();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let started = Instant::now();
         let names = loop {
-            let v: serde_json::Value = http
-                .get(format!("{}/api/v1/services", p.url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let names: Vec<String> = v["services"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s["name"].as_str().unwrap().to_string())
-                .collect();
+            let names = service_names(&http, &p.url).await;
             if !names.is_empty() {
                 break names;
             }
@@ -199,14 +203,7 @@ fn auto_monitor_registers_only_the_types_it_names() {
         };
         // Give the others the same chance: they stay listed, not monitored.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let v: serde_json::Value = http
-            .get(format!("{}/api/v1/services", p.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(&http, &format!("{}/api/v1/services", p.url)).await;
         assert_eq!(names, vec!["Office printer (printer)".to_string()]);
         assert_eq!(v["count"], 1, "{v}");
         drop(peer.stdin.take());

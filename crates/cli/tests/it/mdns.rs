@@ -4,19 +4,13 @@
 //! times out of 20; SIGTERM withdraws the records; an interface restriction
 //! keeps every packet off the other interfaces.
 
-use crate::daemon::{bin, Proc};
+use crate::daemon::{bin, mdns_peer as peer, Proc};
 use healthchecker_testkit::netns::{in_private_netns, sh};
 use healthchecker_testkit::smtp::python;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn peer() -> Command {
-    let mut c = Command::new(python());
-    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/mdns_peer.py"));
-    c
-}
 
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
@@ -26,16 +20,9 @@ fn port_of(url: &str) -> u16 {
 fn peers_and_our_client_find_the_daemon_and_sigterm_withdraws_it() {
     in_private_netns(|| async {
         let dir = tempfile::tempdir().unwrap();
-        let p = Proc::start_raw(
+        let p = Proc::start_mdns(
             &dir.path().join("hc.db"),
-            &[
-                "--bind",
-                "127.0.0.1:0",
-                "--mdns-interface",
-                "lo",
-                "--mdns-name",
-                "HealthChecker test",
-            ],
+            &["--mdns-name", "HealthChecker test"],
         );
         let port = port_of(&p.url);
 

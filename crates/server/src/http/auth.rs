@@ -72,6 +72,25 @@ impl AppState {
         }
     }
 
+    /// Authorises a change to what is the daemon's, not a service's
+    /// (channels, silences): only the admin token passes. A refusal says
+    /// that `what` are changed with the admin token.
+    pub(crate) async fn authorize_admin_change(
+        &self,
+        headers: &HeaderMap,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        // No service is named "" (names are never blank): only the admin token passes.
+        self.authorize_change(headers, "")
+            .await
+            .map_err(|e| match e {
+                ApiError::Forbidden(_) => {
+                    ApiError::Forbidden(format!("{what} are changed with the admin token"))
+                }
+                other => other,
+            })
+    }
+
     /// Authorises a change to service `name` (registration, pause, resume,
     /// delete): the admin token, or that service's own token.
     pub async fn authorize_change(&self, headers: &HeaderMap, name: &str) -> Result<(), ApiError> {

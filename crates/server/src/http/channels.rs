@@ -2,7 +2,7 @@
 //! section 13). Changes need the admin token in token mode; answers never
 //! carry a secret (nor a Slack or Discord webhook path, which is one).
 
-use super::extract::{Body, ServiceName};
+use super::extract::{json_object, Body, ServiceName};
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::notify::channels::message::Message;
@@ -48,21 +48,26 @@ pub struct ChannelDto {
 #[derive(Debug, Serialize)]
 pub struct TestResult {
     channel: String,
-    delivered: bool,
-    delivery_id: String,
+    pub(crate) delivered: bool,
+    pub(crate) delivery_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
-fn dto(c: &Channel) -> ChannelDto {
-    // A Slack or Discord webhook URL is its own credential: show the host only.
-    let url = c.url.as_ref().map(|u| match c.kind {
+/// A channel's URL as it may be shown: a Slack or Discord webhook URL is
+/// its own credential, so only its host.
+pub(crate) fn public_url(c: &Channel) -> Option<String> {
+    c.url.as_ref().map(|u| match c.kind {
         ChannelKind::Slack | ChannelKind::Discord => match url::Url::parse(u) {
             Ok(p) => format!("{}://{}/…", p.scheme(), p.host_str().unwrap_or("")),
             Err(_) => "…".into(),
         },
         _ => u.clone(),
-    });
+    })
+}
+
+fn dto(c: &Channel) -> ChannelDto {
+    let url = public_url(c);
     ChannelDto {
         name: c.name.clone(),
         kind: c.kind.as_str(),
@@ -89,15 +94,8 @@ fn no_channel(name: &str) -> Response {
 
 /// Channels are the daemon's, not a service's: the admin token changes them.
 async fn authorize(app: &AppState, caller: &super::auth::Caller) -> Result<(), ApiError> {
-    // No service is named "" (names are never blank): only the admin token passes.
-    app.authorize_change(&caller.headers, "")
+    app.authorize_admin_change(&caller.headers, "channels")
         .await
-        .map_err(|e| match e {
-            ApiError::Forbidden(_) => {
-                ApiError::Forbidden("channels are changed with the admin token".into())
-            }
-            other => other,
-        })
 }
 
 async fn put(
@@ -106,12 +104,25 @@ async fn put(
     Body(body): Body,
 ) -> Result<(StatusCode, Json<ChannelDto>), ApiError> {
     super::cross_site::require_json(&caller.headers)?;
+    // Who may change channels is settled before the body is looked at.
     authorize(&app, &caller).await?;
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad("body", format!("malformed JSON body: {e}")))?;
-    let Some(map) = value.as_object() else {
-        return Err(ApiError::bad("body", "the body must be a JSON object"));
+    let (created, channel) = save(&app, &caller, &json_object(&body)?).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
+    Ok((status, Json(dto(&channel))))
+}
+
+/// Authorises, validates and stores a channel (`true`: created): the
+/// API's `POST`, shared with the dashboard's form.
+pub(crate) async fn save(
+    app: &AppState,
+    caller: &super::auth::Caller,
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(bool, Channel), ApiError> {
+    authorize(app, caller).await?;
     let name = map.get("name").and_then(|v| v.as_str()).map(str::to_string);
     let existing = match name {
         Some(n) => app.read(move |s| s.channel(&n)).await?,
@@ -123,12 +134,7 @@ async fn put(
     let created = tokio::task::spawn_blocking(move || store.put_channel(&c, now_ms()))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(dto(&channel))))
+    Ok((created, channel))
 }
 
 async fn list(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -153,17 +159,27 @@ async fn remove(
     caller: super::auth::Caller,
     ServiceName(name): ServiceName,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &caller).await?;
-    let store = app.store.clone();
-    let n = name.clone();
-    let gone = tokio::task::spawn_blocking(move || store.delete_channel(&n))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(if gone {
+    Ok(if delete_named(&app, &caller, &name).await? {
         StatusCode::NO_CONTENT.into_response()
     } else {
         no_channel(&name)
     })
+}
+
+/// Authorises and deletes a channel (`false`: none of that name): the
+/// API's `DELETE`, shared with the dashboard.
+pub(crate) async fn delete_named(
+    app: &AppState,
+    caller: &super::auth::Caller,
+    name: &str,
+) -> Result<bool, ApiError> {
+    authorize(app, caller).await?;
+    let store = app.store.clone();
+    let n = name.to_string();
+    tokio::task::spawn_blocking(move || store.delete_channel(&n))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)
 }
 
 async fn test(
@@ -171,18 +187,30 @@ async fn test(
     caller: super::auth::Caller,
     ServiceName(name): ServiceName,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &caller).await?;
-    let n = name.clone();
+    Ok(match send_test(&app, &caller, &name).await? {
+        Some(r) => Json(r).into_response(),
+        None => no_channel(&name),
+    })
+}
+
+/// Authorises and sends a test message now (`None`: no channel of that
+/// name): the API's test route, shared with the dashboard.
+pub(crate) async fn send_test(
+    app: &AppState,
+    caller: &super::auth::Caller,
+    name: &str,
+) -> Result<Option<TestResult>, ApiError> {
+    authorize(app, caller).await?;
+    let n = name.to_string();
     let Some(c) = app.read(move |s| s.channel(&n)).await? else {
-        return Ok(no_channel(&name));
+        return Ok(None);
     };
     let m = Message::test(now_ms(), app.channels.public_url());
     let result = app.channels.deliver(&c, &m).await;
-    Ok(Json(TestResult {
+    Ok(Some(TestResult {
         channel: c.name,
         delivered: result.is_ok(),
         delivery_id: m.delivery_id,
         error: result.err().map(|e| e.message),
-    })
-    .into_response())
+    }))
 }

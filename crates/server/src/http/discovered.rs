@@ -6,7 +6,7 @@
 //! A registration like any other: same validation, same token rules.
 
 use super::auth::Caller;
-use super::dto::{service_dto, Service, ServiceView};
+use super::dto::Service;
 use super::extract::Body;
 use super::{ApiError, AppState};
 use crate::browse::Device;
@@ -107,6 +107,58 @@ async fn monitored(app: &AppState) -> Result<HashSet<String>, ApiError> {
     Ok(services.iter().map(|r| r.spec.target.url()).collect())
 }
 
+/// The devices found and not monitored yet (no service has their
+/// suggested target), by id; for the API and the dashboard.
+pub(crate) async fn unmonitored(app: &AppState) -> Result<Vec<Device>, ApiError> {
+    let watched = monitored(app).await?;
+    Ok(app
+        .discovered
+        .list()
+        .into_iter()
+        .filter(|d| {
+            d.suggested
+                .as_ref()
+                .and_then(|s| normalized(&s.url))
+                .is_none_or(|u| !watched.contains(&u))
+        })
+        .collect())
+}
+
+/// The registration of found device `id`: its suggested name and target,
+/// with `overrides` (any registration fields) applied; separate target
+/// fields replace the suggested URL.
+pub(crate) fn device_spec(
+    app: &AppState,
+    id: &str,
+    overrides: Map<String, Value>,
+) -> Result<ServiceSpec, ApiError> {
+    let device = app.discovered.get(id).ok_or_else(|| ApiError::BadRequest {
+        code: "not_found",
+        field: "id".into(),
+        message: format!("no device {id:?} was found on the LAN (see GET /api/v1/discovered)"),
+    })?;
+    let Some(s) = &device.suggested else {
+        return Err(ApiError::bad(
+            "id",
+            format!(
+                "no target to suggest for {} ({}): register it with POST /api/v1/services",
+                device.instance, device.service_type
+            ),
+        ));
+    };
+    let mut fields = Map::new();
+    fields.insert("name".into(), s.name.clone().into());
+    fields.insert("url".into(), s.url.clone().into());
+    if ["protocol", "host", "port", "path"]
+        .iter()
+        .any(|k| overrides.contains_key(*k))
+    {
+        fields.remove("url");
+    }
+    fields.extend(overrides);
+    Ok(ServiceSpec::try_from(RegisterRequest::from_map(fields)?)?)
+}
+
 /// The suggested target as the store would show it once registered.
 fn normalized(url: &str) -> Option<String> {
     Target::parse_url("url", url).ok().map(|t| t.url())
@@ -121,19 +173,7 @@ fn normalized(url: &str) -> Option<String> {
 pub(super) async fn list_discovered(
     State(app): State<AppState>,
 ) -> Result<Json<DeviceList>, ApiError> {
-    let watched = monitored(&app).await?;
-    let devices: Vec<DeviceDto> = app
-        .discovered
-        .list()
-        .iter()
-        .filter(|d| {
-            d.suggested
-                .as_ref()
-                .and_then(|s| normalized(&s.url))
-                .is_none_or(|u| !watched.contains(&u))
-        })
-        .map(device_dto)
-        .collect();
+    let devices: Vec<DeviceDto> = unmonitored(&app).await?.iter().map(device_dto).collect();
     Ok(Json(DeviceList {
         count: devices.len(),
         discovered: devices,
@@ -157,39 +197,11 @@ pub(super) async fn monitor_discovered(
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
-    let device = app
-        .discovered
-        .get(&id)
-        .ok_or_else(|| ApiError::BadRequest {
-            code: "not_found",
-            field: "id".into(),
-            message: format!("no device {id:?} was found on the LAN (see GET /api/v1/discovered)"),
-        })?;
-    let Some(s) = &device.suggested else {
-        return Err(ApiError::bad(
-            "id",
-            format!(
-                "no target to suggest for {} ({}): register it with POST /api/v1/services",
-                device.instance, device.service_type
-            ),
-        ));
-    };
-    let mut fields = Map::new();
-    fields.insert("name".into(), s.name.clone().into());
-    fields.insert("url".into(), s.url.clone().into());
+    let mut overrides = Map::new();
     if !body.iter().all(u8::is_ascii_whitespace) {
         super::cross_site::require_json(&caller.headers)?;
         match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(over)) => {
-                // Separate target fields replace the suggested URL.
-                if ["protocol", "host", "port", "path"]
-                    .iter()
-                    .any(|k| over.contains_key(*k))
-                {
-                    fields.remove("url");
-                }
-                fields.extend(over);
-            }
+            Ok(Value::Object(over)) => overrides = over,
             _ => {
                 return Err(ApiError::bad(
                     "body",
@@ -198,18 +210,8 @@ pub(super) async fn monitor_discovered(
             }
         }
     }
-    let spec = ServiceSpec::try_from(RegisterRequest::from_map(fields)?)?;
-    let (reg, token) = app.register(spec, &caller).await?;
-    let status = if reg.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let view = ServiceView {
-        token: Some(&token),
-        ..Default::default()
-    };
-    Ok((status, Json(service_dto(&reg.record, view))))
+    let spec = device_spec(&app, &id, overrides)?;
+    super::v1::registered(&app, spec, &caller).await
 }
 
 /// How often the auto-monitor looks at what was found.

@@ -46,6 +46,17 @@ impl<S: Send + Sync> FromRequestParts<S> for ServiceName {
     }
 }
 
+/// Parses a body that must be one JSON object (the channel and silence
+/// routes); anything else is a 400 naming `body`.
+pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad("body", format!("malformed JSON body: {e}")))?;
+    match value {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Err(ApiError::bad("body", "the body must be a JSON object")),
+    }
+}
+
 /// Decodes `application/x-www-form-urlencoded` text (a query or a form
 /// body) into pairs, refusing bad percent-encoding and bad UTF-8 instead of
 /// replacing characters.
@@ -83,14 +94,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
     }
 }
 
+/// The last value of `key` among decoded form or query `pairs` (a field
+/// given twice counts as given last, as browsers and the seed's client
+/// expect).
+pub fn last_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
 impl Query {
     /// The last value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        last_value(&self.0, key)
     }
 
     /// `key` as a number in `1..=max`, or `default`.

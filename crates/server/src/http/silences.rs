@@ -2,7 +2,7 @@
 //! the admin token in token mode; after each one the scheduler's
 //! [`crate::silences::SilenceBook`] is reloaded from the store.
 
-use super::extract::{Body, ServiceName};
+use super::extract::{json_object, Body, ServiceName};
 use super::{ApiError, AppState};
 use crate::clock::{now_ms, rfc3339};
 use crate::silences::{Silence, Window};
@@ -46,15 +46,8 @@ async fn reload(app: &AppState) -> Result<(), ApiError> {
 }
 
 async fn authorize(app: &AppState, caller: &super::auth::Caller) -> Result<(), ApiError> {
-    // No service is named "" (names are never blank): only the admin token passes.
-    app.authorize_change(&caller.headers, "")
+    app.authorize_admin_change(&caller.headers, "silences")
         .await
-        .map_err(|e| match e {
-            ApiError::Forbidden(_) => {
-                ApiError::Forbidden("silences are changed with the admin token".into())
-            }
-            other => other,
-        })
 }
 
 async fn create(
@@ -63,21 +56,30 @@ async fn create(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     super::cross_site::require_json(&caller.headers)?;
+    // Who may add silences is settled before the body is looked at.
     authorize(&app, &caller).await?;
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad("body", format!("malformed JSON body: {e}")))?;
-    let Some(map) = value.as_object() else {
-        return Err(ApiError::bad("body", "the body must be a JSON object"));
-    };
     let now = now_ms();
+    let silence = add(&app, &caller, &json_object(&body)?, now).await?;
+    Ok((StatusCode::CREATED, Json(dto(&silence, now))).into_response())
+}
+
+/// Authorises, validates, stores and applies a silence: the API's `POST`,
+/// shared with the dashboard's form.
+pub(crate) async fn add(
+    app: &AppState,
+    caller: &super::auth::Caller,
+    map: &serde_json::Map<String, serde_json::Value>,
+    now: i64,
+) -> Result<Silence, ApiError> {
+    authorize(app, caller).await?;
     let mut silence = Silence::from_json(map, now)?;
     let store = app.store.clone();
     let s = silence.clone();
     silence.id = tokio::task::spawn_blocking(move || store.put_silence(&s, now))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    reload(&app).await?;
-    Ok((StatusCode::CREATED, Json(dto(&silence, now))).into_response())
+    reload(app).await?;
+    Ok(silence)
 }
 
 async fn list(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -96,12 +98,7 @@ async fn remove(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad("id", format!("invalid silence id {id:?}")))?;
-    let store = app.store.clone();
-    let gone = tokio::task::spawn_blocking(move || store.delete_silence(id, now_ms()))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    reload(&app).await?;
-    Ok(if gone {
+    Ok(if end(&app, &caller, id).await? {
         StatusCode::NO_CONTENT.into_response()
     } else {
         (
@@ -110,4 +107,20 @@ async fn remove(
         )
             .into_response()
     })
+}
+
+/// Authorises and deletes a silence (`false`: no such id), then applies
+/// the change: the API's `DELETE`, shared with the dashboard.
+pub(crate) async fn end(
+    app: &AppState,
+    caller: &super::auth::Caller,
+    id: i64,
+) -> Result<bool, ApiError> {
+    authorize(app, caller).await?;
+    let store = app.store.clone();
+    let gone = tokio::task::spawn_blocking(move || store.delete_silence(id, now_ms()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    reload(app).await?;
+    Ok(gone)
 }

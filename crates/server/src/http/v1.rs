@@ -52,7 +52,18 @@ pub(super) async fn register(
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
     super::cross_site::require_json(&caller.headers)?;
     let spec = ServiceSpec::try_from(RegisterRequest::from_json(&body)?)?;
-    let (reg, token) = app.register(spec, &caller).await?;
+    registered(&app, spec, &caller).await
+}
+
+/// Registers `spec` and answers as a registration does: 201 when new, 200
+/// when it updated a service, with the service and its new token. Shared
+/// by `POST /api/v1/services` and the monitoring of a found device.
+pub(super) async fn registered(
+    app: &AppState,
+    spec: ServiceSpec,
+    caller: &super::auth::Caller,
+) -> Result<(StatusCode, Json<Service>), ApiError> {
+    let (reg, token) = app.register(spec, caller).await?;
     let status = if reg.created {
         StatusCode::CREATED
     } else {

@@ -131,6 +131,61 @@ pub fn backoff(attempts: i64) -> Duration {
         .min(MAX_RETRY)
 }
 
+/// What a failed delivery of a group of outbox rows leads to: the retry
+/// bookkeeping shared by the mail sender and the channel dispatcher.
+pub(crate) struct Retry {
+    /// The attempt that failed (1-based): one more than the group's most.
+    pub attempts: i64,
+    /// Whether to mark the rows `failed` instead of trying again.
+    pub give_up: bool,
+    /// When to try again (Unix ms).
+    pub next_attempt_at: i64,
+}
+
+impl Retry {
+    /// Plans after a failure at `now` of the rows given as (attempts so
+    /// far, created at). It gives up only when even the newest row is
+    /// [`GIVE_UP_AFTER`] old, so the latest state is never dropped early;
+    /// the next attempt waits `retry_after` (a receiver's `Retry-After`)
+    /// or the [`backoff`].
+    pub(crate) fn after_failure(
+        rows: impl Iterator<Item = (i64, i64)> + Clone,
+        now: i64,
+        retry_after: Option<Duration>,
+    ) -> Retry {
+        let attempts = rows.clone().map(|(a, _)| a).max().unwrap_or(0) + 1;
+        let newest = rows.map(|(_, at)| at).max().unwrap_or(now);
+        let give_up = now - newest >= GIVE_UP_AFTER.as_millis() as i64;
+        let wait = retry_after.unwrap_or_else(|| backoff(attempts));
+        Retry {
+            attempts,
+            give_up,
+            next_attempt_at: now + wait.as_millis() as i64,
+        }
+    }
+}
+
+/// The metric's outcome of a failed delivery: `failed` when given up,
+/// else `retry`.
+pub(crate) fn outcome_of_failure(give_up: bool) -> &'static str {
+    if give_up {
+        "failed"
+    } else {
+        "retry"
+    }
+}
+
+/// Counts one delivery's outcome (`sent`, `retry` or `failed`) in the
+/// notifications metric.
+pub(crate) fn count_outcome(metrics: &Metrics, outcome: &str) {
+    metrics
+        .notifications
+        .get_or_create(&OutcomeLabel {
+            outcome: outcome.into(),
+        })
+        .inc();
+}
+
 /// Runs the sender until `cancel` fires.
 pub async fn run(
     store: Store,
@@ -177,31 +232,25 @@ pub async fn run(
                     "sent"
                 }
                 Err(e) => {
-                    let attempts = group.iter().map(|n| n.attempts).max().unwrap_or(0) + 1;
-                    // Give up only when even the newest transition is a day
-                    // old: the latest state is never dropped early.
-                    let newest = group.iter().map(|n| n.created_at).max().unwrap_or(now);
-                    let give_up = now - newest >= GIVE_UP_AFTER.as_millis() as i64;
-                    let next = now + backoff(attempts).as_millis() as i64;
+                    let Retry {
+                        attempts,
+                        give_up,
+                        next_attempt_at: next,
+                    } = Retry::after_failure(
+                        group.iter().map(|n| (n.attempts, n.created_at)),
+                        now,
+                        None,
+                    );
                     tracing::warn!(service = %group[0].service, attempts, error = %e, give_up, "SMTP delivery failed");
                     let err = e.clone();
                     let _ = tokio::task::spawn_blocking(move || {
                         s.mark_failed_attempt(&ids, &err, next, give_up)
                     })
                     .await;
-                    if give_up {
-                        "failed"
-                    } else {
-                        "retry"
-                    }
+                    outcome_of_failure(give_up)
                 }
             };
-            metrics
-                .notifications
-                .get_or_create(&OutcomeLabel {
-                    outcome: outcome.into(),
-                })
-                .inc();
+            count_outcome(&metrics, outcome);
         }
     }
 }

@@ -201,7 +201,6 @@ fn reason(e: &NetError) -> String {
 mod tests {
     use super::*;
     use hickory_resolver::config::ConnectionConfig;
-    use hickory_resolver::proto::op::Message;
     use hickory_resolver::proto::rr::rdata::A;
     use hickory_resolver::proto::rr::{RData, Record};
     use std::net::SocketAddr;
@@ -224,34 +223,18 @@ mod tests {
     /// A record (127.0.0.9) but AAAA queries get no answer at all,
     /// `nx.test` does not exist, and nothing else is ever answered.
     async fn partial_nameserver() -> SocketAddr {
-        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = sock.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1500];
-            while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
-                let Ok(q) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let Some(query) = q.queries.first().cloned() else {
-                    continue;
-                };
-                let name = query.name().to_utf8().to_ascii_lowercase();
-                let mut r = Message::response(q.metadata.id, q.metadata.op_code);
-                r.metadata.recursion_desired = q.metadata.recursion_desired;
-                r.metadata.recursion_available = true;
-                r.add_query(query.clone());
-                if name == "ok.test." && query.query_type() == RecordType::A {
-                    let a = RData::A(A(Ipv4Addr::new(127, 0, 0, 9)));
-                    r.add_answer(Record::from_rdata(query.name().clone(), 60, a));
-                } else if name == "nx.test." {
-                    r.metadata.response_code = ResponseCode::NXDomain;
-                } else {
-                    continue;
-                }
-                let _ = sock.send_to(&r.to_vec().unwrap(), peer).await;
+        healthchecker_testkit::dns::nameserver(|name, query, r| {
+            if name == "ok.test." && query.query_type() == RecordType::A {
+                let a = RData::A(A(Ipv4Addr::new(127, 0, 0, 9)));
+                r.add_answer(Record::from_rdata(query.name().clone(), 60, a));
+            } else if name == "nx.test." {
+                r.metadata.response_code = ResponseCode::NXDomain;
+            } else {
+                return false;
             }
-        });
-        addr
+            true
+        })
+        .await
     }
 
     #[tokio::test]

@@ -7,6 +7,9 @@ use super::{service_from_row, ServiceFilter, ServiceRecord, Store, StoreError, S
 use healthchecker_core::HealthState;
 use rusqlite::{params, OptionalExtension};
 
+/// One page of services carrying chosen tags, and their count per state.
+pub type TaggedPage = (Vec<ServiceRecord>, Vec<(HealthState, i64)>);
+
 /// How the dashboard's service list is ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ServiceOrder {
@@ -142,18 +145,7 @@ impl Store {
         // last change fell from about 190 ms to one pass over the table).
         let mut sql = "SELECT id FROM services WHERE 1=1".to_string();
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-        if let Some(st) = filter.state {
-            args.push(Box::new(st.as_str()));
-            sql.push_str(&format!(" AND state = ?{}", args.len()));
-        }
-        if let Some(q) = filter.name_contains.as_ref().filter(|q| !q.is_empty()) {
-            let escaped = q
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            args.push(Box::new(format!("%{escaped}%")));
-            sql.push_str(&format!(" AND name LIKE ?{} ESCAPE '\\'", args.len()));
-        }
+        filter.push_conditions(&mut sql, &mut args);
         sql.push_str(order.sql());
         let limit = if filter.limit == 0 {
             -1
@@ -221,5 +213,38 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The status page's services when `--status-page-tags` chooses them:
+    /// those carrying one of `tags`, by name, one page; and their count by
+    /// state (paused ones left out), for the page's one line on the whole.
+    pub fn services_tagged(
+        &self,
+        tags: &[String],
+        limit: usize,
+        offset: usize,
+    ) -> Result<TaggedPage, StoreError> {
+        let conn = self.read_conn();
+        let tags = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
+        const TAGGED: &str = "EXISTS (SELECT 1 FROM json_each(services.tags) \
+             WHERE value IN (SELECT value FROM json_each(?1)))";
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM services WHERE {TAGGED} ORDER BY name LIMIT ?2 OFFSET ?3"
+        ))?;
+        let rows = stmt.query_map(params![tags, limit as i64, offset as i64], service_from_row)?;
+        let services = rows.collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT state, COUNT(*) FROM services WHERE paused = 0 AND {TAGGED} GROUP BY state"
+        ))?;
+        let mut counts = Vec::new();
+        for r in stmt.query_map(params![tags], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })? {
+            let (state, n) = r?;
+            if let Ok(st) = state.parse::<HealthState>() {
+                counts.push((st, n));
+            }
+        }
+        Ok((services, counts))
     }
 }

@@ -2,9 +2,9 @@
 //! section 18), on an injected clock: the store functions take `now`, so
 //! days pass in milliseconds.
 
+use super::tests::{beyond_the_snapshot, record_all, spec_of, two_services_at_version, wait_until};
 use super::*;
 use crate::store::writer::{TransitionWrite, Writer};
-use healthchecker_core::RegisterRequest;
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
@@ -12,23 +12,15 @@ const DAY: i64 = 24 * HOUR;
 fn spec(name: &str) -> ServiceSpec {
     let body =
         serde_json::json!({"name": name, "url": "http://127.0.0.1:9/health", "interval": 30});
-    ServiceSpec::try_from(RegisterRequest::from_json(body.to_string().as_bytes()).unwrap()).unwrap()
+    spec_of(&body)
 }
 
 fn check(id: i64, at: i64, result: CheckResult, duration_us: i64) -> CheckWrite {
     CheckWrite {
-        service_id: id,
-        at,
         duration_us,
-        result,
-        reason: (result != CheckResult::Pass).then(|| "HTTP 503".into()),
         http_status: None,
-        details: None,
-        cert_expires_at: None,
-        state: HealthState::Healthy,
-        successes: 0,
         failures: 0,
-        transition: None,
+        ..super::tests::check(id, at, result, HealthState::Healthy)
     }
 }
 
@@ -39,16 +31,6 @@ fn changed(mut c: CheckWrite) -> CheckWrite {
         notify: None,
     });
     c
-}
-
-async fn record_all(store: &Store, checks: impl IntoIterator<Item = CheckWrite>) {
-    let (writer, handle) = Writer::start(store);
-    for c in checks {
-        handle.record(c).await;
-    }
-    handle.flush().await;
-    drop(handle);
-    writer.join();
 }
 
 fn register(store: &Store, name: &str) -> i64 {
@@ -248,8 +230,8 @@ async fn a_crash_before_the_rollups_commit_neither_loses_nor_double_counts() {
     let store = Store::open(&path).unwrap();
     // More dirty services than SNAPSHOT_EAGER: the roll-ups wait for the
     // snapshot, the checks do not.
-    let n = super::writer::SNAPSHOT_EAGER as i64 + 44;
-    let ids: Vec<i64> = (0..n).map(|i| register(&store, &format!("s{i}"))).collect();
+    let ids = beyond_the_snapshot(&store, spec);
+    let n = ids.len() as i64;
     let (writer, handle) = Writer::start(&store);
     for round in 0..3 {
         for id in &ids {
@@ -266,14 +248,7 @@ async fn a_crash_before_the_rollups_commit_neither_loses_nor_double_counts() {
             .with_reader(|c| c.query_row("SELECT COUNT(*) FROM checks", [], |r| r.get::<_, i64>(0)))
             .unwrap()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while count() < 3 * n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "checks never committed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until("checks never committed", || count() >= 3 * n).await;
     let crashed = dir.path().join("crashed.db");
     store
         .with_reader(|c| c.execute("VACUUM INTO ?1", [crashed.to_str().unwrap()]))
@@ -314,16 +289,7 @@ fn a_version_6_database_turns_its_history_into_rollups() {
     let path = dir.path().join("x.db");
     let now = 50 * DAY;
     {
-        let mut c = Connection::open(&path).unwrap();
-        super::schema::migrate_to(&mut c, 6).unwrap().unwrap();
-        c.execute_batch(
-            "INSERT INTO services (id, name, protocol, host, port, path, emails, timeout, interval, \
-               unhealthy_threshold, healthy_threshold, expected_status, tls_verify, cert_warn_days, \
-               token_hash, state_since, created_at, updated_at) VALUES \
-               (1, 'a', 'http', 'h', 80, '/', '[]', 5, 30, 2, 2, '200-399', 1, 14, 'x', 0, 0, 0), \
-               (2, 'b', 'http', 'h', 80, '/', '[]', 5, 30, 2, 2, '200-399', 1, 14, 'x', 0, 0, 0);",
-        )
-        .unwrap();
+        let mut c = two_services_at_version(&path, 6);
         // Service 1: 300 checks over the last 150 minutes (one a half
         // minute), every tenth failing at 80 ms, the rest 4 ms; the first
         // one changed its state. Service 2: two checks.

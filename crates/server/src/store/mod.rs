@@ -355,6 +355,26 @@ pub struct ServiceFilter {
     pub after: Option<String>,
 }
 
+impl ServiceFilter {
+    /// Appends its state and name conditions to `sql` (a query ending in
+    /// `WHERE 1=1`), numbering their parameters after those in `args`:
+    /// shared by the API's list and the dashboard's.
+    fn push_conditions(&self, sql: &mut String, args: &mut Vec<Box<dyn rusqlite::ToSql>>) {
+        if let Some(st) = self.state {
+            args.push(Box::new(st.as_str()));
+            sql.push_str(&format!(" AND state = ?{}", args.len()));
+        }
+        if let Some(q) = self.name_contains.as_ref().filter(|q| !q.is_empty()) {
+            let escaped = q
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            args.push(Box::new(format!("%{escaped}%")));
+            sql.push_str(&format!(" AND name LIKE ?{} ESCAPE '\\'", args.len()));
+        }
+    }
+}
+
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic while holding the lock leaves SQLite consistent (the
     // transaction rolls back on drop), so a poisoned lock is still usable.
@@ -818,18 +838,7 @@ impl Store {
         let conn = self.read_conn();
         let mut sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE 1=1");
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-        if let Some(st) = filter.state {
-            args.push(Box::new(st.as_str()));
-            sql.push_str(&format!(" AND state = ?{}", args.len()));
-        }
-        if let Some(q) = filter.name_contains.as_ref().filter(|q| !q.is_empty()) {
-            let escaped = q
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            args.push(Box::new(format!("%{escaped}%")));
-            sql.push_str(&format!(" AND name LIKE ?{} ESCAPE '\\'", args.len()));
-        }
+        filter.push_conditions(&mut sql, &mut args);
         if let Some(after) = &filter.after {
             args.push(Box::new(after.clone()));
             sql.push_str(&format!(" AND name > ?{}", args.len()));

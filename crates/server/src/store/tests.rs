@@ -4,10 +4,15 @@ use healthchecker_core::{RegisterRequest, ServiceSpec};
 
 fn spec(name: &str, interval: u32) -> ServiceSpec {
     let body = serde_json::json!({"name": name, "url": "http://127.0.0.1:9/health", "interval": interval, "email": "a@example.com"});
+    spec_of(&body)
+}
+
+/// The spec a registration with JSON `body` asks for.
+pub(super) fn spec_of(body: &serde_json::Value) -> ServiceSpec {
     ServiceSpec::try_from(RegisterRequest::from_json(body.to_string().as_bytes()).unwrap()).unwrap()
 }
 
-fn check(id: i64, at: i64, result: CheckResult, state: HealthState) -> CheckWrite {
+pub(super) fn check(id: i64, at: i64, result: CheckResult, state: HealthState) -> CheckWrite {
     CheckWrite {
         service_id: id,
         at,
@@ -126,7 +131,48 @@ async fn writer_records_check_event_and_outbox_together_and_survives_reopen() {
     assert_eq!(up.day, Some(0.0));
 }
 
-async fn record_all(store: &Store, checks: impl IntoIterator<Item = CheckWrite>) {
+/// Registers more services (`s0`, `s1`, ...) than SNAPSHOT_EAGER, each
+/// from `spec`; returns their ids.
+pub(super) fn beyond_the_snapshot(store: &Store, spec: impl Fn(&str) -> ServiceSpec) -> Vec<i64> {
+    let n = super::writer::SNAPSHOT_EAGER as i64 + 44;
+    (0..n)
+        .map(|i| {
+            let name = format!("s{i}");
+            store
+                .register(&spec(&name), "h", 0, usize::MAX)
+                .unwrap()
+                .record
+                .id
+        })
+        .collect()
+}
+
+/// A database at `path` left at schema `version`, holding services 1
+/// (`a`) and 2 (`b`) as that version stored them.
+pub(super) fn two_services_at_version(path: &std::path::Path, version: i64) -> Connection {
+    let mut c = Connection::open(path).unwrap();
+    super::schema::migrate_to(&mut c, version).unwrap().unwrap();
+    c.execute_batch(
+        "INSERT INTO services (id, name, protocol, host, port, path, emails, timeout, interval, \
+           unhealthy_threshold, healthy_threshold, expected_status, tls_verify, cert_warn_days, \
+           token_hash, state_since, created_at, updated_at) VALUES \
+           (1, 'a', 'http', 'h', 80, '/', '[]', 5, 30, 2, 2, '200-399', 1, 14, 'x', 0, 0, 0), \
+           (2, 'b', 'http', 'h', 80, '/', '[]', 5, 30, 2, 2, '200-399', 1, 14, 'x', 0, 0, 0);",
+    )
+    .unwrap();
+    c
+}
+
+/// Polls `done` every 20 ms; fails with `what` after 10 s.
+pub(super) async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+pub(super) async fn record_all(store: &Store, checks: impl IntoIterator<Item = CheckWrite>) {
     let (writer, handle) = Writer::start(store);
     for c in checks {
         handle.record(c).await;
@@ -199,17 +245,7 @@ async fn history_is_readable_before_the_snapshot_and_repaired_after_a_crash() {
     let store = Store::open(&path).unwrap();
     // More dirty services than SNAPSHOT_EAGER: the service rows wait for the
     // snapshot, the checks do not.
-    let n = super::writer::SNAPSHOT_EAGER as i64 + 44;
-    let ids: Vec<i64> = (0..n)
-        .map(|i| {
-            let name = format!("s{i}");
-            store
-                .register(&spec(&name, 30), "h", 0, usize::MAX)
-                .unwrap()
-                .record
-                .id
-        })
-        .collect();
+    let ids = beyond_the_snapshot(&store, |name| spec(name, 30));
     let (writer, handle) = Writer::start(&store);
     for round in 0..3 {
         for id in &ids {
@@ -225,14 +261,7 @@ async fn history_is_readable_before_the_snapshot_and_repaired_after_a_crash() {
     // Wait for the batches to commit, without a flush (which would force
     // the snapshot).
     let id = ids[7];
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while ats(&store, id, 10).len() < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "checks never readable"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until("checks never readable", || ats(&store, id, 10).len() >= 3).await;
     let row_head: Option<i64> = store
         .with_reader(|c| {
             c.query_row(
@@ -283,15 +312,9 @@ fn a_version_1_database_gets_its_history_chained() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.db");
     {
-        let mut c = Connection::open(&path).unwrap();
-        super::schema::migrate_to(&mut c, 1).unwrap().unwrap();
+        let c = two_services_at_version(&path, 1);
         c.execute_batch(
-            "INSERT INTO services (id, name, protocol, host, port, path, emails, timeout, interval, \
-               unhealthy_threshold, healthy_threshold, expected_status, tls_verify, cert_warn_days, \
-               token_hash, state_since, created_at, updated_at) VALUES \
-               (1, 'a', 'http', 'h', 80, '/', '[]', 5, 30, 2, 2, '200-399', 1, 14, 'x', 0, 0, 0), \
-               (2, 'b', 'http', 'h', 80, '/', '[]', 5, 30, 2, 2, '200-399', 1, 14, 'x', 0, 0, 0); \
-             INSERT INTO checks (service_id, at, duration_us, result) VALUES \
+            "INSERT INTO checks (service_id, at, duration_us, result) VALUES \
                (1, 10, 1, 'pass'), (2, 11, 1, 'fail'), (1, 12, 1, 'pass'), (1, 13, 1, 'fail');",
         )
         .unwrap();

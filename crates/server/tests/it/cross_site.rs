@@ -3,7 +3,7 @@
 //! A browser-like client sends `Origin` and `Sec-Fetch-*` as browsers do; a
 //! script-like client sends neither, as curl and the seed's client do.
 
-use healthchecker_testkit::{HttpTarget, Mode, TestDaemon};
+use healthchecker_testkit::{assert_error, status, HttpTarget, Mode, TestDaemon};
 use reqwest::Method;
 use serde_json::json;
 
@@ -93,12 +93,14 @@ async fn pages_of_other_sites_cannot_change_the_daemon_but_scripts_can() {
         (Method::POST, "/healthchecker/monitor"),
     ];
     for (m, path) in attempts {
-        let r = browser(&d, m.clone(), path, "cross-site", evil)
-            .header("sec-fetch-dest", "image")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 403, "{m} {path}");
+        assert_eq!(
+            status(
+                browser(&d, m.clone(), path, "cross-site", evil).header("sec-fetch-dest", "image")
+            )
+            .await,
+            403,
+            "{m} {path}"
+        );
     }
     // Nothing changed.
     let after = target_of(&d, "nas").await;
@@ -107,41 +109,45 @@ async fn pages_of_other_sites_cannot_change_the_daemon_but_scripts_can() {
     assert_eq!(after["paused"], false, "{after}");
 
     // Reads from other sites are not changes: they answer.
-    let r = browser(&d, Method::GET, "/api/v1/services", "cross-site", evil)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        status(browser(
+            &d,
+            Method::GET,
+            "/api/v1/services",
+            "cross-site",
+            evil
+        ))
+        .await,
+        200
+    );
     // The daemon's own pages (same origin) may change it.
-    let r = browser(
-        &d,
-        Method::POST,
-        "/api/v1/services/nas/pause",
-        "same-origin",
-        &d.url,
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        status(browser(
+            &d,
+            Method::POST,
+            "/api/v1/services/nas/pause",
+            "same-origin",
+            &d.url,
+        ))
+        .await,
+        200
+    );
     // Scripts send neither header: the legacy GET and JSON POST work.
-    let r = d
-        .http
-        .get(d.at("/healthchecker/resume?appname=nas"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        status(d.http.get(d.at("/healthchecker/resume?appname=nas"))).await,
+        200
+    );
     assert_eq!(target_of(&d, "nas").await["paused"], false);
-    let r = d
-        .http
-        .post(d.at("/api/v1/services"))
-        .header("content-type", "application/json; charset=utf-8")
-        .body(json!({"name": "printer", "url": t.url("/")}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    assert_eq!(
+        status(
+            d.http
+                .post(d.at("/api/v1/services"))
+                .header("content-type", "application/json; charset=utf-8")
+                .body(json!({"name": "printer", "url": t.url("/")}).to_string())
+        )
+        .await,
+        201
+    );
     d.stop().await;
 }
 
@@ -197,14 +203,15 @@ async fn browser_basic_credentials_are_for_reading_only() {
     let t = HttpTarget::start(Mode::Pass).await;
     let body = json!({"name": "a", "url": t.url("/"), "interval": 60});
     // The browser's cached --private login reads...
-    let r = d
-        .http
-        .get(d.at("/api/v1/services"))
-        .basic_auth("admin", Some(ADMIN))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        status(
+            d.http
+                .get(d.at("/api/v1/services"))
+                .basic_auth("admin", Some(ADMIN))
+        )
+        .await,
+        200
+    );
     // ...but never changes, even same-origin.
     let r = d
         .http
@@ -214,25 +221,18 @@ async fn browser_basic_credentials_are_for_reading_only() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("reading only"),
-        "{v}"
-    );
+    assert_error(r, 403, "reading only").await;
     let (st, v) = d.get("/api/v1/services").await;
     assert_eq!(st, 401, "{v}");
-    let r = d
-        .http
-        .post(d.at("/api/v1/services"))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    assert_eq!(
+        status(
+            d.http
+                .post(d.at("/api/v1/services"))
+                .bearer_auth(ADMIN)
+                .json(&body)
+        )
+        .await,
+        201
+    );
     d.stop().await;
 }

@@ -1,9 +1,11 @@
 //! The dashboard: HTML checked with CSS selectors, and a real headless
 //! Chromium (chromedriver + fantoccini) watching a state change live.
 
-use fantoccini::{ClientBuilder, Locator};
+use crate::browser::chromium_session;
+use crate::html::sel;
+use fantoccini::Locator;
 use healthchecker_testkit::{closed_port, enc, wait_for, HttpTarget, Mode, TestDaemon};
-use scraper::{Html, Selector};
+use scraper::Html;
 use serde_json::json;
 use std::time::Duration;
 
@@ -13,10 +15,6 @@ async fn html(d: &TestDaemon, path: &str) -> (u16, Html) {
     let r = d.http.get(d.at(path)).send().await.unwrap();
     let st = r.status().as_u16();
     (st, Html::parse_document(&r.text().await.unwrap()))
-}
-
-fn sel(s: &str) -> Selector {
-    Selector::parse(s).unwrap()
 }
 
 fn texts(doc: &Html, s: &str) -> Vec<String> {
@@ -130,45 +128,9 @@ async fn pages_show_state_target_history_and_escape_names() {
     d.stop().await;
 }
 
-struct Driver(std::process::Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_sees_a_state_change_without_reloading() {
-    let port = closed_port();
-    let _driver = Driver(
-        std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver (installed by scripts/test.sh: Debian chromium-driver)"),
-    );
-    wait_for("chromedriver", Duration::from_secs(20), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"binary": "/usr/bin/chromium", "args": [
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--window-size=1300,900"]}),
-    );
-    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a chromium session");
+    let (_driver, c) = chromium_session(&["--window-size=1300,900"]).await;
 
     let d = TestDaemon::start().await;
     let t = HttpTarget::start(Mode::Pass).await;

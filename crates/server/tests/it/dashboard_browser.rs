@@ -1,64 +1,19 @@
 //! The dashboard's forms in a real headless Chromium (SPEC section 17):
 //! add a service and see it checked, edit its interval, pause and resume
-//! it, a form error beside its field, a cross-site form post refused, times
+//! it, silence it, a form error beside its field, a cross-site form post refused, times
 //! shown in the viewer's zone, a 360 px wide layout. With
 //! `HC_SCREENSHOTS=1` it also writes the screenshots of docs/dashboard/.
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use crate::browser::{chromium_session, Driver};
+use fantoccini::{Client, Locator};
 use healthchecker_testkit::{closed_port, wait_for, HttpTarget, Mode, TestDaemon};
 use serde_json::json;
 use std::time::Duration;
 
-struct Driver(std::process::Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn chromium(extra: &[&str]) -> (Driver, Client) {
-    let port = closed_port();
-    let driver = Driver(
-        std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver (installed by scripts/test.sh: Debian chromium-driver)"),
-    );
-    wait_for("chromedriver", Duration::from_secs(20), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-    let mut args = vec![
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        "--hide-scrollbars",
-    ];
+    let mut args = vec!["--window-size=1400,1000", "--hide-scrollbars"];
     args.extend_from_slice(extra);
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"binary": "/usr/bin/chromium", "args": args}),
-    );
-    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a chromium session");
-    (driver, c)
+    chromium_session(&args).await
 }
 
 async fn text(c: &Client, css: &str) -> Option<String> {
@@ -224,6 +179,26 @@ async fn a_person_manages_services_from_the_browser() {
     click(&c, "button#resume").await;
     wait_text(&c, "#notice", "resumed", |t| t.contains("Resumed")).await;
     assert_eq!(d.get("/api/v1/services/web").await.1["paused"], false);
+
+    // Silence it for two hours from its page: marked with the end.
+    let f = c.find(Locator::Css("#f-for")).await.unwrap();
+    f.clear().await.unwrap();
+    f.send_keys("2h").await.unwrap();
+    c.find(Locator::Css("#f-comment"))
+        .await
+        .unwrap()
+        .send_keys("upgrade")
+        .await
+        .unwrap();
+    click(&c, "#silence-submit").await;
+    wait_text(&c, "#notice", "silenced", |t| t.starts_with("Silenced")).await;
+    wait_text(&c, "[data-silenced]", "silenced mark", |t| {
+        t.starts_with("silenced until ")
+    })
+    .await;
+    let (_, v) = d.get("/api/v1/silences").await;
+    assert_eq!(v["silences"][0]["services"], json!(["web"]), "{v}");
+    assert_eq!(v["silences"][0]["comment"], "upgrade");
 
     // Screenshots of the list and a service page, wide and phone-sized.
     wait_for("a few checks", Duration::from_secs(30), || {

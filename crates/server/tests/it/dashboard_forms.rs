@@ -2,48 +2,23 @@
 //! pause, resume and delete through form posts, errors beside the field,
 //! nothing half-saved, no double add, and the token-mode login.
 
+use crate::html::{form_post, sel, text};
 use healthchecker_testkit::{wait_for, HttpTarget, Mode, TestDaemon};
-use scraper::{Html, Selector};
+use scraper::Html;
 use std::time::Duration;
 
 const ADMIN: &str = "admin-secret-token-0123456789";
 
-fn sel(s: &str) -> Selector {
-    Selector::parse(s).unwrap()
-}
-
-fn text(doc: &Html, s: &str) -> String {
-    doc.select(&sel(s))
-        .map(|e| e.text().collect::<String>())
-        .collect::<Vec<_>>()
-        .join("|")
-        .trim()
-        .to_string()
-}
-
-/// A form post as a browser sends it from the daemon's own page; returns
-/// status, final URL (redirects followed) and the page.
+/// A form post from the daemon's own page, with the browser's cookie:
+/// status, final URL and the page.
 async fn post(
     c: &Browser,
     d: &TestDaemon,
     path: &str,
     form: &[(&str, &str)],
 ) -> (u16, String, Html) {
-    let mut req = c.http.post(d.at(path));
-    if let Some(cookie) = &c.cookie {
-        req = req.header("Cookie", cookie);
-    }
-    let r = req
-        .header("Origin", &d.url)
-        .header("Sec-Fetch-Site", "same-origin")
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    let st = r.status().as_u16();
-    let url =
-        r.url().path().to_string() + &r.url().query().map(|q| format!("?{q}")).unwrap_or_default();
-    (st, url, Html::parse_document(&r.text().await.unwrap()))
+    let (st, url, body) = form_post(&c.http, d, path, form, c.cookie.as_deref()).await;
+    (st, url, Html::parse_document(&body))
 }
 
 /// A client that keeps the session cookie, as a browser would.

@@ -3,16 +3,13 @@
 //! target, address, reason or recipient, and it stays open with
 //! `--private` while everything else is closed.
 
+use crate::html::sel;
 use healthchecker_testkit::{closed_port, HttpTarget, Mode, TestDaemon};
-use scraper::{Html, Selector};
+use scraper::Html;
 use serde_json::json;
 use std::time::Duration;
 
 const ADMIN: &str = "admin-secret-token-0123456789";
-
-fn sel(s: &str) -> Selector {
-    Selector::parse(s).unwrap()
-}
 
 #[tokio::test]
 async fn the_status_page_is_off_by_default() {
@@ -132,5 +129,43 @@ async fn the_status_page_shows_states_and_uptime_but_no_target_even_when_private
     // Read-only: a POST is no route.
     let r = d.http.post(d.at("/status")).send().await.unwrap();
     assert!(r.status().is_client_error());
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn with_status_page_tags_only_services_carrying_one_are_shown_and_counted() {
+    let d = TestDaemon::start_with(|c| {
+        c.status_page = true;
+        c.status_page_tags = vec!["public".into(), "media".into()];
+    })
+    .await;
+    let down = closed_port();
+    for (name, tags) in [
+        ("web", json!(["public"])),
+        ("plex", json!(["media", "nas"])),
+        ("router", json!(["lan"])),
+        ("backup", json!([])),
+    ] {
+        let (s, v) = d
+            .register(json!({"name": name, "url": format!("tcp://127.0.0.1:{down}"), "interval": 5, "timeout": 2, "tags": tags}))
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let r = d.http.get(d.at("/status")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc = Html::parse_document(&r.text().await.unwrap());
+    let names: Vec<String> = doc
+        .select(&sel("li.status-row"))
+        .filter_map(|e| e.value().attr("data-name").map(str::to_string))
+        .collect();
+    assert_eq!(names, ["plex", "web"]);
+    // The line on the whole counts the shown services only.
+    healthchecker_testkit::wait_for("both down", Duration::from_secs(30), || async {
+        let r = d.http.get(d.at("/status")).send().await.ok()?;
+        let doc = Html::parse_document(&r.text().await.ok()?);
+        let line: String = doc.select(&sel("#overall")).next()?.text().collect();
+        (line == "2 service(s) down.").then_some(())
+    })
+    .await;
     d.stop().await;
 }

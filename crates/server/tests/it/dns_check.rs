@@ -2,7 +2,7 @@
 //! that answers some names, refuses one and never answers another.
 
 use healthchecker_testkit::{enc, TestDaemon};
-use hickory_resolver::proto::op::{Message, ResponseCode};
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::rdata::{A, CNAME, MX, TXT};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use serde_json::json;
@@ -13,48 +13,32 @@ use std::time::Duration;
 /// TXT for `example.lan`, REFUSED for `refused.lan`, silence for
 /// `silent.lan`, NXDOMAIN for anything else.
 async fn nameserver() -> SocketAddr {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = sock.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = [0u8; 1500];
-        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
-            let Ok(q) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let Some(query) = q.queries.first().cloned() else {
-                continue;
-            };
-            let name = query.name().to_utf8().to_ascii_lowercase();
-            let owner = query.name().clone();
-            let mut r = Message::response(q.metadata.id, q.metadata.op_code);
-            r.metadata.recursion_desired = q.metadata.recursion_desired;
-            r.metadata.recursion_available = true;
-            r.add_query(query.clone());
-            let rr = |d: RData| Record::from_rdata(owner.clone(), 60, d);
-            match (name.as_str(), query.query_type()) {
-                ("silent.lan.", _) => continue,
-                ("refused.lan.", _) => r.metadata.response_code = ResponseCode::Refused,
-                ("nas.lan.", RecordType::A) => {
-                    r.add_answer(rr(RData::A(A(Ipv4Addr::new(192, 168, 1, 20)))));
-                }
-                ("nas.lan.", _) => {}
-                ("files.lan.", RecordType::CNAME) => {
-                    let target = Name::from_ascii("nas.lan.").unwrap();
-                    r.add_answer(rr(RData::CNAME(CNAME(target))));
-                }
-                ("example.lan.", RecordType::MX) => {
-                    let ex = Name::from_ascii("mail.example.lan.").unwrap();
-                    r.add_answer(rr(RData::MX(MX::new(10, ex))));
-                }
-                ("example.lan.", RecordType::TXT) => {
-                    r.add_answer(rr(RData::TXT(TXT::new(vec!["v=spf1 -all".into()]))));
-                }
-                _ => r.metadata.response_code = ResponseCode::NXDomain,
+    healthchecker_testkit::dns::nameserver(|name, query, r| {
+        let owner = query.name().clone();
+        let rr = |d: RData| Record::from_rdata(owner.clone(), 60, d);
+        match (name, query.query_type()) {
+            ("silent.lan.", _) => return false,
+            ("refused.lan.", _) => r.metadata.response_code = ResponseCode::Refused,
+            ("nas.lan.", RecordType::A) => {
+                r.add_answer(rr(RData::A(A(Ipv4Addr::new(192, 168, 1, 20)))));
             }
-            let _ = sock.send_to(&r.to_vec().unwrap(), peer).await;
+            ("nas.lan.", _) => {}
+            ("files.lan.", RecordType::CNAME) => {
+                let target = Name::from_ascii("nas.lan.").unwrap();
+                r.add_answer(rr(RData::CNAME(CNAME(target))));
+            }
+            ("example.lan.", RecordType::MX) => {
+                let ex = Name::from_ascii("mail.example.lan.").unwrap();
+                r.add_answer(rr(RData::MX(MX::new(10, ex))));
+            }
+            ("example.lan.", RecordType::TXT) => {
+                r.add_answer(rr(RData::TXT(TXT::new(vec!["v=spf1 -all".into()]))));
+            }
+            _ => r.metadata.response_code = ResponseCode::NXDomain,
         }
-    });
-    addr
+        true
+    })
+    .await
 }
 
 #[tokio::test]

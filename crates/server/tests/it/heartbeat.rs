@@ -2,7 +2,7 @@
 //! success, start, fail and exit-code pings, the per-id limit, token mode,
 //! and a missed deadline on a daemon started after it passed.
 
-use healthchecker_testkit::{enc, wait_for, TestDaemon};
+use healthchecker_testkit::{enc, status, wait_for, TestDaemon};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -207,27 +207,21 @@ async fn the_ping_id_is_the_credential_in_token_mode() {
     // exempts /ping/.
     let r = d.http.get(d.at(&url)).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = d
-        .http
-        .post(d.at(&format!("{url}/fail")))
-        .header("sec-fetch-site", "cross-site")
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        status(
+            d.http
+                .post(d.at(&format!("{url}/fail")))
+                .header("sec-fetch-site", "cross-site")
+                .header("origin", "https://evil.example")
+        )
+        .await,
+        200
+    );
     // By name it is a change like pause: the token is needed.
     let by_name = d.at(&format!("/api/v1/services/{}/ping", enc("nightly backup")));
     let r = d.http.post(&by_name).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = d
-        .http
-        .post(&by_name)
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(status(d.http.post(&by_name).bearer_auth(ADMIN)).await, 200);
     d.stop().await;
 }
 

@@ -1,6 +1,6 @@
 //! Mail over SMTP to a real SMTP server process (aiosmtpd).
 
-use healthchecker_testkit::{HttpTarget, Mode, SmtpMode, SmtpSink, TestDaemon};
+use healthchecker_testkit::{wait_for, HttpTarget, Mode, SmtpMode, SmtpSink, TestDaemon};
 use serde_json::json;
 use std::time::Duration;
 
@@ -68,9 +68,14 @@ async fn a_mail_per_transition_with_subject_recipients_reason_and_message_id() {
     );
     assert!(mails[1].text.contains("(was degraded)"));
     assert!(mails[2].text.contains("Was unhealthy for"));
-    // The outbox shows them sent, with the Message-IDs the server received.
-    let (_, n) = d.get("/api/v1/notifications?status=sent").await;
-    let sent = n["notifications"].as_array().unwrap();
+    // The outbox shows them sent, with the Message-IDs the server received
+    // (the sender marks a mail sent just after the server accepted it).
+    let sent = wait_for("3 mails marked sent", Duration::from_secs(10), || async {
+        let (_, n) = d.get("/api/v1/notifications?status=sent").await;
+        let sent = n["notifications"].as_array().cloned().unwrap_or_default();
+        (sent.len() >= 3).then_some(sent)
+    })
+    .await;
     assert_eq!(sent.len(), 3);
     let mut ids: Vec<String> = mails.iter().map(|m| m.message_id.clone()).collect();
     for s in sent {

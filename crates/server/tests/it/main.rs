@@ -2,17 +2,20 @@
 //! real SQLite, real targets (see healthchecker-testkit).
 
 mod api;
+mod browser;
 mod channels;
 mod cross_site;
 mod dashboard;
 mod dashboard_browser;
 mod dashboard_forms;
+mod dashboard_manage;
 mod dashboard_status;
 mod dashboard_timing;
 mod dependencies;
 mod dns;
 mod dns_check;
 mod heartbeat;
+mod html;
 mod icmp;
 mod legacy;
 mod lifecycle;

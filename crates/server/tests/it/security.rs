@@ -1,6 +1,6 @@
 //! Auth modes, target controls and limits against the real daemon.
 
-use healthchecker_testkit::{wait_for, HttpTarget, Mode, TestDaemon};
+use healthchecker_testkit::{assert_error, wait_for, HttpTarget, Mode, TestDaemon};
 use serde_json::json;
 use std::time::Duration;
 
@@ -133,15 +133,7 @@ async fn token_mode_guards_every_change() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("--auth token"),
-        "{v}"
-    );
+    assert_error(r, 403, "--auth token").await;
     // Tokens are stored only as hashes: the raw token is not in the file.
     d.http.get(d.at("/health")).send().await.unwrap();
     let db = std::fs::read(d.dir.path().join("hc.db")).unwrap();

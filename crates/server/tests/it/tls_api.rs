@@ -1,7 +1,7 @@
 //! The API over HTTPS (`--tls-cert`, `--tls-key`), against the real daemon.
 
 use healthchecker_server::config::ApiTls;
-use healthchecker_testkit::{HttpTarget, Mode, TestDaemon, TlsCert};
+use healthchecker_testkit::{status, HttpTarget, Mode, TestDaemon, TlsCert};
 use serde_json::json;
 
 #[tokio::test]
@@ -53,12 +53,10 @@ async fn the_api_is_served_over_https_with_the_given_certificate() {
         "{plain:?}"
     );
     // The daemon keeps serving after those failed handshakes.
-    let r = https
-        .get(format!("{base}/api/v1/services/over%20tls"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        status(https.get(format!("{base}/api/v1/services/over%20tls"))).await,
+        200
+    );
     d.stop().await;
 }
 

@@ -54,7 +54,7 @@ th{background:var(--head)}
 th a{color:inherit}
 .state{display:inline-block;padding:.1rem .5rem;border-radius:1rem;color:#fff;font-weight:600;font-size:.8rem}
 .healthy{background:var(--ok)}.degraded{background:var(--warn)}.unhealthy{background:var(--bad)}.unknown{background:var(--unk)}
-.state.paused{background:var(--card);color:var(--muted);border:1px solid var(--unk)}
+.state.paused,.state.silenced{background:var(--card);color:var(--muted);border:1px solid var(--unk)}
 .counts{display:flex;flex-wrap:wrap;gap:.5rem;margin:.5rem 0 1rem}
 .counts a{text-decoration:none}
 .reason,.hint{color:var(--muted);font-size:.8rem}

@@ -10,7 +10,7 @@
 //! In token mode a form needs the dashboard login (`login`).
 
 use super::login::form_caller;
-use super::{no_cache, page, Viewer};
+use super::{page_with_status, problem_page};
 use crate::http::auth::Caller;
 use crate::http::dto::path_segment;
 use crate::http::extract::{form_pairs, Body, ServiceName};
@@ -28,8 +28,8 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/new", get(add_form).post(add))
         .route("/services/{name}/edit", get(edit_form).post(edit))
-        .route("/services/{name}/pause", post(pause))
-        .route("/services/{name}/resume", post(resume))
+        .route("/services/{name}/pause", post(set_paused::<true>))
+        .route("/services/{name}/resume", post(set_paused::<false>))
         .route("/services/{name}/delete", get(delete_form).post(delete))
 }
 
@@ -169,18 +169,6 @@ fn spec_of(v: &Values) -> Result<ServiceSpec, ApiError> {
     Ok(ServiceSpec::try_from(req)?)
 }
 
-fn form_page(
-    app: &AppState,
-    caller: &Caller,
-    title: &str,
-    body: Markup,
-    status: StatusCode,
-) -> Response {
-    let mut r = no_cache(page(&Viewer::of(app, &caller.headers), title, body));
-    *r.status_mut() = status;
-    r
-}
-
 fn to(name: &str, notice: &str) -> Response {
     Redirect::to(&format!("/services/{}?notice={notice}", path_segment(name))).into_response()
 }
@@ -188,7 +176,7 @@ fn to(name: &str, notice: &str) -> Response {
 async fn add_form(State(app): State<AppState>, caller: Caller) -> Response {
     let body =
         html! { h1 { "Add a service" } (service_form("/new", "Add", &Values::new(), None, false)) };
-    form_page(&app, &caller, "add a service", body, StatusCode::OK)
+    page_with_status(&app, &caller, "add a service", body, StatusCode::OK)
 }
 
 async fn add(
@@ -201,7 +189,13 @@ async fn add(
         let status = status_of(&p);
         let body =
             html! { h1 { "Add a service" } (service_form("/new", "Add", &v, Some(&p), false)) };
-        Ok(form_page(&app, &caller, "add a service", body, status))
+        Ok(page_with_status(
+            &app,
+            &caller,
+            "add a service",
+            body,
+            status,
+        ))
     };
     let spec = match spec_of(&v) {
         Ok(s) => s,
@@ -278,7 +272,7 @@ async fn edit_form(
 ) -> Result<Response, ApiError> {
     let rec = app.service(&name).await?;
     let body = edit_body(&name, &values_of_spec(&rec), None);
-    Ok(form_page(
+    Ok(page_with_status(
         &app,
         &caller,
         &format!("edit {name}"),
@@ -299,7 +293,7 @@ async fn edit(
     v.insert("name".into(), name.clone());
     let again = |p: Problem| {
         let status = status_of(&p);
-        Ok(form_page(
+        Ok(page_with_status(
             &app,
             &caller,
             &format!("edit {name}"),
@@ -331,45 +325,40 @@ fn refused(
     why: String,
     status: StatusCode,
 ) -> Response {
-    let body = html! {
-        h1 { (name) }
-        p class="problem" role="alert" id="problem" { (why) }
-        p { a href={"/services/" (path_segment(name))} { "Back to " (name) } }
-    };
-    form_page(app, caller, name, body, status)
+    let back = format!("/services/{}", path_segment(name));
+    problem_page(
+        app,
+        caller,
+        name,
+        &why,
+        (&back, &format!("Back to {name}")),
+        status,
+    )
 }
 
-async fn set_paused(app: AppState, caller: Caller, name: String, paused: bool) -> Response {
+/// A failed change of a button, as a page with the error's status.
+fn failed(app: &AppState, caller: &Caller, name: &str, e: ApiError) -> Response {
+    let why = e.to_string();
+    refused(app, caller, name, why, e.into_response().status())
+}
+
+/// The pause (`PAUSED`) and resume buttons.
+async fn set_paused<const PAUSED: bool>(
+    State(app): State<AppState>,
+    caller: Caller,
+    ServiceName(name): ServiceName,
+) -> Response {
     let admin = match form_caller(&app, &caller) {
         Ok(c) => c,
         Err(why) => return refused(&app, &caller, &name, why, StatusCode::UNAUTHORIZED),
     };
-    match app.set_paused(&name, paused, &admin).await {
+    match app.set_paused(&name, PAUSED, &admin).await {
         Ok(_) => {
             app.state_counts.clear();
-            to(&name, if paused { "paused" } else { "resumed" })
+            to(&name, if PAUSED { "paused" } else { "resumed" })
         }
-        Err(e) => {
-            let why = e.to_string();
-            refused(&app, &caller, &name, why, e.into_response().status())
-        }
+        Err(e) => failed(&app, &caller, &name, e),
     }
-}
-
-async fn pause(
-    State(app): State<AppState>,
-    caller: Caller,
-    ServiceName(name): ServiceName,
-) -> Response {
-    set_paused(app, caller, name, true).await
-}
-
-async fn resume(
-    State(app): State<AppState>,
-    caller: Caller,
-    ServiceName(name): ServiceName,
-) -> Response {
-    set_paused(app, caller, name, false).await
 }
 
 async fn delete_form(
@@ -386,7 +375,7 @@ async fn delete_form(
             a href={"/services/" (path_segment(&name))} { "Cancel" }
         }
     };
-    Ok(form_page(
+    Ok(page_with_status(
         &app,
         &caller,
         &format!("delete {name}"),
@@ -409,9 +398,6 @@ async fn delete(
             app.state_counts.clear();
             Redirect::to("/?notice=deleted").into_response()
         }
-        Err(e) => {
-            let why = e.to_string();
-            refused(&app, &caller, &name, why, e.into_response().status())
-        }
+        Err(e) => failed(&app, &caller, &name, e),
     }
 }

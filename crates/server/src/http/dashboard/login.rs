@@ -8,7 +8,7 @@ use super::{no_cache, notice, page, Viewer};
 use crate::clock::now_ms;
 use crate::config::AuthMode;
 use crate::http::auth::Caller;
-use crate::http::extract::{form_pairs, Body, Query};
+use crate::http::extract::{form_pairs, last_value, Body, Query};
 use crate::http::session;
 use crate::http::{ApiError, AppState};
 use axum::extract::State;
@@ -94,13 +94,7 @@ async fn login(
     Body(raw): Body,
 ) -> Result<Response, ApiError> {
     let pairs = form_pairs(&raw, "form")?;
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .rev()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| last_value(&pairs, k);
     let next = safe_next(get("next"));
     let token = get("token").unwrap_or("").trim();
     if app.config.auth != AuthMode::Token || !app.is_admin(token) {

@@ -12,10 +12,13 @@
 //! other than through the operations the API uses (`ops`).
 
 mod assets;
+mod channel_forms;
 mod charts;
 mod forms;
+mod found;
 mod login;
 mod pages;
+mod silence_forms;
 mod status;
 
 use super::session;
@@ -36,8 +39,11 @@ pub(super) fn router() -> Router<AppState> {
         .route(assets::SCRIPT_PATH, get(assets::script))
         .route(assets::STYLE_PATH, get(assets::style))
         .merge(forms::router())
+        .merge(found::router())
         .merge(login::router())
         .merge(status::router())
+        .merge(silence_forms::router())
+        .merge(channel_forms::router())
 }
 
 /// Who is looking, for the page's header: whether changes need a login and
@@ -60,24 +66,35 @@ impl Viewer {
     }
 }
 
+/// The `<head>` of every dashboard page (the status page's too): charset,
+/// viewport, colour scheme, `title` and the stylesheet.
+pub(super) fn page_head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta name="color-scheme" content="light dark";
+            title { (title) }
+            link rel="stylesheet" href=(assets::STYLE_PATH);
+        }
+    }
+}
+
 /// The page around a body: header with navigation, stylesheet, script.
 pub(super) fn page(viewer: &Viewer, title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="color-scheme" content="light dark";
-                title { (title) " · healthchecker" }
-                link rel="stylesheet" href=(assets::STYLE_PATH);
-            }
+            (page_head(&format!("{title} · healthchecker")))
             body {
                 header {
                     a href="/" { "healthchecker" }
                     span { (title) }
                     nav {
                         a href="/new" { "+ add service" }
+                        a href="/channels" { "channels" }
+                        a href="/silences" { "silences" }
+                        a href="/found" { "found on the LAN" }
                         @if viewer.logged_in {
                             form method="post" action="/logout" { button type="submit" { "log out" } }
                         } @else if viewer.token_mode {
@@ -123,6 +140,38 @@ pub(super) fn no_cache(markup: Markup) -> Response {
         .into_response()
 }
 
+/// A dashboard page answered with `status`: a form sent back with its
+/// errors, a confirm page, a refusal. Never cached.
+pub(super) fn page_with_status(
+    app: &AppState,
+    caller: &crate::http::auth::Caller,
+    title: &str,
+    body: Markup,
+    status: axum::http::StatusCode,
+) -> Response {
+    let mut r = no_cache(page(&Viewer::of(app, &caller.headers), title, body));
+    *r.status_mut() = status;
+    r
+}
+
+/// A refusal or failure as a page: `heading`, the reason (announced to
+/// screen readers) and a link `back` (`(href, text)`).
+pub(super) fn problem_page(
+    app: &AppState,
+    caller: &crate::http::auth::Caller,
+    heading: &str,
+    why: &str,
+    back: (&str, &str),
+    status: axum::http::StatusCode,
+) -> Response {
+    let body = html! {
+        h1 { (heading) }
+        p class="problem" role="alert" id="problem" { (why) }
+        p { a href=(back.0) { (back.1) } }
+    };
+    page_with_status(app, caller, &heading.to_lowercase(), body, status)
+}
+
 /// The fixed notices a redirect may ask for (`?notice=`): never text taken
 /// from the URL, so a link cannot make the dashboard say anything else.
 pub(super) fn notice(q: Option<&str>) -> Option<&'static str> {
@@ -135,6 +184,7 @@ pub(super) fn notice(q: Option<&str>) -> Option<&'static str> {
         "exists" => "A service of that name already exists; nothing was changed. This is it.",
         "login" => "Logged in.",
         "logout" => "Logged out.",
+        "silenced" => "Silenced: checks go on, notifications are held until the silence ends.",
         _ => return None,
     })
 }

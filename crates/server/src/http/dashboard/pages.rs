@@ -2,7 +2,7 @@
 //! with a `fragment=1` form that returns only the live part for the script.
 
 use super::charts::{chart, check_bar, sparkline, BAR, CHART};
-use super::{no_cache, notice, page, pct, state_badge, when, Viewer};
+use super::{no_cache, notice, page, pct, silence_forms, state_badge, when, Viewer};
 use crate::clock::{human_duration, now_ms};
 use crate::http::dto::path_segment;
 use crate::http::extract::{Query, ServiceName};
@@ -58,6 +58,8 @@ struct IndexData {
     recent: HashMap<i64, Vec<CheckRecord>>,
     events: Vec<EventRecord>,
     total: i64,
+    /// Services silenced now: id -> when the silence ends.
+    silenced: HashMap<i64, i64>,
 }
 
 struct ListQuery<'a> {
@@ -119,7 +121,7 @@ fn index_live(d: &IndexData, lq: &ListQuery, page_no: usize) -> Markup {
                     @for s in &d.services {
                         @let up = d.uptimes.get(&s.id).copied().unwrap_or_default();
                         tr class="service" data-name=(s.spec.name) {
-                            td { (state_badge(s.state, s.paused)) }
+                            td { (state_badge(s.state, s.paused)) (silence_forms::badge(d.silenced.get(&s.id).copied())) }
                             td { a class="name" href={"/services/" (path_segment(&s.spec.name))} { (s.spec.name) } }
                             td class="hide-narrow" { code { (s.spec.target.url()) } }
                             td { (when(s.state_since)) }
@@ -197,6 +199,15 @@ pub(super) async fn index(
                 paused,
                 uptimes: s.uptime_windows(&ids, now_ms())?,
                 recent: s.recent_checks_of(&ids, SPARK)?,
+                silenced: services
+                    .iter()
+                    .filter_map(|r| {
+                        let until = cache
+                            .silences
+                            .held_until(&r.spec.name, &r.spec.tags, now_ms());
+                        until.map(|t| (r.id, t))
+                    })
+                    .collect(),
                 services,
                 events: s.events(None, 15)?,
             })
@@ -245,6 +256,7 @@ struct ServiceData {
     events: Vec<EventRecord>,
     notifications: Vec<NotificationRecord>,
     uptime: UptimeWindows,
+    silenced_until: Option<i64>,
 }
 
 fn uptime_box(label: &str, v: Option<f64>) -> Markup {
@@ -262,6 +274,7 @@ fn service_live(d: &ServiceData) -> Markup {
         p {
             (state_badge(s.state, s.paused)) " since " (when(s.state_since))
             " (" (human_duration(now_ms() - s.state_since)) ")"
+            (silence_forms::badge(d.silenced_until))
             @if let Some(r) = &s.last_failure_reason { " · last failure: " span class="reason" { (r) } }
         }
         section {
@@ -357,6 +370,7 @@ pub(super) async fn service_page(
     q: Query,
 ) -> Result<Response, ApiError> {
     let n = name.clone();
+    let book = app.silences.clone();
     let d = app
         .read(move |s| {
             let Some(rec) = s.get_service(&n)? else {
@@ -370,6 +384,7 @@ pub(super) async fn service_page(
                     .uptime_windows(&[rec.id], now_ms())?
                     .remove(&rec.id)
                     .unwrap_or_default(),
+                silenced_until: book.held_until(&rec.spec.name, &rec.spec.tags, now_ms()),
                 rec,
             }))
         })
@@ -390,6 +405,7 @@ pub(super) async fn service_page(
         @if let Some(n) = notice(q.get("notice")) { p class="notice" role="status" id="notice" { (n) } }
         (actions(&d.rec))
         div id="live" data-src={"/services/" (path_segment(&name)) "?fragment=1"} data-refresh=(REFRESH_MS) { (live) }
+        (silence_forms::section(&name, None))
     };
     Ok(no_cache(page(&viewer, &name, body)))
 }

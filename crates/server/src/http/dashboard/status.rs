@@ -3,8 +3,8 @@
 //! of its daily uptime over 90 days. Read-only, and open even with
 //! `--private` (`auth::guard` lets it through): so it must never show a
 //! target, an address, a failure reason (reasons quote addresses), a
-//! recipient or a link into the private pages. Choosing services by tag
-//! (`--status-page-tags`) waits for tags in the service spec.
+//! recipient or a link into the private pages. With `--status-page-tags`
+//! only the services carrying one of those tags are shown (and counted).
 
 use super::{no_cache, pct};
 use crate::clock::{now_ms, rfc3339};
@@ -102,16 +102,23 @@ async fn status(State(app): State<AppState>, q: Query) -> Result<Response, ApiEr
     let cache = app.clone();
     let (rows, counts) = app
         .read(move |s| {
-            let (counts, _) = cache.state_counts.get(s, now)?;
-            let filter = ServiceFilter {
-                state: None,
-                name_contains: None,
-                limit: PAGE,
-                offset: page_no * PAGE,
-                after: None,
+            let tags = &cache.config.status_page_tags;
+            let (services, counts) = if tags.is_empty() {
+                let filter = ServiceFilter {
+                    state: None,
+                    name_contains: None,
+                    limit: PAGE,
+                    offset: page_no * PAGE,
+                    after: None,
+                };
+                let services = s.list_services_ordered(&filter, ServiceOrder::Name)?;
+                (services, cache.state_counts.get(s, now)?.0)
+            } else {
+                // `--status-page-tags`: only the services carrying one.
+                s.services_tagged(tags, PAGE, page_no * PAGE)?
             };
             let mut rows = Vec::new();
-            for r in s.list_services_ordered(&filter, ServiceOrder::Name)? {
+            for r in services {
                 rows.push(Row {
                     days: s.daily_uptime(r.id, now, DAYS)?,
                     name: r.spec.name,
@@ -125,13 +132,7 @@ async fn status(State(app): State<AppState>, q: Query) -> Result<Response, ApiEr
     let body = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="color-scheme" content="light dark";
-                title { "Status" }
-                link rel="stylesheet" href=(super::assets::STYLE_PATH);
-            }
+            (super::page_head("Status"))
             body {
                 header { span { "Status" } }
                 main {

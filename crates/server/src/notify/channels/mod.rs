@@ -17,9 +17,9 @@ pub mod message;
 pub mod mqtt;
 
 use crate::clock::now_ms;
-use crate::metrics::{Metrics, OutcomeLabel};
+use crate::metrics::Metrics;
 use crate::notify::render::Mail;
-use crate::notify::sender::{backoff, GIVE_UP_AFTER, POLL};
+use crate::notify::sender::{count_outcome, outcome_of_failure, Retry, POLL};
 use crate::notify::Mailer;
 use crate::store::{DeliveryRecord, Store};
 use healthchecker_core::channel::{Channel, ChannelKind};
@@ -147,31 +147,24 @@ impl Dispatcher {
                     "sent"
                 }
                 Err(e) => {
-                    let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0) + 1;
-                    let newest = rows.iter().map(|r| r.created_at).max().unwrap_or(now);
-                    let give_up =
-                        channel.is_none() || now - newest >= GIVE_UP_AFTER.as_millis() as i64;
-                    let wait = e.retry_after.unwrap_or_else(|| backoff(attempts));
-                    let next = now + wait.as_millis() as i64;
+                    let retry = Retry::after_failure(
+                        rows.iter().map(|r| (r.attempts, r.created_at)),
+                        now,
+                        e.retry_after,
+                    );
+                    let (attempts, next) = (retry.attempts, retry.next_attempt_at);
+                    // A deleted channel is given up at once.
+                    let give_up = channel.is_none() || retry.give_up;
                     tracing::warn!(channel = %name, service = %rows[0].service, attempts, error = %e.message, give_up, "channel delivery failed");
                     let msg = e.message.clone();
                     let _ = tokio::task::spawn_blocking(move || {
                         s.mark_delivery_failed(&ids, &msg, next, give_up)
                     })
                     .await;
-                    if give_up {
-                        "failed"
-                    } else {
-                        "retry"
-                    }
+                    outcome_of_failure(give_up)
                 }
             };
-            metrics
-                .notifications
-                .get_or_create(&OutcomeLabel {
-                    outcome: outcome.into(),
-                })
-                .inc();
+            count_outcome(metrics, outcome);
         }
     }
 }
