@@ -9,9 +9,16 @@
 //! - daemon CPU µs per check (user+sys of all threads, from /proc) and peak RSS;
 //! - the baseline: wrk with `Connection: close` against the same target,
 //!   its CPU µs per request (getrusage of the child), and the ratio;
+//! - bytes written per check (/proc/PID/io) and the database's growth per
+//!   check, and the latency of four reads (one service, one page of the
+//!   list, the dashboard, a service's page) while the daemon checks;
 //! - seconds from `kill -9` + restart until the target sees checks again.
 
+pub mod measure;
+mod report;
 pub mod target;
+
+pub use report::{ReadLatency, Report};
 
 use anyhow::{bail, Context};
 use std::io::{BufRead, BufReader};
@@ -37,118 +44,6 @@ pub struct Options {
     pub baseline_secs: u64,
     /// Measure the kill -9 restart.
     pub restart: bool,
-}
-
-/// The figures of one run.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    /// Services registered.
-    pub services: usize,
-    /// Their interval.
-    pub interval: u32,
-    /// Registrations per second.
-    pub registrations_per_s: f64,
-    /// Checks per second scheduled (services / interval).
-    pub scheduled_per_s: f64,
-    /// Checks per second seen by the target.
-    pub achieved_per_s: f64,
-    /// Scheduler lag percentiles, seconds (from histogram buckets).
-    pub lag_p50: f64,
-    /// 99th percentile.
-    pub lag_p99: f64,
-    /// Upper bound of the highest non-empty bucket.
-    pub lag_max: f64,
-    /// Checks the daemon counted as failed in the window (should be 0).
-    pub failed_checks: f64,
-    /// Check slots the daemon skipped in the window (should be 0).
-    pub missed_slots: f64,
-    /// Daemon CPU per check, µs.
-    pub cpu_us_per_check: f64,
-    /// Daemon peak RSS, MB.
-    pub peak_rss_mb: f64,
-    /// wrk CPU per request, µs.
-    pub baseline_cpu_us_per_req: Option<f64>,
-    /// Daemon / baseline.
-    pub cpu_ratio: Option<f64>,
-    /// The paced minimal client at the daemon's check rate: CPU µs per request.
-    pub paced_cpu_us_per_req: Option<f64>,
-    /// Daemon / paced client.
-    pub paced_ratio: Option<f64>,
-    /// Seconds from restart to checking again.
-    pub restart_s: Option<f64>,
-    /// Services loaded and answering /health after restart, seconds.
-    pub restart_health_s: Option<f64>,
-}
-
-impl Report {
-    /// A human table.
-    pub fn table(&self) -> String {
-        let opt = |v: Option<f64>, unit: &str| {
-            v.map(|v| format!("{v:.2}{unit}"))
-                .unwrap_or_else(|| "-".into())
-        };
-        format!(
-            "services                 {}\n\
-             interval                 {} s\n\
-             registrations/s          {:.0}\n\
-             checks/s scheduled       {:.1}\n\
-             checks/s achieved        {:.1} ({:.1}%)\n\
-             scheduler lag p50/p99    {:.1} / {:.1} ms (max <= {:.0} ms)\n\
-             failed checks / missed   {:.0} / {:.0}\n\
-             daemon CPU per check     {:.1} us\n\
-             wrk CPU per request      {}\n\
-             daemon/wrk               {}\n\
-             paced client CPU per req {}\n\
-             daemon/paced client      {}\n\
-             daemon peak RSS          {:.0} MB\n\
-             restart: checking again  {}\n\
-             restart: /health answers {}",
-            self.services,
-            self.interval,
-            self.registrations_per_s,
-            self.scheduled_per_s,
-            self.achieved_per_s,
-            100.0 * self.achieved_per_s / self.scheduled_per_s.max(f64::EPSILON),
-            self.lag_p50 * 1000.0,
-            self.lag_p99 * 1000.0,
-            self.lag_max * 1000.0,
-            self.failed_checks,
-            self.missed_slots,
-            self.cpu_us_per_check,
-            opt(self.baseline_cpu_us_per_req, " us"),
-            opt(self.cpu_ratio, "x"),
-            opt(self.paced_cpu_us_per_req, " us"),
-            opt(self.paced_ratio, "x"),
-            self.peak_rss_mb,
-            opt(self.restart_s, " s"),
-            opt(self.restart_health_s, " s"),
-        )
-    }
-
-    /// One JSON line.
-    pub fn json(&self) -> String {
-        serde_json::json!({
-            "services": self.services,
-            "interval_s": self.interval,
-            "registrations_per_s": self.registrations_per_s,
-            "checks_per_s_scheduled": self.scheduled_per_s,
-            "checks_per_s_achieved": self.achieved_per_s,
-            "lag_p50_ms": self.lag_p50 * 1000.0,
-            "lag_p99_ms": self.lag_p99 * 1000.0,
-            "lag_max_ms_upper_bound": self.lag_max * 1000.0,
-            "failed_checks": self.failed_checks,
-            "missed_slots": self.missed_slots,
-            "cpu_us_per_check": self.cpu_us_per_check,
-            "baseline_cpu_us_per_request": self.baseline_cpu_us_per_req,
-            "cpu_ratio": self.cpu_ratio,
-            "paced_client_cpu_us_per_request": self.paced_cpu_us_per_req,
-            "paced_ratio": self.paced_ratio,
-            "peak_rss_mb": self.peak_rss_mb,
-            "restart_checking_s": self.restart_s,
-            "restart_health_s": self.restart_health_s,
-        })
-        .to_string()
-    }
 }
 
 /// A child process killed on drop.
@@ -272,80 +167,6 @@ async fn target_count(http: &reqwest::Client, control: SocketAddr) -> anyhow::Re
         .await?
         .trim()
         .parse()?)
-}
-
-/// What the bench reads from the daemon's /metrics.
-struct Scrape {
-    /// Cumulative lag histogram buckets (upper bound, count).
-    lag: Vec<(f64, f64)>,
-    /// `checks_total{result="fail"}`.
-    failed: f64,
-    /// `scheduler_missed_slots_total`.
-    missed: f64,
-}
-
-async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<Scrape> {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let value = |prefix: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    let mut out = Scrape {
-        lag: Vec::new(),
-        failed: value("healthchecker_checks_total{result=\"fail\"} "),
-        missed: value("healthchecker_scheduler_missed_slots_total "),
-    };
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("healthchecker_scheduler_lag_seconds_bucket{le=\"")
-        else {
-            continue;
-        };
-        let (le, tail) = rest.split_once("\"}").context("bucket line")?;
-        let le = if le == "+Inf" {
-            f64::INFINITY
-        } else {
-            le.parse()?
-        };
-        let n: f64 = tail
-            .split_whitespace()
-            .next()
-            .context("bucket count")?
-            .parse()?;
-        out.lag.push((le, n));
-    }
-    Ok(out)
-}
-
-/// Percentile from cumulative bucket deltas, interpolating inside a bucket.
-fn percentile(buckets: &[(f64, f64)], q: f64) -> f64 {
-    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
-    if total == 0.0 {
-        return 0.0;
-    }
-    let want = q * total;
-    let mut prev = (0.0, 0.0);
-    for &(le, n) in buckets {
-        if n >= want {
-            if le.is_infinite() {
-                return prev.0;
-            }
-            let frac = if n > prev.1 {
-                (want - prev.1) / (n - prev.1)
-            } else {
-                1.0
-            };
-            return prev.0 + frac * (le - prev.0);
-        }
-        prev = (le, n);
-    }
-    prev.0
 }
 
 async fn wait_health(http: &reqwest::Client, url: &str, timeout: Duration) -> anyhow::Result<()> {
@@ -489,6 +310,9 @@ fn usage_secs(r: &nix::sys::resource::Usage) -> f64 {
     u.tv_sec() as f64 + u.tv_usec() as f64 / 1e6 + s.tv_sec() as f64 + s.tv_usec() as f64 / 1e6
 }
 
+/// Requests timed per read route.
+const READS: usize = 100;
+
 /// Runs the benchmark.
 pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir()?;
@@ -518,19 +342,28 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
 
     // The /metrics scrapes (100,000 per-service series) stay outside the
     // window: they are not check work, and they take a while.
-    let m0 = scrape(&http, &url).await?;
+    let m0 = measure::scrape(&http, &url).await?;
     let c0 = target_count(&http, control).await?;
     let t0 = Instant::now();
     let cpu0 = cpu_seconds(pid)?;
+    let (io0, db0) = (measure::io_of(pid), measure::db_bytes(&db));
     tokio::time::sleep(Duration::from_secs(opts.duration)).await;
     let c1 = target_count(&http, control).await?;
     let window = t0.elapsed().as_secs_f64();
     let cpu1 = cpu_seconds(pid)?;
-    let m1 = scrape(&http, &url).await?;
+    let (io1, db1) = (measure::io_of(pid), measure::db_bytes(&db));
+    let m1 = measure::scrape(&http, &url).await?;
     let checks = (c1 - c0) as f64;
     r.achieved_per_s = checks / window;
     r.cpu_us_per_check = (cpu1 - cpu0) * 1e6 / checks.max(1.0);
     r.peak_rss_mb = peak_rss_mb(pid);
+    let per_check = |bytes: u64| bytes as f64 / checks.max(1.0);
+    r.wchar_per_check = per_check(io1.wchar.saturating_sub(io0.wchar));
+    r.write_bytes_per_check = per_check(io1.write_bytes.saturating_sub(io0.write_bytes));
+    r.db_growth_per_check = (db1 as f64 - db0 as f64) / checks.max(1.0);
+    r.db_mb = db1 as f64 / 1e6;
+    // After the CPU window (the reads are not check work), while checking.
+    r.reads = measure::time_reads(&http, &url, &measure::read_routes(opts.services), READS).await?;
     r.failed_checks = m1.failed - m0.failed;
     r.missed_slots = m1.missed - m0.missed;
     let delta: Vec<(f64, f64)> = m1
@@ -539,8 +372,8 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         .zip(&m0.lag)
         .map(|(a, b)| (a.0, a.1 - b.1))
         .collect();
-    r.lag_p50 = percentile(&delta, 0.50);
-    r.lag_p99 = percentile(&delta, 0.99);
+    r.lag_p50 = measure::percentile(&delta, 0.50);
+    r.lag_p99 = measure::percentile(&delta, 0.99);
     let mut prev = 0.0;
     for &(le, n) in &delta {
         if n > prev {
@@ -585,22 +418,4 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         r.restart_s = Some(t.elapsed().as_secs_f64());
     }
     Ok(r)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn percentiles_interpolate_inside_buckets() {
-        let b = [
-            (0.001, 50.0),
-            (0.01, 90.0),
-            (0.1, 100.0),
-            (f64::INFINITY, 100.0),
-        ];
-        assert!((percentile(&b, 0.5) - 0.001).abs() < 1e-9);
-        assert!((percentile(&b, 0.99) - 0.091).abs() < 1e-9);
-        assert_eq!(percentile(&[], 0.5), 0.0);
-    }
 }

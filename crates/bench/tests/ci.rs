@@ -36,4 +36,10 @@ fn a_small_benchmark_run_completes() {
     assert!(report.achieved_per_s > 0.0);
     assert!(report.registrations_per_s > 0.0);
     assert!(report.restart_s.is_some());
+    assert_eq!(report.reads.len(), 4, "the four reads were timed");
+    assert!(report.reads.iter().all(|r| r.n > 0 && r.p50_ms > 0.0));
+    assert!(
+        report.wchar_per_check > 0.0,
+        "the daemon's writes were counted"
+    );
 }

@@ -3,7 +3,9 @@
 //! message shown), 2 usage, 3 daemon unreachable or not found.
 
 use clap::Args;
-use healthchecker_client::{ClientError, HealthChecker, Registration, ServiceInfo};
+use healthchecker_client::{
+    ClientError, HealthChecker, Monitoring, Registration, ServiceInfo, ServiceKind,
+};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -51,6 +53,15 @@ pub struct MonitorArgs {
     /// Acceptable HTTP statuses, e.g. 200-399 [default: 200]
     #[arg(long)]
     expected_status: Option<String>,
+    /// Notify through this named channel (repeatable) [default: the default channels]
+    #[arg(long = "channel", value_name = "NAME")]
+    channel: Vec<String>,
+    /// Tag the service, for silences and the status page (repeatable)
+    #[arg(long = "tag", value_name = "T")]
+    tag: Vec<String>,
+    /// A service this one depends on: its notifications wait while that one fails (repeatable)
+    #[arg(long = "depends-on", value_name = "NAME")]
+    depends_on: Vec<String>,
     /// Print the daemon's answer as JSON
     #[arg(long)]
     json: bool,
@@ -88,14 +99,14 @@ pub struct DiscoverArgs {
     timeout: u64,
     /// Print JSON
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// List the devices a daemon found on the LAN and does not monitor yet
     /// (printers, NAS, Home Assistant…), each with a suggested target for
     /// `monitor`
     #[arg(long)]
-    devices: bool,
+    pub(crate) devices: bool,
     #[command(flatten)]
-    conn: Conn,
+    pub(crate) conn: Conn,
 }
 
 /// A failed command: the message and the exit code.
@@ -175,8 +186,8 @@ fn print_service(s: &ServiceInfo) {
     println!("target:      {}", s.url);
     println!("state:       {} since {}", s.state, s.state_since);
     println!("monitoring:  {}", s.monitoring);
-    match (s.kind.as_deref(), s.period, s.grace) {
-        (Some("heartbeat"), Some(p), Some(g)) => {
+    match (s.kind, s.period, s.grace) {
+        (ServiceKind::Heartbeat, Some(p), Some(g)) => {
             println!("heartbeat:   every {p}s, grace {g}s (each ping judges at once)")
         }
         _ => println!(
@@ -224,6 +235,15 @@ pub async fn monitor(a: MonitorArgs) -> Result<(), Failure> {
     if let Some(v) = a.expected_status {
         reg = reg.expected_status(v);
     }
+    for c in &a.channel {
+        reg = reg.channel(c);
+    }
+    for t in &a.tag {
+        reg = reg.tag(t);
+    }
+    for p in &a.depends_on {
+        reg = reg.depends_on(p);
+    }
     let m = hc.monitor(reg).await?;
     if a.json {
         print_json(&m.service.raw);
@@ -257,10 +277,10 @@ pub async fn list(a: ListArgs) -> Result<(), Failure> {
     let rows: Vec<[String; 5]> = services
         .iter()
         .map(|s| {
-            let state = if s.monitoring == "paused" {
+            let state = if s.monitoring == Monitoring::Paused {
                 format!("{} (paused)", s.state)
             } else {
-                s.state.clone()
+                s.state.to_string()
             };
             let last = s
                 .last_check
@@ -276,7 +296,7 @@ pub async fn list(a: ListArgs) -> Result<(), Failure> {
             let uptime = s
                 .uptime
                 .as_ref()
-                .and_then(|u| u.get("24h").copied().flatten())
+                .and_then(|u| u.day)
                 .map(|u| format!("{:.1}%", u * 100.0))
                 .unwrap_or_else(|| "-".into());
             [s.name.clone(), state, s.url.clone(), last, uptime]
@@ -347,11 +367,9 @@ pub async fn stop(a: NameArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `discover`.
+/// `discover` (without `--devices`, which `main` sends to
+/// `lan_cmd::devices`).
 pub async fn discover(a: DiscoverArgs) -> Result<(), Failure> {
-    if a.devices {
-        return crate::lan_cmd::devices(&a.conn, a.json).await;
-    }
     let timeout = Duration::from_secs(a.timeout);
     let found = healthchecker_client::discover_all(timeout, false).await?;
     if a.json {

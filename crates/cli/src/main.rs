@@ -93,6 +93,7 @@ fn main() -> ExitCode {
         Command::Pause(a) => client_cmd::exec(client_cmd::set_paused(a, true)),
         Command::Resume(a) => client_cmd::exec(client_cmd::set_paused(a, false)),
         Command::Stop(a) => client_cmd::exec(client_cmd::stop(a)),
+        Command::Discover(a) if a.devices => client_cmd::exec(lan_cmd::devices(&a.conn, a.json)),
         Command::Discover(a) => client_cmd::exec(client_cmd::discover(a)),
         Command::Ping(a) => client_cmd::exec(heartbeat_cmd::ping(a)),
         Command::Run(a) => heartbeat_cmd::run(a),

@@ -1,57 +1,14 @@
 //! The daemon's v1 API, typed.
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use crate::error::ClientError;
+use healthchecker_core::api::{path_segment, Service};
+use healthchecker_core::spec::{CertWarnDays, Interval, Threshold, Timeout};
+use healthchecker_core::{spec::EmailList, RegisterRequest};
+use serde_json::Value;
 use std::time::Duration;
 
 mod channels;
 mod silences;
-
-/// Why a call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The daemon answered with an error (its message and field kept).
-    #[error("{message}")]
-    Refused {
-        /// HTTP status.
-        status: u16,
-        /// Machine-readable code (`invalid_field`, `not_found`, ...).
-        code: String,
-        /// The daemon's message.
-        message: String,
-        /// The field it names, if any.
-        field: Option<String>,
-    },
-    /// The daemon could not be reached.
-    #[error("cannot reach the daemon at {url}: {reason}")]
-    Unreachable {
-        /// The URL tried.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// No daemon answered on the network within the timeout.
-    #[error("no healthchecker daemon found on the network within {0:?}")]
-    NotFound(Duration),
-    /// The daemon URL is not usable.
-    #[error("invalid daemon URL {0:?}")]
-    InvalidUrl(String),
-    /// The answer did not parse.
-    #[error("unexpected answer from the daemon: {0}")]
-    Decode(String),
-    /// A token would have gone to a daemon that merely answered over mDNS:
-    /// anyone on the LAN can answer there, so a token goes only to a daemon
-    /// the user named.
-    #[error("not sending the token to {0}, a daemon found over mDNS: name the daemon (--server URL, HEALTHCHECKER_SERVER or HealthChecker::at) to use a token")]
-    TokenToUnnamedDaemon(String),
-}
-
-impl ClientError {
-    /// True for errors where the daemon answered (it refused the request).
-    pub fn is_refused(&self) -> bool {
-        matches!(self, ClientError::Refused { .. })
-    }
-}
 
 /// A healthchecker daemon's API.
 #[derive(Clone)]
@@ -74,20 +31,13 @@ impl std::fmt::Debug for HealthChecker {
     }
 }
 
-/// The check parameters of one service (SPEC section 2). Unset values take
-/// the daemon's defaults.
+/// The check parameters of one service (SPEC section 2), as a builder of
+/// the one registration type the daemon decodes
+/// ([`healthchecker_core::RegisterRequest`]). Unset values take the
+/// daemon's defaults; the daemon checks the ranges.
 #[derive(Clone, Debug, Default)]
 pub struct Registration {
-    name: String,
-    target: String,
-    email: Vec<String>,
-    interval: Option<u32>,
-    timeout: Option<u32>,
-    healthy: Option<u32>,
-    unhealthy: Option<u32>,
-    expected_status: Option<String>,
-    tls_verify: Option<bool>,
-    cert_warn_days: Option<u32>,
+    body: RegisterRequest,
 }
 
 impl Registration {
@@ -95,165 +45,123 @@ impl Registration {
     /// `https://…`, `tcp://host:port`, `ssl://host:port`).
     pub fn new(name: impl Into<String>, target: impl Into<String>) -> Self {
         Registration {
-            name: name.into(),
-            target: target.into(),
-            ..Default::default()
+            body: RegisterRequest {
+                name: Some(name.into()),
+                url: Some(target.into()),
+                ..Default::default()
+            },
         }
     }
     /// Adds a recipient of state-change mails.
     pub fn email(mut self, address: impl Into<String>) -> Self {
-        self.email.push(address.into());
+        let mut all = match self.body.email.take() {
+            Some(EmailList::Many(v)) => v,
+            Some(EmailList::One(s)) => vec![s],
+            None => Vec::new(),
+        };
+        all.push(address.into());
+        self.body.email = Some(EmailList::Many(all));
         self
     }
     /// Seconds between checks (5–300).
     pub fn interval(mut self, seconds: u32) -> Self {
-        self.interval = Some(seconds);
+        self.body.interval = Some(Interval::new(seconds));
         self
     }
     /// Response timeout in seconds (2–60, below the interval).
     pub fn timeout(mut self, seconds: u32) -> Self {
-        self.timeout = Some(seconds);
+        self.body.timeout = Some(Timeout::new(seconds));
         self
     }
     /// Consecutive successes to become healthy (2–10).
     pub fn healthy(mut self, n: u32) -> Self {
-        self.healthy = Some(n);
+        self.body.healthy_threshold = Some(Threshold::new(n));
         self
     }
     /// Consecutive failures to become unhealthy (2–10).
     pub fn unhealthy(mut self, n: u32) -> Self {
-        self.unhealthy = Some(n);
+        self.body.unhealthy_threshold = Some(Threshold::new(n));
         self
     }
     /// Acceptable HTTP statuses, e.g. `"200-399"`.
     pub fn expected_status(mut self, s: impl Into<String>) -> Self {
-        self.expected_status = Some(s.into());
+        self.body.expected_status = Some(s.into());
         self
     }
     /// Require a trusted certificate.
     pub fn tls_verify(mut self, on: bool) -> Self {
-        self.tls_verify = Some(on);
+        self.body.tls_verify = Some(on);
         self
     }
     /// Days before certificate expiry that make a check warn (0: off).
     pub fn cert_warn_days(mut self, days: u32) -> Self {
-        self.cert_warn_days = Some(days);
+        self.body.cert_warn_days = Some(CertWarnDays::new(days));
+        self
+    }
+    /// Names of notification channels (SPEC section 13); none: the
+    /// daemon's default channels.
+    pub fn channel(mut self, name: impl Into<String>) -> Self {
+        self.body
+            .channels
+            .get_or_insert_with(Vec::new)
+            .push(name.into());
+        self
+    }
+    /// Adds a tag, for silences (SPEC section 14).
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.body.tags.get_or_insert_with(Vec::new).push(tag.into());
+        self
+    }
+    /// Adds a parent service: while it fails, this one's notifications
+    /// are held.
+    pub fn depends_on(mut self, parent: impl Into<String>) -> Self {
+        self.body
+            .depends_on
+            .get_or_insert_with(Vec::new)
+            .push(parent.into());
         self
     }
     /// The service name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.body.name.as_deref().unwrap_or_default()
     }
-
-    fn to_json(&self) -> Value {
-        let mut v = json!({"name": self.name, "url": self.target});
-        let mut set = |k: &str, val: Value| {
-            if !val.is_null() {
-                v[k] = val;
-            }
-        };
-        if !self.email.is_empty() {
-            set("email", json!(self.email));
-        }
-        set("interval", json!(self.interval));
-        set("timeout", json!(self.timeout));
-        set("healthy_threshold", json!(self.healthy));
-        set("unhealthy_threshold", json!(self.unhealthy));
-        set("expected_status", json!(self.expected_status));
-        set("tls_verify", json!(self.tls_verify));
-        set("cert_warn_days", json!(self.cert_warn_days));
-        v
+    /// The registration as sent.
+    pub fn body(&self) -> &RegisterRequest {
+        &self.body
     }
 }
 
-/// The latest check of a service.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct LastCheck {
-    /// When (RFC 3339).
-    pub at: String,
-    /// `pass`, `warn` or `fail`.
-    pub result: String,
-    /// Why it warned or failed.
-    pub reason: Option<String>,
-    /// Duration in milliseconds.
-    pub duration_ms: f64,
-}
-
-/// A service as the daemon reports it. `Debug` shows no token.
-#[derive(Clone, Deserialize)]
+/// A service as the daemon reports it: the API's [`Service`] (its fields
+/// are reachable directly, `info.state`), and the JSON as received.
+/// `Debug` shows no token.
+#[derive(Clone)]
 pub struct ServiceInfo {
-    /// Name.
-    pub name: String,
-    /// Target URL.
-    pub url: String,
-    /// `unknown`, `healthy`, `degraded` or `unhealthy`.
-    pub state: String,
-    /// `active` or `paused`.
-    pub monitoring: String,
-    /// When the state began (RFC 3339).
-    pub state_since: String,
-    /// Seconds between checks.
-    pub interval: u32,
-    /// Response timeout.
-    pub timeout: u32,
-    /// Healthy threshold.
-    pub healthy_threshold: u32,
-    /// Unhealthy threshold.
-    pub unhealthy_threshold: u32,
-    /// Mail recipients.
-    #[serde(default)]
-    pub email: Vec<String>,
-    /// The latest check.
-    pub last_check: Option<LastCheck>,
-    /// Uptime ratios (`24h`, `7d`, `30d`, `90d`), when listed.
-    #[serde(default)]
-    pub uptime: Option<std::collections::BTreeMap<String, Option<f64>>>,
-    /// The token issued by a registration (only in its answer).
-    #[serde(default)]
-    pub token: Option<String>,
-    /// `check` (polled) or `heartbeat` (pushed).
-    #[serde(default)]
-    pub kind: Option<String>,
-    /// Heartbeat: seconds between runs.
-    #[serde(default)]
-    pub period: Option<u32>,
-    /// Heartbeat: seconds of lateness tolerated.
-    #[serde(default)]
-    pub grace: Option<u32>,
-    /// Heartbeat: its ping URL path (only in the answer to a registration).
-    #[serde(default)]
-    pub ping_url: Option<String>,
+    /// The service, typed.
+    pub service: Service,
     /// Everything the daemon sent, for `--json` output.
-    #[serde(skip)]
     pub raw: Value,
 }
 
 impl std::fmt::Debug for ServiceInfo {
+    /// The service's own `Debug` (token redacted); `raw` is left out, as
+    /// it holds the token.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceInfo")
-            .field("name", &self.name)
-            .field("url", &self.url)
-            .field("state", &self.state)
-            .field("monitoring", &self.monitoring)
-            .field("state_since", &self.state_since)
-            .field("interval", &self.interval)
-            .field("timeout", &self.timeout)
-            .field("healthy_threshold", &self.healthy_threshold)
-            .field("unhealthy_threshold", &self.unhealthy_threshold)
-            .field("email", &self.email)
-            .field("last_check", &self.last_check)
-            .field("uptime", &self.uptime)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .finish_non_exhaustive()
+        self.service.fmt(f)
+    }
+}
+
+impl std::ops::Deref for ServiceInfo {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.service
     }
 }
 
 impl ServiceInfo {
     fn from_value(v: Value) -> Result<ServiceInfo, ClientError> {
-        let mut s: ServiceInfo =
+        let service: Service =
             serde_json::from_value(v.clone()).map_err(|e| ClientError::Decode(e.to_string()))?;
-        s.raw = v;
-        Ok(s)
+        Ok(ServiceInfo { service, raw: v })
     }
 }
 
@@ -292,12 +200,6 @@ impl Monitored {
     pub async fn info(&self) -> Result<ServiceInfo, ClientError> {
         self.checker.info(self.name()).await
     }
-}
-
-fn segment(name: &str) -> String {
-    url::form_urlencoded::byte_serialize(name.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
 }
 
 impl HealthChecker {
@@ -387,7 +289,11 @@ impl HealthChecker {
     }
 
     fn service_url(&self, name: &str, suffix: &str) -> String {
-        format!("{}/api/v1/services/{}{suffix}", self.base, segment(name))
+        format!(
+            "{}/api/v1/services/{}{suffix}",
+            self.base,
+            path_segment(name)
+        )
     }
 
     /// Registers (or updates) a service.
@@ -396,7 +302,7 @@ impl HealthChecker {
             .call(
                 self.http
                     .post(format!("{}/api/v1/services", self.base))
-                    .json(&reg.to_json()),
+                    .json(&reg.body),
             )
             .await?;
         Ok(Monitored {
@@ -441,7 +347,7 @@ impl HealthChecker {
         output: Vec<u8>,
     ) -> Result<(), ClientError> {
         let suffix = match what {
-            Some(w) => format!("/ping/{}", segment(w)),
+            Some(w) => format!("/ping/{}", path_segment(w)),
             None => "/ping".to_string(),
         };
         self.call(self.http.post(self.service_url(name, &suffix)).body(output))
@@ -502,6 +408,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_registration_is_the_core_type_and_the_daemon_accepts_it() {
+        let r = Registration::new("web", "http://h:8080/health")
+            .email("a@example.com")
+            .email("b@example.com")
+            .interval(10)
+            .timeout(3)
+            .healthy(4)
+            .unhealthy(2)
+            .channel("ops")
+            .tag("nas")
+            .depends_on("router");
+        let v = serde_json::to_value(r.body()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"name": "web", "url": "http://h:8080/health",
+                "email": ["a@example.com", "b@example.com"], "interval": 10, "timeout": 3,
+                "healthy_threshold": 4, "unhealthy_threshold": 2, "channels": ["ops"],
+                "tags": ["nas"], "depends_on": ["router"]})
+        );
+        // What the daemon decodes and validates, field for field.
+        let back = RegisterRequest::from_json(v.to_string().as_bytes()).unwrap();
+        let spec = healthchecker_core::ServiceSpec::try_from(back).unwrap();
+        assert_eq!((spec.interval, spec.emails.len()), (10, 2));
+        assert_eq!(r.name(), "web");
+    }
+
+    #[test]
     fn debug_output_shows_no_token() {
         let hc = HealthChecker::at("http://127.0.0.1:1")
             .unwrap()
@@ -512,12 +445,20 @@ mod tests {
             "{d}"
         );
         let s = ServiceInfo::from_value(serde_json::json!({
-            "name": "a", "url": "http://h/", "state": "unknown", "monitoring": "active",
-            "state_since": "2026-01-01T00:00:00Z", "interval": 30, "timeout": 5,
-            "healthy_threshold": 2, "unhealthy_threshold": 2,
-            "last_check": null, "token": "service-token-secret"
+            "name": "a", "url": "http://h/", "protocol": "HTTP", "host": "h", "port": 80,
+            "path": "/", "timeout": 5, "interval": 30, "unhealthy_threshold": 2,
+            "healthy_threshold": 2, "expected_status": "200", "tls_verify": false,
+            "cert_warn_days": 14, "state": "unknown", "monitoring": "active", "paused": false,
+            "state_since": "2026-01-01T00:00:00Z", "consecutive_successes": 0,
+            "consecutive_failures": 0, "last_check": null, "last_healthy_at": null,
+            "last_failure_reason": null, "cert_expires_at": null,
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "links": {"self": "/api/v1/services/a", "checks": "/api/v1/services/a/checks",
+                "dashboard": "/services/a"},
+            "kind": "check", "token": "service-token-secret"
         }))
         .unwrap();
+        assert_eq!(s.state, healthchecker_core::HealthState::Unknown);
         let d = format!("{s:?}");
         assert!(
             !d.contains("service-token-secret") && d.contains("<redacted>"),

@@ -1,12 +1,10 @@
 //! Finding daemons on the local network: DNS-SD browse of
 //! `_healthchecker._tcp.local.` over mDNS (mdns-sd).
 
-use crate::api::ClientError;
+use crate::error::ClientError;
+use healthchecker_core::SERVICE_TYPE;
 use mdns_sd::{ServiceDaemon, ServiceEvent};
 use std::time::Duration;
-
-/// The DNS-SD service type daemons advertise.
-pub const SERVICE_TYPE: &str = "_healthchecker._tcp.local.";
 
 /// A daemon found on the network.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,9 +23,13 @@
 
 mod api;
 mod discover;
+mod error;
 mod response;
 
-pub use api::{ClientError, HealthChecker, LastCheck, Monitored, Registration, ServiceInfo};
-pub use discover::{discover_all, Discovered, SERVICE_TYPE};
+pub use api::{HealthChecker, Monitored, Registration, ServiceInfo};
+pub use discover::{discover_all, Discovered};
+pub use error::ClientError;
+pub use healthchecker_core::api::{LastCheck, Monitoring, Service, ServiceKind, Uptime};
 pub use healthchecker_core::healthjson::{CheckObservation, HealthStatus};
+pub use healthchecker_core::{CheckResult, HealthState, SERVICE_TYPE};
 pub use response::HealthCheckResponse;

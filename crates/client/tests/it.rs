@@ -1,7 +1,10 @@
 //! The client library against the real daemon.
 
 use axum::routing::get;
-use healthchecker_client::{ClientError, HealthCheckResponse, HealthChecker, Registration};
+use healthchecker_client::{
+    CheckResult, ClientError, HealthCheckResponse, HealthChecker, HealthState, Monitoring,
+    Registration,
+};
 use healthchecker_testkit::{closed_port, wait_for, HttpTarget, Mode, TestDaemon};
 use std::time::Duration;
 
@@ -25,11 +28,11 @@ async fn monitor_info_pause_resume_list_stop() {
     assert_eq!(m.token().map(str::len), Some(64));
     assert_eq!(m.service.unhealthy_threshold, 3);
     wait_for("healthy", Duration::from_secs(20), || async {
-        (m.info().await.unwrap().state == "healthy").then_some(())
+        (m.info().await.unwrap().state == HealthState::Healthy).then_some(())
     })
     .await;
-    assert_eq!(m.pause().await.unwrap().monitoring, "paused");
-    assert_eq!(m.resume().await.unwrap().monitoring, "active");
+    assert_eq!(m.pause().await.unwrap().monitoring, Monitoring::Paused);
+    assert_eq!(m.resume().await.unwrap().monitoring, Monitoring::Active);
     let again = hc
         .monitor(Registration::new("my app", t.url("/health")).interval(6))
         .await
@@ -37,7 +40,7 @@ async fn monitor_info_pause_resume_list_stop() {
     assert!(!again.created);
     let all = hc.list().await.unwrap();
     assert_eq!(all.len(), 1);
-    assert_eq!(all[0].state, "healthy");
+    assert_eq!(all[0].state, HealthState::Healthy);
     m.stop().await.unwrap();
     match m.info().await {
         Err(ClientError::Refused { status: 404, .. }) => {}
@@ -121,6 +124,7 @@ async fn the_daemon_judges_what_the_builder_writes() {
         hc.info("warn")
             .await
             .unwrap()
+            .service
             .last_check
             .unwrap()
             .reason
@@ -131,6 +135,7 @@ async fn the_daemon_judges_what_the_builder_writes() {
         hc.info("fail")
             .await
             .unwrap()
+            .service
             .last_check
             .unwrap()
             .reason
@@ -175,7 +180,7 @@ async fn the_example_app_registers_and_unregisters_itself() {
     assert_eq!((info.interval, info.healthy_threshold), (10, 4));
     wait_for("a passing check", Duration::from_secs(20), || async {
         let i = hc.info("example app").await.ok()?;
-        (i.last_check?.result == "pass").then_some(())
+        (i.service.last_check?.result == CheckResult::Pass).then_some(())
     })
     .await;
     let _ = std::process::Command::new("kill")

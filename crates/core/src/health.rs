@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 /// The verdict on a monitored service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum HealthState {
     /// Newly registered, not enough checks for a verdict yet.
@@ -65,6 +66,7 @@ impl FromStr for HealthState {
 
 /// The result of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CheckResult {
     /// The target answered as expected.
@@ -272,9 +274,25 @@ mod tests {
             } else {
                 assert_eq!(t.state(), start, "from {start}");
             }
-            let (t, _) = run(t, &[Fail]);
+            // The first fail changes the state only of a healthy service.
+            let first: Vec<Transition> = (start == Healthy)
+                .then_some(Transition {
+                    from: Healthy,
+                    to: Degraded,
+                })
+                .into_iter()
+                .collect();
+            assert_eq!(tr, first, "first fail from {start}");
+            let (t, tr) = run(t, &[Fail]);
             assert_eq!(t.state(), Unhealthy, "from {start}");
-            let _ = tr;
+            let second: Vec<Transition> = (start != Unhealthy)
+                .then_some(Transition {
+                    from: if start == Unknown { Unknown } else { Degraded },
+                    to: Unhealthy,
+                })
+                .into_iter()
+                .collect();
+            assert_eq!(tr, second, "second fail from {start}");
         }
     }
 

@@ -7,9 +7,15 @@
 //! valid registration, of the state machine and of health+json.
 //!
 //! # Layout
-//! - [`spec`]: raw registration input ([`spec::RegisterRequest`]) parsed once
-//!   into a validated [`spec::ServiceSpec`], with errors naming the field.
+//! - [`spec`]: the one typed registration ([`spec::RegisterRequest`], the
+//!   wire contract) validated once into a [`spec::ServiceSpec`], with errors
+//!   naming the field.
+//! - [`api`]: the v1 API's response bodies (services, checks, events,
+//!   notifications, errors), shared by the daemon and the client.
+//! - [`SERVICE_TYPE`]: the DNS-SD type daemons announce and clients browse.
 //! - [`health`]: the ELB-style state machine ([`health::HealthTracker`]).
+//! - [`monitor`]: one check outcome and its time in, what to write and
+//!   when to notify out (state machine, event, flap damping).
 //! - [`notify`]: which transitions send a mail.
 //! - [`channel`]: notification channels as named objects, validated.
 //! - [`policy`]: alert policy decisions (silences, dependencies, digests);
@@ -22,12 +28,14 @@
 //! - [`lan`]: what to monitor of a device found over DNS-SD.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod channel;
 pub mod health;
 pub mod healthjson;
 pub mod heartbeat;
 pub mod icmp;
 pub mod lan;
+pub mod monitor;
 pub mod notify;
 pub mod policy;
 pub mod schedule;
@@ -35,3 +43,7 @@ pub mod spec;
 
 pub use health::{CheckResult, HealthState, HealthTracker, Thresholds, Transition};
 pub use spec::{Protocol, RegisterRequest, ServiceSpec, SpecError, Target};
+
+/// The DNS-SD service type a daemon announces and a client browses for
+/// (SPEC section 6).
+pub const SERVICE_TYPE: &str = "_healthchecker._tcp.local.";

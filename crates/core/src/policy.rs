@@ -2,8 +2,8 @@
 //! and digests. Time is an argument (Unix ms, or a local weekday and minute
 //! that the daemon computes in the silence's time zone).
 //!
-//! Not wired into the daemon yet: the scheduler, the store and the API do
-//! not call this module. It is the decision logic, tested on its own.
+//! The daemon calls these: the silences book and the store for windows,
+//! the API for cycles, the outbox loops for digests ([`DigestBook`]).
 
 use crate::health::HealthState;
 use crate::spec::SpecError;
@@ -197,6 +197,112 @@ pub fn digest_due(due: &[i64], now: i64, threshold: usize, window_ms: i64) -> bo
         > threshold
 }
 
+/// The digest rule (SPEC section 14): more than `threshold` notifications
+/// falling due for one destination (a channel, or an e-mail recipient)
+/// within `window_ms` are summarised in one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestRule {
+    /// Notifications a destination receives one by one within a window
+    /// (`--digest-threshold`, default 5; 0 disables digests).
+    pub threshold: usize,
+    /// The window, ms (`--digest-window`, default 30 s).
+    pub window_ms: i64,
+}
+
+impl DigestRule {
+    /// Whether digests are on (a threshold and a window above 0).
+    pub fn enabled(&self) -> bool {
+        self.threshold > 0 && self.window_ms > 0
+    }
+}
+
+/// What happens to a notification that falls due for one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestVerdict {
+    /// Deliver it on its own, now.
+    Send,
+    /// Hold it for the digest of the window `[start, end)`, which goes out
+    /// at `end` and lists every notification of that window.
+    Hold {
+        /// The window's start: the due time of its first notification.
+        start: i64,
+        /// The window's end (`start` + the window): when the digest goes out.
+        end: i64,
+    },
+}
+
+/// One destination's recent notifications, from which the next verdict
+/// follows. The daemon rebuilds it from the store at every pass, so the
+/// decision survives a restart.
+///
+/// Decision (docs/alerts.md): no alert is delayed on a quiet destination.
+/// While at most `threshold` notifications fell due within the trailing
+/// window, each goes out at once; the next one within it is held, and so
+/// is every further one until the window, measured from the first of its
+/// notifications, ends; then one digest lists them all. A new window never
+/// starts before the previous digest's end, so a storm gives one digest
+/// per window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestBook {
+    /// Due times (Unix ms) of the destination's notifications (one per
+    /// message, individual and held alike), any order.
+    pub recent: Vec<i64>,
+    /// The latest digest window (start, end), collecting while `now < end`.
+    pub latest: Option<(i64, i64)>,
+}
+
+impl DigestBook {
+    /// The verdict for a notification falling due at `now`.
+    pub fn verdict(&self, now: i64, rule: DigestRule) -> DigestVerdict {
+        if !rule.enabled() {
+            return DigestVerdict::Send;
+        }
+        if let Some((start, end)) = self.latest.filter(|&(_, end)| now < end) {
+            return DigestVerdict::Hold { start, end };
+        }
+        let in_window = |t: &&i64| **t > now - rule.window_ms && **t <= now;
+        let before = self.recent.iter().filter(in_window).count();
+        if before < rule.threshold {
+            return DigestVerdict::Send;
+        }
+        let first = self.recent.iter().filter(in_window).min().copied();
+        let start = first
+            .unwrap_or(now)
+            .max(self.latest.map_or(i64::MIN, |(_, end)| end))
+            .min(now);
+        DigestVerdict::Hold {
+            start,
+            end: start + rule.window_ms,
+        }
+    }
+
+    /// Records the notification decided at `now` (and forgets what left
+    /// the window).
+    pub fn record(&mut self, now: i64, verdict: DigestVerdict, rule: DigestRule) {
+        self.recent.retain(|&t| t > now - rule.window_ms);
+        self.recent.push(now);
+        if let DigestVerdict::Hold { start, end } = verdict {
+            self.latest = Some((start, end));
+        }
+    }
+}
+
+/// The verdict for a notification with several destinations (an e-mail
+/// to several recipients): held only when every destination holds it, so
+/// that a quiet one is never delayed; the others then list it as already
+/// sent. `None` for no destination.
+pub fn combined_verdict(verdicts: &[DigestVerdict]) -> Option<DigestVerdict> {
+    let first = *verdicts.first()?;
+    if verdicts
+        .iter()
+        .all(|v| matches!(v, DigestVerdict::Hold { .. }))
+    {
+        Some(first)
+    } else {
+        Some(DigestVerdict::Send)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +385,85 @@ mod tests {
             "five is not more than five"
         );
         assert!(!digest_due(&due, 100_000, 5, 30_000), "outside the window");
+    }
+
+    const RULE: DigestRule = DigestRule {
+        threshold: 5,
+        window_ms: 30_000,
+    };
+
+    /// Feeds notifications due at `times` to one book; returns the verdicts.
+    fn feed(book: &mut DigestBook, times: &[i64], rule: DigestRule) -> Vec<DigestVerdict> {
+        times
+            .iter()
+            .map(|&t| {
+                let v = book.verdict(t, rule);
+                book.record(t, v, rule);
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn thirty_in_ten_seconds_send_five_then_hold_the_rest_for_one_digest() {
+        let mut book = DigestBook::default();
+        let times: Vec<i64> = (0..30).map(|i| 1_000_000 + i * 333).collect();
+        let v = feed(&mut book, &times, RULE);
+        assert!(v[..5].iter().all(|v| *v == DigestVerdict::Send), "{v:?}");
+        let window = DigestVerdict::Hold {
+            start: 1_000_000,
+            end: 1_030_000,
+        };
+        assert!(v[5..].iter().all(|v| *v == window), "{v:?}");
+    }
+
+    #[test]
+    fn a_quiet_destination_is_never_delayed() {
+        let mut book = DigestBook::default();
+        // Five in a burst, then one every 7 s: at most five in any 30 s.
+        let times = [0, 1, 2, 3, 4, 40_000, 47_000, 54_000, 61_000, 68_000];
+        let v = feed(&mut book, &times, RULE);
+        assert!(v.iter().all(|v| *v == DigestVerdict::Send), "{v:?}");
+        let off = DigestRule {
+            threshold: 0,
+            window_ms: 30_000,
+        };
+        let mut book = DigestBook::default();
+        let v = feed(&mut book, &(0..50).collect::<Vec<_>>(), off);
+        assert!(v.iter().all(|v| *v == DigestVerdict::Send), "0 disables");
+    }
+
+    #[test]
+    fn a_storm_gives_one_digest_per_window_and_then_quiet_again() {
+        let mut book = DigestBook::default();
+        // One every second for 70 s.
+        let times: Vec<i64> = (0..70).map(|i| i * 1_000).collect();
+        let v = feed(&mut book, &times, RULE);
+        let windows: BTreeSet<(i64, i64)> = v
+            .iter()
+            .filter_map(|v| match v {
+                DigestVerdict::Hold { start, end } => Some((*start, *end)),
+                DigestVerdict::Send => None,
+            })
+            .collect();
+        assert_eq!(
+            windows.into_iter().collect::<Vec<_>>(),
+            vec![(0, 30_000), (30_000, 60_000), (60_000, 90_000)],
+            "windows follow each other, never overlap"
+        );
+        assert_eq!(v.iter().filter(|v| **v == DigestVerdict::Send).count(), 5);
+        // Long after: sent at once again.
+        assert_eq!(book.verdict(200_000, RULE), DigestVerdict::Send);
+    }
+
+    #[test]
+    fn a_mail_to_several_recipients_is_held_only_when_all_hold_it() {
+        let hold = DigestVerdict::Hold { start: 0, end: 30 };
+        assert_eq!(combined_verdict(&[hold, hold]), Some(hold));
+        assert_eq!(
+            combined_verdict(&[hold, DigestVerdict::Send]),
+            Some(DigestVerdict::Send)
+        );
+        assert_eq!(combined_verdict(&[]), None);
     }
 }

@@ -1,6 +1,54 @@
 //! Wall-clock helpers: the store and the API speak Unix milliseconds (UTC).
+//!
+//! [`Clock`] is the wall clock the scheduler reads, injectable so that its
+//! tests run on tokio's paused time: [`Clock::system`] in the daemon,
+//! [`Clock::following_tokio`] in tests, where wall time moves exactly as
+//! `tokio::time::advance` moves the monotonic clock. Monotonic time (due
+//! times, timeouts) is always `tokio::time::Instant`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A source of wall time (Unix ms).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(Source);
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    System,
+    Tokio {
+        wall_at_origin: i64,
+        origin: tokio::time::Instant,
+    },
+}
+
+impl Clock {
+    /// The system's wall clock (which an administrator or NTP may set).
+    pub fn system() -> Self {
+        Clock(Source::System)
+    }
+
+    /// A wall clock that reads `wall_ms` now and then advances with tokio's
+    /// clock: under `#[tokio::test(start_paused = true)]` it moves only
+    /// when the test's timers do, so time-dependent logic is tested in
+    /// milliseconds and exactly.
+    pub fn following_tokio(wall_ms: i64) -> Self {
+        Clock(Source::Tokio {
+            wall_at_origin: wall_ms,
+            origin: tokio::time::Instant::now(),
+        })
+    }
+
+    /// Milliseconds since the Unix epoch, now.
+    pub fn now_ms(&self) -> i64 {
+        match self.0 {
+            Source::System => now_ms(),
+            Source::Tokio {
+                wall_at_origin,
+                origin,
+            } => wall_at_origin + origin.elapsed().as_millis() as i64,
+        }
+    }
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {

@@ -20,8 +20,8 @@ use mdns_sd::{DaemonEvent, IfKind, IfPredicate, ServiceDaemon, ServiceInfo, Unre
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// The native service type.
-pub const SERVICE_TYPE: &str = "_healthchecker._tcp.local.";
+/// The native service type (one definition, shared with the client).
+pub use healthchecker_core::SERVICE_TYPE;
 /// The type the seed's client resolves.
 pub const LEGACY_TYPE: &str = "_http._tcp.local.";
 /// The instance name the seed's client resolves.
@@ -38,12 +38,7 @@ pub struct Advertiser {
 }
 
 fn host_name() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .map(|h| h.split('.').next().unwrap_or("").to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "healthchecker".into())
+    crate::host::short_name().unwrap_or_else(|| "healthchecker".into())
 }
 
 /// The interface selection for the mDNS daemon.

@@ -9,8 +9,11 @@
 //! - [`store`]: SQLite (WAL): schema migrations, registrations, the batch
 //!   writer that records checks, events and the outbox in one transaction.
 //! - [`probe`]: TCP, SSL, HTTP and HTTPS checks over fresh connections.
-//! - [`scheduler`]: one timer heap for every service, the state machine
-//!   applied to each result.
+//! - [`scheduler`]: one timer heap for every service; each result goes
+//!   through the service's pure monitor (`healthchecker_core::monitor`) and
+//!   on to the writer.
+//! - [`clock`]: the injectable wall clock (tests follow tokio's paused time).
+//! - `serve`: the API's accept loop (connection caps, timeouts, TLS).
 //! - [`notify`]: the mail outbox sender and renderer.
 //! - [`http`]: the v1 and legacy APIs, `/health`, `/metrics`.
 //! - [`discovery`]: the mDNS advertisement.
@@ -26,16 +29,19 @@ pub mod dependencies;
 pub mod discovery;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
+pub mod host;
 pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod scheduler;
+mod serve;
 pub mod silences;
 pub mod store;
 pub mod supervisor;
 
 pub use config::Config;
+pub use serve::{HEADER_READ_TIMEOUT, SHUTDOWN_GRACE};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -85,6 +91,82 @@ fn load_extra_roots(
         .map_err(|e| ServerError::Config(format!("--tls-ca-file {}: {e}", path.display())))
 }
 
+/// Every [`PRUNE_EVERY`], deletes check history beyond `--keep-checks`
+/// and, when no mail sender runs (`no_sender`), gives up mail that has
+/// waited a day (nothing else would ever end it). Stops on `cancel`.
+async fn prune_periodically(
+    store: store::Store,
+    no_sender: bool,
+    clock: clock::Clock,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let s = store.clone();
+        let now = clock.now_ms();
+        let pruned = tokio::task::spawn_blocking(move || {
+            if no_sender {
+                let n = s.give_up_unsent(now, "not sent: SMTP is not configured (--smtp-url)")?;
+                if n > 0 {
+                    tracing::info!(given_up = n, "unsent mail older than a day marked failed");
+                }
+            }
+            s.prune(now)
+        })
+        .await;
+        match pruned {
+            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "pruned check history"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning failed"),
+            _ => {}
+        }
+    }
+}
+
+/// The SMTP client of `--smtp-url`, if configured.
+fn mailer(cfg: &Config) -> Result<Option<notify::Mailer>, ServerError> {
+    cfg.smtp
+        .as_ref()
+        .map(|smtp| {
+            notify::Mailer::new(smtp).map_err(|e| ServerError::Config(format!("--smtp-url: {e}")))
+        })
+        .transpose()
+}
+
+/// Spawns an essential task on `tasks`; the token is cancelled when the
+/// task ends, by return or by panic (supervision watches it).
+fn spawn_essential(
+    tasks: &TaskTracker,
+    task: impl Future<Output = ()> + Send + 'static,
+) -> CancellationToken {
+    let stopped = CancellationToken::new();
+    let guard = stopped.clone().drop_guard();
+    tasks.spawn(async move {
+        let _guard = guard;
+        task.await
+    });
+    stopped
+}
+
+/// Logs how mail will go out: where to, and what is wrong with the
+/// settings, or that it will not go out at all.
+fn log_mail_settings(cfg: &Config) {
+    match &cfg.smtp {
+        Some(smtp) => {
+            tracing::info!(url = %smtp.url.without_user(), "mail sender started");
+            if let Some(warning) = smtp.url.credential_warning() {
+                tracing::warn!("{warning}");
+            }
+        }
+        None => tracing::warn!(
+            "SMTP is not configured (--smtp-url): notifications are recorded but not sent"
+        ),
+    }
+}
+
 /// Runs the daemon until `shutdown` completes: opens the store, starts the
 /// scheduler, the batch writer, the mail sender and the HTTP API on
 /// `listener`. On shutdown it stops accepting, lets in-flight probes finish
@@ -107,7 +189,7 @@ pub async fn run(
         source,
     })?;
     let tls = probe::TlsContext::new(load_extra_roots(&cfg)?);
-    let metrics = Arc::new(metrics::Metrics::new());
+    let metrics = Arc::new(metrics::Metrics::with_per_service(cfg.metrics_per_service));
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let (writer, writer_handle) = store::Writer::start(&store);
@@ -115,11 +197,7 @@ pub async fn run(
         .smtp
         .is_none()
         .then(|| "smtp not configured".to_string());
-    if outbox_note.is_some() {
-        tracing::warn!(
-            "SMTP is not configured (--smtp-url): notifications are recorded but not sent"
-        );
-    }
+    let clock = clock::Clock::system();
     let silence_book = silences::SilenceBook::default();
     silence_book.set(store.silences().map_err(|source| ServerError::Store {
         path: cfg.db.clone(),
@@ -132,6 +210,7 @@ pub async fn run(
             notify_min_gap_ms: cfg.notify_min_gap.as_millis() as i64,
             outbox_note,
             silences: silence_book.clone(),
+            clock,
         },
         probe::Prober::new(tls, cfg.targets.clone()),
         writer_handle.clone(),
@@ -139,97 +218,45 @@ pub async fn run(
         cancel.clone(),
         &tasks,
     );
-    let scheduler_stopped = CancellationToken::new();
-    {
-        // The handle's channel closes when the scheduler task ends.
-        let (s, stopped) = (scheduler.clone(), scheduler_stopped.clone());
-        tasks.spawn(async move {
-            s.stopped().await;
-            stopped.cancel();
-        });
-    }
-    {
-        let store = store.clone();
-        let cancel = cancel.clone();
-        // Without a sender, nothing else ever ends a pending mail.
-        let no_sender = cfg.smtp.is_none();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(PRUNE_EVERY);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tick.tick() => {
-                        let s = store.clone();
-                        match tokio::task::spawn_blocking(move || {
-                            let now = clock::now_ms();
-                            if no_sender {
-                                let n = s.give_up_unsent(now, "not sent: SMTP is not configured (--smtp-url)")?;
-                                if n > 0 {
-                                    tracing::info!(given_up = n, "unsent mail older than a day marked failed");
-                                }
-                            }
-                            s.prune(now)
-                        }).await {
-                            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "pruned check history"),
-                            Ok(Err(e)) => tracing::warn!(error = %e, "pruning failed"),
-                            _ => {}
-                        }
-                    }
-                }
-            }
-        });
-    }
+    // The handle's channel closes when the scheduler task ends.
+    let watched = scheduler.clone();
+    let scheduler_stopped = spawn_essential(&tasks, async move { watched.stopped().await });
+    tasks.spawn(prune_periodically(
+        store.clone(),
+        cfg.smtp.is_none(),
+        clock,
+        cancel.clone(),
+    ));
     let mut essentials = vec![
         ("scheduler", scheduler_stopped),
         ("writer", writer.stopped()),
     ];
-    let sender_stopped = CancellationToken::new();
-    if let Some(smtp) = &cfg.smtp {
-        let mailer = notify::Mailer::new(smtp)
-            .map_err(|e| ServerError::Config(format!("--smtp-url: {e}")))?;
-        tracing::info!(url = %redact(&smtp.url), "mail sender started");
-        if let Some(warning) = notify::credential_warning(smtp) {
-            tracing::warn!("{warning}");
-        }
+    if let Some(mailer) = mailer(&cfg)? {
         let sender = notify::sender::run(
             store.clone(),
             mailer,
             cfg.public_url.clone(),
+            digest_rule(&cfg),
             metrics.clone(),
             cancel.clone(),
         );
-        // Cancelled when the sender ends, by return or by panic.
-        let guard = sender_stopped.clone().drop_guard();
-        tasks.spawn(async move {
-            let _guard = guard;
-            sender.await
-        });
-        essentials.push(("sender", sender_stopped));
+        essentials.push(("sender", spawn_essential(&tasks, sender)));
     }
+    log_mail_settings(&cfg);
     // Named channels (SPEC section 13): always running, since channels can
     // be created at any time; with SMTP, `email` channels send through it.
-    let mailer = match &cfg.smtp {
-        Some(smtp) => Some(
-            notify::Mailer::new(smtp)
-                .map_err(|e| ServerError::Config(format!("--smtp-url: {e}")))?,
-        ),
-        None => None,
-    };
-    let channels = Arc::new(notify::channels::Dispatcher::new(
-        store.clone(),
-        mailer,
-        cfg.public_url.clone(),
+    let mailer = mailer(&cfg)?;
+    let channels = Arc::new(
+        notify::channels::Dispatcher::new(store.clone(), mailer, cfg.public_url.clone())
+            .with_digests(digest_rule(&cfg)),
+    );
+    let run = notify::channels::run(channels.clone(), metrics.clone(), cancel.clone());
+    essentials.push(("channels", spawn_essential(&tasks, run)));
+    // Home Assistant sees every service of an `mqtt` channel (issue 16).
+    tasks.spawn(notify::channels::mqtt_sync::run(
+        channels.clone(),
+        cancel.clone(),
     ));
-    let channels_stopped = CancellationToken::new();
-    {
-        let run = notify::channels::run(channels.clone(), metrics.clone(), cancel.clone());
-        let guard = channels_stopped.clone().drop_guard();
-        tasks.spawn(async move {
-            let _guard = guard;
-            run.await
-        });
-    }
-    essentials.push(("channels", channels_stopped));
     let essentials = supervisor::Essentials::new(essentials);
     let state = http::AppState(Arc::new(http::AppInner {
         store: store.clone(),
@@ -246,7 +273,11 @@ pub async fn run(
         silences: silence_book,
     }));
     let addr = listener.local_addr()?;
-    let api_tls = cfg.api_tls.as_ref().map(api_tls_acceptor).transpose()?;
+    let api_tls = cfg
+        .api_tls
+        .as_ref()
+        .map(serve::api_tls_acceptor)
+        .transpose()?;
     let scheme = if api_tls.is_some() { "https" } else { "http" };
     if cfg.auth == config::AuthMode::Token && api_tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(%addr,
@@ -286,11 +317,11 @@ pub async fn run(
             }
         }
     };
-    let limits = Limits {
+    let limits = serve::Limits {
         max_connections: cfg.max_connections,
         per_client: http::limits::ClientConnections::new(cfg.max_connections_per_client),
     };
-    let served = serve(listener, app, limits, api_tls, stop).await;
+    let served = serve::serve(listener, app, limits, api_tls, stop).await;
     let died = essentials.stopped();
     tracing::info!("shutting down");
     if let Some(a) = advertiser {
@@ -307,135 +338,6 @@ pub async fn run(
         Some(task) => Err(ServerError::Stopped(task.to_string())),
         None => Ok(()),
     }
-}
-
-/// The API's TLS acceptor from `--tls-cert`/`--tls-key` (HTTP/1.1 only,
-/// as the plain listener).
-fn api_tls_acceptor(t: &config::ApiTls) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(&t.cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ServerError::Config(format!("--tls-cert {}: {e}", t.cert.display())))?;
-    if certs.is_empty() {
-        return Err(ServerError::Config(format!(
-            "--tls-cert {}: no certificate in the file",
-            t.cert.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_file(&t.key)
-        .map_err(|e| ServerError::Config(format!("--tls-key {}: {e}", t.key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| ServerError::Config(format!("--tls-cert/--tls-key: {e}")))?;
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
-}
-
-/// The accept loop's connection caps.
-struct Limits {
-    /// Most API connections at once.
-    max_connections: usize,
-    /// Most per client address (IPv6: per /64).
-    per_client: http::limits::ClientConnections,
-}
-
-/// How long a client may take to send a request's headers (slow-loris).
-pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// How long shutdown waits for open API connections to finish.
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Serves `app` on `listener` until `shutdown`: at most `max_connections`
-/// connections at once and `per_client` from one client (one more is
-/// closed at once), headers within [`HEADER_READ_TIMEOUT`], a response the
-/// client does not read dropped after [`http::limits::WRITE_STALL`], each
-/// request's peer address as an extension.
-async fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    limits: Limits,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    let max_connections = limits.max_connections;
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max_connections, "too many API connections; closing one");
-            drop(stream);
-            continue;
-        };
-        let Some(client_slot) = limits.per_client.try_acquire(peer.ip()) else {
-            tracing::warn!(%peer, "too many API connections from this client; closing one");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let stream = http::limits::WriteTimeout::new(stream, http::limits::WRITE_STALL);
-        let app = app.clone();
-        let svc =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(http::auth::Peer(peer));
-                tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
-            });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => {
-                    let _ = watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
-                        .await;
-                }
-                // The handshake runs here, not in the accept loop, and has
-                // the header timeout: a client that stalls in it holds only
-                // its own connection slot.
-                Some(acceptor) => {
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => {
-                            let _ = watcher
-                                .watch(builder.serve_connection(TokioIo::new(s), svc))
-                                .await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-            }
-            drop(client_slot);
-            drop(permit);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("API connections still open after the grace period; closing them");
-    }
-    Ok(())
 }
 
 /// Raises the soft file-descriptor limit to the hard limit: every probe in
@@ -455,18 +357,6 @@ fn raise_fd_limit(wanted: usize) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the file-descriptor limit"),
-    }
-}
-
-/// An SMTP URL without its user, for logs.
-fn redact(smtp_url: &str) -> String {
-    match url::Url::parse(smtp_url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Err(_) => "(invalid)".into(),
     }
 }
 
@@ -524,5 +414,13 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.cancel.cancel();
+    }
+}
+
+/// The digest rule of `--digest-threshold` and `--digest-window`.
+fn digest_rule(cfg: &Config) -> healthchecker_core::policy::DigestRule {
+    healthchecker_core::policy::DigestRule {
+        threshold: cfg.digest_threshold,
+        window_ms: cfg.digest_window.as_millis() as i64,
     }
 }

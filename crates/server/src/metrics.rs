@@ -1,8 +1,22 @@
-//! Prometheus metrics (prometheus-client), owned by [`AppState`](crate::http::AppState)
-//! and fed by the scheduler and the mail sender.
+//! Prometheus metrics, owned by [`AppState`](crate::http::AppState) and fed
+//! by the scheduler and the notification senders.
 //!
-//! Per-service series carry the label `service` and are removed when the
-//! service is deleted.
+//! Two kinds of series, encoded differently:
+//!
+//! - **Aggregates** (checks by result, histograms, notification outcomes,
+//!   backlog...): a few dozen series in a `prometheus-client` registry,
+//!   encoded at every scrape.
+//! - **Per service** (`healthchecker_service_up`, `healthchecker_service_state`)
+//!   and the counts by state (`healthchecker_services`): kept in
+//!   [`ServiceSeries`], where each service's lines are rendered once, when
+//!   the service appears or its state changes, and a scrape only
+//!   concatenates them (no per-scrape formatting, label encoding or hashing
+//!   of 100,000 series). Removed when the service is deleted.
+//!   `--metrics-per-service false` keeps only the counts by state.
+//!
+//! A scrape is answered in the classic Prometheus text format (0.0.4) or in
+//! OpenMetrics 1.0, as the scraper's `Accept` header prefers
+//! ([`Format::negotiate`]); see docs/performance.md.
 
 use healthchecker_core::{CheckResult, HealthState};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,26 +25,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-/// Label of per-service series.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServiceLabel {
-    /// The service name.
-    pub service: String,
-}
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, MutexGuard};
 
 /// Label of per-result series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     /// `pass`, `warn` or `fail`.
     pub result: String,
-}
-
-/// Label of per-state series.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabel {
-    /// A health state.
-    pub state: String,
 }
 
 /// Label of per-outcome series.
@@ -40,25 +43,88 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
-/// Label of per-service state series.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServiceStateLabel {
-    /// The service name.
-    pub service: String,
-    /// A health state.
-    pub state: String,
+/// The exposition format of a scrape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The classic Prometheus text format, version 0.0.4: a counter's
+    /// family is named with its `_total` suffix in `# HELP` and `# TYPE`.
+    Classic,
+    /// OpenMetrics 1.0.0: a counter's family is named without `_total`,
+    /// and the exposition ends with `# EOF`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Classic => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// Picks the format from a request's `Accept` header: OpenMetrics when
+    /// `application/openmetrics-text` is acceptable and preferred over
+    /// `text/plain` (by quality, then by how specifically it is named, then
+    /// by position), classic text otherwise, also without a header, for
+    /// `*/*` and for a header that accepts neither (as the Prometheus Go
+    /// client does). Prometheus's default header prefers OpenMetrics.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        // (quality, specificity, position) of the range that applies to
+        // each format; specificity 0 is `*/*`, 1 `type/*`, 2 the full type.
+        let mut om: Option<(f32, u8, usize)> = None;
+        let mut text: Option<(f32, u8, usize)> = None;
+        for (pos, range) in accept.unwrap_or("").split(',').enumerate() {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map(|(_, v)| v.trim().parse::<f32>().unwrap_or(0.0))
+                .unwrap_or(1.0);
+            let (for_om, for_text) = match media.as_str() {
+                "application/openmetrics-text" => (Some(2), None),
+                "application/*" => (Some(1), None),
+                "text/plain" => (None, Some(2)),
+                "text/*" => (None, Some(1)),
+                "*/*" => (Some(0), Some(0)),
+                _ => (None, None),
+            };
+            // The most specific range applies (RFC 9110, 12.5.1); among
+            // equally specific ones, the best quality.
+            let apply = |slot: &mut Option<(f32, u8, usize)>, spec: Option<u8>| {
+                if let Some(spec) = spec {
+                    let better = match *slot {
+                        None => true,
+                        Some((sq, ss, _)) => spec > ss || (spec == ss && q > sq),
+                    };
+                    if better {
+                        *slot = Some((q, spec, pos));
+                    }
+                }
+            };
+            apply(&mut om, for_om);
+            apply(&mut text, for_text);
+        }
+        match (om, text) {
+            (Some((oq, _, _)), None) if oq > 0.0 => Format::OpenMetrics,
+            (Some((oq, os, op)), Some((tq, ts, tp)))
+                if oq > 0.0
+                    && (oq, os, std::cmp::Reverse(op)) > (tq, ts, std::cmp::Reverse(tp)) =>
+            {
+                Format::OpenMetrics
+            }
+            _ => Format::Classic,
+        }
+    }
 }
 
 /// Every metric the daemon exports.
 pub struct Metrics {
-    /// The registry `/metrics` encodes.
-    pub registry: Registry,
-    /// Services by state (set at scrape time).
-    pub services: Family<StateLabel, Gauge>,
-    /// 1 when a service is healthy or degraded, 0 otherwise.
-    pub service_up: Family<ServiceLabel, Gauge>,
-    /// 1 for the service's current state, 0 for the others.
-    pub service_state: Family<ServiceStateLabel, Gauge>,
+    /// The aggregate series (everything but [`ServiceSeries`]).
+    registry: Registry,
+    /// Counts by state and per-service series, rendered incrementally.
+    services: ServiceSeries,
     /// Checks by result.
     pub checks: Family<ResultLabel, Counter>,
     /// The `checks` series of pass, warn and fail, fetched once (a lookup
@@ -85,28 +151,19 @@ impl Default for Metrics {
     }
 }
 
+/// Name prefix of every series.
+const PREFIX: &str = "healthchecker";
+
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates every metric, with per-service series.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("healthchecker");
-        let services = Family::<StateLabel, Gauge>::default();
-        registry.register(
-            "services",
-            "Registered services by health state",
-            services.clone(),
-        );
-        let service_up = Family::<ServiceLabel, Gauge>::default();
-        registry.register(
-            "service_up",
-            "1 when the service is healthy or degraded",
-            service_up.clone(),
-        );
-        let service_state = Family::<ServiceStateLabel, Gauge>::default();
-        registry.register(
-            "service_state",
-            "The service's current health state (label state, value 1)",
-            service_state.clone(),
-        );
+        Self::with_per_service(true)
+    }
+
+    /// Creates every metric; `per_service` false (`--metrics-per-service
+    /// false`) exports only the aggregates.
+    pub fn with_per_service(per_service: bool) -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
         let checks = Family::<ResultLabel, Counter>::default();
         registry.register("checks", "Checks run, by result", checks.clone());
         let buckets = [
@@ -168,9 +225,7 @@ impl Metrics {
         );
         Metrics {
             registry,
-            services,
-            service_up,
-            service_state,
+            services: ServiceSeries::new(per_service),
             checks,
             check_counters,
             check_duration,
@@ -182,41 +237,28 @@ impl Metrics {
         }
     }
 
-    /// Records a service's current state in the per-service series. One
-    /// `service_state` series per service (label `state`, value 1): the
-    /// series of the previous state is removed, so 100,000 services cost
-    /// 100,000 series, not 400,000.
-    pub fn set_service_state(&self, name: &str, previous: Option<HealthState>, state: HealthState) {
-        self.service_up
-            .get_or_create(&ServiceLabel {
-                service: name.to_string(),
-            })
-            .set(state.is_up() as i64);
-        if let Some(p) = previous.filter(|p| *p != state) {
-            self.service_state.remove(&ServiceStateLabel {
-                service: name.to_string(),
-                state: p.as_str().into(),
-            });
-        }
-        self.service_state
-            .get_or_create(&ServiceStateLabel {
-                service: name.to_string(),
-                state: state.as_str().into(),
-            })
-            .set(1);
+    /// Whether per-service series are exported (`--metrics-per-service`).
+    pub fn per_service(&self) -> bool {
+        self.services.per_service
     }
 
-    /// Drops a deleted service's series.
+    /// Records a service's current state: its lines are rendered again
+    /// only when the state differs from the one recorded (`previous` is
+    /// accepted for the callers' convenience; the recorded state is what
+    /// counts). One `service_state` series per service (label `state`,
+    /// value 1), so 100,000 services cost 100,000 series, not 400,000.
+    pub fn set_service_state(
+        &self,
+        name: &str,
+        _previous: Option<HealthState>,
+        state: HealthState,
+    ) {
+        self.services.set(name, state);
+    }
+
+    /// Drops a deleted (or renamed) service's series.
     pub fn remove_service(&self, name: &str) {
-        self.service_up.remove(&ServiceLabel {
-            service: name.to_string(),
-        });
-        for s in HealthState::ALL {
-            self.service_state.remove(&ServiceStateLabel {
-                service: name.to_string(),
-                state: s.as_str().into(),
-            });
-        }
+        self.services.remove(name);
     }
 
     /// Counts one check.
@@ -230,10 +272,241 @@ impl Metrics {
         self.check_duration.observe(seconds);
     }
 
-    /// Encodes the registry in the text exposition format.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+    /// Encodes every series in `format`.
+    pub fn encode(&self, format: Format) -> String {
+        let mut aggregates = String::new();
+        let _ = prometheus_client::encoding::text::encode_registry(&mut aggregates, &self.registry);
+        let mut out = String::with_capacity(aggregates.len() + self.services.size_hint());
+        match format {
+            Format::OpenMetrics => out.push_str(&aggregates),
+            Format::Classic => openmetrics_to_classic(&aggregates, &mut out),
+        }
+        self.services.encode(&mut out);
+        if format == Format::OpenMetrics {
+            out.push_str("# EOF\n");
+        }
         out
     }
 }
+
+/// Rewrites OpenMetrics text (without `# EOF`) as the classic text format:
+/// a counter family `x` becomes `x_total` in its `# HELP` and `# TYPE`
+/// lines (its samples are already `x_total`), `# UNIT` lines and `_created`
+/// samples of counters go, everything else is the same in both formats.
+fn openmetrics_to_classic(om: &str, out: &mut String) {
+    let counters: Vec<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(p);
+                out.push_str(name);
+                if counters.contains(&name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                // OpenMetrics escapes `"` in help text; the classic format
+                // does not.
+                if p == "# HELP " {
+                    out.push_str(&tail.replace("\\\"", "\""));
+                } else {
+                    out.push_str(tail);
+                }
+            }
+            None => {
+                let name = line.split(['{', ' ']).next().unwrap_or("");
+                if name
+                    .strip_suffix("_created")
+                    .is_some_and(|n| counters.contains(&n))
+                {
+                    continue;
+                }
+                out.push_str(line);
+            }
+        }
+        out.push('\n');
+    }
+}
+
+/// The counts by state and the per-service series, each service's lines
+/// rendered when its state changes and concatenated at a scrape.
+struct ServiceSeries {
+    per_service: bool,
+    inner: Mutex<Blocks>,
+}
+
+/// One service's pre-rendered lines: its `service_up` line, then its
+/// `service_state` line, in one allocation.
+struct Block {
+    state: HealthState,
+    text: Box<str>,
+    /// Where the `service_state` line starts in `text`.
+    split: usize,
+}
+
+#[derive(Default)]
+struct Blocks {
+    /// Service name to slot in `slots`.
+    index: HashMap<Box<str>, usize>,
+    /// Blocks in slot order (the order of a scrape); `None` is a free slot.
+    slots: Vec<Option<Block>>,
+    /// Free slots, reused first.
+    free: Vec<usize>,
+    /// Services by state, in the order of [`HealthState::ALL`].
+    by_state: [i64; 4],
+    /// Bytes of all blocks, to size a scrape's buffer once.
+    bytes: usize,
+}
+
+const UP: &str = "healthchecker_service_up";
+const STATE: &str = "healthchecker_service_state";
+const SERVICES: &str = "healthchecker_services";
+
+fn state_index(s: HealthState) -> usize {
+    HealthState::ALL
+        .iter()
+        .position(|x| *x == s)
+        .expect("every state is in ALL")
+}
+
+/// Appends a label value escaped as both formats require.
+fn push_label_value(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+impl ServiceSeries {
+    fn new(per_service: bool) -> Self {
+        ServiceSeries {
+            per_service,
+            inner: Mutex::new(Blocks::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Blocks> {
+        // The data stays consistent even if a holder panicked.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn render(&self, name: &str, state: HealthState) -> (Box<str>, usize) {
+        if !self.per_service {
+            return (Box::from(""), 0);
+        }
+        let mut s = String::with_capacity(2 * name.len() + UP.len() + STATE.len() + 48);
+        s.push_str(UP);
+        s.push_str("{service=\"");
+        push_label_value(&mut s, name);
+        let _ = writeln!(s, "\"}} {}", state.is_up() as u8);
+        let split = s.len();
+        s.push_str(STATE);
+        s.push_str("{service=\"");
+        push_label_value(&mut s, name);
+        let _ = writeln!(s, "\",state=\"{}\"}} 1", state.as_str());
+        (s.into_boxed_str(), split)
+    }
+
+    fn set(&self, name: &str, state: HealthState) {
+        let mut b = self.lock();
+        let b = &mut *b;
+        if let Some(&slot) = b.index.get(name) {
+            let block = b.slots[slot].as_mut().expect("indexed slot is used");
+            if block.state == state {
+                return;
+            }
+            let (text, split) = self.render(name, state);
+            b.by_state[state_index(block.state)] -= 1;
+            b.by_state[state_index(state)] += 1;
+            b.bytes = b.bytes - block.text.len() + text.len();
+            *block = Block { state, text, split };
+            return;
+        }
+        // Rendered outside the map's borrow; a new service is rare.
+        let (text, split) = self.render(name, state);
+        b.by_state[state_index(state)] += 1;
+        b.bytes += text.len();
+        let block = Some(Block { state, text, split });
+        let slot = match b.free.pop() {
+            Some(slot) => {
+                b.slots[slot] = block;
+                slot
+            }
+            None => {
+                b.slots.push(block);
+                b.slots.len() - 1
+            }
+        };
+        b.index.insert(Box::from(name), slot);
+    }
+
+    fn remove(&self, name: &str) {
+        let mut b = self.lock();
+        let Some(slot) = b.index.remove(name) else {
+            return;
+        };
+        if let Some(block) = b.slots[slot].take() {
+            b.by_state[state_index(block.state)] -= 1;
+            b.bytes -= block.text.len();
+        }
+        b.free.push(slot);
+    }
+
+    fn size_hint(&self) -> usize {
+        self.lock().bytes + 1024
+    }
+
+    /// Appends the counts by state and, with per-service series, every
+    /// service's lines: the same text in both formats (all gauges). One
+    /// lock for the whole copy, so that a scrape is one consistent view
+    /// (a service never appears twice or in one family only).
+    fn encode(&self, out: &mut String) {
+        let b = self.lock();
+        // Help texts end with a full stop, as prometheus-client writes
+        // those of the aggregates.
+        let header = |out: &mut String, name: &str, help: &str| {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+        };
+        header(out, SERVICES, "Registered services by health state.");
+        for (i, s) in HealthState::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{SERVICES}{{state=\"{}\"}} {}",
+                s.as_str(),
+                b.by_state[i]
+            );
+        }
+        if !self.per_service {
+            return;
+        }
+        header(out, UP, "1 when the service is healthy or degraded.");
+        for block in b.slots.iter().flatten() {
+            out.push_str(&block.text[..block.split]);
+        }
+        header(
+            out,
+            STATE,
+            "The service's current health state (label state, value 1).",
+        );
+        for block in b.slots.iter().flatten() {
+            out.push_str(&block.text[block.split..]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -39,6 +39,21 @@ where
     }
 }
 
+/// Sends a `GET /health` on `s` and reports whether the server closed the
+/// connection without answering (as a connection cap does); panics if it
+/// neither answers nor closes within 5 s.
+pub async fn closed_unanswered(mut s: tokio::net::TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = s
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("the server answers or closes within 5 s");
+    read.is_err() || buf.is_empty()
+}
+
 /// The real daemon, in-process, on a loopback port, with its own database.
 pub struct TestDaemon {
     /// The daemon.
@@ -83,15 +98,7 @@ impl TestDaemon {
 
     /// POSTs a JSON registration; returns status and body.
     pub async fn register(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self
-            .http
-            .post(self.at("/api/v1/services"))
-            .json(&body)
-            .send()
-            .await
-            .expect("POST");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        self.post_json("/api/v1/services", &body).await
     }
 
     /// GETs a JSON document; returns status and body.
@@ -99,6 +106,37 @@ impl TestDaemon {
         let r = self.http.get(self.at(path)).send().await.expect("GET");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// GETs `path`; returns the body as text (panics on a transport error).
+    pub async fn text(&self, path: &str) -> String {
+        get_text(&self.http, &self.at(path)).await
+    }
+
+    /// POSTs `body` as JSON to `path`; returns status and JSON body
+    /// (`null` when the answer is not JSON).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(self.at(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Creates a notification channel (`POST /api/v1/channels`), asserting
+    /// that it is created; returns the channel as answered.
+    pub async fn add_channel(&self, body: serde_json::Value) -> serde_json::Value {
+        let (status, v) = self.post_json("/api/v1/channels", &body).await;
+        assert_eq!(status, 201, "channel not created: {v}");
+        v
     }
 
     /// The `state` of a service.
@@ -142,6 +180,47 @@ pub fn seed_services(db: &std::path::Path, n: usize) {
             .register(&spec, "", healthchecker_server::clock::now_ms(), usize::MAX)
             .expect("register");
     }
+}
+
+/// GETs `url` with `http`; returns the body as text (panics on a
+/// transport error).
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
+}
+
+/// The value of the sample `name` of `family` whose label `label.0` is
+/// `label.1`, in metrics parsed by the testkit's `parse_metrics.py` or
+/// `parse_classic_metrics.py` (`{family: {"samples": [[name, labels,
+/// value], …]}}`).
+pub fn metric_sample(
+    m: &serde_json::Value,
+    family: &str,
+    name: &str,
+    label: (&str, &str),
+) -> Option<f64> {
+    m[family]["samples"]
+        .as_array()?
+        .iter()
+        .find(|s| s[0] == name && s[1][label.0] == label.1)
+        .and_then(|s| s[2].as_f64())
+}
+
+/// How many checks had `result` (`pass`, `warn`, `fail`), per parsed
+/// metrics (see [`metric_sample`]); panics if there is no such sample.
+pub fn checks_total(m: &serde_json::Value, result: &str) -> f64 {
+    metric_sample(
+        m,
+        "healthchecker_checks",
+        "healthchecker_checks_total",
+        ("result", result),
+    )
+    .unwrap_or_else(|| panic!("no healthchecker_checks_total{{result={result:?}}} sample"))
 }
 
 /// Sends `req`; returns the answer's status code.

@@ -168,3 +168,55 @@ fn list_shows_every_service_across_pages() {
     assert_eq!(names.len(), 1_500);
     assert_eq!(names[1_499], "svc-01499");
 }
+
+#[test]
+fn monitor_passes_channels_tags_and_parents_in_the_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proc::start(&dir.path().join("hc.db"), &[]);
+    let s = p.url.as_str();
+    let o = run(
+        &[
+            "channel",
+            "add",
+            "phone",
+            "--kind",
+            "ntfy",
+            "--url",
+            "http://127.0.0.1:9/alerts",
+        ],
+        s,
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = run(&["monitor", "router", "tcp://127.0.0.1:9"], s);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = run(
+        &[
+            "monitor",
+            "nas",
+            "tcp://127.0.0.1:9",
+            "--channel",
+            "phone",
+            "--tag",
+            "media",
+            "--tag",
+            "storage",
+            "--depends-on",
+            "router",
+            "--json",
+        ],
+        s,
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["channels"], serde_json::json!(["phone"]), "{v}");
+    assert_eq!(v["tags"], serde_json::json!(["media", "storage"]), "{v}");
+    assert_eq!(v["depends_on"], serde_json::json!(["router"]), "{v}");
+    // The daemon checks them like any registration: an unknown parent is
+    // refused, naming the field.
+    let o = run(
+        &["monitor", "tv", "tcp://127.0.0.1:9", "--depends-on", "nope"],
+        s,
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("depends_on"), "{:?}", text(&o));
+}

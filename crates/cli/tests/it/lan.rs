@@ -6,9 +6,10 @@
 
 use crate::daemon::{bin, get_json, mdns_peer, service_names, Proc};
 use healthchecker_testkit::netns::in_private_netns;
+use healthchecker_testkit::{get_text, wait_for};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The peer announcing the fake devices, once it says so; and its first line.
 fn devices_peer() -> (Child, String) {
@@ -35,7 +36,6 @@ fn announced_devices_are_listed_and_one_call_monitors_one() {
         );
         let (mut peer, ready) = devices_peer();
         assert_eq!(ready.trim(), "ready");
-        let started = Instant::now();
 
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let list = || async {
@@ -44,23 +44,24 @@ fn announced_devices_are_listed_and_one_call_monitors_one() {
         };
         let by_type =
             |found: &[serde_json::Value], ty: &str| found.iter().find(|d| d["type"] == ty).cloned();
-        let found = loop {
-            let found = list().await;
-            let types = [
-                "_ipp._tcp.local.",
-                "_smb._tcp.local.",
-                "_http._tcp.local.",
-                "_home-assistant._tcp.local.",
-            ];
-            if types.iter().all(|t| by_type(&found, t).is_some()) {
-                break found;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "not all found within 10 s: {found:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let types = [
+            "_ipp._tcp.local.",
+            "_smb._tcp.local.",
+            "_http._tcp.local.",
+            "_home-assistant._tcp.local.",
+        ];
+        let found = wait_for(
+            "every announced type to be listed",
+            Duration::from_secs(10),
+            || async {
+                let found = list().await;
+                types
+                    .iter()
+                    .all(|t| by_type(&found, t).is_some())
+                    .then_some(found)
+            },
+        )
+        .await;
         // Never itself (its dashboard is an _http._tcp record too).
         assert!(
             found
@@ -127,14 +128,7 @@ fn announced_devices_are_listed_and_one_call_monitors_one() {
 
         // The dashboard lists them too, and its button monitors one (a form
         // post from the daemon's own page; another site's is refused).
-        let page = http
-            .get(format!("{}/found", p.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = get_text(&http, &format!("{}/found", p.url)).await;
         assert!(
             page.contains("Home") && page.contains("http://127.0.0.1:8123/"),
             "{page}"
@@ -186,18 +180,15 @@ fn auto_monitor_registers_only_the_types_it_names() {
         let p = Proc::start_mdns(&dir.path().join("hc.db"), &["--auto-monitor", "_ipp._tcp"]);
         let (mut peer, _ready) = devices_peer();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        let started = Instant::now();
-        let names = loop {
-            let names = service_names(&http, &p.url).await;
-            if !names.is_empty() {
-                break names;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "nothing auto-monitored"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let names = wait_for(
+            "a service auto-monitored",
+            Duration::from_secs(10),
+            || async {
+                let names = service_names(&http, &p.url).await;
+                (!names.is_empty()).then_some(names)
+            },
+        )
+        .await;
         // Give the others the same chance: they stay listed, not monitored.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let v = get_json(&http, &format!("{}/api/v1/services", p.url)).await;

@@ -7,6 +7,8 @@ mod faults;
 mod heartbeat;
 mod icmp;
 mod install;
+mod install_container;
+mod install_package;
 mod lan;
 mod mail_outage;
 mod mdns;

@@ -1,12 +1,16 @@
 //! Notification channels (SPEC section 13): create or update, list, test
 //! and delete. Answers are the daemon's JSON: channels carry no secrets.
 
-use super::{segment, ClientError, HealthChecker};
+use super::{path_segment, ClientError, HealthChecker};
 use serde_json::Value;
 
 impl HealthChecker {
     fn channel_url(&self, name: &str, suffix: &str) -> String {
-        format!("{}/api/v1/channels/{}{suffix}", self.base, segment(name))
+        format!(
+            "{}/api/v1/channels/{}{suffix}",
+            self.base,
+            path_segment(name)
+        )
     }
 
     /// Creates or updates a channel from `{"name", "kind", ...}`; `true`

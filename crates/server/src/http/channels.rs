@@ -3,9 +3,10 @@
 //! carry a secret (nor a Slack or Discord webhook path, which is one).
 
 use super::extract::{json_object, Body, ServiceName};
+use super::ops::blocking;
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
-use crate::notify::channels::message::Message;
+use crate::notify::message::Message;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use healthchecker_core::channel::{Channel, ChannelKind};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -22,34 +24,59 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 /// A channel as the API shows it: public settings, and whether a secret is set.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Channel)]
 pub struct ChannelDto {
+    /// Unique name.
     name: String,
+    /// `email`, `webhook`, `ntfy`, `gotify`, `telegram`, `slack`, `discord`,
+    /// `matrix`, `pagerduty` or `mqtt`.
     kind: &'static str,
+    /// Used by services that name no channel.
     default: bool,
+    /// Where it delivers (a Slack or Discord webhook: only its host).
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<String>,
+    /// Recipients (`email`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     to: Vec<String>,
+    /// Telegram chat.
     #[serde(skip_serializing_if = "Option::is_none")]
     chat_id: Option<String>,
+    /// Matrix room.
     #[serde(skip_serializing_if = "Option::is_none")]
     room: Option<String>,
+    /// MQTT user name.
     #[serde(skip_serializing_if = "Option::is_none")]
     username: Option<String>,
+    /// MQTT topic prefix.
     #[serde(skip_serializing_if = "Option::is_none")]
     topic_prefix: Option<String>,
+    /// MQTT Home Assistant discovery prefix.
     #[serde(skip_serializing_if = "Option::is_none")]
     discovery_prefix: Option<String>,
+    /// True when a secret (token, password, signing key) is set; it is
+    /// never shown.
     secret_set: bool,
 }
 
+/// `GET /api/v1/channels`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelList {
+    /// Every channel, by name.
+    channels: Vec<ChannelDto>,
+}
+
 /// The answer of the test route.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TestResult {
+    /// Channel name.
     channel: String,
+    /// True when the channel accepted the test message.
     pub(crate) delivered: bool,
+    /// The id the message carried.
     pub(crate) delivery_id: String,
+    /// Why it was not delivered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
 }
@@ -85,11 +112,7 @@ fn dto(c: &Channel) -> ChannelDto {
 
 /// 404 naming the channel (`ApiError::NotFound` speaks of services).
 fn no_channel(name: &str) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({"error": {"code": "not_found", "message": format!("no channel named {name:?}")}})),
-    )
-        .into_response()
+    super::error::not_found(format!("no channel named {name:?}"))
 }
 
 /// Channels are the daemon's, not a service's: the admin token changes them.
@@ -98,7 +121,21 @@ async fn authorize(app: &AppState, caller: &super::auth::Caller) -> Result<(), A
         .await
 }
 
-async fn put(
+/// Create or replace a channel (admin token in token mode).
+#[utoipa::path(post, path = "/api/v1/channels", tag = "channels", operation_id = "put_channel",
+    request_body(content = Object, description = "`name`, `kind`, `default` and the kind's settings (SPEC section 13)"),
+    responses(
+        (status = 201, description = "Created", body = ChannelDto),
+        (status = 200, description = "Replaced", body = ChannelDto),
+        (status = 400, description = "Invalid field (named in the error)", body = super::dto::ErrorBody),
+        (status = 401, description = "No or a wrong token (token mode)", body = super::dto::ErrorBody),
+        (status = 403, description = "Not the admin token, or sent by a page of another site", body = super::dto::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = super::dto::ErrorBody),
+        (status = 415, description = "The body is not application/json", body = super::dto::ErrorBody),
+        (status = 429, description = "Too many changes from this client", body = super::dto::ErrorBody),
+        (status = 503, description = "The store cannot write", body = super::dto::ErrorBody),
+    ))]
+pub(super) async fn put(
     State(app): State<AppState>,
     caller: super::auth::Caller,
     Body(body): Body,
@@ -131,19 +168,35 @@ pub(crate) async fn save(
     let channel = Channel::from_json(map, existing.as_ref())?;
     let store = app.store.clone();
     let c = channel.clone();
-    let created = tokio::task::spawn_blocking(move || store.put_channel(&c, now_ms()))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let created = blocking(move || store.put_channel(&c, now_ms())).await?;
     Ok((created, channel))
 }
 
-async fn list(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+/// List the channels (no secrets).
+#[utoipa::path(get, path = "/api/v1/channels", tag = "channels", operation_id = "list_channels",
+    responses(
+        (status = 200, description = "Every channel", body = ChannelList),
+        (status = 401, description = "No or a wrong token (token mode)", body = super::dto::ErrorBody),
+        (status = 503, description = "The store cannot read", body = super::dto::ErrorBody),
+    ))]
+pub(super) async fn list(State(app): State<AppState>) -> Result<Json<ChannelList>, ApiError> {
     let all = app.read(|s| s.channels()).await?;
-    let list: Vec<ChannelDto> = all.iter().map(dto).collect();
-    Ok(Json(serde_json::json!({ "channels": list })))
+    Ok(Json(ChannelList {
+        channels: all.iter().map(dto).collect(),
+    }))
 }
 
-async fn one(
+/// One channel (no secret).
+#[utoipa::path(get, path = "/api/v1/channels/{name}", tag = "channels", operation_id = "get_channel",
+    params(("name" = String, Path, description = "Channel name, percent-encoded")),
+    responses(
+        (status = 200, description = "The channel", body = ChannelDto),
+        (status = 400, description = "Bad name encoding", body = super::dto::ErrorBody),
+        (status = 401, description = "No or a wrong token (token mode)", body = super::dto::ErrorBody),
+        (status = 404, description = "No such channel", body = super::dto::ErrorBody),
+        (status = 503, description = "The store cannot read", body = super::dto::ErrorBody),
+    ))]
+pub(super) async fn one(
     State(app): State<AppState>,
     ServiceName(name): ServiceName,
 ) -> Result<Response, ApiError> {
@@ -154,7 +207,19 @@ async fn one(
     })
 }
 
-async fn remove(
+/// Delete a channel (admin token in token mode).
+#[utoipa::path(delete, path = "/api/v1/channels/{name}", tag = "channels", operation_id = "delete_channel",
+    params(("name" = String, Path, description = "Channel name, percent-encoded")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Bad name encoding", body = super::dto::ErrorBody),
+        (status = 401, description = "No or a wrong token (token mode)", body = super::dto::ErrorBody),
+        (status = 403, description = "Not the admin token", body = super::dto::ErrorBody),
+        (status = 404, description = "No such channel", body = super::dto::ErrorBody),
+        (status = 429, description = "Too many changes from this client", body = super::dto::ErrorBody),
+        (status = 503, description = "The store cannot write", body = super::dto::ErrorBody),
+    ))]
+pub(super) async fn remove(
     State(app): State<AppState>,
     caller: super::auth::Caller,
     ServiceName(name): ServiceName,
@@ -176,13 +241,22 @@ pub(crate) async fn delete_named(
     authorize(app, caller).await?;
     let store = app.store.clone();
     let n = name.to_string();
-    tokio::task::spawn_blocking(move || store.delete_channel(&n))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)
+    blocking(move || store.delete_channel(&n)).await
 }
 
-async fn test(
+/// Send a test message through a channel now (admin token in token mode).
+#[utoipa::path(post, path = "/api/v1/channels/{name}/test", tag = "channels", operation_id = "test_channel",
+    params(("name" = String, Path, description = "Channel name, percent-encoded")),
+    responses(
+        (status = 200, description = "Sent or not, and why", body = TestResult),
+        (status = 400, description = "Bad name encoding", body = super::dto::ErrorBody),
+        (status = 401, description = "No or a wrong token (token mode)", body = super::dto::ErrorBody),
+        (status = 403, description = "Not the admin token", body = super::dto::ErrorBody),
+        (status = 404, description = "No such channel", body = super::dto::ErrorBody),
+        (status = 429, description = "Too many changes from this client", body = super::dto::ErrorBody),
+        (status = 503, description = "The store cannot read", body = super::dto::ErrorBody),
+    ))]
+pub(super) async fn test(
     State(app): State<AppState>,
     caller: super::auth::Caller,
     ServiceName(name): ServiceName,

@@ -114,6 +114,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A 404 whose message names what is missing (`ApiError::NotFound` speaks
+/// of services): `{"error": {"code": "not_found", "message"}}`.
+pub fn not_found(message: impl Into<String>) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({"error": {"code": "not_found", "message": message.into()}})),
+    )
+        .into_response()
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         ApiError::Internal(format!("task failed: {e}"))

@@ -129,7 +129,10 @@ async fn info(
 /// summary of what is monitored, counted by state. A read: it changes
 /// nothing and carries no service details.
 async fn status(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let (counts, paused) = app.store.read(|s| s.count_by_state()).await?;
+    let crate::store::StateCounts {
+        by_state: counts,
+        paused,
+    } = app.store.read(|s| s.count_by_state()).await?;
     let total: i64 = counts.iter().map(|(_, n)| n).sum();
     let states: serde_json::Map<String, serde_json::Value> = counts
         .iter()

@@ -31,7 +31,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use std::sync::Arc;
 
 /// Everything a handler may use; cloned per request (one `Arc`).
@@ -81,6 +81,7 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .merge(v1::router())
+        .merge(openapi::router())
         .merge(channels::router())
         .merge(silences::router())
         .merge(legacy::router())
@@ -137,11 +138,7 @@ fn on_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({"error": {"code": "not_found", "message": "no such route"}})),
-    )
-        .into_response()
+    error::not_found("no such route")
 }
 
 /// The daemon's own health, as health+json: the store answers and the
@@ -220,36 +217,31 @@ async fn own_health(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let (counts, backlog) = app
-        .store
-        .read(|store| {
-            let counts = store.count_by_state()?;
-            let backlog = store.with_reader(|c| {
-                c.query_row(
-                    "SELECT COUNT(*) FROM notifications WHERE status = 'pending'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-            })?;
-            Ok((counts, backlog))
-        })
-        .await?;
-    for (state, n) in counts.0 {
-        app.metrics
-            .services
-            .get_or_create(&crate::metrics::StateLabel {
-                state: state.as_str().into(),
-            })
-            .set(n);
-    }
+/// `/metrics`: the services' lines come pre-rendered from
+/// [`Metrics`] (no count over the services table, no per-scrape formatting
+/// of per-service series); the format follows `Accept`
+/// ([`crate::metrics::Format::negotiate`]).
+async fn metrics(
+    State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let format = crate::metrics::Format::negotiate(
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+    );
+    let backlog = app.store.read(|store| store.pending_mail()).await?;
     app.metrics.outbox_backlog.set(backlog);
+    // Copying megabytes of lines is kept off the async threads the
+    // scheduler runs on.
+    let m = app.metrics.clone();
+    let body = tokio::task::spawn_blocking(move || m.encode(format))
+        .await
+        .map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.encode(),
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "Accept"),
+        ],
+        body,
     )
         .into_response())
 }

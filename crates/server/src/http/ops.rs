@@ -37,7 +37,7 @@ pub fn token_hash(token: &str) -> String {
 }
 
 /// Runs a store write (the writer connection) off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     Ok(tokio::task::spawn_blocking(f).await??)

@@ -26,7 +26,6 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/services/{name}/checks", get(checks))
         .route("/api/v1/events", get(events))
         .route("/api/v1/notifications", get(notifications))
-        .route("/api/v1/openapi.json", get(super::openapi::document))
 }
 
 /// Register or update a service.
@@ -34,7 +33,7 @@ pub(super) fn router() -> Router<AppState> {
 /// A new name answers 201, an existing one 200 (its state and history are
 /// kept). The answer carries a fresh token for the service.
 #[utoipa::path(post, path = "/api/v1/services", tag = "services",
-    request_body = super::openapi::RegisterBody,
+    request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = Service),
         (status = 200, description = "Updated (state and history kept)", body = Service),
@@ -311,7 +310,7 @@ pub(super) async fn events(
 /// The mail outbox, and the deliveries to named channels.
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
     params(
-        ("status" = Option<String>, Query, description = "pending, sent, failed, held (under a silence) or suppressed"),
+        ("status" = Option<String>, Query, description = "pending, sent, failed, held (under a silence or a failing parent), suppressed or digested (listed in a digest)"),
         ("service" = Option<String>, Query, description = "Only this service"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
     ),
@@ -326,12 +325,13 @@ pub(super) async fn notifications(
     let limit = q.limit("limit", 100, MAX_LIMIT)?;
     let status = match q.get("status").filter(|s| !s.is_empty()) {
         None => None,
-        Some(s @ ("pending" | "sent" | "failed" | "held" | "suppressed")) => Some(s.to_string()),
+        Some(s @ ("pending" | "sent" | "failed" | "held" | "suppressed" | "digested")) => {
+            Some(s.to_string())
+        }
         Some(s) => {
-            return Err(ApiError::bad(
-                "status",
-                format!("invalid status {s:?} (valid: pending, sent, failed, held, suppressed)"),
-            ))
+            let valid = "pending, sent, failed, held, suppressed, digested";
+            let why = format!("invalid status {s:?} (valid: {valid})");
+            return Err(ApiError::bad("status", why));
         }
     };
     let service = q

@@ -22,8 +22,40 @@ pub struct Mail {
     pub recipients: Vec<String>,
 }
 
+/// Renders the digest `d` of one recipient (SPEC section 14): its window's
+/// notifications, the held ones in full, those already mailed by name.
+pub fn render_digest(
+    d: &crate::store::DigestRecord,
+    items: &[crate::store::DigestItem],
+    public_url: &str,
+    host: &str,
+) -> Mail {
+    let m = super::message::Message::digest(d, items, public_url);
+    let text = format!(
+        "{}\n\n{}\n\n-- \nhealthchecker {}\n",
+        m.title(),
+        m.short(),
+        env!("CARGO_PKG_VERSION")
+    );
+    let html = html! {
+        (maud::DOCTYPE)
+        html { body style="font-family: sans-serif" {
+            h2 { (m.title()) }
+            pre { (m.short()) }
+        } }
+    }
+    .into_string();
+    Mail {
+        subject: format!("[healthchecker] {}", m.title()),
+        text,
+        html,
+        message_id: format!("<healthchecker.digest.{}.{}@{}>", d.id, d.starts_at, host),
+        recipients: vec![d.destination.clone()],
+    }
+}
+
 fn dashboard_link(public_url: &str, service: &str) -> String {
-    let seg = percent_encoding::utf8_percent_encode(service, percent_encoding::NON_ALPHANUMERIC);
+    let seg = healthchecker_core::api::path_segment(service);
     format!("{}/services/{seg}", public_url.trim_end_matches('/'))
 }
 
@@ -137,7 +169,7 @@ mod tests {
             target: "http://10.0.0.5:9090/health".into(),
             recipients: vec!["ops@example.com".into()],
             previous_since: Some(at - 125_000),
-            status: "pending".into(),
+            status: crate::store::NotificationStatus::Pending,
             attempts: 0,
             next_attempt_at: at,
             last_error: None,

@@ -8,11 +8,12 @@
 //! the notification is 24 h old; then it is marked `failed`. A permanent
 //! refusal is often a misconfiguration the operator fixes within the day.
 
-use super::render::{render, Mail};
+use super::render::{render, render_digest, Mail};
+use super::smtp::{SmtpConfig, SmtpTls};
 use crate::clock::now_ms;
-use crate::config::SmtpConfig;
 use crate::metrics::{Metrics, OutcomeLabel};
-use crate::store::{NotificationRecord, Store};
+use crate::store::{DigestRecord, NotificationRecord, Store};
+use healthchecker_core::policy::DigestRule;
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -45,32 +46,19 @@ impl Mailer {
     /// Builds the transport: `smtp://` plain (local relay), `?tls=starttls`
     /// (required) or `?tls=opportunistic`, `smtps://` implicit TLS.
     pub fn new(cfg: &SmtpConfig) -> Result<Mailer, String> {
-        let u = url::Url::parse(&cfg.url).map_err(|e| e.to_string())?;
-        let host = u
-            .host_str()
-            .ok_or("missing host")?
-            .trim_matches(['[', ']'])
-            .to_string();
-        let tls_mode = u
-            .query_pairs()
-            .find(|(k, _)| k == "tls")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_else(|| "none".into());
+        let host = cfg.url.host().to_string();
         let params = || TlsParameters::new(host.clone()).map_err(|e| format!("TLS setup: {e}"));
-        let (tls, default_port) = match (u.scheme(), tls_mode.as_str()) {
-            ("smtps", _) => (Tls::Wrapper(params()?), 465),
-            (_, "starttls" | "required") => (Tls::Required(params()?), 587),
-            (_, "opportunistic") => (Tls::Opportunistic(params()?), 25),
-            _ => (Tls::None, 25),
+        let tls = match cfg.url.tls() {
+            SmtpTls::Implicit => Tls::Wrapper(params()?),
+            SmtpTls::Required => Tls::Required(params()?),
+            SmtpTls::Opportunistic => Tls::Opportunistic(params()?),
+            SmtpTls::None => Tls::None,
         };
         let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
-            .port(u.port().unwrap_or(default_port))
+            .port(cfg.url.port())
             .tls(tls)
             .timeout(Some(SEND_TIMEOUT));
-        if !u.username().is_empty() {
-            let user = percent_encoding::percent_decode_str(u.username())
-                .decode_utf8_lossy()
-                .into_owned();
+        if let Some(user) = cfg.url.user() {
             b = b.credentials(Credentials::new(
                 user,
                 cfg.password.clone().unwrap_or_default(),
@@ -186,23 +174,46 @@ pub(crate) fn count_outcome(metrics: &Metrics, outcome: &str) {
         .inc();
 }
 
-/// Runs the sender until `cancel` fires.
+/// Runs the sender until `cancel` fires. With `digests` enabled, each
+/// pass first lets the store decide the newly due rows: mailed on their
+/// own, or held (`digested`) for their recipient's digest (SPEC section 14).
 pub async fn run(
     store: Store,
     mailer: Mailer,
     public_url: String,
+    digests: DigestRule,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let host = hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "healthchecker".into());
+    let host = crate::host::name_or_default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(POLL) => {}
+        }
+        if digests.enabled() {
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.decide_digests("mail", now_ms(), digests))
+                .await
+            {
+                Ok(Ok((_, held))) if held > 0 => {
+                    tracing::info!(held, "mails held for a digest")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot decide digests"),
+                _ => {}
+            }
+        }
+        match store.read(|s| s.due_digests("mail", now_ms(), BATCH)).await {
+            Ok(due) => {
+                for d in due {
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                    let outcome = send_digest(&store, &mailer, &public_url, &host, d).await;
+                    count_outcome(&metrics, outcome);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the due digests"),
         }
         // On the store's reader threads: a full blocking pool cannot hold up mail.
         let due = match store.read(|s| s.due_notifications(now_ms(), BATCH)).await {
@@ -255,6 +266,48 @@ pub async fn run(
     }
 }
 
+/// Mails one recipient's digest; returns the metric's outcome.
+async fn send_digest(
+    store: &Store,
+    mailer: &Mailer,
+    public_url: &str,
+    host: &str,
+    d: DigestRecord,
+) -> &'static str {
+    let items = {
+        let d = d.clone();
+        store.read(move |s| s.digest_items(&d)).await
+    };
+    let result = match items {
+        Ok(items) => {
+            let mail = render_digest(&d, &items, public_url, host);
+            mailer.send(&mail).await.map(|()| mail.message_id)
+        }
+        Err(e) => Err(format!("cannot read the digest: {e}")),
+    };
+    let now = now_ms();
+    let s = store.clone();
+    match result {
+        Ok(message_id) => {
+            tracing::info!(message_id = %message_id, "digest mail sent");
+            let r = tokio::task::spawn_blocking(move || s.mark_digest_sent(d.id, now)).await;
+            if let Ok(Err(e)) = r {
+                tracing::error!(error = %e, "digest sent but not marked; it may be sent again");
+            }
+            "sent"
+        }
+        Err(e) => {
+            let retry = Retry::after_failure(std::iter::once((d.attempts, d.ends_at)), now, None);
+            tracing::warn!(attempts = retry.attempts, error = %e, give_up = retry.give_up, "digest mail failed");
+            let (next, give_up) = (retry.next_attempt_at, retry.give_up);
+            let _ =
+                tokio::task::spawn_blocking(move || s.mark_digest_failed(d.id, &e, next, give_up))
+                    .await;
+            outcome_of_failure(give_up)
+        }
+    }
+}
+
 /// Groups due rows by service, keeping each group oldest first.
 fn group_by_service(rows: Vec<NotificationRecord>) -> Vec<Vec<NotificationRecord>> {
     let mut groups: Vec<Vec<NotificationRecord>> = Vec::new();
@@ -283,15 +336,6 @@ mod tests {
     }
 
     #[test]
-    fn a_password_in_the_url_is_refused() {
-        let e = crate::notify::validate_smtp_url("smtp://me:secret@host:587").unwrap_err();
-        assert!(e.contains("HEALTHCHECKER_SMTP_PASSWORD"), "{e}");
-        assert!(crate::notify::validate_smtp_url("smtp://me@host:587?tls=starttls").is_ok());
-        assert!(crate::notify::validate_smtp_url("http://host").is_err());
-        assert!(crate::notify::validate_smtp_url("smtp://host?tls=maybe").is_err());
-    }
-
-    #[test]
     fn smtp_urls_build_transports() {
         for url in [
             "smtp://127.0.0.1:2525",
@@ -299,7 +343,7 @@ mod tests {
             "smtps://mail.example.com",
         ] {
             let cfg = SmtpConfig {
-                url: url.into(),
+                url: url.parse().unwrap(),
                 from: "hc <hc@example.com>".into(),
                 password: Some("p".into()),
             };

@@ -108,6 +108,36 @@ fn channel_from_row(r: &Row<'_>) -> rusqlite::Result<Channel> {
     })
 }
 
+/// Whether channel `c` serves service `s` (SQL, over `channels c` and
+/// `services s`): the channels the service names, or every default channel
+/// when it names none. The one definition of routing, shared by the outbox
+/// ([`insert_deliveries`]) and the MQTT presence sync
+/// ([`Store::routed_services`]), so both always agree.
+macro_rules! routed {
+    () => {
+        "(c.name IN (SELECT value FROM json_each(s.channels)) \
+          OR (json_array_length(s.channels) = 0 AND c.is_default))"
+    };
+}
+
+/// What the MQTT presence sync compares of a service routed to a channel:
+/// a change of any field republishes the service's entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedService {
+    /// The service's row id (never reused).
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub state: HealthState,
+    /// When that state began (Unix ms).
+    pub state_since: i64,
+    /// Monitoring paused.
+    pub paused: bool,
+    /// Its latest registration or parameter change (Unix ms).
+    pub updated_at: i64,
+}
+
 /// Inserts one delivery row per channel of the service (its named ones,
 /// or every default channel when it names none) for a notification of
 /// `event_id`. Runs inside the writer's transaction.
@@ -126,15 +156,14 @@ pub(crate) fn insert_deliveries(
     next_attempt_at: i64,
     status: &str,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached(
+    tx.prepare_cached(concat!(
         "INSERT INTO deliveries (channel, event_id, service_id, service, created_at, from_state, \
          to_state, reason, target, previous_since, status, next_attempt_at) \
          SELECT c.name, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?11, ?10 \
-         FROM channels c, services s WHERE s.id = ?2 AND \
-           (c.name IN (SELECT value FROM json_each(s.channels)) \
-            OR (json_array_length(s.channels) = 0 AND c.is_default)) \
-         ORDER BY c.name",
-    )?
+         FROM channels c, services s WHERE s.id = ?2 AND ",
+        routed!(),
+        " ORDER BY c.name"
+    ))?
     .execute(params![
         event_id,
         service_id,
@@ -206,6 +235,38 @@ impl Store {
             "SELECT name, kind, is_default, config, secret FROM channels ORDER BY name",
         )?;
         let rows = stmt.query_map([], channel_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The services channel `name` serves (the same routing as the
+    /// outbox), by id, those after `after_id`, at most `limit`: one page
+    /// of the MQTT presence sync's comparison.
+    pub fn routed_services(
+        &self,
+        name: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<RoutedService>, StoreError> {
+        let conn = self.read_conn();
+        let mut stmt = conn.prepare_cached(concat!(
+            "SELECT s.id, s.name, s.state, s.state_since, s.paused, s.updated_at \
+             FROM channels c, services s WHERE c.name = ?1 AND s.id > ?2 AND ",
+            routed!(),
+            " ORDER BY s.id LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![name, after_id, limit as i64], |r| {
+            let state: String = r.get(2)?;
+            Ok(RoutedService {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                state: state
+                    .parse()
+                    .map_err(|_| super::corrupt("services.state".into()))?,
+                state_since: r.get(3)?,
+                paused: r.get(4)?,
+                updated_at: r.get(5)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

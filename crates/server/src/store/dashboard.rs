@@ -3,12 +3,29 @@
 //! a page (never a whole-table aggregate per request: SPEC section 11,
 //! a dashboard page within 50 ms at 100,000 services).
 
-use super::{service_from_row, ServiceFilter, ServiceRecord, Store, StoreError, SERVICE_COLUMNS};
+use super::decode::{self, Fields};
+use super::{ServiceFilter, ServiceRecord, StateCounts, Store, StoreError, SERVICE_COLUMNS};
 use healthchecker_core::HealthState;
 use rusqlite::{params, OptionalExtension};
 
 /// One page of services carrying chosen tags, and their count per state.
-pub type TaggedPage = (Vec<ServiceRecord>, Vec<(HealthState, i64)>);
+#[derive(Debug, Clone, Default)]
+pub struct TaggedPage {
+    /// The page, by name.
+    pub services: Vec<ServiceRecord>,
+    /// Every unpaused service carrying one of the tags, by state (only
+    /// the states that have some).
+    pub counts: Vec<(HealthState, i64)>,
+}
+
+/// Checks of one service on one day (the status page's uptime bars).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayUptime {
+    /// Successful checks.
+    pub ok: i64,
+    /// All checks (0: no data that day).
+    pub total: i64,
+}
 
 /// How the dashboard's service list is ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,9 +89,6 @@ pub struct UptimeWindows {
     pub covered_hours: i64,
 }
 
-/// Services by state and how many are paused, as the dashboard shows them.
-pub type StateCounts = (Vec<(HealthState, i64)>, i64);
-
 /// The dashboard's counts by state, kept for [`COUNTS_TTL_MS`]: counting
 /// is one pass over the whole services table (about 25 ms at 100,000
 /// services), which the live refresh would otherwise pay every 3 s per
@@ -99,40 +113,13 @@ impl CountsCache {
                 return Ok(c.clone());
             }
         }
-        let c = store.state_counts()?;
+        let c = store.count_by_state()?;
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, c.clone()));
         Ok(c)
     }
 }
 
 impl Store {
-    /// Services by state and the number paused, in one pass over the table.
-    pub fn state_counts(&self) -> Result<StateCounts, StoreError> {
-        let conn = self.read_conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT state, paused, COUNT(*) FROM services GROUP BY state, paused",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, bool>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        let mut out: Vec<(HealthState, i64)> = HealthState::ALL.iter().map(|s| (*s, 0)).collect();
-        let mut paused = 0;
-        for row in rows {
-            let (s, p, n) = row?;
-            if p {
-                paused += n;
-            }
-            if let Some(e) = out.iter_mut().find(|(st, _)| st.as_str() == s) {
-                e.1 += n;
-            }
-        }
-        Ok((out, paused))
-    }
-
     /// A page of services as [`Store::list_services`] filters them, in `order`.
     pub fn list_services_ordered(
         &self,
@@ -158,8 +145,10 @@ impl Store {
             order.sql()
         );
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), service_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(decode::all(
+            &mut stmt,
+            rusqlite::params_from_iter(args.iter()),
+        )?)
     }
 
     /// Uptime windows of each service in `ids`, read from the roll-ups
@@ -176,7 +165,9 @@ impl Store {
         let mut created = conn.prepare_cached("SELECT created_at FROM services WHERE id = ?1")?;
         let mut out = std::collections::HashMap::new();
         for id in ids {
-            let since: Option<i64> = created.query_row(params![id], |r| r.get(0)).optional()?;
+            let since: Option<i64> = created
+                .query_row(params![id], |r| r.get("created_at"))
+                .optional()?;
             let u = ratios.get(id).copied().unwrap_or_default();
             out.insert(
                 *id,
@@ -193,23 +184,21 @@ impl Store {
     }
 
     /// Checks per day of one service over the last `days` days (oldest
-    /// first): `(ok, total)`, `(0, 0)` for a day without data; from the
-    /// daily roll-ups. For the status page's uptime bars.
-    pub fn daily_uptime(
-        &self,
-        id: i64,
-        now: i64,
-        days: i64,
-    ) -> Result<Vec<(i64, i64)>, StoreError> {
+    /// first), zero for a day without data; from the daily roll-ups. For
+    /// the status page's uptime bars.
+    pub fn daily_uptime(&self, id: i64, now: i64, days: i64) -> Result<Vec<DayUptime>, StoreError> {
         let today = now.div_euclid(86_400_000);
         let first = today - days.max(1) + 1;
-        let mut out = vec![(0, 0); days.max(0) as usize];
+        let mut out = vec![DayUptime::default(); days.max(0) as usize];
         for r in self.rollups(id, true, first, today)? {
             if let Some(slot) = usize::try_from(r.period - first)
                 .ok()
                 .and_then(|i| out.get_mut(i))
             {
-                *slot = (r.count - r.failures, r.count);
+                *slot = DayUptime {
+                    ok: r.count - r.failures,
+                    total: r.count,
+                };
             }
         }
         Ok(out)
@@ -231,20 +220,16 @@ impl Store {
         let mut stmt = conn.prepare(&format!(
             "SELECT {SERVICE_COLUMNS} FROM services WHERE {TAGGED} ORDER BY name LIMIT ?2 OFFSET ?3"
         ))?;
-        let rows = stmt.query_map(params![tags, limit as i64, offset as i64], service_from_row)?;
-        let services = rows.collect::<Result<Vec<_>, _>>()?;
+        let services = decode::all(&mut stmt, params![tags, limit as i64, offset as i64])?;
         let mut stmt = conn.prepare(&format!(
-            "SELECT state, COUNT(*) FROM services WHERE paused = 0 AND {TAGGED} GROUP BY state"
+            "SELECT state, COUNT(*) AS n FROM services WHERE paused = 0 AND {TAGGED} GROUP BY state"
         ))?;
-        let mut counts = Vec::new();
-        for r in stmt.query_map(params![tags], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })? {
-            let (state, n) = r?;
-            if let Ok(st) = state.parse::<HealthState>() {
-                counts.push((st, n));
-            }
-        }
-        Ok((services, counts))
+        let counts = stmt
+            .query_map(params![tags], |r| {
+                let f = Fields::unnamed(r, "services");
+                Ok((f.parse::<HealthState>("state")?, f.get::<i64>("n")?))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(TaggedPage { services, counts })
     }
 }

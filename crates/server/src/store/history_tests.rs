@@ -5,6 +5,8 @@
 use super::tests::{beyond_the_snapshot, record_all, spec_of, two_services_at_version, wait_until};
 use super::*;
 use crate::store::writer::{TransitionWrite, Writer};
+use healthchecker_core::{CheckResult, HealthState, ServiceSpec};
+use rusqlite::params;
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
@@ -52,15 +54,23 @@ fn stored(store: &Store, id: i64) -> Vec<i64> {
         .unwrap()
 }
 
+/// Checks counted in `table`'s packed rows (of one service, or all).
+fn total_in(c: &Connection, table: &str, id: Option<i64>) -> rusqlite::Result<i64> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT roll FROM {table} WHERE ?1 IS NULL OR service_id = ?1"
+    ))?;
+    let rolls = stmt.query_map([id], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut total = 0;
+    for b in rolls {
+        let r = super::rollup::decode(&b?).expect("a packed roll");
+        total += r.rollup(0).count;
+    }
+    Ok(total)
+}
+
 fn hour_total(store: &Store, id: i64) -> i64 {
     store
-        .with_reader(|c| {
-            c.query_row(
-                "SELECT COALESCE(SUM(total), 0) FROM uptime WHERE service_id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-        })
+        .with_reader(|c| total_in(c, "uptime", Some(id)))
         .unwrap()
 }
 
@@ -259,12 +269,7 @@ async fn a_crash_before_the_rollups_commit_neither_loses_nor_double_counts() {
     assert_eq!(hour_total(&store, ids[0]), 3);
 
     // The copy's roll-ups lack checks that its `checks` table holds.
-    let rolled: i64 = Connection::open(&crashed)
-        .unwrap()
-        .query_row("SELECT COALESCE(SUM(total), 0) FROM uptime", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let rolled = total_in(&Connection::open(&crashed).unwrap(), "uptime", None).unwrap();
     assert!(rolled < 3 * n, "{rolled}");
     let copy = Store::open(&crashed).unwrap();
     assert!(
@@ -277,8 +282,8 @@ async fn a_crash_before_the_rollups_commit_neither_loses_nor_double_counts() {
     // Opening again counts nothing twice.
     let copy = Store::open(&crashed).unwrap();
     assert!(ids.iter().all(|id| hour_total(&copy, *id) == 3));
-    let days: i64 = copy
-        .with_reader(|c| c.query_row("SELECT SUM(total) FROM uptime_day", [], |r| r.get(0)))
+    let days = copy
+        .with_reader(|c| total_in(c, "uptime_day", None))
         .unwrap();
     assert_eq!(days, 3 * n);
 }
@@ -395,86 +400,347 @@ fn a_version_6_database_turns_its_history_into_rollups() {
     );
 }
 
+#[tokio::test]
+async fn a_database_before_packing_keeps_every_rollup_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    let now = 50 * DAY + 12 * HOUR;
+    let (p, d) = (now / HOUR, now / DAY);
+    let previous = super::schema::PACK_MIGRATION as i64 - 1;
+    {
+        let c = two_services_at_version(&path, previous);
+        let cols = "service_id, ok, total, fails, warns, lat_n, lat_min, lat_sum, lat_max, \
+                    h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, h11";
+        // Hours of service 1: full statistics; a bucket migrated by
+        // version 7 without latency; some checks without latency, some with.
+        c.execute(
+            &format!(
+                "INSERT INTO uptime (hour, {cols}) VALUES \
+                 (?1 - 1, 1, 119, 120, 1, 3, 120, 3900, 601440, 9000, 0, 118, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0), \
+                 (?1 - 30, 1, 90, 120, 30, 0, 0, NULL, 0, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), \
+                 (?1 - 2, 1, 100, 130, 30, 0, 10, 1000, 50000, 9000, 5, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0)"
+            ),
+            [p],
+        )
+        .unwrap();
+        c.execute(
+            &format!(
+                "INSERT INTO uptime_day (day, {cols}) VALUES \
+                 (?1, 1, 219, 250, 31, 3, 130, 1000, 651440, 9000, 5, 118, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0), \
+                 (?1 - 20, 1, 900, 1000, 100, 0, 0, NULL, 0, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), \
+                 (?1 - 60, 1, 50, 50, 0, 2, 50, 6000000, 350000000, 8000000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 50), \
+                 (?1 - 5, 2, 5, 10, 5, 0, 10, 10, 100, 10, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)"
+            ),
+            [d],
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let version: i64 = store
+        .with_reader(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let columns: Vec<String> = store
+        .with_reader(|c| {
+            c.prepare("SELECT name FROM pragma_table_info('uptime_day')")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+        .unwrap();
+    assert_eq!(columns, ["day", "service_id", "roll"]);
+
+    let row = |period, count, failures, warns, lat: Option<(i64, i64, i64, i64)>| Rollup {
+        period,
+        count,
+        failures,
+        warns,
+        latency_min_us: lat.map(|l| l.0),
+        latency_mean_us: lat.map(|l| l.1),
+        latency_max_us: lat.map(|l| l.2),
+        latency_p95_us: lat.map(|l| l.3),
+    };
+    assert_eq!(
+        store.rollups(1, false, p - 40, p).unwrap(),
+        vec![
+            row(p - 30, 120, 30, 0, None),
+            // p95: the 10-20 ms bucket's edge, clamped to the maximum.
+            row(p - 2, 130, 30, 0, Some((1_000, 5_000, 9_000, 9_000))),
+            row(p - 1, 120, 1, 3, Some((3_900, 5_012, 9_000, 5_000))),
+        ]
+    );
+    assert_eq!(
+        store.rollups(1, true, d - 90, d).unwrap(),
+        vec![
+            row(
+                d - 60,
+                50,
+                0,
+                2,
+                Some((6_000_000, 7_000_000, 8_000_000, 8_000_000))
+            ),
+            row(d - 20, 1000, 100, 0, None),
+            row(d, 250, 31, 3, Some((1_000, 651_440 / 130, 9_000, 9_000))),
+        ]
+    );
+    assert_eq!(
+        store.rollups(2, true, d - 90, d).unwrap(),
+        vec![row(d - 5, 10, 5, 0, Some((10, 10, 10, 10)))]
+    );
+    let up = store.uptime_ratios(&[1, 2], now).unwrap();
+    assert_eq!(
+        up[&1],
+        Uptime {
+            day: Some(219.0 / 250.0),
+            week: Some(219.0 / 250.0),
+            month: Some(1119.0 / 1250.0),
+            quarter: Some(1169.0 / 1300.0),
+        }
+    );
+    assert_eq!(
+        up[&2],
+        Uptime {
+            day: None,
+            week: Some(0.5),
+            month: Some(0.5),
+            quarter: Some(0.5),
+        }
+    );
+    // The writer adds to a packed row.
+    let t = (p - 1) * HOUR;
+    record_all(&store, vec![check(1, t, CheckResult::Fail, 50_000)]).await;
+    let h = store.rollups(1, false, p - 1, p - 1).unwrap();
+    assert_eq!(
+        h,
+        vec![row(
+            p - 1,
+            121,
+            2,
+            3,
+            Some((3_900, (601_440 + 50_000) / 121, 50_000, 5_000))
+        )]
+    );
+    assert_eq!(store.rollups(1, true, d, d).unwrap()[0].count, 251);
+}
+
 /// Steady state of one installation, measured with SQLite's `dbstat`
 /// (docs/storage.md quotes it): every service with its newest 100 checks,
 /// 30 days of hourly and 400 of daily roll-ups. Prints bytes per row and
-/// per service, as written and after `VACUUM`; fails if a service needs
-/// more than 128 KiB.
+/// per service, as written and after `VACUUM`, with service ids as the
+/// first 200 services have them (1 or 2 bytes in a key) and as at 100,000
+/// services (3 bytes); fails if a service needs more than SPEC section
+/// 18's budget, 50 KB (5 GB for 100,000).
 #[test]
 fn steady_state_bytes_per_service() {
+    for first_id in [1, 100_001] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("x.db")).unwrap();
+        let n = 200i64;
+        for i in 0..n {
+            register(&store, &format!("service-{i:05}"));
+        }
+        let now = 1_764_000_000_000i64;
+        let rest = |from: usize| vec!["0"; super::rollup::BUCKETS - from].join(", ");
+        store
+            .with_writer(|c| {
+                c.execute(
+                    "UPDATE services SET id = id - 1 + ?1",
+                    [first_id],
+                )?;
+                // Interleaved as the writer appends them: one check of every
+                // service per 30 s round, 4-6 ms, HTTP 200.
+                c.execute(
+                    "WITH RECURSIVE r(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM r WHERE k < 99) \
+                     INSERT INTO checks (service_id, at, duration_us, result, http_status, prev_id, seq) \
+                     SELECT s.id, ?1 + r.k * 30000 + s.id, 4000 + (s.id * 7 + r.k * 13) % 2000, 'pass', 200, \
+                       NULL, r.k + 1 FROM r, services s ORDER BY r.k, s.id",
+                    [now - 100 * 30_000],
+                )?;
+                // 120 checks an hour, one failing, in two buckets; 2,880 a
+                // day, four failing and one warning, in three.
+                c.execute(
+                    &format!(
+                        "WITH RECURSIVE r(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM r WHERE k < 720) \
+                         INSERT INTO uptime (hour, service_id, roll) \
+                         SELECT ?1 - r.k, s.id, hc_roll_pack(120, 1, 0, 120, 3900 + r.k % 100, \
+                           120 * 5012, 9000 + r.k, 0, 118, 2, {}) \
+                         FROM r, services s ORDER BY r.k DESC, s.id",
+                        rest(3)
+                    ),
+                    [now / HOUR],
+                )?;
+                c.execute(
+                    &format!(
+                        "WITH RECURSIVE r(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM r WHERE k < 400) \
+                         INSERT INTO uptime_day (day, service_id, roll) \
+                         SELECT ?1 - r.k, s.id, hc_roll_pack(2880, 4, 1, 2880, 3800 + r.k % 100, \
+                           2880 * 5012, 41000 + r.k, 0, 2830, 48, 2, {}) \
+                         FROM r, services s ORDER BY r.k DESC, s.id",
+                        rest(4)
+                    ),
+                    [now / DAY],
+                )
+            })
+            .unwrap();
+        let bytes = |names: &str| -> i64 {
+            store
+                .with_reader(|c| {
+                    c.query_row(
+                        &format!("SELECT SUM(pgsize) FROM dbstat WHERE name IN ({names})"),
+                        [],
+                        |r| r.get(0),
+                    )
+                })
+                .unwrap()
+        };
+        // As written (in the writer's order: period by period, services in id
+        // order within one), then packed by VACUUM.
+        let mut totals = Vec::new();
+        for packed in [false, true] {
+            if packed {
+                store.with_writer(|c| c.execute_batch("VACUUM")).unwrap();
+            }
+            let (raw, hourly, daily, services) = (
+                bytes("'checks'"),
+                bytes("'uptime'"),
+                bytes("'uptime_day'"),
+                bytes("'services', 'sqlite_autoindex_services_1'"),
+            );
+            let per = |b: i64, rows: i64| b as f64 / (n * rows) as f64;
+            let total = (raw + hourly + daily + services) / n;
+            println!(
+                "ids from {first_id}, {}: bytes per row: check {:.1}, hourly {:.1}, daily {:.1}; \
+                 per service: {} (services row {:.0})",
+                if packed { "vacuumed" } else { "as written" },
+                per(raw, 100),
+                per(hourly, 720),
+                per(daily, 400),
+                total,
+                per(services, 1)
+            );
+            totals.push(total);
+        }
+        assert!(totals[0] <= 50_000, "{} bytes per service", totals[0]);
+    }
+}
+
+/// The writer's roll-up flush (`rollup::write_rolls`) for 20,000 services:
+/// one hourly and one daily row each, first inserted, then added to (the
+/// upsert's merge). Prints the cost per row (compare builds with
+/// `--nocapture`; not a timed assertion); checks the rows add up.
+#[test]
+fn rollup_flush_adds_to_the_stored_rows() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("x.db")).unwrap();
-    let n = 200i64;
+    let n = 20_000i64;
+    let at = 1_764_000_000_000i64;
+    store
+        .with_writer(|c| {
+            c.execute(
+                "WITH RECURSIVE r(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM r WHERE k < ?1) \
+                 INSERT INTO services (id, name, protocol, host, port, path, emails, timeout, \
+                   interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \
+                   cert_warn_days, token_hash, state_since, created_at, updated_at) \
+                 SELECT k, 's' || k, 'http', 'h', 80, '/', '[]', 5, 30, 2, 2, '200-399', 1, 14, \
+                   'x', 0, 0, 0 FROM r",
+                [n],
+            )
+            .map(|_| ())
+        })
+        .unwrap();
+    let mut rolls = std::collections::HashMap::new();
+    for id in 1..=n {
+        let r: &mut super::rollup::Roll = rolls.entry((id, at / HOUR)).or_default();
+        r.add(CheckResult::Pass, 4_000 + id % 2_000);
+        r.add(CheckResult::Fail, 30_000);
+    }
+    for round in ["insert", "merge"] {
+        let t = std::time::Instant::now();
+        store
+            .with_writer(|c| {
+                let tx = c.transaction()?;
+                super::rollup::write_rolls(&tx, &rolls)?;
+                tx.commit()
+            })
+            .unwrap();
+        let per_row = t.elapsed().as_secs_f64() * 1e6 / (2 * n) as f64;
+        println!(
+            "rollup flush, {round}: {per_row:.2} µs per row ({} rows)",
+            2 * n
+        );
+    }
+    for id in [1, n / 2, n] {
+        let h = store.rollups(id, false, at / HOUR, at / HOUR).unwrap();
+        let d = store.rollups(id, true, at / DAY, at / DAY).unwrap();
+        assert_eq!((h[0].count, h[0].failures), (4, 2), "{id}");
+        assert_eq!((d[0].count, d[0].failures), (4, 2), "{id}");
+        assert_eq!(h[0].latency_max_us, Some(30_000));
+    }
+}
+
+/// Roll-up rows as the writer leaves them: 200 services, each flush adding
+/// 10 checks of every service to the current hour's and day's rows, 12
+/// flushes an hour for 50 hours, so rows grow in place (their varints get
+/// longer) and pages split as they would. Prints the bytes per row of the
+/// finished hours and days (compare `steady_state_bytes_per_service`, which
+/// inserts the finished rows at once); fails above 40 bytes per hourly row.
+/// A larger run for docs/storage.md: `HC_ROLLUP_SERVICES=2000
+/// HC_ROLLUP_HOURS=96 cargo test --release -p healthchecker-server --lib
+/// flush_by_flush -- --nocapture`.
+#[test]
+fn rollups_written_flush_by_flush_stay_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("x.db")).unwrap();
+    let n: i64 = std::env::var("HC_ROLLUP_SERVICES").map_or(200, |v| v.parse().unwrap());
     for i in 0..n {
         register(&store, &format!("service-{i:05}"));
     }
-    let now = 1_764_000_000_000i64;
-    store
-        .with_writer(|c| {
-            // Interleaved as the writer appends them: one check of every
-            // service per 30 s round, 4-6 ms, HTTP 200.
-            c.execute(
-                "WITH RECURSIVE r(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM r WHERE k < 99) \
-                 INSERT INTO checks (service_id, at, duration_us, result, http_status, prev_id, seq) \
-                 SELECT s.id, ?1 + r.k * 30000 + s.id, 4000 + (s.id * 7 + r.k * 13) % 2000, 'pass', 200, \
-                   NULL, r.k + 1 FROM r, services s ORDER BY r.k, s.id",
-                [now - 100 * 30_000],
-            )?;
-            c.execute(
-                "WITH RECURSIVE r(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM r WHERE k < 720) \
-                 INSERT INTO uptime (service_id, hour, ok, total, fails, warns, lat_n, lat_min, \
-                   lat_sum, lat_max, h1, h2) \
-                 SELECT s.id, ?1 - r.k, 119, 120, 1, 0, 120, 3900 + r.k % 100, 120 * 5012, \
-                   9000 + r.k, 118, 2 FROM r, services s ORDER BY r.k DESC, s.id",
-                [now / HOUR],
-            )?;
-            c.execute(
-                "WITH RECURSIVE r(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM r WHERE k < 400) \
-                 INSERT INTO uptime_day (service_id, day, ok, total, fails, warns, lat_n, lat_min, \
-                   lat_sum, lat_max, h1, h2, h3) \
-                 SELECT s.id, ?1 - r.k, 2876, 2880, 4, 1, 2880, 3800 + r.k % 100, 2880 * 5012, \
-                   41000 + r.k, 2830, 48, 2 FROM r, services s ORDER BY r.k DESC, s.id",
-                [now / DAY],
-            )
-        })
-        .unwrap();
-    let bytes = |names: &str| -> i64 {
+    let start = 1_764_000_000_000i64 / DAY * DAY;
+    let hours: i64 = std::env::var("HC_ROLLUP_HOURS").map_or(50, |v| v.parse().unwrap());
+    for flush in 0..hours * 12 {
+        let at = start + flush * 5 * 60_000;
+        let mut rolls = std::collections::HashMap::new();
+        for id in 1..=n {
+            let r: &mut super::rollup::Roll = rolls.entry((id, at / HOUR)).or_default();
+            for k in 0..10 {
+                let result = if (flush + k + id) % 97 == 0 {
+                    CheckResult::Fail
+                } else {
+                    CheckResult::Pass
+                };
+                r.add(result, 4_000 + (id * 7 + flush * 13 + k) % 2_000);
+            }
+        }
+        store
+            .with_writer(|c| {
+                let tx = c.transaction()?;
+                super::rollup::write_rolls(&tx, &rolls)?;
+                tx.commit()
+            })
+            .unwrap();
+    }
+    let per_row = |table: &str| -> f64 {
         store
             .with_reader(|c| {
                 c.query_row(
-                    &format!("SELECT SUM(pgsize) FROM dbstat WHERE name IN ({names})"),
+                    &format!(
+                        "SELECT (SELECT SUM(pgsize) FROM dbstat WHERE name = '{table}') * 1.0 / \
+                         (SELECT COUNT(*) FROM {table})"
+                    ),
                     [],
                     |r| r.get(0),
                 )
             })
             .unwrap()
     };
-    // As written (in the writer's order: period by period, services in id
-    // order within one), then packed by VACUUM.
-    let mut totals = Vec::new();
-    for packed in [false, true] {
-        if packed {
-            store.with_writer(|c| c.execute_batch("VACUUM")).unwrap();
-        }
-        let (raw, hourly, daily, services) = (
-            bytes("'checks'"),
-            bytes("'uptime'"),
-            bytes("'uptime_day'"),
-            bytes("'services', 'sqlite_autoindex_services_1'"),
-        );
-        let per = |b: i64, rows: i64| b as f64 / (n * rows) as f64;
-        let total = (raw + hourly + daily + services) / n;
-        println!(
-            "{}: bytes per row: check {:.1}, hourly {:.1}, daily {:.1}; per service: {} \
-             (services row {:.0})",
-            if packed { "vacuumed" } else { "as written" },
-            per(raw, 100),
-            per(hourly, 720),
-            per(daily, 400),
-            total,
-            per(services, 1)
-        );
-        totals.push(total);
-    }
-    assert!(totals[0] < 128 * 1024, "{} bytes per service", totals[0]);
+    let (hourly, daily) = (per_row("uptime"), per_row("uptime_day"));
+    println!("written flush by flush: bytes per row: hourly {hourly:.1}, daily {daily:.1}");
+    assert_eq!(
+        store.rollups(1, false, start / HOUR, start / HOUR).unwrap()[0].count,
+        12 * 10
+    );
+    assert_eq!(
+        store.rollups(1, true, start / DAY, start / DAY).unwrap()[0].count,
+        24 * 12 * 10
+    );
+    assert!(hourly <= 40.0, "{hourly} bytes per hourly row");
 }

@@ -17,9 +17,24 @@
 //! the row's min and max. So it is never below the true p95 and at most
 //! 2.5 × it (the widest ratio of two neighbouring edges); below 2 ms it is
 //! at most 2 ms, above 5 s it is the maximum.
+//!
+//! # Packed rows
+//!
+//! Since schema version 11 a row is `(period, service_id, roll)`, `roll`
+//! being its counts packed into one blob ([`encode`]): about 14 bytes for
+//! an hour of checks instead of a 22-column record (docs/storage.md, "Disk
+//! needed"). The writer adds to a stored row in its upsert with the SQL
+//! function `hc_roll_merge(stored, new)`; migration 11 packs the old
+//! columns with `hc_roll_pack(...)`. Both are registered on a connection by
+//! [`register_functions`] (`schema::migrate`, which `Store::open` runs on
+//! its writer connection). Reads decode the blobs in Rust.
+//!
+//! The packed format: [`pack`].
 
+use super::decode::Corruption;
 use super::{Store, StoreError};
 use healthchecker_core::CheckResult;
+use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashMap;
 
@@ -28,73 +43,54 @@ pub const RETAIN_HOURS: i64 = 30 * 24;
 /// Daily roll-ups are kept this many days.
 pub const RETAIN_DAYS: i64 = 400;
 
-/// Upper edges (exclusive, µs) of the latency buckets; one more bucket
-/// holds everything from the last edge up.
-pub const BOUNDS_US: [i64; BUCKETS - 1] = [
-    2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000,
-    5_000_000,
-];
-/// Number of latency buckets (`h0` .. `h11`).
-pub const BUCKETS: usize = 12;
+mod pack;
+use pack::decode_counts;
+#[cfg(test)]
+use pack::{bucket, BadRoll};
+pub(crate) use pack::{decode, encode, encode_into, Roll};
+pub use pack::{BOUNDS_US, BUCKETS};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
-/// Counts and latency of some checks of one service in one period.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct Roll {
-    ok: i64,
-    total: i64,
-    fails: i64,
-    warns: i64,
-    lat_n: i64,
-    lat_min: Option<i64>,
-    lat_sum: i64,
-    lat_max: Option<i64>,
-    hist: [i64; BUCKETS],
+fn function_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::UserFunctionError(Box::new(e))
 }
 
-fn bucket(us: i64) -> usize {
-    BOUNDS_US
-        .iter()
-        .position(|b| us < *b)
-        .unwrap_or(BUCKETS - 1)
+fn roll_arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<Roll> {
+    decode(ctx.get_raw(i).as_blob().map_err(function_error)?).map_err(function_error)
 }
 
-impl Roll {
-    /// Adds one check.
-    pub(crate) fn add(&mut self, result: CheckResult, duration_us: i64) {
-        self.total += 1;
-        self.ok += result.is_success() as i64;
-        self.fails += (result == CheckResult::Fail) as i64;
-        self.warns += (result == CheckResult::Warn) as i64;
-        self.lat_n += 1;
-        self.lat_sum += duration_us;
-        self.lat_min = Some(self.lat_min.map_or(duration_us, |m| m.min(duration_us)));
-        self.lat_max = Some(self.lat_max.map_or(duration_us, |m| m.max(duration_us)));
-        self.hist[bucket(duration_us)] += 1;
-    }
-
-    /// Adds another roll of the same service and period.
-    pub(crate) fn merge(&mut self, o: &Roll) {
-        self.ok += o.ok;
-        self.total += o.total;
-        self.fails += o.fails;
-        self.warns += o.warns;
-        self.lat_n += o.lat_n;
-        self.lat_sum += o.lat_sum;
-        self.lat_min = match (self.lat_min, o.lat_min) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.lat_max = match (self.lat_max, o.lat_max) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        for (h, x) in self.hist.iter_mut().zip(o.hist) {
-            *h += x;
+/// Registers on `conn` the SQL functions of the packed rows:
+/// `hc_roll_merge(a, b)`, the packed sum of two packed rolls (the writer's
+/// upsert), and `hc_roll_pack(total, fails, warns, lat_n, lat_min, lat_sum,
+/// lat_max, h0, .., h11)`, a row of schema version 7's columns packed
+/// (migration 11). A blob that does not decode fails the statement.
+pub(crate) fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8
+        | FunctionFlags::SQLITE_DETERMINISTIC
+        | FunctionFlags::SQLITE_INNOCUOUS;
+    conn.create_scalar_function("hc_roll_merge", 2, flags, |ctx| {
+        let mut a = roll_arg(ctx, 0)?;
+        a.merge(&roll_arg(ctx, 1)?);
+        Ok(encode(&a))
+    })?;
+    conn.create_scalar_function("hc_roll_pack", 7 + BUCKETS as i32, flags, |ctx| {
+        let mut hist = [0i64; BUCKETS];
+        for (i, h) in hist.iter_mut().enumerate() {
+            *h = ctx.get(7 + i)?;
         }
-    }
+        Ok(encode(&Roll {
+            total: ctx.get(0)?,
+            fails: ctx.get(1)?,
+            warns: ctx.get(2)?,
+            lat_n: ctx.get(3)?,
+            lat_min: ctx.get(4)?,
+            lat_sum: ctx.get(5)?,
+            lat_max: ctx.get(6)?,
+            hist,
+        }))
+    })
 }
 
 /// The hour of a check time (Unix ms).
@@ -111,22 +107,6 @@ fn hist_cols(prefix: &str) -> String {
 }
 
 const COUNT_COLS: &str = "ok, total, fails, warns, lat_n, lat_min, lat_sum, lat_max";
-
-/// `ON CONFLICT` clause that adds the new row to the stored one.
-fn add_on_conflict(key: &str) -> String {
-    let hist = (0..BUCKETS)
-        .map(|i| format!("h{i} = h{i} + excluded.h{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "ON CONFLICT ({key}, service_id) DO UPDATE SET ok = ok + excluded.ok, \
-         total = total + excluded.total, fails = fails + excluded.fails, \
-         warns = warns + excluded.warns, lat_n = lat_n + excluded.lat_n, \
-         lat_min = COALESCE(MIN(lat_min, excluded.lat_min), lat_min, excluded.lat_min), \
-         lat_sum = lat_sum + excluded.lat_sum, \
-         lat_max = COALESCE(MAX(lat_max, excluded.lat_max), lat_max, excluded.lat_max), {hist}"
-    )
-}
 
 /// `SELECT` list folding `checks` rows (grouped by the caller).
 fn fold_checks_select(period_ms: i64) -> String {
@@ -158,7 +138,9 @@ pub(crate) fn mark_rolled(tx: &Connection) -> rusqlite::Result<()> {
 
 /// Adds the checks above `meta.rolled_through` to the roll-ups and moves
 /// the mark (start-up, in the caller's transaction: after an unclean stop
-/// the checks of the last roll-up period are not in them yet).
+/// the checks of the last roll-up period are not in them yet). Those are at
+/// most the checks of one roll-up period (or, after an upgrade, those the
+/// old build had not counted yet): they are folded in memory.
 pub(crate) fn fold_unmarked(tx: &Connection) -> rusqlite::Result<()> {
     let mark: i64 = tx
         .query_row(
@@ -168,20 +150,22 @@ pub(crate) fn fold_unmarked(tx: &Connection) -> rusqlite::Result<()> {
         )
         .optional()?
         .unwrap_or(0);
-    for (table, key, period) in [("uptime", "hour", HOUR_MS), ("uptime_day", "day", DAY_MS)] {
-        tx.execute(
-            &format!(
-                "INSERT INTO {table} (service_id, {key}, {COUNT_COLS}, {}) \
-                 SELECT {} FROM checks WHERE id > ?1 \
-                 AND service_id IN (SELECT id FROM services) \
-                 GROUP BY service_id, at / {period} {}",
-                hist_cols(""),
-                fold_checks_select(period),
-                add_on_conflict(key)
-            ),
-            [mark],
-        )?;
+    let mut rolls: HashMap<(i64, i64), Roll> = HashMap::new();
+    let mut stmt =
+        tx.prepare("SELECT service_id, at, result, duration_us FROM checks WHERE id > ?1")?;
+    let mut rows = stmt.query([mark])?;
+    while let Some(r) = rows.next()? {
+        let result = match r.get_ref(2)?.as_str()? {
+            "fail" => CheckResult::Fail,
+            "warn" => CheckResult::Warn,
+            _ => CheckResult::Pass,
+        };
+        rolls
+            .entry((r.get(0)?, hour_of(r.get(1)?)))
+            .or_default()
+            .add(result, r.get(3)?);
     }
+    write_rolls(tx, &rolls)?;
     mark_rolled(tx)
 }
 
@@ -191,7 +175,8 @@ pub(crate) fn fold_unmarked(tx: &Connection) -> rusqlite::Result<()> {
 /// hourly rows become daily ones. Only checks up to `meta.heads_through`
 /// (those the old buckets could count), which becomes the roll-ups' mark
 /// `meta.rolled_through`: start-up folds the rest, as after any unclean
-/// stop.
+/// stop. Runs at schema version 7, on that version's columns (migration
+/// 11 packs them afterwards).
 pub(crate) fn migrate_history(tx: &Connection) -> rusqlite::Result<()> {
     let keep = ["ok", "total", "fails", "warns"]
         .iter()
@@ -226,8 +211,8 @@ pub(crate) fn migrate_history(tx: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Writes the writer's rolls (per service and hour) into the hourly and
-/// daily tables, adding to what is there; rolls of deleted services are
-/// dropped.
+/// daily tables, adding to what is there (`hc_roll_merge`, see
+/// [`register_functions`]); rolls of deleted services are dropped.
 pub(crate) fn write_rolls(
     tx: &Connection,
     rolls: &HashMap<(i64, i64), Roll>,
@@ -236,36 +221,20 @@ pub(crate) fn write_rolls(
     for ((id, hour), r) in rolls {
         days.entry((*id, hour.div_euclid(24))).or_default().merge(r);
     }
+    let mut packed = Vec::with_capacity(32);
     for (table, key, rows) in [("uptime", "hour", rolls), ("uptime_day", "day", &days)] {
-        let placeholders = (3..=2 + 8 + BUCKETS)
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let mut stmt = tx.prepare_cached(&format!(
-            "INSERT INTO {table} (service_id, {key}, {COUNT_COLS}, {}) \
-             SELECT ?1, ?2, {placeholders} WHERE EXISTS (SELECT 1 FROM services WHERE id = ?1) {}",
-            hist_cols(""),
-            add_on_conflict(key)
+            "INSERT INTO {table} ({key}, service_id, roll) \
+             SELECT ?2, ?1, ?3 WHERE EXISTS (SELECT 1 FROM services WHERE id = ?1) \
+             ON CONFLICT ({key}, service_id) DO UPDATE SET roll = hc_roll_merge(roll, excluded.roll)"
         ))?;
         // In key order (period, service): neighbouring rows, few pages.
         let mut keys: Vec<&(i64, i64)> = rows.keys().collect();
         keys.sort_unstable_by_key(|k| (k.1, k.0));
         for k in keys {
-            let r = &rows[k];
-            let mut args: Vec<rusqlite::types::Value> = vec![
-                k.0.into(),
-                k.1.into(),
-                r.ok.into(),
-                r.total.into(),
-                r.fails.into(),
-                r.warns.into(),
-                r.lat_n.into(),
-                r.lat_min.into(),
-                r.lat_sum.into(),
-                r.lat_max.into(),
-            ];
-            args.extend(r.hist.iter().map(|h| rusqlite::types::Value::from(*h)));
-            stmt.execute(rusqlite::params_from_iter(args))?;
+            packed.clear();
+            encode_into(&mut packed, &rows[k]);
+            stmt.execute(params![k.0, k.1, &packed[..]])?;
         }
     }
     Ok(())
@@ -318,38 +287,45 @@ pub struct Rollup {
     pub latency_p95_us: Option<i64>,
 }
 
-fn rollup_from_row(r: &Row<'_>) -> rusqlite::Result<Rollup> {
-    let lat_n: i64 = r.get(4)?;
-    let (min, sum, max): (Option<i64>, i64, Option<i64>) = (r.get(5)?, r.get(6)?, r.get(7)?);
-    let mut hist = [0i64; BUCKETS];
-    for (i, h) in hist.iter_mut().enumerate() {
-        *h = r.get(8 + i)?;
+/// The roll of a `(period, roll)` row of `table` (a blob that does not
+/// decode is a [`Corruption`]).
+fn roll_of(r: &Row<'_>, table: &str, service_id: i64) -> rusqlite::Result<(i64, Roll)> {
+    let period: i64 = r.get(0)?;
+    let corrupt = |detail: String| {
+        Corruption {
+            table: table.into(),
+            row: None,
+            column: "roll".into(),
+            detail: format!("service {service_id}, period {period}: {detail}"),
+        }
+        .into_sqlite()
+    };
+    let b = r
+        .get_ref(1)?
+        .as_blob()
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok((period, decode(b).map_err(|e| corrupt(e.to_string()))?))
+}
+
+/// `(total, fails)` of a `(period, roll)` row of `table`.
+fn counts_of(r: &Row<'_>, table: &str, service_id: i64) -> rusqlite::Result<(i64, i64)> {
+    let b = r.get_ref(1)?.as_blob();
+    match b
+        .map_err(|e| e.to_string())
+        .and_then(|b| decode_counts(b).map_err(|e| e.to_string()))
+    {
+        Ok(c) => Ok(c),
+        Err(detail) => Err(Corruption {
+            table: table.into(),
+            row: None,
+            column: "roll".into(),
+            detail: format!(
+                "service {service_id}, period {}: {detail}",
+                r.get::<_, i64>(0)?
+            ),
+        }
+        .into_sqlite()),
     }
-    let p95 = (lat_n > 0).then(|| {
-        // The smallest bucket holding at least 95 % of the checks.
-        let need = (lat_n * 95 + 99) / 100;
-        let mut seen = 0;
-        let i = hist
-            .iter()
-            .position(|h| {
-                seen += h;
-                seen >= need
-            })
-            .unwrap_or(BUCKETS - 1);
-        let edge = BOUNDS_US.get(i).copied().unwrap_or(i64::MAX);
-        let edge = max.map_or(edge, |m| edge.min(m));
-        min.map_or(edge, |m| edge.max(m))
-    });
-    Ok(Rollup {
-        period: r.get(0)?,
-        count: r.get(1)?,
-        failures: r.get(2)?,
-        warns: r.get(3)?,
-        latency_min_us: min,
-        latency_mean_us: (lat_n > 0).then(|| sum / lat_n),
-        latency_max_us: max,
-        latency_p95_us: p95,
-    })
 }
 
 /// Uptime ratios of one service over 24 h, 7 d, 30 d and 90 d.
@@ -377,39 +353,44 @@ impl Store {
         // One primary-key lookup per period (the key is period first).
         let mut hours = conn.prepare_cached(
             "WITH RECURSIVE p(x) AS (SELECT ?2 - 23 UNION ALL SELECT x + 1 FROM p WHERE x < ?2) \
-             SELECT SUM(u.ok), SUM(u.total) FROM p JOIN uptime u \
-             ON u.hour = p.x AND u.service_id = ?1",
+             SELECT u.hour, u.roll FROM p JOIN uptime u ON u.hour = p.x AND u.service_id = ?1",
         )?;
         let mut days = conn.prepare_cached(
             "WITH RECURSIVE p(x) AS (SELECT ?2 - 89 UNION ALL SELECT x + 1 FROM p WHERE x < ?2) \
-             SELECT SUM(CASE WHEN u.day > ?2 - 7 THEN u.ok END), \
-               SUM(CASE WHEN u.day > ?2 - 7 THEN u.total END), \
-               SUM(CASE WHEN u.day > ?2 - 30 THEN u.ok END), \
-               SUM(CASE WHEN u.day > ?2 - 30 THEN u.total END), \
-               SUM(u.ok), SUM(u.total) \
-             FROM p JOIN uptime_day u ON u.day = p.x AND u.service_id = ?1",
+             SELECT u.day, u.roll FROM p JOIN uptime_day u ON u.day = p.x AND u.service_id = ?1",
         )?;
-        let ratio = |ok: Option<i64>, total: Option<i64>| match (ok, total) {
-            (Some(ok), Some(t)) if t > 0 => Some(ok as f64 / t as f64),
-            _ => None,
+        // (ok, total) summed; a ratio when there was a check.
+        let add = |w: &mut (i64, i64), (total, fails): (i64, i64)| {
+            w.0 = w.0.saturating_add(total.saturating_sub(fails));
+            w.1 = w.1.saturating_add(total);
         };
+        let ratio = |(ok, total): (i64, i64)| (total > 0).then(|| ok as f64 / total as f64);
         let mut out = HashMap::new();
         for id in ids {
-            let d = hours.query_row(params![id, hour], |r| Ok(ratio(r.get(0)?, r.get(1)?)))?;
-            let w = days.query_row(params![id, day], |r| {
-                Ok((
-                    ratio(r.get(0)?, r.get(1)?),
-                    ratio(r.get(2)?, r.get(3)?),
-                    ratio(r.get(4)?, r.get(5)?),
-                ))
-            })?;
+            let mut d = (0, 0);
+            let mut rows = hours.query(params![id, hour])?;
+            while let Some(r) = rows.next()? {
+                add(&mut d, counts_of(r, "uptime", *id)?);
+            }
+            // Last 7, 30 and 90 days.
+            let mut w = [(0, 0); 3];
+            let mut rows = days.query(params![id, day])?;
+            while let Some(r) = rows.next()? {
+                let c = counts_of(r, "uptime_day", *id)?;
+                let at: i64 = r.get(0)?;
+                for (w, span) in w.iter_mut().zip([7, 30, 90]) {
+                    if at > day - span {
+                        add(w, c);
+                    }
+                }
+            }
             out.insert(
                 *id,
                 Uptime {
-                    day: d,
-                    week: w.0,
-                    month: w.1,
-                    quarter: w.2,
+                    day: ratio(d),
+                    week: ratio(w[0]),
+                    month: ratio(w[1]),
+                    quarter: ratio(w[2]),
                 },
             );
         }
@@ -435,33 +416,16 @@ impl Store {
         };
         let mut stmt = conn.prepare_cached(&format!(
             "WITH RECURSIVE p(x) AS (SELECT ?2 UNION ALL SELECT x + 1 FROM p WHERE x < ?3) \
-             SELECT u.{key}, u.total, u.fails, u.warns, u.lat_n, u.lat_min, u.lat_sum, u.lat_max, {} \
-             FROM p JOIN {table} u ON u.{key} = p.x AND u.service_id = ?1 ORDER BY u.{key}",
-            hist_cols("u.")
+             SELECT u.{key}, u.roll FROM p JOIN {table} u ON u.{key} = p.x AND u.service_id = ?1 \
+             ORDER BY u.{key}"
         ))?;
-        let rows = stmt.query_map(params![service_id, from, to], rollup_from_row)?;
+        let rows = stmt.query_map(params![service_id, from, to], |r| {
+            let (period, roll) = roll_of(r, table, service_id)?;
+            Ok(roll.rollup(period))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn p95_is_the_upper_edge_of_its_bucket_clamped_to_the_extremes() {
-        let mut r = Roll::default();
-        for _ in 0..95 {
-            r.add(CheckResult::Pass, 3_000);
-        }
-        for _ in 0..5 {
-            r.add(CheckResult::Fail, 900_000);
-        }
-        assert_eq!(bucket(1_999), 0);
-        assert_eq!(bucket(2_000), 1);
-        assert_eq!(bucket(60_000_000), BUCKETS - 1);
-        assert_eq!((r.total, r.ok, r.fails), (100, 95, 5));
-        assert_eq!(r.hist[1], 95);
-        assert_eq!(r.hist[8], 5);
-    }
-}
+mod tests;

@@ -277,16 +277,88 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX services_by_change ON services(state_since DESC, name);
     "#,
+    // 9: digests (SPEC section 14, store/digests.rs). `due_at` is when the
+    // outbox decided a row (Unix ms): sent on its own, or `digested` into
+    // the digest of its destination's window. A digest is one message per
+    // destination (`outbox` 'channel' with the channel's name, or 'mail'
+    // with one recipient address) listing the rows due in [starts_at,
+    // ends_at); it is delivered from `ends_at` on and retried like any row.
+    r#"
+    ALTER TABLE notifications ADD COLUMN due_at INTEGER;
+    ALTER TABLE deliveries ADD COLUMN due_at INTEGER;
+    CREATE INDEX deliveries_by_due ON deliveries(channel, due_at) WHERE due_at IS NOT NULL;
+    CREATE INDEX notifications_by_due ON notifications(due_at) WHERE due_at IS NOT NULL;
+    CREATE TABLE digests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        outbox TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        starts_at INTEGER NOT NULL,
+        ends_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT,
+        sent_at INTEGER
+    );
+    CREATE INDEX digests_by_destination ON digests(outbox, destination, ends_at);
+    CREATE INDEX digests_by_status ON digests(status, next_attempt_at);
+    "#,
+    // 10: one service's mail, newest first (the dashboard's service page,
+    // `/api/v1/notifications?service=`, store/outbox.rs) read through this
+    // index instead of walking the whole outbox backwards until enough
+    // rows of that name turn up.
+    r#"
+    CREATE INDEX notifications_by_name ON notifications(service, id);
+    "#,
+    // 11: packed roll-ups (SPEC section 18, store/rollup.rs "Packed
+    // rows"). A row of `uptime` / `uptime_day` becomes its key and one
+    // blob, `roll`, holding total, fails, warns, lat_n, lat_min, lat_sum,
+    // lat_max and the non-empty histogram buckets as varints (`ok` is
+    // total - fails in every row): about 30 instead of 48 bytes per hourly
+    // row (docs/storage.md, "Disk needed"). `hc_roll_pack` is registered
+    // on the connection by `migrate_to`. The freed pages stay in the file
+    // (its free list, reused as it grows) until a `VACUUM`.
+    r#"
+    CREATE TABLE uptime_packed (
+        hour INTEGER NOT NULL,
+        service_id INTEGER NOT NULL,
+        roll BLOB NOT NULL,
+        PRIMARY KEY (hour, service_id)
+    ) WITHOUT ROWID;
+    INSERT INTO uptime_packed (hour, service_id, roll)
+        SELECT hour, service_id, hc_roll_pack(total, fails, warns, lat_n, lat_min, lat_sum,
+            lat_max, h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, h11)
+        FROM uptime ORDER BY hour, service_id;
+    DROP TABLE uptime;
+    ALTER TABLE uptime_packed RENAME TO uptime;
+    CREATE TABLE uptime_day_packed (
+        day INTEGER NOT NULL,
+        service_id INTEGER NOT NULL,
+        roll BLOB NOT NULL,
+        PRIMARY KEY (day, service_id)
+    ) WITHOUT ROWID;
+    INSERT INTO uptime_day_packed (day, service_id, roll)
+        SELECT day, service_id, hc_roll_pack(total, fails, warns, lat_n, lat_min, lat_sum,
+            lat_max, h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, h11)
+        FROM uptime_day ORDER BY day, service_id;
+    DROP TABLE uptime_day;
+    ALTER TABLE uptime_day_packed RENAME TO uptime_day;
+    "#,
 ];
 
 /// The migration whose data step is [`super::rollup::migrate_history`].
 const ROLLUP_MIGRATION: usize = 7;
 
+/// The migration that packs the roll-ups (it calls `hc_roll_pack`).
+#[cfg(test)]
+pub(crate) const PACK_MIGRATION: usize = 11;
+
 /// The schema version this build writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Applies every migration newer than the database, each in its own
-/// transaction. Refuses a database written by a newer build.
+/// transaction. Refuses a database written by a newer build. Registers the
+/// roll-ups' SQL functions on `conn` first ([`super::rollup::register_functions`]).
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
     migrate_to(conn, VERSION)
 }
@@ -302,6 +374,9 @@ pub(crate) fn migrate_to(
             "database schema version {current} is newer than this build's {VERSION}; upgrade healthchecker"
         )));
     }
+    // Migration 11 packs roll-ups with `hc_roll_pack`; the writer (whose
+    // connection `Store::open` migrates) upserts them with `hc_roll_merge`.
+    super::rollup::register_functions(conn)?;
     let upto = MIGRATIONS.iter().take(target as usize);
     for (i, sql) in upto.enumerate().skip(current as usize) {
         let tx = conn.transaction()?;

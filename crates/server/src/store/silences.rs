@@ -189,17 +189,12 @@ impl Store {
     /// Releases or suppresses every held notification whose silence has
     /// ended (mail and channel rows alike). Returns (released, suppressed).
     pub fn release_held(&self, now: i64) -> Result<(usize, usize), StoreError> {
-        // Most passes find nothing: ask a reader before taking the writer.
-        let any: Option<i64> = self
-            .read_conn()
-            .prepare_cached(
-                "SELECT 1 FROM notifications WHERE status = 'held' AND next_attempt_at <= ?1 \
-                 UNION ALL SELECT 1 FROM deliveries WHERE status = 'held' AND next_attempt_at <= ?1 \
-                 LIMIT 1",
-            )?
-            .query_row([now], |r| r.get(0))
-            .optional()?;
-        if any.is_none() {
+        if !self.any_row_at(
+            "SELECT 1 FROM notifications WHERE status = 'held' AND next_attempt_at <= ?1 \
+             UNION ALL SELECT 1 FROM deliveries WHERE status = 'held' AND next_attempt_at <= ?1 \
+             LIMIT 1",
+            now,
+        )? {
             return Ok((0, 0));
         }
         let mut conn = lock(&self.writer);

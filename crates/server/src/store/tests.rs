@@ -1,6 +1,6 @@
 use super::*;
 use crate::store::writer::Writer;
-use healthchecker_core::{RegisterRequest, ServiceSpec};
+use healthchecker_core::{CheckResult, HealthState, Protocol, RegisterRequest, ServiceSpec};
 
 fn spec(name: &str, interval: u32) -> ServiceSpec {
     let body = serde_json::json!({"name": name, "url": "http://127.0.0.1:9/health", "interval": interval, "email": "a@example.com"});
@@ -33,6 +33,31 @@ pub(super) fn check(id: i64, at: i64, result: CheckResult, state: HealthState) -
     }
 }
 
+/// `c` as a state change from `from` (which began at `previous_since`)
+/// that mails `a@example.com` about `service` (target: the one of
+/// [`spec`]) from `not_before` on.
+pub(super) fn mailing(
+    mut c: CheckWrite,
+    from: HealthState,
+    previous_since: i64,
+    service: &str,
+    not_before: i64,
+) -> CheckWrite {
+    c.transition = Some(TransitionWrite {
+        from,
+        previous_since,
+        notify: Some(NotifyWrite {
+            service: service.into(),
+            target: "http://127.0.0.1:9/health".into(),
+            recipients: vec!["a@example.com".into()],
+            not_before,
+            note: None,
+            held_until: None,
+        }),
+    });
+    c
+}
+
 #[test]
 fn registration_updates_keep_state_and_history() {
     let dir = tempfile::tempdir().unwrap();
@@ -58,13 +83,13 @@ fn registration_updates_keep_state_and_history() {
     assert_eq!(r2.record.successes, 12);
     assert_eq!(r2.record.spec.interval, 60);
     assert_eq!(store.token_hash("a").unwrap().as_deref(), Some("h2"));
-    let kinds: Vec<String> = store
+    let kinds: Vec<EventKind> = store
         .events(Some("a"), 10)
         .unwrap()
         .into_iter()
         .map(|e| e.kind)
         .collect();
-    assert_eq!(kinds, vec!["updated", "registered"]);
+    assert_eq!(kinds, vec![EventKind::Updated, EventKind::Registered]);
 }
 
 #[tokio::test]
@@ -81,19 +106,8 @@ async fn writer_records_check_event_and_outbox_together_and_survives_reopen() {
     handle
         .record(check(id, 2_000, CheckResult::Fail, HealthState::Unknown))
         .await;
-    let mut c = check(id, 3_000, CheckResult::Fail, HealthState::Unhealthy);
-    c.transition = Some(TransitionWrite {
-        from: HealthState::Unknown,
-        previous_since: 1_000,
-        notify: Some(NotifyWrite {
-            service: "web one".into(),
-            target: "http://127.0.0.1:9/health".into(),
-            recipients: vec!["a@example.com".into()],
-            not_before: 3_000,
-            note: None,
-            held_until: None,
-        }),
-    });
+    let c = check(id, 3_000, CheckResult::Fail, HealthState::Unhealthy);
+    let c = mailing(c, HealthState::Unknown, 1_000, "web one", 3_000);
     handle.record(c).await;
     // A result for a deleted service is dropped, not an error.
     handle
@@ -344,7 +358,10 @@ fn delete_removes_history_but_keeps_events() {
     assert_eq!(store.delete("a", 5).unwrap(), Some(id));
     assert_eq!(store.delete("a", 6).unwrap(), None);
     assert!(store.get_service("a").unwrap().is_none());
-    assert_eq!(store.events(Some("a"), 10).unwrap()[0].kind, "deleted");
+    assert_eq!(
+        store.events(Some("a"), 10).unwrap()[0].kind,
+        EventKind::Deleted
+    );
 }
 
 #[test]
@@ -404,19 +421,8 @@ async fn a_due_row_brings_every_pending_row_of_its_service() {
         (id, 2_000, 61_000),
         (other, 3_000, 90_000),
     ] {
-        let mut c = check(sid, at, CheckResult::Fail, HealthState::Unhealthy);
-        c.transition = Some(TransitionWrite {
-            from: HealthState::Healthy,
-            previous_since: 0,
-            notify: Some(NotifyWrite {
-                service: "x".into(),
-                target: "t".into(),
-                recipients: vec!["a@example.com".into()],
-                not_before,
-                note: None,
-                held_until: None,
-            }),
-        });
+        let c = check(sid, at, CheckResult::Fail, HealthState::Unhealthy);
+        let c = mailing(c, HealthState::Healthy, 0, "x", not_before);
         handle.record(c).await;
     }
     handle.flush().await;

@@ -28,7 +28,8 @@
 //! [`Store`]'s shared `heads` map for readers until the snapshot lands.
 
 use super::rollup::{hour_of, mark_rolled, write_rolls, Roll};
-use super::{lock, mark_heads, Heads, Store};
+pub use super::writes::{CheckWrite, NotifyWrite, TransitionWrite};
+use super::{lock, mark_heads, Head, Heads, Store};
 use healthchecker_core::{CheckResult, HealthState};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::{Arc, Mutex};
@@ -60,80 +61,6 @@ pub const SNAPSHOT_EAGER: usize = 256;
 /// rather than dropping results.
 pub const QUEUE: usize = 32_768;
 
-/// The record of one check and what it did to the service.
-#[derive(Debug, Clone)]
-pub struct CheckWrite {
-    /// The service.
-    pub service_id: i64,
-    /// When the check started (Unix ms).
-    pub at: i64,
-    /// How long it took (µs).
-    pub duration_us: i64,
-    /// The result.
-    pub result: CheckResult,
-    /// Why it warned or failed.
-    pub reason: Option<String>,
-    /// HTTP status, if any.
-    pub http_status: Option<u16>,
-    /// health+json details, if any.
-    pub details: Option<String>,
-    /// Certificate expiry seen by this check.
-    pub cert_expires_at: Option<i64>,
-    /// State after the check.
-    pub state: HealthState,
-    /// Consecutive successes after the check.
-    pub successes: u32,
-    /// Consecutive failures after the check.
-    pub failures: u32,
-    /// The state change this check caused, if any.
-    pub transition: Option<TransitionWrite>,
-}
-
-/// A state change to record as an event (and maybe a notification).
-#[derive(Debug, Clone)]
-pub struct TransitionWrite {
-    /// Previous state.
-    pub from: HealthState,
-    /// When the previous state began (Unix ms).
-    pub previous_since: i64,
-    /// The mail to queue, if this transition notifies.
-    pub notify: Option<NotifyWrite>,
-}
-
-/// An outbox row to create with the event.
-#[derive(Debug, Clone)]
-pub struct NotifyWrite {
-    /// Service name.
-    pub service: String,
-    /// Target URL.
-    pub target: String,
-    /// Recipient addresses (none: no mail, only the service's channels).
-    pub recipients: Vec<String>,
-    /// Earliest delivery (Unix ms): later than `at` inside the flap gap.
-    pub not_before: i64,
-    /// Why it cannot be sent, if known now (e.g. SMTP not configured).
-    pub note: Option<String>,
-    /// A silence holds it until then (Unix ms): written `held`.
-    pub held_until: Option<i64>,
-}
-
-impl NotifyWrite {
-    /// `held` under a silence, else `pending`.
-    pub fn status(&self) -> &'static str {
-        if self.held_until.is_some() {
-            "held"
-        } else {
-            "pending"
-        }
-    }
-
-    /// When the row is next looked at: the silence's end, or `not_before`.
-    pub fn next_attempt_at(&self) -> i64 {
-        self.held_until
-            .map_or(self.not_before, |h| h.max(self.not_before))
-    }
-}
-
 enum Op {
     Check(Box<CheckWrite>),
     Flush(oneshot::Sender<()>),
@@ -161,6 +88,24 @@ impl WriterHandle {
     #[cfg(any(test, feature = "fault-injection"))]
     pub(crate) async fn stop_for_tests(&self) {
         let _ = self.tx.send(Op::Stop).await;
+    }
+
+    /// A handle whose checks arrive on the returned channel instead of in a
+    /// store: the scheduler's tests read exactly what it hands the writer.
+    #[cfg(test)]
+    pub(crate) fn capture() -> (WriterHandle, mpsc::UnboundedReceiver<CheckWrite>) {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let (out, captured) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(op) = rx.recv().await {
+                match op {
+                    Op::Check(c) => drop(out.send(*c)),
+                    Op::Flush(done) => drop(done.send(())),
+                    Op::Stop => break,
+                }
+            }
+        });
+        (WriterHandle { tx }, captured)
     }
 
     /// Waits until everything queued before this call is committed.
@@ -232,11 +177,11 @@ struct Snapshot {
     last_failure_reason: Option<String>,
     cert_expires_at: Option<i64>,
     /// The service's newest check row and its number in the history.
-    head: (i64, i64),
+    head: Head,
 }
 
 impl Snapshot {
-    fn fold(prev: Option<&Snapshot>, c: &CheckWrite, head: (i64, i64)) -> Snapshot {
+    fn fold(prev: Option<&Snapshot>, c: &CheckWrite, head: Head) -> Snapshot {
         let prev_healthy = prev.and_then(|p| p.last_healthy_at);
         let prev_failure = prev.and_then(|p| p.last_failure_reason.clone());
         let prev_cert = prev.and_then(|p| p.cert_expires_at);
@@ -484,8 +429,8 @@ fn write_snapshot(
             s.cert_expires_at,
             changed_at.map(|c| c.0),
             changed_at.and_then(|c| c.1),
-            s.head.0,
-            s.head.1,
+            s.head.check_id,
+            s.head.seq,
             id
         ])?;
     Ok(n > 0)
@@ -503,14 +448,16 @@ fn write_check(
     let result = c.result.as_str();
     let row: Option<(String, Option<i64>, i64)> = tx
         .prepare_cached("SELECT name, last_check_id, check_seq FROM services WHERE id = ?1")?
-        .query_row([c.service_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([c.service_id], |r| {
+            Ok((r.get("name")?, r.get("last_check_id")?, r.get("check_seq")?))
+        })
         .optional()?;
     let Some((name, stored_head, stored_seq)) = row else {
         // Deleted while the check ran: nothing to record.
         return Ok(None);
     };
     let (prev_id, prev_seq) = match prev {
-        Some(p) => (Some(p.head.0), p.head.1),
+        Some(p) => (Some(p.head.check_id), p.head.seq),
         None => (stored_head, stored_seq),
     };
     tx.prepare_cached(
@@ -530,7 +477,11 @@ fn write_check(
         c.transition.as_ref().map(|_| 1)
     ])?;
     let check_id = tx.last_insert_rowid();
-    let snap = Snapshot::fold(prev, c, (check_id, prev_seq + 1));
+    let head = Head {
+        check_id,
+        seq: prev_seq + 1,
+    };
+    let snap = Snapshot::fold(prev, c, head);
     let Some(t) = &c.transition else {
         return Ok(Some(snap));
     };
@@ -561,7 +512,7 @@ fn write_check(
             t.previous_since,
             n.next_attempt_at(),
             n.note,
-            n.status()
+            n.status().as_str()
         ])?;
     }
     if let Some(n) = &t.notify {
@@ -577,7 +528,7 @@ fn write_check(
             &n.target,
             t.previous_since,
             n.next_attempt_at(),
-            n.status(),
+            n.status().as_str(),
         )?;
     }
     Ok(Some(snap))

@@ -152,7 +152,7 @@ async fn a_service_going_down_reaches_every_kind() {
     let smtp = format!("smtp://127.0.0.1:{}", sink.port);
     let d = TestDaemon::start_with(|c| {
         c.smtp = Some(healthchecker_server::config::SmtpConfig {
-            url: smtp,
+            url: smtp.parse().unwrap(),
             from: "hc <hc@example.com>".into(),
             password: None,
         });

@@ -84,15 +84,7 @@ async fn pages_show_state_target_history_and_escape_names() {
     assert_eq!(texts(&doc, "#services tr.service a.name"), ["web"]);
 
     // The live fragment is the same table without the page around it.
-    let frag = d
-        .http
-        .get(d.at("/?fragment=1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let frag = d.text("/?fragment=1").await;
     assert!(frag.contains("id=\"services\"") && !frag.contains("<html"));
 
     // A service page: chart, history, events; the evil one escaped there too.
@@ -115,15 +107,7 @@ async fn pages_show_state_target_history_and_escape_names() {
     let (st, _) = html(&d, "/services/nope").await;
     assert_eq!(st, 404);
     // No token ever appears.
-    let page = d
-        .http
-        .get(d.at("/services/web"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = d.text("/services/web").await;
     assert!(!page.to_lowercase().contains("token"));
     d.stop().await;
 }

@@ -383,18 +383,7 @@ async fn the_list_sorts_by_state_name_and_last_change() {
             .collect::<Vec<_>>()
     };
     let dd = &d;
-    let get = |p: &'static str| async move {
-        Html::parse_document(
-            &dd.http
-                .get(dd.at(p))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-    };
+    let get = |p: &'static str| async move { Html::parse_document(&dd.text(p).await) };
     assert_eq!(names(&get("/").await), ["a-ok", "b-ok", "c-down"]);
     assert_eq!(names(&get("/?sort=state").await)[0], "c-down");
     let doc = get("/?sort=change").await;

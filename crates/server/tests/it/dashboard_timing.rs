@@ -78,7 +78,6 @@ async fn dashboard_pages_at_100k_services() {
         .map(|r| r.id)
         .collect();
     time("count_by_state", &|| drop(store.count_by_state().unwrap()));
-    time("state_counts", &|| drop(store.state_counts().unwrap()));
     time("list by name", &|| {
         drop(
             store

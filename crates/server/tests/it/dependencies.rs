@@ -10,14 +10,7 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(40);
 
 async fn setup(d: &TestDaemon, rx: &Receiver) {
-    let r = d
-        .http
-        .post(d.at("/api/v1/channels"))
-        .json(&json!({"name": "hook", "kind": "webhook", "url": rx.url("/in"), "secret": "k", "default": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    d.add_channel(json!({"name": "hook", "kind": "webhook", "url": rx.url("/in"), "secret": "k", "default": true})).await;
 }
 
 async fn service(d: &TestDaemon, name: &str, url: String, parents: &[&str]) {

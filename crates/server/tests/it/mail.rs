@@ -23,7 +23,7 @@ async fn a_mail_per_transition_with_subject_recipients_reason_and_message_id() {
     let url = format!("smtp://monitor%40example.com@127.0.0.1:{}", sink.port);
     let d = TestDaemon::start_with(|c| {
         c.smtp = Some(healthchecker_server::config::SmtpConfig {
-            url,
+            url: url.parse().unwrap(),
             from: "healthchecker <hc@example.com>".into(),
             password: Some("app-password".into()),
         });
@@ -95,7 +95,7 @@ async fn transitions_inside_the_gap_are_coalesced_into_one_mail() {
     let url = sink.url();
     let d = TestDaemon::start_with(|c| {
         c.smtp = Some(healthchecker_server::config::SmtpConfig {
-            url,
+            url: url.parse().unwrap(),
             from: "hc@example.com".into(),
             password: None,
         });
@@ -136,7 +136,7 @@ async fn a_refusing_server_delays_mail_and_records_its_reply() {
     let url = sink.url();
     let d = TestDaemon::start_with(|c| {
         c.smtp = Some(healthchecker_server::config::SmtpConfig {
-            url,
+            url: url.parse().unwrap(),
             from: "hc@example.com".into(),
             password: None,
         });
@@ -165,7 +165,7 @@ async fn a_hung_smtp_server_delays_mail_without_losing_or_duplicating_it() {
     let hung = SmtpSink::start_on(port, &dir.path().join("hung"), SmtpMode::Hang);
     let d = TestDaemon::start_with(|c| {
         c.smtp = Some(healthchecker_server::config::SmtpConfig {
-            url: format!("smtp://127.0.0.1:{port}"),
+            url: format!("smtp://127.0.0.1:{port}").parse().unwrap(),
             from: "hc@example.com".into(),
             password: None,
         });

@@ -1,6 +1,8 @@
 //! Auth modes, target controls and limits against the real daemon.
 
-use healthchecker_testkit::{assert_error, wait_for, HttpTarget, Mode, TestDaemon};
+use healthchecker_testkit::{
+    assert_error, closed_unanswered, wait_for, HttpTarget, Mode, TestDaemon,
+};
 use serde_json::json;
 use std::time::Duration;
 
@@ -315,21 +317,17 @@ async fn api_connections_and_slow_headers_are_bounded() {
     b.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // A third connection is closed at once.
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .ok();
-    let mut buf = Vec::new();
-    let n = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
-        .await
-        .expect("closed promptly");
-    assert!(
-        n.is_err() || buf.is_empty(),
-        "the third connection was served: {}",
-        String::from_utf8_lossy(&buf)
-    );
+    // Once the daemon has accepted both, a third connection is closed at
+    // once, unanswered (one tried before that may still be served).
+    wait_for(
+        "a third connection to be refused",
+        Duration::from_secs(5),
+        || async {
+            let c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            closed_unanswered(c).await.then_some(())
+        },
+    )
+    .await;
     // The slow-loris connections are closed after the header timeout.
     let mut rest = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(15), a.read_to_end(&mut rest)).await;
@@ -338,11 +336,15 @@ async fn api_connections_and_slow_headers_are_bounded() {
         "a connection that never finishes its headers is closed"
     );
     drop(b);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        d.http.get(d.at("/health")).send().await.unwrap().status(),
-        200,
-        "slots are freed"
-    );
+    // Slots are freed: soon a request is served again.
+    wait_for(
+        "a freed connection slot",
+        Duration::from_secs(5),
+        || async {
+            let r = d.http.get(d.at("/health")).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
     d.stop().await;
 }

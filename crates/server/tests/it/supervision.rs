@@ -63,7 +63,9 @@ async fn health_reports_each_essential_task() {
     // With SMTP, the sender is watched too.
     let d = TestDaemon::start_with(|c| {
         c.smtp = Some(healthchecker_server::config::SmtpConfig {
-            url: format!("smtp://127.0.0.1:{}", healthchecker_testkit::closed_port()),
+            url: format!("smtp://127.0.0.1:{}", healthchecker_testkit::closed_port())
+                .parse()
+                .unwrap(),
             from: "hc <hc@example.com>".into(),
             password: None,
         })

@@ -17,6 +17,7 @@ mod charts;
 mod forms;
 mod found;
 mod login;
+mod notifications;
 mod pages;
 mod silence_forms;
 mod status;

@@ -8,8 +8,8 @@ use crate::http::dto::path_segment;
 use crate::http::extract::{Query, ServiceName};
 use crate::http::{ApiError, AppState};
 use crate::store::{
-    CheckRecord, EventRecord, NotificationRecord, ServiceFilter, ServiceOrder, ServiceRecord,
-    UptimeWindows,
+    CheckRecord, DeliveryRecord, EventRecord, NotificationRecord, ServiceFilter, ServiceOrder,
+    ServiceRecord, StateCounts, UptimeWindows,
 };
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -190,7 +190,10 @@ pub(super) async fn index(
     let cache = app.clone();
     let d = app
         .read(move |s| {
-            let (counts, paused) = cache.state_counts.get(s, now_ms())?;
+            let StateCounts {
+                by_state: counts,
+                paused,
+            } = cache.state_counts.get(s, now_ms())?;
             let services = s.list_services_ordered(&filter, order)?;
             let ids: Vec<i64> = services.iter().map(|r| r.id).collect();
             Ok(IndexData {
@@ -255,6 +258,7 @@ struct ServiceData {
     checks: Vec<CheckRecord>,
     events: Vec<EventRecord>,
     notifications: Vec<NotificationRecord>,
+    deliveries: Vec<DeliveryRecord>,
     uptime: UptimeWindows,
     silenced_until: Option<i64>,
 }
@@ -325,25 +329,7 @@ fn service_live(d: &ServiceData) -> Markup {
             }
         }
         section { h2 { "Events" } (events_table(&d.events, false)) }
-        section {
-            h2 { "Mails" }
-            div class="scroll" {
-                table class="notifications" {
-                    thead { tr { th { "time" } th { "change" } th { "status" } th { "attempts" } th { "note" } } }
-                    tbody {
-                        @for n in &d.notifications {
-                            tr {
-                                td { (when(n.created_at)) }
-                                td { (n.from.as_str()) " → " (n.to.as_str()) }
-                                td { (n.status) }
-                                td { (n.attempts) }
-                                td class="reason" { (n.last_error.as_deref().unwrap_or("")) }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        (super::notifications::section(&d.notifications, &d.deliveries))
     }
 }
 
@@ -379,7 +365,8 @@ pub(super) async fn service_page(
             Ok(Some(ServiceData {
                 checks: s.checks(rec.id, 200)?,
                 events: s.events(Some(&n), 30)?,
-                notifications: s.notifications(None, Some(&n), 30)?,
+                notifications: s.notifications(None, Some(&n), super::notifications::ROWS)?,
+                deliveries: s.deliveries(None, Some(&n), super::notifications::ROWS)?,
                 uptime: s
                     .uptime_windows(&[rec.id], now_ms())?
                     .remove(&rec.id)

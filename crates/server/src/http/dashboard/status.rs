@@ -10,7 +10,7 @@ use super::{no_cache, pct};
 use crate::clock::{now_ms, rfc3339};
 use crate::http::extract::Query;
 use crate::http::{ApiError, AppState};
-use crate::store::{ServiceFilter, ServiceOrder};
+use crate::store::{DayUptime, ServiceFilter, ServiceOrder};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -32,14 +32,14 @@ struct Row {
     name: String,
     state: HealthState,
     paused: bool,
-    days: Vec<(i64, i64)>,
+    days: Vec<DayUptime>,
 }
 
-fn day_bar(days: &[(i64, i64)], now: i64) -> Markup {
+fn day_bar(days: &[DayUptime], now: i64) -> Markup {
     let n = days.len() as i64;
     html! {
         div class="statusbar" role="img" aria-label={"daily uptime over the last " (n) " days"} {
-            @for (i, (ok, total)) in days.iter().enumerate() {
+            @for (i, DayUptime { ok, total }) in days.iter().enumerate() {
                 @let day = rfc3339(now - (n - 1 - i as i64) * 86_400_000);
                 @let date = day.get(..10).unwrap_or_default().to_string();
                 @if *total == 0 {
@@ -112,10 +112,11 @@ async fn status(State(app): State<AppState>, q: Query) -> Result<Response, ApiEr
                     after: None,
                 };
                 let services = s.list_services_ordered(&filter, ServiceOrder::Name)?;
-                (services, cache.state_counts.get(s, now)?.0)
+                (services, cache.state_counts.get(s, now)?.by_state)
             } else {
                 // `--status-page-tags`: only the services carrying one.
-                s.services_tagged(tags, PAGE, page_no * PAGE)?
+                let page = s.services_tagged(tags, PAGE, page_no * PAGE)?;
+                (page.services, page.counts)
             };
             let mut rows = Vec::new();
             for r in services {
@@ -139,7 +140,7 @@ async fn status(State(app): State<AppState>, q: Query) -> Result<Response, ApiEr
                     p class="notice" id="overall" role="status" { (overall(&rows, &counts)) }
                     ul class="status-list" id="status" {
                         @for r in &rows {
-                            @let total: (i64, i64) = r.days.iter().fold((0, 0), |a, d| (a.0 + d.0, a.1 + d.1));
+                            @let total: (i64, i64) = r.days.iter().fold((0, 0), |a, d| (a.0 + d.ok, a.1 + d.total));
                             li class="status-row" data-name=(r.name) {
                                 div class="status-head" {
                                     strong class="name" { (r.name) }

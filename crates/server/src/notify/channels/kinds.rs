@@ -4,7 +4,7 @@
 //! Errors never carry a URL (a Telegram token is part of its path) nor a
 //! header: only the status and a bounded snippet of the answer.
 
-use super::message::Message;
+use crate::notify::message::Message;
 use healthchecker_core::channel::{Channel, ChannelKind};
 use healthchecker_core::HealthState;
 use hmac::{KeyInit, Mac};
@@ -161,10 +161,7 @@ pub fn request(
         )
         .header("X-Gotify-Key", secret),
         ChannelKind::Matrix => {
-            let seg = |s: &str| {
-                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string()
-            };
+            let seg = healthchecker_core::api::path_segment;
             let room = channel.room.as_deref().unwrap_or_default();
             http.put(format!(
                 "{url}/_matrix/client/v3/rooms/{}/send/m.room.message/{}",

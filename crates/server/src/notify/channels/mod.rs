@@ -11,20 +11,26 @@
 //! until its newest row is 24 h old. A row is marked sent only after the
 //! receiver's 2xx: delivery is at-least-once, and the delivery id (the
 //! Idempotency-Key, the Matrix txn id) lets a receiver drop a repeat.
+//!
+//! Digests (SPEC section 14): before reading what is due, each pass lets
+//! the store decide the newly due rows ([`Store::decide_digests`]): sent on
+//! their own, or held (`digested`) for their channel's digest, which goes
+//! out as one message when its window ends and is retried like a row.
 
 pub mod kinds;
-pub mod message;
 pub mod mqtt;
+pub mod mqtt_sync;
 
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
+use crate::notify::message::Message;
 use crate::notify::render::Mail;
 use crate::notify::sender::{count_outcome, outcome_of_failure, Retry, POLL};
 use crate::notify::Mailer;
-use crate::store::{DeliveryRecord, Store};
+use crate::store::{DeliveryRecord, DigestRecord, Store};
 use healthchecker_core::channel::{Channel, ChannelKind};
+use healthchecker_core::policy::DigestRule;
 use kinds::DeliveryError;
-use message::Message;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -41,24 +47,35 @@ pub struct Dispatcher {
     mailer: Option<Mailer>,
     public_url: String,
     host: String,
+    digests: DigestRule,
+    /// Shared with the MQTT presence sync ([`mqtt_sync::run`]).
+    presence: mqtt_sync::Presence,
 }
 
 impl Dispatcher {
     /// A dispatcher; `mailer` is `None` when SMTP is not configured (then
     /// `email` channels fail with that reason and are retried).
     pub fn new(store: Store, mailer: Option<Mailer>, public_url: String) -> Dispatcher {
-        let host = hostname::get()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "healthchecker".into());
+        let host = crate::host::name_or_default();
         Dispatcher {
             store,
             http: kinds::client(),
             mailer,
             public_url,
             host,
+            digests: DigestRule {
+                threshold: 0,
+                window_ms: 0,
+            },
+            presence: mqtt_sync::Presence::default(),
         }
+    }
+
+    /// Digests with `rule` (`--digest-threshold`, `--digest-window`);
+    /// without this call, none are made.
+    pub fn with_digests(mut self, rule: DigestRule) -> Dispatcher {
+        self.digests = rule;
+        self
     }
 
     /// The daemon's public URL (links in messages).
@@ -89,18 +106,22 @@ impl Dispatcher {
                     retry_after: None,
                 })
             }
-            ChannelKind::Mqtt => mqtt::send(channel, m).await,
+            ChannelKind::Mqtt => {
+                let sent = mqtt::send(channel, m).await;
+                if sent.is_ok() && !m.test && m.digest.is_none() {
+                    // The sync republishes the current state over it.
+                    self.presence.touched(&channel.name, m.service_id);
+                }
+                sent
+            }
             _ => kinds::send(&self.http, channel, m).await,
         }
     }
 
-    /// Delivers the due groups of one channel, one after another.
-    async fn deliver_channel(
-        &self,
-        name: &str,
-        groups: Vec<Vec<DeliveryRecord>>,
-        metrics: &Metrics,
-    ) {
+    /// Delivers the due digests, then the due groups of one channel, one
+    /// after another.
+    async fn deliver_channel(&self, name: &str, work: Work, metrics: &Metrics) {
+        let Work { digests, groups } = work;
         let channel = match self
             .store
             .read({
@@ -115,6 +136,10 @@ impl Dispatcher {
                 return;
             }
         };
+        for d in digests {
+            let outcome = self.deliver_digest(channel.as_ref(), d).await;
+            count_outcome(metrics, outcome);
+        }
         for rows in groups {
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             let result = match &channel {
@@ -167,6 +192,69 @@ impl Dispatcher {
             count_outcome(metrics, outcome);
         }
     }
+}
+
+impl Dispatcher {
+    /// Delivers one digest to its channel (`None`: deleted, given up);
+    /// returns the metric's outcome.
+    async fn deliver_digest(&self, channel: Option<&Channel>, d: DigestRecord) -> &'static str {
+        let result = match channel {
+            Some(c) => {
+                let items = {
+                    let d = d.clone();
+                    self.store.read(move |s| s.digest_items(&d)).await
+                };
+                match items {
+                    Ok(items) => {
+                        let m = Message::digest(&d, &items, &self.public_url);
+                        self.deliver(c, &m).await
+                    }
+                    Err(e) => Err(DeliveryError {
+                        message: format!("cannot read the digest: {e}"),
+                        retry_after: None,
+                    }),
+                }
+            }
+            None => Err(DeliveryError {
+                message: "channel deleted".into(),
+                retry_after: None,
+            }),
+        };
+        let now = now_ms();
+        let s = self.store.clone();
+        match result {
+            Ok(()) => {
+                tracing::info!(channel = %d.destination, delivery_id = %d.delivery_id(), "digest delivered");
+                let r = tokio::task::spawn_blocking(move || s.mark_digest_sent(d.id, now)).await;
+                if let Ok(Err(e)) = r {
+                    tracing::error!(error = %e, "digest delivered but not marked; it may be sent again");
+                }
+                "sent"
+            }
+            Err(e) => {
+                let retry = Retry::after_failure(
+                    std::iter::once((d.attempts, d.ends_at)),
+                    now,
+                    e.retry_after,
+                );
+                let give_up = channel.is_none() || retry.give_up;
+                tracing::warn!(channel = %d.destination, attempts = retry.attempts, error = %e.message, give_up, "digest delivery failed");
+                let next = retry.next_attempt_at;
+                let _ = tokio::task::spawn_blocking(move || {
+                    s.mark_digest_failed(d.id, &e.message, next, give_up)
+                })
+                .await;
+                outcome_of_failure(give_up)
+            }
+        }
+    }
+}
+
+/// What one channel's task delivers in a pass.
+#[derive(Default)]
+struct Work {
+    digests: Vec<DigestRecord>,
+    groups: Vec<Vec<DeliveryRecord>>,
 }
 
 /// Groups due rows by channel, then by service (each group oldest first).
@@ -227,6 +315,18 @@ pub async fn run(d: Arc<Dispatcher>, metrics: Arc<Metrics>, cancel: Cancellation
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot release held notifications"),
             _ => {}
         }
+        if d.digests.enabled() {
+            let (s, rule) = (d.store.clone(), d.digests);
+            match tokio::task::spawn_blocking(move || s.decide_digests("channel", now_ms(), rule))
+                .await
+            {
+                Ok(Ok((_, held))) if held > 0 => {
+                    tracing::info!(held, "channel notifications held for a digest")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot decide digests"),
+                _ => {}
+            }
+        }
         let due = match d.store.read(|s| s.due_deliveries(now_ms(), BATCH)).await {
             Ok(rows) => rows,
             Err(e) => {
@@ -234,7 +334,25 @@ pub async fn run(d: Arc<Dispatcher>, metrics: Arc<Metrics>, cancel: Cancellation
                 continue;
             }
         };
+        let digests = d
+            .store
+            .read(|s| s.due_digests("channel", now_ms(), BATCH))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the due digests");
+                Vec::new()
+            });
+        let mut work: BTreeMap<String, Work> = BTreeMap::new();
+        for dg in digests {
+            work.entry(dg.destination.clone())
+                .or_default()
+                .digests
+                .push(dg);
+        }
         for (channel, groups) in group(due) {
+            work.entry(channel).or_default().groups = groups;
+        }
+        for (channel, groups) in work {
             if !busy
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

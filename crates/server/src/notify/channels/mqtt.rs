@@ -5,15 +5,19 @@
 //! One connection per delivery (QoS 1, retained): the message counts as
 //! delivered once the broker acknowledged every publish (PUBACK). A broker
 //! that is down or restarts fails the delivery, which the outbox retries.
+//! Every served service is also kept on the broker, notified or not, by
+//! the presence sync ([`super::mqtt_sync`]), which publishes through
+//! [`publish`] too.
 //!
 //! Topics use the service's id, which is never reused, because a name may
 //! hold `/`, `+` or `#`:
 //! - `{discovery_prefix}/binary_sensor/healthchecker_{id}/config`
-//! - `{topic_prefix}/service/{id}/state`: `ON` (healthy, degraded) or `OFF`
+//! - `{topic_prefix}/service/{id}/state`: `ON` (healthy, degraded), `OFF`
+//!   (unhealthy) or `None` (unknown)
 //! - `{topic_prefix}/service/{id}/attributes`: state, reason, since, target, link
 
 use super::kinds::DeliveryError;
-use super::message::Message;
+use crate::notify::message::Message;
 use healthchecker_core::channel::{Channel, MQTT_DISCOVERY_PREFIX, MQTT_TOPIC_PREFIX};
 use healthchecker_core::HealthState;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
@@ -23,37 +27,74 @@ use std::time::Duration;
 /// Longest one delivery (connect, publish, acknowledgements) may take.
 pub const MQTT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The retained publications for `m`: (topic, payload), in order.
-pub fn publications(channel: &Channel, m: &Message) -> Vec<(String, String)> {
+/// The topics of one service on one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// `{discovery_prefix}/binary_sensor/healthchecker_{id}/config`.
+    pub config: String,
+    /// `{topic_prefix}/service/{id}/state`.
+    pub state: String,
+    /// `{topic_prefix}/service/{id}/attributes`.
+    pub attributes: String,
+}
+
+/// The topics of service `service_id` on `channel`.
+pub fn topics(channel: &Channel, service_id: i64) -> Topics {
     let prefix = channel.topic_prefix.as_deref().unwrap_or(MQTT_TOPIC_PREFIX);
-    if m.test {
-        return vec![(format!("{prefix}/test"), m.short())];
-    }
     let discovery = channel
         .discovery_prefix
         .as_deref()
         .unwrap_or(MQTT_DISCOVERY_PREFIX);
-    let id = format!("healthchecker_{}", m.service_id);
-    let base = format!("{prefix}/service/{}", m.service_id);
-    let config = serde_json::json!({
+    let base = format!("{prefix}/service/{service_id}");
+    Topics {
+        config: format!("{discovery}/binary_sensor/healthchecker_{service_id}/config"),
+        state: format!("{base}/state"),
+        attributes: format!("{base}/attributes"),
+    }
+}
+
+/// The Home Assistant discovery config of service `service_id` named
+/// `service` (the device's name), whose dashboard page is `link`.
+pub fn discovery_config(t: &Topics, service_id: i64, service: &str, link: &str) -> String {
+    let id = format!("healthchecker_{service_id}");
+    serde_json::json!({
         "name": null,
         "unique_id": id,
         "object_id": id,
         "device_class": "connectivity",
-        "state_topic": format!("{base}/state"),
+        "state_topic": t.state,
         "payload_on": "ON",
         "payload_off": "OFF",
-        "json_attributes_topic": format!("{base}/attributes"),
+        "json_attributes_topic": t.attributes,
         "device": {
             "identifiers": [id],
-            "name": m.service,
+            "name": service,
             "manufacturer": "healthchecker",
             "model": "health check",
-            "configuration_url": m.link,
+            "configuration_url": link,
         },
         "origin": {"name": "healthchecker", "sw_version": env!("CARGO_PKG_VERSION")},
-    });
-    let on = matches!(m.state, HealthState::Healthy | HealthState::Degraded);
+    })
+    .to_string()
+}
+
+/// The state topic's payload: `ON` (healthy, degraded), `OFF` (unhealthy),
+/// `None` (unknown: Home Assistant shows the sensor's state as unknown).
+pub fn state_payload(state: HealthState) -> &'static str {
+    match state {
+        HealthState::Healthy | HealthState::Degraded => "ON",
+        HealthState::Unhealthy => "OFF",
+        HealthState::Unknown => "None",
+    }
+}
+
+/// The retained publications for `m`: (topic, payload), in order.
+pub fn publications(channel: &Channel, m: &Message) -> Vec<(String, String)> {
+    if m.test {
+        let prefix = channel.topic_prefix.as_deref().unwrap_or(MQTT_TOPIC_PREFIX);
+        return vec![(format!("{prefix}/test"), m.short())];
+    }
+    let t = topics(channel, m.service_id);
     let attributes = serde_json::json!({
         "service": m.service,
         "state": m.state.as_str(),
@@ -65,14 +106,11 @@ pub fn publications(channel: &Channel, m: &Message) -> Vec<(String, String)> {
     });
     vec![
         (
-            format!("{discovery}/binary_sensor/{id}/config"),
-            config.to_string(),
+            t.config.clone(),
+            discovery_config(&t, m.service_id, &m.service, &m.link),
         ),
-        (format!("{base}/attributes"), attributes.to_string()),
-        (
-            format!("{base}/state"),
-            if on { "ON" } else { "OFF" }.to_string(),
-        ),
+        (t.attributes, attributes.to_string()),
+        (t.state, state_payload(m.state).to_string()),
     ]
 }
 
@@ -122,11 +160,21 @@ fn options(channel: &Channel, client_id: &str) -> Result<MqttOptions, DeliveryEr
 
 /// Publishes `m` to the broker; `Ok` once every publish is acknowledged.
 pub async fn send(channel: &Channel, m: &Message) -> Result<(), DeliveryError> {
-    let pubs = publications(channel, m);
     let client_id = format!("healthchecker-{}", m.delivery_id);
-    let opts = options(channel, &client_id)?;
+    publish(channel, &client_id, publications(channel, m), !m.test).await
+}
+
+/// Publishes `pubs` (topic, payload; an empty payload clears a retained
+/// message) in order over one connection as `client_id`, QoS 1; `Ok` once
+/// the broker acknowledged every one, within [`MQTT_TIMEOUT`].
+pub async fn publish(
+    channel: &Channel,
+    client_id: &str,
+    pubs: Vec<(String, String)>,
+    retain: bool,
+) -> Result<(), DeliveryError> {
+    let opts = options(channel, client_id)?;
     let (client, mut events) = AsyncClient::new(opts, pubs.len() + 4);
-    let retain = !m.test;
     let n = pubs.len();
     for (topic, payload) in pubs {
         client

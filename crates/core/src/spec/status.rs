@@ -1,0 +1,77 @@
+//! Which HTTP statuses pass a check.
+
+use super::SpecError;
+use std::fmt;
+use std::str::FromStr;
+
+/// Which HTTP statuses pass: a list of inclusive ranges (`"200"`, `"200-399"`, `"200,204"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExpectedStatus(Vec<(u16, u16)>);
+
+impl Default for ExpectedStatus {
+    fn default() -> Self {
+        ExpectedStatus(vec![(200, 200)])
+    }
+}
+
+impl ExpectedStatus {
+    /// True when `status` is acceptable.
+    pub fn matches(&self, status: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
+impl fmt::Display for ExpectedStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl FromStr for ExpectedStatus {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            SpecError::invalid(
+                "expected_status",
+                format!("invalid expected_status {s:?} (valid: codes or ranges from 100 to 599, e.g. \"200\", \"200-399\", \"200,204\")"),
+            )
+        };
+        let code = |t: &str| -> Result<u16, SpecError> {
+            let v: u16 = t.trim().parse().map_err(|_| bad())?;
+            if (100..=599).contains(&v) {
+                Ok(v)
+            } else {
+                Err(bad())
+            }
+        };
+        let mut ranges = Vec::new();
+        for part in s.split(',') {
+            let r = match part.split_once('-') {
+                Some((a, b)) => (code(a)?, code(b)?),
+                None => {
+                    let c = code(part)?;
+                    (c, c)
+                }
+            };
+            if r.0 > r.1 {
+                return Err(bad());
+            }
+            ranges.push(r);
+        }
+        if ranges.is_empty() || ranges.len() > 16 {
+            return Err(bad());
+        }
+        Ok(ExpectedStatus(ranges))
+    }
+}

@@ -1,0 +1,252 @@
+//! The configuration's layers, precedence and messages.
+
+use super::*;
+
+fn s(key: &str, v: &str, source: Source) -> Setting {
+    Setting {
+        key: key.into(),
+        values: vec![v.into()],
+        source,
+    }
+}
+
+#[test]
+fn defaults_are_the_spec_s() {
+    let c = Config::resolve_with_env(vec![], |_| None).unwrap();
+    assert_eq!(c.bind.to_string(), "0.0.0.0:8484");
+    assert!(c.db.ends_with("healthchecker/healthchecker.db"));
+    assert!(c.mdns && c.legacy_mdns);
+    assert_eq!(c.notify_min_gap, Duration::from_secs(60));
+    assert!(c.smtp.is_none());
+    assert_eq!(c.digest_threshold, 5);
+    assert_eq!(c.digest_window, Duration::from_secs(30));
+}
+
+#[test]
+fn digest_options_come_from_every_layer_and_are_bounded() {
+    let c = Config::resolve_with_env(
+        vec![
+            s("digest-threshold", "0", Source::Cli),
+            s(
+                "digest-window",
+                "90",
+                Source::Env("HEALTHCHECKER_DIGEST_WINDOW".into()),
+            ),
+        ],
+        |_| None,
+    )
+    .unwrap();
+    assert_eq!((c.digest_threshold, c.digest_window.as_secs()), (0, 90));
+    let e = Config::resolve_with_env(vec![s("digest-window", "0", Source::Cli)], |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--digest-window"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hc.toml");
+    std::fs::write(&file, "digest_threshold = 12\ndigest-window = 60\n").unwrap();
+    let c = Config::resolve_with_env(
+        vec![s("config", file.to_str().unwrap(), Source::Cli)],
+        |_| None,
+    )
+    .unwrap();
+    assert_eq!((c.digest_threshold, c.digest_window.as_secs()), (12, 60));
+}
+
+#[test]
+fn keep_checks_is_bounded_and_names_the_option() {
+    let keep = |v: &str| {
+        Config::resolve_with_env(vec![s("keep-checks", v, Source::Cli)], |_| None)
+            .map(|c| c.keep_checks)
+    };
+    assert_eq!(
+        Config::resolve_with_env(vec![], |_| None)
+            .unwrap()
+            .keep_checks,
+        100
+    );
+    assert_eq!(keep("10").unwrap(), 10);
+    assert_eq!(keep("100000").unwrap(), 100_000);
+    for bad in ["9", "100001", "-1", "many"] {
+        let e = keep(bad).unwrap_err().to_string();
+        assert!(e.contains("--keep-checks") && e.contains(bad), "{e}");
+    }
+}
+
+#[test]
+fn deny_targets_add_to_the_default_list_and_none_empties_it() {
+    let deny = |v: &str| {
+        Config::resolve_with_env(vec![s("deny-targets", v, Source::Cli)], |_| None)
+            .map(|c| c.targets.deny)
+    };
+    let defaults = crate::probe::TargetPolicy::default_deny();
+    assert_eq!(
+        Config::resolve_with_env(vec![], |_| None)
+            .unwrap()
+            .targets
+            .deny,
+        defaults
+    );
+    let more = deny("10.0.0.0/8").unwrap();
+    assert_eq!(more.len(), defaults.len() + 1);
+    assert!(more.starts_with(&defaults));
+    assert!(deny("none").unwrap().is_empty());
+    let e = deny("none,10.0.0.0/8").unwrap_err().to_string();
+    assert!(e.contains("--deny-targets") && e.contains("none"), "{e}");
+}
+
+#[test]
+fn an_api_certificate_needs_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("cert.pem");
+    std::fs::write(&f, "x").unwrap();
+    let f = f.to_str().unwrap();
+    let e = Config::resolve_with_env(vec![s("tls-cert", f, Source::Cli)], |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--tls-cert needs --tls-key"), "{e}");
+    let e = Config::resolve_with_env(vec![s("tls-key", "/no/such/key", Source::Cli)], |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--tls-key") && e.contains("no such file"), "{e}");
+    let c = Config::resolve_with_env(
+        vec![s("tls-cert", f, Source::Cli), s("tls-key", f, Source::Cli)],
+        |_| None,
+    )
+    .unwrap();
+    assert!(c.api_tls.is_some());
+}
+
+#[test]
+fn a_password_in_the_smtp_url_is_never_echoed() {
+    let e = Config::resolve_with_env(
+        vec![s(
+            "smtp-url",
+            "smtp://me:hunter2@mail.example:587",
+            Source::Cli,
+        )],
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--smtp-url") && !e.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn cli_beats_env_beats_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hc.toml");
+    std::fs::write(
+        &file,
+        "bind = \"127.0.0.1:1111\"\nlog_format = \"json\"\nmax-concurrent-probes = 7\n",
+    )
+    .unwrap();
+    let cfg = |extra: Vec<Setting>| {
+        let mut v = vec![s("config", file.to_str().unwrap(), Source::Cli)];
+        v.extend(extra);
+        Config::resolve_with_env(v, |_| None).unwrap()
+    };
+    let c = cfg(vec![]);
+    assert_eq!(c.bind.port(), 1111);
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert_eq!(c.max_concurrent_probes, 7);
+    let c = cfg(vec![s(
+        "bind",
+        "127.0.0.1:2222",
+        Source::Env("HEALTHCHECKER_BIND".into()),
+    )]);
+    assert_eq!(c.bind.port(), 2222);
+}
+
+#[test]
+fn the_command_line_struct_is_merged_over_the_file_option_by_option() {
+    use clap::{Args, FromArgMatches};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hc.toml");
+    std::fs::write(
+        &file,
+        "log_format = \"json\"\nno-mdns = true\nkeep_checks = 500\n",
+    )
+    .unwrap();
+    let m = RawOptions::augment_args(clap::Command::new("serve"))
+        .try_get_matches_from([
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--log-format",
+            "text",
+            "--auto-monitor",
+            "_ipp._tcp,_smb._tcp",
+        ])
+        .unwrap();
+    let raw = RawOptions::from_arg_matches(&m).unwrap();
+    let c = Config::resolve(Layer::from_cli(&raw, &m)).unwrap();
+    assert_eq!(c.log_format, LogFormat::Text, "the command line wins");
+    assert!(
+        !c.mdns,
+        "a flag the command line does not give comes from the file"
+    );
+    assert_eq!(c.keep_checks, 500);
+    assert_eq!(c.auto_monitor, ["_ipp._tcp", "_smb._tcp"]);
+    let m = RawOptions::augment_args(clap::Command::new("serve"))
+        .try_get_matches_from(["serve", "--keep-checks", "5"])
+        .unwrap();
+    let raw = RawOptions::from_arg_matches(&m).unwrap();
+    let e = Config::resolve(Layer::from_cli(&raw, &m))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--keep-checks") && e.contains("command line"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_option_is_a_key() {
+    let keys = keys();
+    assert_eq!(keys.len(), 33, "{keys:?}");
+    assert!(keys.contains(&"max-connections-per-client".to_string()));
+    assert!(keys.contains(&"no-mdns".to_string()));
+}
+
+#[test]
+fn errors_name_option_value_and_source() {
+    let e = Config::resolve_with_env(
+        vec![s("bind", "nope", Source::Env("HEALTHCHECKER_BIND".into()))],
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("--bind")
+            && e.contains("\"nope\"")
+            && e.contains("environment variable HEALTHCHECKER_BIND"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hc.toml");
+    std::fs::write(&file, "notify_min_gap = -5\n").unwrap();
+    let e = Config::resolve_with_env(
+        vec![s("config", file.to_str().unwrap(), Source::Cli)],
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("--notify-min-gap") && e.contains("config file"),
+        "{e}"
+    );
+    std::fs::write(&file, "bnid = 1\n").unwrap();
+    let e = Config::resolve_with_env(
+        vec![s("config", file.to_str().unwrap(), Source::Cli)],
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown key \"bnid\""), "{e}");
+    let e = Config::resolve_with_env(vec![s("config", "/nonexistent.toml", Source::Cli)], |_| {
+        None
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("cannot read config file"), "{e}");
+}

@@ -1,0 +1,412 @@
+//! The scheduler loop on tokio's paused clock: scripted checks instead of
+//! probes, the writes captured instead of stored, wall time following the
+//! paused clock ([`Clock::following_tokio`]). Hours of schedule run in
+//! milliseconds, and times are asserted exactly.
+
+use super::probe::Script;
+use super::*;
+use crate::clock::Clock;
+use crate::store::CheckWrite;
+use healthchecker_core::heartbeat::Ping;
+use healthchecker_core::CheckResult::{self, Fail, Pass};
+use healthchecker_core::HealthState::{Degraded, Healthy, Unhealthy, Unknown};
+use std::sync::Mutex;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Wall time at the start of every test (Unix ms).
+const T0: i64 = 1_800_000_000_000;
+
+/// A scheduler with one service, its writes and its command handle.
+struct Harness {
+    handle: SchedulerHandle,
+    writes: UnboundedReceiver<CheckWrite>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    /// The scheduler's wall clock.
+    clock: Clock,
+}
+
+impl Harness {
+    /// Starts the scheduler with `services`; checks answer with `script`.
+    fn start(services: Vec<ServiceRecord>, script: Script, min_gap_ms: i64) -> Harness {
+        let (writer, writes) = WriterHandle::capture();
+        let cfg = SchedulerConfig {
+            max_concurrent_probes: 16,
+            notify_min_gap_ms: min_gap_ms,
+            outbox_note: None,
+            silences: Default::default(),
+            clock: Clock::following_tokio(T0),
+        };
+        let clock = cfg.clock;
+        let parts = Parts {
+            cfg,
+            checker: Checker::Script(script),
+            writer,
+            metrics: Arc::new(Metrics::new()),
+        };
+        let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let handle = start_with(services, parts, cancel.clone(), &tasks);
+        Harness {
+            handle,
+            writes,
+            cancel,
+            tasks,
+            clock,
+        }
+    }
+
+    /// The next `n` writes; fails if they do not come within a virtual day
+    /// (the clock is paused: that costs no real time).
+    async fn next(&mut self, n: usize) -> Vec<CheckWrite> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let w = tokio::time::timeout(Duration::from_secs(86_400), self.writes.recv())
+                .await
+                .expect("a check within a day")
+                .expect("scheduler running");
+            out.push(w);
+        }
+        out
+    }
+
+    /// Asserts that nothing is written for `span` of virtual time.
+    async fn quiet_for(&mut self, span: Duration) {
+        let got = tokio::time::timeout(span, self.writes.recv()).await;
+        assert!(got.is_err(), "unexpected write: {got:?}");
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// A stored service `id` registered at `T0` from a registration body.
+fn service(id: i64, body: serde_json::Value) -> ServiceRecord {
+    let req = healthchecker_core::RegisterRequest::from_json(body.to_string().as_bytes())
+        .expect("a registration");
+    let spec = ServiceSpec::try_from(req).expect("valid registration");
+    ServiceRecord {
+        id,
+        spec,
+        paused: false,
+        state: Unknown,
+        successes: 0,
+        failures: 0,
+        state_since: T0,
+        last_check: None,
+        last_healthy_at: None,
+        last_failure_reason: None,
+        cert_expires_at: None,
+        created_at: T0,
+        updated_at: T0,
+        last_notified_at: None,
+        ping_id: None,
+        last_ping_at: None,
+        last_success_ping_at: None,
+    }
+}
+
+/// A polled service checking every `interval` seconds.
+fn polled(interval: u32, healthy: u32, unhealthy: u32) -> ServiceRecord {
+    service(
+        7,
+        serde_json::json!({
+            "name": "web", "url": "http://127.0.0.1:9/", "email": ["ops@example.com"],
+            "interval": interval, "timeout": 2,
+            "healthy_threshold": healthy, "unhealthy_threshold": unhealthy,
+        }),
+    )
+}
+
+/// Answers the listed results in order, then the last one forever; each
+/// check takes `takes` (of paused time).
+fn results(list: &[CheckResult], takes: Duration) -> Script {
+    let left = Arc::new(Mutex::new(list.to_vec()));
+    Arc::new(move |_| {
+        let result = {
+            let mut left = left.lock().unwrap();
+            if left.len() > 1 {
+                left.remove(0)
+            } else {
+                left[0]
+            }
+        };
+        Box::pin(async move {
+            tokio::time::sleep(takes).await;
+            let mut o = match result {
+                Fail => ProbeOutcome::fail("HTTP 503"),
+                _ => ProbeOutcome::pass(),
+            };
+            o.result = result;
+            o.duration = takes;
+            o
+        })
+    })
+}
+
+fn times(writes: &[CheckWrite]) -> Vec<i64> {
+    writes.iter().map(|w| w.at).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn checks_every_interval_without_drift() {
+    // Each check takes 700 ms: a schedule of `finish + interval` would
+    // drift by that much per check; fixed rate does not.
+    let mut h = Harness::start(
+        vec![polled(5, 2, 2)],
+        results(&[Pass], Duration::from_millis(700)),
+        0,
+    );
+    let at = times(&h.next(40).await);
+    let first = at[0] - T0;
+    assert!(
+        (0..5_000).contains(&first),
+        "first check within one interval of start: {first} ms"
+    );
+    let gaps: Vec<i64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|g| *g == 5_000), "{gaps:?}");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_service_keeps_its_interval() {
+    // No back-off: a failing service is checked as often as a healthy one
+    // (the SPEC's back-offs are for mail and channel retries).
+    let mut h = Harness::start(
+        vec![polled(10, 2, 2)],
+        results(&[Fail], Duration::from_millis(20)),
+        0,
+    );
+    let w = h.next(12).await;
+    assert!(w.iter().all(|c| c.result == Fail));
+    assert_eq!(w.last().unwrap().state, Unhealthy);
+    let gaps: Vec<i64> = times(&w).windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|g| *g == 10_000), "{gaps:?}");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_check_slower_than_the_interval_skips_slots_instead_of_piling_up() {
+    // Interval 5 s, a check takes 12 s: the slots at +5 s and +10 s find
+    // it in flight and are skipped; the next one starts at +15 s.
+    let mut h = Harness::start(
+        vec![polled(5, 2, 2)],
+        results(&[Pass], Duration::from_secs(12)),
+        0,
+    );
+    let gaps: Vec<i64> = times(&h.next(6).await)
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
+    assert!(gaps.iter().all(|g| *g == 15_000), "{gaps:?}");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn thresholds_decide_healthy_and_unhealthy() {
+    // healthy_threshold 3, unhealthy_threshold 2.
+    let script = [Pass, Pass, Pass, Fail, Fail, Pass, Pass, Pass];
+    let mut h = Harness::start(
+        vec![polled(5, 3, 2)],
+        results(&script, Duration::from_millis(10)),
+        0,
+    );
+    let w = h.next(script.len()).await;
+    let states: Vec<_> = w.iter().map(|c| c.state).collect();
+    assert_eq!(
+        states,
+        [Unknown, Unknown, Healthy, Degraded, Unhealthy, Unhealthy, Unhealthy, Healthy]
+    );
+    // Each change is recorded with the check that caused it, the state it
+    // left and since when; it notifies unless it is the first verdict.
+    let changes: Vec<_> = w
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.transition.as_ref().map(|t| (i, c.at, t)))
+        .collect();
+    let found: Vec<_> = changes
+        .iter()
+        .map(|(i, _, t)| (*i, t.from, t.notify.is_some()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (2, Unknown, false),
+            (3, Healthy, true),
+            (4, Degraded, true),
+            (7, Unhealthy, true)
+        ]
+    );
+    assert_eq!(
+        changes[0].2.previous_since, T0,
+        "unknown since registration"
+    );
+    for pair in changes.windows(2) {
+        assert_eq!(pair[1].2.previous_since, pair[0].1);
+    }
+    let n = changes[1].2.notify.as_ref().unwrap();
+    assert_eq!(n.recipients, ["ops@example.com"]);
+    assert_eq!(n.not_before, changes[1].1, "no gap configured: at once");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_service_notifies_at_most_once_per_gap() {
+    // Healthy, then pass/fail alternating: every check is a change
+    // (healthy <-> degraded) and every change notifies.
+    let mut script = vec![Pass, Pass];
+    script.extend([Fail, Pass].repeat(20));
+    let gap = 60_000;
+    let mut h = Harness::start(
+        vec![polled(5, 2, 10)],
+        results(&script, Duration::from_millis(10)),
+        gap,
+    );
+    let w = h.next(script.len()).await;
+    let notified: Vec<(i64, i64)> = w
+        .iter()
+        .filter_map(|c| {
+            let n = c.transition.as_ref()?.notify.as_ref()?;
+            Some((c.at, n.not_before))
+        })
+        .collect();
+    assert_eq!(notified.len(), 40, "every flap is recorded");
+    let first = notified[0];
+    assert_eq!(first.1, first.0, "the first goes at once");
+    let mut slots: Vec<i64> = notified.iter().map(|n| n.1).collect();
+    slots.dedup();
+    // 40 flaps, 5 s apart (the last 195 s after the first), share 5
+    // slots one gap apart: at once, then +60 s, +120 s, +180 s, +240 s.
+    let want: Vec<i64> = (0..5).map(|k| first.0 + k * gap).collect();
+    assert_eq!(slots, want);
+    for (at, slot) in notified {
+        assert!(slot >= at && slot - at < gap, "{at} -> {slot}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overdue_heartbeat_fails_once_per_missed_deadline() {
+    let hb = service(
+        9,
+        serde_json::json!({"name": "backup", "kind": "heartbeat", "period": 60, "grace": 60}),
+    );
+    let mut h = Harness::start(vec![hb], results(&[Pass], Duration::ZERO), 0);
+    let w = h.next(1).await;
+    assert_eq!(w[0].at, T0 + 120_000, "judged at period + grace, exactly");
+    assert_eq!(w[0].result, Fail);
+    assert_eq!(w[0].state, Unhealthy);
+    assert_eq!(
+        w[0].reason.as_deref(),
+        Some("no success ping within period + grace (1m + 1m)")
+    );
+    // The same missed deadline is not reported again.
+    h.quiet_for(Duration::from_secs(3 * 3_600)).await;
+    // A success ping: healthy at once, and a new deadline from it.
+    let now = h.clock.now_ms();
+    assert!(
+        h.handle
+            .send(Command::Ping {
+                id: 9,
+                ping: Ping::Success,
+                at: now,
+                output: None,
+            })
+            .await
+    );
+    let w = h.next(2).await;
+    assert_eq!((w[0].result, w[0].state), (Pass, Healthy));
+    assert_eq!(w[1].at, now + 120_000);
+    assert_eq!(w[1].state, Unhealthy);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_service_is_not_checked_and_resumes_within_a_second() {
+    let mut h = Harness::start(
+        vec![polled(5, 2, 2)],
+        results(&[Pass], Duration::from_millis(10)),
+        0,
+    );
+    h.next(1).await;
+    assert!(
+        h.handle
+            .send(Command::SetPaused {
+                id: 7,
+                paused: true
+            })
+            .await
+    );
+    h.quiet_for(Duration::from_secs(600)).await;
+    let resumed_at = h.clock.now_ms();
+    assert!(
+        h.handle
+            .send(Command::SetPaused {
+                id: 7,
+                paused: false
+            })
+            .await
+    );
+    let w = h.next(2).await;
+    let first = w[0].at - resumed_at;
+    assert!(
+        (0..1_000).contains(&first),
+        "first check {first} ms after resume"
+    );
+    assert_eq!(w[1].at - w[0].at, 5_000, "then its interval again");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependent_and_its_parent_failing_together_are_held_one_cycle() {
+    let parent = service(
+        1,
+        serde_json::json!({"name": "router", "url": "http://127.0.0.1:9/",
+            "interval": 10, "timeout": 3, "unhealthy_threshold": 2}),
+    );
+    let dependent = service(
+        2,
+        serde_json::json!({"name": "nas", "url": "http://127.0.0.1:9/",
+            "interval": 5, "timeout": 2, "unhealthy_threshold": 2, "depends_on": ["router"]}),
+    );
+    let mut h = Harness::start(
+        vec![parent, dependent],
+        results(&[Fail], Duration::from_millis(10)),
+        0,
+    );
+    // Both reach unhealthy (2 failures each); the dependent checks twice as often.
+    let mut held = std::collections::HashMap::new();
+    while held.len() < 2 {
+        for w in h.next(1).await {
+            let Some(n) = w.transition.and_then(|t| t.notify) else {
+                continue;
+            };
+            if w.state == Unhealthy {
+                held.insert(w.service_id, (w.at, n.held_until));
+            }
+        }
+    }
+    // A dependent waits one parent cycle (interval + timeout + 2 s slack);
+    // a parent going down waits one dependent cycle, to list it.
+    let (at, until) = held[&2];
+    assert_eq!(until, Some(at + (10 + 3) * 1000 + 2_000), "dependent");
+    let (at, until) = held[&1];
+    assert_eq!(until, Some(at + (5 + 2) * 1000 + 2_000), "parent");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_service_is_never_checked_again() {
+    let mut h = Harness::start(
+        vec![polled(5, 2, 2)],
+        results(&[Pass], Duration::from_millis(10)),
+        0,
+    );
+    h.next(2).await;
+    let name = "web".to_string();
+    assert!(h.handle.send(Command::Remove { id: 7, name }).await);
+    h.quiet_for(Duration::from_secs(3_600)).await;
+    h.stop().await;
+}

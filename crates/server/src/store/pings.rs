@@ -1,0 +1,51 @@
+//! Heartbeat services' ping ids and ping times (SPEC section 15).
+
+use super::{lock, Store, StoreError};
+use rusqlite::{params, OptionalExtension};
+
+/// The service a ping id belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingTarget {
+    /// Row id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+}
+
+/// A new ping id: 128 random bits, hex (SPEC section 15).
+pub(crate) fn new_ping_id() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| StoreError::Random(format!("no randomness for a ping id: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+impl Store {
+    /// The heartbeat service whose ping id is `ping_id`.
+    pub fn service_by_ping_id(&self, ping_id: &str) -> Result<Option<PingTarget>, StoreError> {
+        let conn = self.read_conn();
+        let found = conn
+            .prepare_cached("SELECT id, name FROM services WHERE ping_id = ?1")?
+            .query_row([ping_id], |r| {
+                Ok(PingTarget {
+                    id: r.get("id")?,
+                    name: r.get("name")?,
+                })
+            })
+            .optional()?;
+        Ok(found)
+    }
+
+    /// Records a heartbeat's ping time (and, for a success, its new
+    /// deadline base); the check itself goes through the batch writer.
+    pub fn record_ping(&self, id: i64, at: i64, success: bool) -> Result<(), StoreError> {
+        let conn = lock(&self.writer);
+        conn.prepare_cached(
+            "UPDATE services SET last_ping_at = ?2, \
+             last_success_ping_at = CASE WHEN ?3 THEN ?2 ELSE last_success_ping_at END \
+             WHERE id = ?1",
+        )?
+        .execute(params![id, at, success])?;
+        Ok(())
+    }
+}
