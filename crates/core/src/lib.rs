@@ -13,6 +13,8 @@
 //! - [`api`]: the v1 API's response bodies (services, checks, events,
 //!   notifications, errors), shared by the daemon and the client.
 //! - [`SERVICE_TYPE`]: the DNS-SD type daemons announce and clients browse.
+//! - [`ids`]: [`ServiceId`] and [`UnixMs`], the id and the wall time that
+//!   cross the daemon's module boundaries.
 //! - [`health`]: the ELB-style state machine ([`health::HealthTracker`]).
 //! - [`monitor`]: one check outcome and its time in, what to write and
 //!   when to notify out (state machine, event, flap damping).
@@ -34,6 +36,7 @@ pub mod health;
 pub mod healthjson;
 pub mod heartbeat;
 pub mod icmp;
+pub mod ids;
 pub mod lan;
 pub mod monitor;
 pub mod notify;
@@ -42,6 +45,7 @@ pub mod schedule;
 pub mod spec;
 
 pub use health::{CheckResult, HealthState, HealthTracker, Thresholds, Transition};
+pub use ids::{ServiceId, UnixMs};
 pub use spec::{Protocol, RegisterRequest, ServiceSpec, SpecError, Target};
 
 /// The DNS-SD service type a daemon announces and a client browses for

@@ -6,6 +6,7 @@
 //! `tokio::time::advance` moves the monotonic clock. Monotonic time (due
 //! times, timeouts) is always `tokio::time::Instant`.
 
+use healthchecker_core::UnixMs;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of wall time (Unix ms).
@@ -38,6 +39,11 @@ impl Clock {
         })
     }
 
+    /// The wall time now.
+    pub fn now(&self) -> UnixMs {
+        UnixMs::new(self.now_ms())
+    }
+
     /// Milliseconds since the Unix epoch, now.
     pub fn now_ms(&self) -> i64 {
         match self.0 {
@@ -50,6 +56,11 @@ impl Clock {
     }
 }
 
+/// The system's wall time now.
+pub fn now() -> UnixMs {
+    UnixMs::new(now_ms())
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -58,8 +69,10 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 text of a Unix-millisecond time, e.g. `2026-11-25T17:02:46.123Z`.
-pub fn rfc3339(ms: i64) -> String {
+/// RFC 3339 text of a wall time (a [`UnixMs`] or its `i64`), e.g.
+/// `2026-11-25T17:02:46.123Z`.
+pub fn rfc3339(at: impl Into<UnixMs>) -> String {
+    let ms = at.into().get();
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339)
@@ -85,6 +98,7 @@ mod tests {
     fn formats_times_and_durations() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_500), "1970-01-01T00:00:01.5Z");
+        assert_eq!(rfc3339(UnixMs::new(1_500)), rfc3339(1_500));
         assert_eq!(human_duration(59_999), "59s");
         assert_eq!(human_duration(3_661_000), "1h 1m");
         assert_eq!(human_duration(90_061_000), "1d 1h");

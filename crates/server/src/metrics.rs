@@ -39,8 +39,43 @@ pub struct ResultLabel {
 /// Label of per-outcome series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    /// `sent`, `retry` or `failed`.
+    /// `sent`, `retry` or `failed` ([`DeliveryOutcome::as_str`]).
     pub outcome: String,
+}
+
+/// What became of one delivery attempt (mail, channel or digest): the
+/// `outcome` label of `healthchecker_notifications_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Accepted by the SMTP server or the channel.
+    Sent,
+    /// Failed; it will be tried again.
+    Retry,
+    /// Failed for good (given up).
+    Failed,
+}
+
+impl DeliveryOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [DeliveryOutcome; 3] = [Self::Sent, Self::Retry, Self::Failed];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Retry => "retry",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The outcome of a failed attempt: `failed` when given up, else `retry`.
+    pub fn of_failure(give_up: bool) -> Self {
+        if give_up {
+            Self::Failed
+        } else {
+            Self::Retry
+        }
+    }
 }
 
 /// The exposition format of a scrape.
@@ -199,9 +234,9 @@ impl Metrics {
         );
         // Every outcome and result exists from the start (at 0), so that
         // rate() and alerts work before the first event.
-        for outcome in ["sent", "retry", "failed"] {
+        for outcome in DeliveryOutcome::ALL {
             let _ = notifications.get_or_create(&OutcomeLabel {
-                outcome: outcome.into(),
+                outcome: outcome.as_str().into(),
             });
         }
         let check_counters = [CheckResult::Pass, CheckResult::Warn, CheckResult::Fail].map(|r| {
@@ -259,6 +294,15 @@ impl Metrics {
     /// Drops a deleted (or renamed) service's series.
     pub fn remove_service(&self, name: &str) {
         self.services.remove(name);
+    }
+
+    /// Counts one delivery attempt's outcome.
+    pub fn count_delivery(&self, outcome: DeliveryOutcome) {
+        self.notifications
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str().into(),
+            })
+            .inc();
     }
 
     /// Counts one check.

@@ -16,7 +16,6 @@
 use super::auth::Caller;
 use super::extract::{Body, ServiceName};
 use super::{ApiError, AppState};
-use crate::clock::now_ms;
 use crate::scheduler::Command;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -25,6 +24,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use governor::clock::{Clock, DefaultClock};
 use healthchecker_core::heartbeat::{body_tail, Ping};
+use healthchecker_core::ServiceId;
 use serde_json::json;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -211,18 +211,18 @@ async fn ping_name(
             ),
         ));
     }
-    deliver(&app, rec.id, &rec.spec.name, ping, &body).await
+    deliver(&app, ServiceId::new(rec.id), &rec.spec.name, ping, &body).await
 }
 
 /// Records the ping's time and hands it to the scheduler.
 async fn deliver(
     app: &AppState,
-    id: i64,
+    id: ServiceId,
     name: &str,
     ping: Ping,
     body: &[u8],
 ) -> Result<Json<PingAnswer>, ApiError> {
-    let at = now_ms();
+    let at = crate::clock::now();
     let success = ping.result() == Some(healthchecker_core::CheckResult::Pass);
     let store = app.store.clone();
     let r = tokio::task::spawn_blocking(move || store.record_ping(id, at, success)).await?;

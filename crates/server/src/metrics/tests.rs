@@ -172,39 +172,6 @@ fn encode_at_100k() {
 }
 
 #[test]
-fn metrics_per_service_comes_from_every_layer() {
-    use crate::config::{Config, Setting, Source};
-    let resolve = |settings: Vec<Setting>| Config::resolve_with_env(settings, |_| None);
-    let cli = |v: &str, source: Source| Setting {
-        key: "metrics-per-service".into(),
-        values: vec![v.into()],
-        source,
-    };
-    assert!(resolve(vec![]).unwrap().metrics_per_service);
-    assert!(
-        !resolve(vec![cli("false", Source::Cli)])
-            .unwrap()
-            .metrics_per_service
-    );
-    let env = Source::Env("HEALTHCHECKER_METRICS_PER_SERVICE".into());
-    assert!(!resolve(vec![cli("0", env)]).unwrap().metrics_per_service);
-    let e = resolve(vec![cli("sometimes", Source::Cli)])
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("metrics-per-service"), "{e}");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("hc.toml");
-    std::fs::write(&file, "metrics_per_service = false\n").unwrap();
-    let c = resolve(vec![Setting {
-        key: "config".into(),
-        values: vec![file.display().to_string()],
-        source: Source::Cli,
-    }])
-    .unwrap();
-    assert!(!c.metrics_per_service);
-}
-
-#[test]
 fn without_per_service_series_only_the_counts_remain() {
     let m = Metrics::with_per_service(false);
     assert!(!m.per_service());

@@ -4,7 +4,7 @@
 
 use crate::clock::{human_duration, rfc3339};
 use crate::store::{DeliveryRecord, DigestItem, DigestRecord};
-use healthchecker_core::HealthState;
+use healthchecker_core::{HealthState, ServiceId};
 
 /// One line of a digest: one message's worth of a service's
 /// notifications in the window (SPEC section 14).
@@ -49,8 +49,8 @@ impl DigestBody {
 pub struct Message {
     /// Stable id: the newest row's delivery id (retries carry the same).
     pub delivery_id: String,
-    /// The service's row id (PagerDuty's dedup_key).
-    pub service_id: i64,
+    /// The service (PagerDuty's dedup_key).
+    pub service_id: ServiceId,
     /// Service name.
     pub service: String,
     /// The latest state.
@@ -105,7 +105,7 @@ impl Message {
     /// The digest `d` listing `items` (its window's notifications, oldest
     /// first): one entry per service and decision, held ones in full.
     pub fn digest(d: &DigestRecord, items: &[DigestItem], public_url: &str) -> Message {
-        let mut entries: Vec<(i64, i64, bool, DigestEntry)> = Vec::new();
+        let mut entries: Vec<(ServiceId, i64, bool, DigestEntry)> = Vec::new();
         for i in items {
             let key = (i.service_id, i.due_at, i.held);
             match entries
@@ -150,7 +150,8 @@ impl Message {
             .unwrap_or(HealthState::Healthy);
         Message {
             delivery_id: d.delivery_id(),
-            service_id: 0,
+            // No service: a digest or a test (no row has id 0).
+            service_id: ServiceId::new(0),
             service: "digest".into(),
             state,
             previous: HealthState::Unknown,
@@ -173,7 +174,8 @@ impl Message {
     pub fn test(now: i64, public_url: &str) -> Message {
         Message {
             delivery_id: format!("hc-test-{now}"),
-            service_id: 0,
+            // No service: a digest or a test (no row has id 0).
+            service_id: ServiceId::new(0),
             service: "healthchecker test".into(),
             state: HealthState::Healthy,
             previous: HealthState::Unknown,
@@ -362,7 +364,7 @@ mod tests {
             id,
             channel: "phone".into(),
             event_id: id,
-            service_id: 7,
+            service_id: ServiceId::new(7),
             service: "nas web".into(),
             created_at: at,
             from,
@@ -426,7 +428,7 @@ mod tests {
         };
         let item = |id: i64, service: &str, to: HealthState, held: bool| DigestItem {
             id,
-            service_id: id,
+            service_id: ServiceId::new(id),
             service: service.into(),
             created_at: 1_000_000 + id,
             from: HealthState::Healthy,

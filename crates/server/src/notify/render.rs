@@ -160,7 +160,7 @@ mod tests {
         NotificationRecord {
             id,
             event_id: id,
-            service_id: 1,
+            service_id: healthchecker_core::ServiceId::new(1),
             service: "web <one>".into(),
             created_at: at,
             from,

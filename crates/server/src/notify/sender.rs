@@ -11,7 +11,7 @@
 use super::render::{render, render_digest, Mail};
 use super::smtp::{SmtpConfig, SmtpTls};
 use crate::clock::now_ms;
-use crate::metrics::{Metrics, OutcomeLabel};
+use crate::metrics::{DeliveryOutcome, Metrics};
 use crate::store::{DigestRecord, NotificationRecord, Store};
 use healthchecker_core::policy::DigestRule;
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
@@ -153,27 +153,6 @@ impl Retry {
     }
 }
 
-/// The metric's outcome of a failed delivery: `failed` when given up,
-/// else `retry`.
-pub(crate) fn outcome_of_failure(give_up: bool) -> &'static str {
-    if give_up {
-        "failed"
-    } else {
-        "retry"
-    }
-}
-
-/// Counts one delivery's outcome (`sent`, `retry` or `failed`) in the
-/// notifications metric.
-pub(crate) fn count_outcome(metrics: &Metrics, outcome: &str) {
-    metrics
-        .notifications
-        .get_or_create(&OutcomeLabel {
-            outcome: outcome.into(),
-        })
-        .inc();
-}
-
 /// Runs the sender until `cancel` fires. With `digests` enabled, each
 /// pass first lets the store decide the newly due rows: mailed on their
 /// own, or held (`digested`) for their recipient's digest (SPEC section 14).
@@ -210,7 +189,7 @@ pub async fn run(
                         return;
                     }
                     let outcome = send_digest(&store, &mailer, &public_url, &host, d).await;
-                    count_outcome(&metrics, outcome);
+                    metrics.count_delivery(outcome);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the due digests"),
@@ -240,7 +219,7 @@ pub async fn run(
                     if let Ok(Err(e)) = r {
                         tracing::error!(error = %e, "mail sent but not marked; it may be sent again");
                     }
-                    "sent"
+                    DeliveryOutcome::Sent
                 }
                 Err(e) => {
                     let Retry {
@@ -258,10 +237,10 @@ pub async fn run(
                         s.mark_failed_attempt(&ids, &err, next, give_up)
                     })
                     .await;
-                    outcome_of_failure(give_up)
+                    DeliveryOutcome::of_failure(give_up)
                 }
             };
-            count_outcome(&metrics, outcome);
+            metrics.count_delivery(outcome);
         }
     }
 }
@@ -273,7 +252,7 @@ async fn send_digest(
     public_url: &str,
     host: &str,
     d: DigestRecord,
-) -> &'static str {
+) -> DeliveryOutcome {
     let items = {
         let d = d.clone();
         store.read(move |s| s.digest_items(&d)).await
@@ -294,7 +273,7 @@ async fn send_digest(
             if let Ok(Err(e)) = r {
                 tracing::error!(error = %e, "digest sent but not marked; it may be sent again");
             }
-            "sent"
+            DeliveryOutcome::Sent
         }
         Err(e) => {
             let retry = Retry::after_failure(std::iter::once((d.attempts, d.ends_at)), now, None);
@@ -303,7 +282,7 @@ async fn send_digest(
             let _ =
                 tokio::task::spawn_blocking(move || s.mark_digest_failed(d.id, &e, next, give_up))
                     .await;
-            outcome_of_failure(give_up)
+            DeliveryOutcome::of_failure(give_up)
         }
     }
 }

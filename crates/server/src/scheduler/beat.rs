@@ -7,7 +7,7 @@ use super::Scheduler;
 use crate::probe::ProbeOutcome;
 use crate::store::ServiceRecord;
 use healthchecker_core::heartbeat::{Heartbeat, Ping, Verdict};
-use healthchecker_core::{CheckResult, HealthState};
+use healthchecker_core::{CheckResult, HealthState, ServiceId, UnixMs};
 use std::time::Duration;
 
 /// The longest a heartbeat's deadline waits on the monotonic timer before
@@ -55,12 +55,14 @@ impl Scheduler {
     /// duration is the run since the start ping, if one came.
     pub(super) async fn on_ping(
         &mut self,
-        id: i64,
+        id: ServiceId,
         ping: Ping,
-        at: i64,
+        when: UnixMs,
         output: Option<String>,
         now: u64,
     ) {
+        // The heartbeat's clock (healthchecker_core::heartbeat) counts in ms.
+        let at = when.get();
         let Some(e) = self.entries.get_mut(&id) else {
             return;
         };
@@ -100,6 +102,6 @@ impl Scheduler {
             cert_expires_at: None,
             duration,
         };
-        self.apply(id, at, outcome).await;
+        self.apply(id, when, outcome).await;
     }
 }

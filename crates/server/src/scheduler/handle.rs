@@ -4,6 +4,7 @@
 use crate::clock::Clock;
 use crate::store::ServiceRecord;
 use healthchecker_core::heartbeat::Ping;
+use healthchecker_core::{ServiceId, UnixMs};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -14,26 +15,26 @@ pub enum Command {
     Upsert(Box<ServiceRecord>),
     /// A deleted service.
     Remove {
-        /// Row id.
-        id: i64,
+        /// The service.
+        id: ServiceId,
         /// Name, for the metrics.
         name: String,
     },
     /// A ping of a heartbeat service (SPEC section 15).
     Ping {
-        /// Row id.
-        id: i64,
+        /// The service.
+        id: ServiceId,
         /// Success, start, fail or an exit code.
         ping: Ping,
-        /// When it arrived (Unix ms).
-        at: i64,
+        /// When it arrived.
+        at: UnixMs,
         /// Its body (the job's output), as the check's details.
         output: Option<String>,
     },
     /// Pause (`true`) or resume (`false`).
     SetPaused {
-        /// Row id.
-        id: i64,
+        /// The service.
+        id: ServiceId,
         /// The new flag.
         paused: bool,
     },

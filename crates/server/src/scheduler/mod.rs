@@ -38,7 +38,7 @@ use beat::{Beat, HEARTBEAT_RECHECK_MS};
 use healthchecker_core::heartbeat::Verdict;
 use healthchecker_core::monitor::{Change, Monitor, Rules};
 use healthchecker_core::schedule::{first_due, jitter_ms, next_due};
-use healthchecker_core::{HealthState, HealthTracker, ServiceSpec};
+use healthchecker_core::{HealthState, HealthTracker, ServiceId, ServiceSpec, UnixMs};
 use probe::Checker;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,9 +76,9 @@ struct Entry {
 
 /// A finished check, from its probe task back to the loop.
 struct Done {
-    id: i64,
+    id: ServiceId,
     generation: u32,
-    at: i64,
+    at: UnixMs,
     outcome: ProbeOutcome,
 }
 
@@ -138,7 +138,7 @@ fn start_with(
 struct Scheduler {
     /// Zero of the monotonic millisecond scale of the timetable.
     epoch: Instant,
-    entries: HashMap<i64, Entry>,
+    entries: HashMap<ServiceId, Entry>,
     /// Dependency waits, rebuilt on demand after services change.
     deps: Option<crate::dependencies::DepIndex>,
     timetable: Timetable,
@@ -192,7 +192,7 @@ impl Scheduler {
                 _ = tokio::time::sleep_until(next) => {
                     last_fire = Instant::now();
                     for (id, outcome) in self.fire(&done_tx) {
-                        let at = self.cfg.clock.now_ms();
+                        let at = self.cfg.clock.now();
                         self.apply(id, at, outcome).await;
                     }
                 }
@@ -225,7 +225,7 @@ impl Scheduler {
     }
 
     fn insert(&mut self, rec: ServiceRecord, now: u64) {
-        let id = rec.id;
+        let id = ServiceId::new(rec.id);
         self.metrics
             .set_service_state(&rec.spec.name, None, rec.state);
         let beat = Beat::of(&rec, None, self.cfg.clock.now_ms());
@@ -249,7 +249,7 @@ impl Scheduler {
     /// Pushes a service's first timetable entry under its current
     /// generation: a polled service at its phase, a heartbeat at its
     /// deadline.
-    fn schedule_first(&mut self, id: i64, now: u64) {
+    fn schedule_first(&mut self, id: ServiceId, now: u64) {
         let Some(e) = self.entries.get(&id) else {
             return;
         };
@@ -262,7 +262,7 @@ impl Scheduler {
             None => {
                 let iv = e.spec.interval as u64 * 1000;
                 self.timetable.push(Due {
-                    at: first_due(now, id as u64, iv),
+                    at: first_due(now, id.get() as u64, iv),
                     service: id,
                     generation,
                 });
@@ -272,7 +272,7 @@ impl Scheduler {
 
     /// Pushes an entry due at the wall-clock time `at` (Unix ms), judged
     /// again after at most [`HEARTBEAT_RECHECK_MS`].
-    fn push_at_wall(&mut self, id: i64, generation: u32, at: i64, now: u64) {
+    fn push_at_wall(&mut self, id: ServiceId, generation: u32, at: i64, now: u64) {
         let wait = (at - self.cfg.clock.now_ms()).clamp(0, HEARTBEAT_RECHECK_MS) as u64;
         self.timetable.push(Due {
             at: now + wait,
@@ -305,7 +305,7 @@ impl Scheduler {
     /// A new service, or a re-registration: new parameters, same state and
     /// history.
     fn on_upsert(&mut self, rec: ServiceRecord, now: u64) {
-        let id = rec.id;
+        let id = ServiceId::new(rec.id);
         let wall = self.cfg.clock.now_ms();
         let Some(e) = self.entries.get_mut(&id) else {
             self.insert(rec, now);
@@ -330,7 +330,7 @@ impl Scheduler {
         }
     }
 
-    fn on_set_paused(&mut self, id: i64, paused: bool, now: u64) {
+    fn on_set_paused(&mut self, id: ServiceId, paused: bool, now: u64) {
         let wall = self.cfg.clock.now_ms();
         let Some(e) = self.entries.get_mut(&id) else {
             return;
@@ -349,7 +349,7 @@ impl Scheduler {
         } else if !paused {
             // Resume at once: the first check within a second.
             self.timetable.push(Due {
-                at: now + jitter_ms(id as u64, 1000),
+                at: now + jitter_ms(id.get() as u64, 1000),
                 service: id,
                 generation: e.generation,
             });
@@ -358,7 +358,7 @@ impl Scheduler {
 
     /// Starts the due probes; returns the heartbeats found overdue, to be
     /// recorded as failed checks.
-    fn fire(&mut self, done_tx: &mpsc::Sender<Done>) -> Vec<(i64, ProbeOutcome)> {
+    fn fire(&mut self, done_tx: &mpsc::Sender<Done>) -> Vec<(ServiceId, ProbeOutcome)> {
         let now = self.mono_ms();
         let wall = self.cfg.clock.now_ms();
         let mut overdue = Vec::new();
@@ -419,8 +419,8 @@ impl Scheduler {
                         .as_secs_f64(),
                 );
                 metrics.probes_in_flight.inc();
-                let at = clock.now_ms();
-                let outcome = checker.check(&spec, at).await;
+                let at = clock.now();
+                let outcome = checker.check(&spec, at.get()).await;
                 metrics.probes_in_flight.dec();
                 let _ = tx
                     .send(Done {
@@ -449,7 +449,7 @@ impl Scheduler {
 
     /// Feeds one outcome to the service's monitor and queues what it
     /// decided (the check, the state change, the outbox row) for the writer.
-    async fn apply(&mut self, id: i64, at: i64, o: ProbeOutcome) {
+    async fn apply(&mut self, id: ServiceId, at: UnixMs, o: ProbeOutcome) {
         let min_gap_ms = self.cfg.notify_min_gap_ms;
         let Some(e) = self.entries.get_mut(&id) else {
             return;
@@ -460,7 +460,7 @@ impl Scheduler {
             thresholds: e.spec.thresholds(),
             min_gap_ms,
         };
-        let step = e.monitor.observe(o.result, at, rules);
+        let step = e.monitor.observe(o.result, at.get(), rules);
         let notify = step.change.and_then(|c| self.on_change(id, c, at));
         #[cfg(any(test, feature = "fault-injection"))]
         if crate::fault::stops_writer(&self.entries[&id].spec) {
@@ -473,7 +473,7 @@ impl Scheduler {
 
     /// Reports a state change (log, metrics) and builds its outbox row when
     /// it notifies, held by a silence or a dependency if one applies.
-    fn on_change(&mut self, id: i64, c: Change, at: i64) -> Option<NotifyWrite> {
+    fn on_change(&mut self, id: ServiceId, c: Change, at: UnixMs) -> Option<NotifyWrite> {
         let t = c.transition;
         let e = &self.entries[&id];
         tracing::info!(service = %e.name, from = %t.from, to = %t.to, "state change");
@@ -487,16 +487,16 @@ impl Scheduler {
         let held_until = self
             .cfg
             .silences
-            .held_until(&e.name, &e.spec.tags, at)
+            .held_until(&e.name, &e.spec.tags, at.get())
             .into_iter()
-            .chain(deps.hold_until(&e.name, failing, at))
+            .chain(deps.hold_until(&e.name, failing, at.get()))
             .max();
         Some(record::notify_write(
             &e.name,
             &e.spec,
-            not_before,
+            UnixMs::new(not_before),
             self.cfg.outbox_note.clone(),
-            held_until,
+            held_until.map(UnixMs::new),
         ))
     }
 }

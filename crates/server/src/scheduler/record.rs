@@ -6,13 +6,13 @@
 use crate::probe::ProbeOutcome;
 use crate::store::{CheckWrite, NotifyWrite, TransitionWrite};
 use healthchecker_core::monitor::{Change, Step};
-use healthchecker_core::ServiceSpec;
+use healthchecker_core::{ServiceId, ServiceSpec, UnixMs};
 
 /// The check row of `outcome`, with the state after it and the change it
 /// caused (`notify`: its outbox row, when the change notifies).
 pub(super) fn check_write(
-    service_id: i64,
-    at: i64,
+    service_id: ServiceId,
+    at: UnixMs,
     outcome: ProbeOutcome,
     step: &Step,
     notify: Option<NotifyWrite>,
@@ -43,9 +43,9 @@ pub(super) fn check_write(
 pub(super) fn notify_write(
     name: &str,
     spec: &ServiceSpec,
-    not_before: i64,
+    not_before: UnixMs,
     note: Option<String>,
-    held_until: Option<i64>,
+    held_until: Option<UnixMs>,
 ) -> NotifyWrite {
     NotifyWrite {
         service: name.to_string(),

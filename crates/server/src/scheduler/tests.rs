@@ -10,6 +10,7 @@ use crate::store::CheckWrite;
 use healthchecker_core::heartbeat::Ping;
 use healthchecker_core::CheckResult::{self, Fail, Pass};
 use healthchecker_core::HealthState::{Degraded, Healthy, Unhealthy, Unknown};
+use healthchecker_core::{ServiceId, UnixMs};
 use std::sync::Mutex;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -147,7 +148,7 @@ fn results(list: &[CheckResult], takes: Duration) -> Script {
 }
 
 fn times(writes: &[CheckWrite]) -> Vec<i64> {
-    writes.iter().map(|w| w.at).collect()
+    writes.iter().map(|w| w.at.get()).collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -244,7 +245,7 @@ async fn thresholds_decide_healthy_and_unhealthy() {
         "unknown since registration"
     );
     for pair in changes.windows(2) {
-        assert_eq!(pair[1].2.previous_since, pair[0].1);
+        assert_eq!(pair[1].2.previous_since, pair[0].1.get());
     }
     let n = changes[1].2.notify.as_ref().unwrap();
     assert_eq!(n.recipients, ["ops@example.com"]);
@@ -269,7 +270,7 @@ async fn a_flapping_service_notifies_at_most_once_per_gap() {
         .iter()
         .filter_map(|c| {
             let n = c.transition.as_ref()?.notify.as_ref()?;
-            Some((c.at, n.not_before))
+            Some((c.at.get(), n.not_before.get()))
         })
         .collect();
     assert_eq!(notified.len(), 40, "every flap is recorded");
@@ -295,7 +296,11 @@ async fn an_overdue_heartbeat_fails_once_per_missed_deadline() {
     );
     let mut h = Harness::start(vec![hb], results(&[Pass], Duration::ZERO), 0);
     let w = h.next(1).await;
-    assert_eq!(w[0].at, T0 + 120_000, "judged at period + grace, exactly");
+    assert_eq!(
+        w[0].at.get(),
+        T0 + 120_000,
+        "judged at period + grace, exactly"
+    );
     assert_eq!(w[0].result, Fail);
     assert_eq!(w[0].state, Unhealthy);
     assert_eq!(
@@ -309,16 +314,16 @@ async fn an_overdue_heartbeat_fails_once_per_missed_deadline() {
     assert!(
         h.handle
             .send(Command::Ping {
-                id: 9,
+                id: ServiceId::new(9),
                 ping: Ping::Success,
-                at: now,
+                at: UnixMs::new(now),
                 output: None,
             })
             .await
     );
     let w = h.next(2).await;
     assert_eq!((w[0].result, w[0].state), (Pass, Healthy));
-    assert_eq!(w[1].at, now + 120_000);
+    assert_eq!(w[1].at.get(), now + 120_000);
     assert_eq!(w[1].state, Unhealthy);
     h.stop().await;
 }
@@ -334,7 +339,7 @@ async fn a_paused_service_is_not_checked_and_resumes_within_a_second() {
     assert!(
         h.handle
             .send(Command::SetPaused {
-                id: 7,
+                id: ServiceId::new(7),
                 paused: true
             })
             .await
@@ -344,13 +349,13 @@ async fn a_paused_service_is_not_checked_and_resumes_within_a_second() {
     assert!(
         h.handle
             .send(Command::SetPaused {
-                id: 7,
+                id: ServiceId::new(7),
                 paused: false
             })
             .await
     );
     let w = h.next(2).await;
-    let first = w[0].at - resumed_at;
+    let first = w[0].at.get() - resumed_at;
     assert!(
         (0..1_000).contains(&first),
         "first check {first} ms after resume"
@@ -384,7 +389,7 @@ async fn a_dependent_and_its_parent_failing_together_are_held_one_cycle() {
                 continue;
             };
             if w.state == Unhealthy {
-                held.insert(w.service_id, (w.at, n.held_until));
+                held.insert(w.service_id.get(), (w.at, n.held_until));
             }
         }
     }
@@ -406,7 +411,14 @@ async fn a_removed_service_is_never_checked_again() {
     );
     h.next(2).await;
     let name = "web".to_string();
-    assert!(h.handle.send(Command::Remove { id: 7, name }).await);
+    assert!(
+        h.handle
+            .send(Command::Remove {
+                id: ServiceId::new(7),
+                name,
+            })
+            .await
+    );
     h.quiet_for(Duration::from_secs(3_600)).await;
     h.stop().await;
 }

@@ -5,6 +5,7 @@
 //! or rescheduled bumps its generation, and entries of an older generation
 //! are dropped when they come due (lazy deletion).
 
+use healthchecker_core::ServiceId;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -14,7 +15,7 @@ pub(super) struct Due {
     /// When (ms since the scheduler's epoch). First, so it orders the heap.
     pub at: u64,
     /// The service's row id.
-    pub service: i64,
+    pub service: ServiceId,
     /// The service's schedule generation when this entry was pushed.
     pub generation: u32,
 }
@@ -62,13 +63,13 @@ mod tests {
         for (at, service) in [(30, 1), (10, 2), (20, 3)] {
             t.push(Due {
                 at,
-                service,
+                service: ServiceId::new(service),
                 generation: 0,
             });
         }
         assert_eq!(t.next_at(), Some(10));
         let due: Vec<i64> = std::iter::from_fn(|| t.pop_due(20))
-            .map(|d| d.service)
+            .map(|d| d.service.get())
             .collect();
         assert_eq!(due, [2, 3], "only what is due at 20, in order");
         assert_eq!(t.next_at(), Some(30));

@@ -9,7 +9,7 @@
 
 use super::{lock, Store, StoreError};
 use healthchecker_core::channel::{Channel, ChannelKind, Secret};
-use healthchecker_core::HealthState;
+use healthchecker_core::{HealthState, ServiceId, UnixMs};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 /// One row of the channel outbox.
@@ -21,8 +21,8 @@ pub struct DeliveryRecord {
     pub channel: String,
     /// The state event it announces.
     pub event_id: i64,
-    /// The service's row id.
-    pub service_id: i64,
+    /// The service.
+    pub service_id: ServiceId,
     /// The service's name.
     pub service: String,
     /// When the event happened (Unix ms).
@@ -145,15 +145,15 @@ pub struct RoutedService {
 pub(crate) fn insert_deliveries(
     tx: &Connection,
     event_id: i64,
-    service_id: i64,
+    service_id: ServiceId,
     service: &str,
-    at: i64,
+    at: UnixMs,
     from: HealthState,
     to: HealthState,
     reason: Option<&str>,
     target: &str,
     previous_since: i64,
-    next_attempt_at: i64,
+    next_attempt_at: UnixMs,
     status: &str,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(concat!(

@@ -4,7 +4,7 @@
 
 use super::decode::{self, Fields, Record};
 use super::{lock, Store, StoreError};
-use healthchecker_core::CheckResult;
+use healthchecker_core::{CheckResult, ServiceId};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,7 +55,7 @@ pub struct Head {
 /// Newest check of each service id, not yet in the service row: the
 /// writer commits checks every batch but the service rows only with its
 /// snapshot (store/writer.rs).
-pub(crate) type Heads = Arc<Mutex<HashMap<i64, Head>>>;
+pub(crate) type Heads = Arc<Mutex<HashMap<ServiceId, Head>>>;
 
 /// The newest `limit` checks of the chain that starts at `?1` (or at the
 /// service `?2`'s newest check), newest first, with the columns
@@ -142,7 +142,7 @@ impl Store {
 
     fn fresh_head(&self, service_id: i64) -> Option<i64> {
         let heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
-        heads.get(&service_id).map(|h| h.check_id)
+        heads.get(&ServiceId::new(service_id)).map(|h| h.check_id)
     }
 
     /// The newest `n` checks of each service in `ids` (durations and

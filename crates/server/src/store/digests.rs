@@ -13,7 +13,7 @@
 use super::{lock, Store, StoreError};
 use crate::clock::rfc3339;
 use healthchecker_core::policy::{combined_verdict, DigestBook, DigestRule, DigestVerdict};
-use healthchecker_core::HealthState;
+use healthchecker_core::{HealthState, ServiceId};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::BTreeMap;
 
@@ -59,8 +59,8 @@ impl DigestRecord {
 pub struct DigestItem {
     /// The outbox row's id.
     pub id: i64,
-    /// The service's row id.
-    pub service_id: i64,
+    /// The service.
+    pub service_id: ServiceId,
     /// The service's name.
     pub service: String,
     /// When the transition happened (Unix ms).

@@ -2,7 +2,7 @@
 
 use super::decode::{self, Fields, Record};
 use super::{Store, StoreError};
-use healthchecker_core::HealthState;
+use healthchecker_core::{HealthState, ServiceId, UnixMs};
 use rusqlite::{params, Connection};
 
 /// Events and sent or failed mails are kept this long (the SPEC is silent;
@@ -75,10 +75,10 @@ impl std::fmt::Display for EventKind {
 pub struct EventRecord {
     /// Row id, increasing.
     pub id: i64,
-    /// When (Unix ms).
-    pub at: i64,
-    /// The service's row id.
-    pub service_id: i64,
+    /// When.
+    pub at: UnixMs,
+    /// The service.
+    pub service_id: ServiceId,
     /// The service's name at the time.
     pub service: String,
     /// What happened.

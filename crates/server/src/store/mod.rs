@@ -360,6 +360,8 @@ mod tests;
 
 #[cfg(test)]
 mod history_tests;
+#[cfg(test)]
+mod size_tests;
 
 #[cfg(test)]
 mod decode_tests;

@@ -6,7 +6,7 @@
 use super::decode::{self, Fields, Record};
 use super::events::RETAIN_EVENTS_MS;
 use super::{lock, Store, StoreError};
-use healthchecker_core::HealthState;
+use healthchecker_core::{HealthState, ServiceId};
 use rusqlite::{params, Connection, ToSql};
 
 /// Mails given up on (`failed`) are kept this long, for the operator to see
@@ -83,8 +83,8 @@ pub struct NotificationRecord {
     pub id: i64,
     /// The state event it announces.
     pub event_id: i64,
-    /// The service's row id.
-    pub service_id: i64,
+    /// The service.
+    pub service_id: ServiceId,
     /// The service's name.
     pub service: String,
     /// When the event happened (Unix ms).

@@ -1,13 +1,14 @@
 //! Heartbeat services' ping ids and ping times (SPEC section 15).
 
 use super::{lock, Store, StoreError};
+use healthchecker_core::{ServiceId, UnixMs};
 use rusqlite::{params, OptionalExtension};
 
 /// The service a ping id belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PingTarget {
-    /// Row id.
-    pub id: i64,
+    /// The service.
+    pub id: ServiceId,
     /// Name.
     pub name: String,
 }
@@ -38,7 +39,7 @@ impl Store {
 
     /// Records a heartbeat's ping time (and, for a success, its new
     /// deadline base); the check itself goes through the batch writer.
-    pub fn record_ping(&self, id: i64, at: i64, success: bool) -> Result<(), StoreError> {
+    pub fn record_ping(&self, id: ServiceId, at: UnixMs, success: bool) -> Result<(), StoreError> {
         let conn = lock(&self.writer);
         conn.prepare_cached(
             "UPDATE services SET last_ping_at = ?2, \

@@ -7,7 +7,7 @@ use super::pings::new_ping_id;
 use super::{lock, Store, StoreError};
 use healthchecker_core::heartbeat::{Heartbeat, DEFAULT_GRACE, DEFAULT_PERIOD};
 use healthchecker_core::spec::Target;
-use healthchecker_core::{CheckResult, HealthState, Protocol, ServiceSpec};
+use healthchecker_core::{CheckResult, HealthState, Protocol, ServiceId, ServiceSpec};
 use rusqlite::{params, OptionalExtension};
 
 /// The last check of a service.
@@ -368,7 +368,7 @@ impl Store {
 
     /// Deletes a service and its check history; events and the outbox stay.
     /// Returns its id, or `None` if the name is unknown.
-    pub fn delete(&self, name: &str, now: i64) -> Result<Option<i64>, StoreError> {
+    pub fn delete(&self, name: &str, now: i64) -> Result<Option<ServiceId>, StoreError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
         let Some(id): Option<i64> = tx
@@ -384,7 +384,7 @@ impl Store {
             .heads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+            .remove(&ServiceId::new(id));
         tx.execute(
             "WITH RECURSIVE h(id) AS ( \
                SELECT COALESCE(?1, (SELECT last_check_id FROM services WHERE id = ?2)) \
@@ -403,7 +403,7 @@ impl Store {
         // reused; a delete by service would scan the period-keyed tables).
         insert_event(&tx, now, id, name, EventKind::Deleted, None)?;
         tx.commit()?;
-        Ok(Some(id))
+        Ok(Some(ServiceId::new(id)))
     }
 
     /// Every service, for the scheduler at start-up.

@@ -1,6 +1,8 @@
 use super::*;
 use crate::store::writer::Writer;
-use healthchecker_core::{CheckResult, HealthState, Protocol, RegisterRequest, ServiceSpec};
+use healthchecker_core::{
+    CheckResult, HealthState, Protocol, RegisterRequest, ServiceId, ServiceSpec, UnixMs,
+};
 
 fn spec(name: &str, interval: u32) -> ServiceSpec {
     let body = serde_json::json!({"name": name, "url": "http://127.0.0.1:9/health", "interval": interval, "email": "a@example.com"});
@@ -14,8 +16,8 @@ pub(super) fn spec_of(body: &serde_json::Value) -> ServiceSpec {
 
 pub(super) fn check(id: i64, at: i64, result: CheckResult, state: HealthState) -> CheckWrite {
     CheckWrite {
-        service_id: id,
-        at,
+        service_id: ServiceId::new(id),
+        at: UnixMs::new(at),
         duration_us: 1500,
         result,
         reason: (result != CheckResult::Pass).then(|| "HTTP 503".into()),
@@ -50,7 +52,7 @@ pub(super) fn mailing(
             service: service.into(),
             target: "http://127.0.0.1:9/health".into(),
             recipients: vec!["a@example.com".into()],
-            not_before,
+            not_before: UnixMs::new(not_before),
             note: None,
             held_until: None,
         }),
@@ -355,7 +357,7 @@ fn delete_removes_history_but_keeps_events() {
         .unwrap()
         .record
         .id;
-    assert_eq!(store.delete("a", 5).unwrap(), Some(id));
+    assert_eq!(store.delete("a", 5).unwrap(), Some(ServiceId::new(id)));
     assert_eq!(store.delete("a", 6).unwrap(), None);
     assert!(store.get_service("a").unwrap().is_none());
     assert_eq!(
@@ -377,11 +379,11 @@ fn a_deleted_services_id_is_never_given_to_a_new_service() {
     };
     reg(&store, "a");
     let b = reg(&store, "b");
-    assert_eq!(store.delete("b", 5).unwrap(), Some(b));
+    assert_eq!(store.delete("b", 5).unwrap(), Some(ServiceId::new(b)));
     // SQLite alone would hand the highest id out again.
     let b2 = reg(&store, "b");
     assert!(b2 > b, "{b2} after {b}");
-    assert_eq!(store.delete("b", 6).unwrap(), Some(b2));
+    assert_eq!(store.delete("b", 6).unwrap(), Some(ServiceId::new(b2)));
     drop(store);
     let store = Store::open(&path).unwrap();
     let c = reg(&store, "c");
@@ -433,7 +435,7 @@ async fn a_due_row_brings_every_pending_row_of_its_service() {
     let due = store.due_notifications(5_000, 100).unwrap();
     assert_eq!(
         due.iter()
-            .map(|n| (n.service_id, n.created_at))
+            .map(|n| (n.service_id.get(), n.created_at))
             .collect::<Vec<_>>(),
         vec![(id, 1_000), (id, 2_000)]
     );
@@ -482,10 +484,17 @@ fn a_heartbeat_keeps_its_ping_id_and_records_its_pings() {
     assert_eq!(again.record.spec.heartbeat.unwrap().period, 7200);
     // Lookup by id, and the ping times the deadline counts from.
     let found = store.service_by_ping_id(&id).unwrap().unwrap();
-    assert_eq!((found.id, found.name.as_str()), (reg.record.id, "job"));
+    assert_eq!(
+        (found.id.get(), found.name.as_str()),
+        (reg.record.id, "job")
+    );
     assert!(store.service_by_ping_id("nope").unwrap().is_none());
-    store.record_ping(found.id, 5_000, true).unwrap();
-    store.record_ping(found.id, 6_000, false).unwrap();
+    store
+        .record_ping(found.id, UnixMs::new(5_000), true)
+        .unwrap();
+    store
+        .record_ping(found.id, UnixMs::new(6_000), false)
+        .unwrap();
     let rec = store.get_service("job").unwrap().unwrap();
     assert_eq!(
         (rec.last_ping_at, rec.last_success_ping_at),

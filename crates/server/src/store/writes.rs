@@ -3,15 +3,15 @@
 //! create with it.
 
 use super::NotificationStatus;
-use healthchecker_core::{CheckResult, HealthState};
+use healthchecker_core::{CheckResult, HealthState, ServiceId, UnixMs};
 
 /// The record of one check and what it did to the service.
 #[derive(Debug, Clone)]
 pub struct CheckWrite {
     /// The service.
-    pub service_id: i64,
-    /// When the check started (Unix ms).
-    pub at: i64,
+    pub service_id: ServiceId,
+    /// When the check started.
+    pub at: UnixMs,
     /// How long it took (µs).
     pub duration_us: i64,
     /// The result.
@@ -54,12 +54,12 @@ pub struct NotifyWrite {
     pub target: String,
     /// Recipient addresses (none: no mail, only the service's channels).
     pub recipients: Vec<String>,
-    /// Earliest delivery (Unix ms): later than `at` inside the flap gap.
-    pub not_before: i64,
+    /// Earliest delivery: later than `at` inside the flap gap.
+    pub not_before: UnixMs,
     /// Why it cannot be sent, if known now (e.g. SMTP not configured).
     pub note: Option<String>,
-    /// A silence holds it until then (Unix ms): written `held`.
-    pub held_until: Option<i64>,
+    /// A silence holds it until then: written `held`.
+    pub held_until: Option<UnixMs>,
 }
 
 impl NotifyWrite {
@@ -73,7 +73,7 @@ impl NotifyWrite {
     }
 
     /// When the row is next looked at: the silence's end, or `not_before`.
-    pub fn next_attempt_at(&self) -> i64 {
+    pub fn next_attempt_at(&self) -> UnixMs {
         self.held_until
             .map_or(self.not_before, |h| h.max(self.not_before))
     }

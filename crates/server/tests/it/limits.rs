@@ -3,7 +3,7 @@
 //! is dropped, the service list comes in pages, events per service and
 //! given-up mail are bounded.
 
-use healthchecker_core::{CheckResult, HealthState};
+use healthchecker_core::{CheckResult, HealthState, ServiceId, UnixMs};
 use healthchecker_server::store::{
     CheckWrite, NotifyWrite, Store, TransitionWrite, Writer, GIVE_UP_UNSENT_MS,
     MAX_EVENTS_PER_SERVICE, RETAIN_FAILED_MAIL_MS,
@@ -194,8 +194,8 @@ async fn a_response_the_client_does_not_read_is_dropped_after_30_s() {
 
 fn write_check(id: i64, at: i64, notify: bool) -> CheckWrite {
     CheckWrite {
-        service_id: id,
-        at,
+        service_id: ServiceId::new(id),
+        at: UnixMs::new(at),
         duration_us: 1000,
         result: CheckResult::Fail,
         reason: Some("connection refused".into()),
@@ -212,7 +212,7 @@ fn write_check(id: i64, at: i64, notify: bool) -> CheckWrite {
                 service: "mail".into(),
                 target: "tcp://127.0.0.1:9".into(),
                 recipients: vec!["ops@example.com".into()],
-                not_before: at,
+                not_before: UnixMs::new(at),
                 note: Some("smtp not configured".into()),
                 held_until: None,
             }),

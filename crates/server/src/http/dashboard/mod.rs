@@ -126,8 +126,8 @@ pub(super) fn pct(u: Option<f64>) -> String {
 
 /// A time: machine-readable in `datetime`, UTC text that the script
 /// rewrites into the viewer's zone with a relative time.
-pub(super) fn when(ms: i64) -> Markup {
-    let iso = rfc3339(ms);
+pub(super) fn when(at: impl Into<healthchecker_core::UnixMs>) -> Markup {
+    let iso = rfc3339(at);
     let text = format!("{} UTC", iso.get(..19).unwrap_or(&iso).replace('T', " "));
     html! { time datetime=(iso) { (text) } }
 }

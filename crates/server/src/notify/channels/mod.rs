@@ -22,14 +22,16 @@ pub mod mqtt;
 pub mod mqtt_sync;
 
 use crate::clock::now_ms;
+use crate::metrics::DeliveryOutcome;
 use crate::metrics::Metrics;
 use crate::notify::message::Message;
 use crate::notify::render::Mail;
-use crate::notify::sender::{count_outcome, outcome_of_failure, Retry, POLL};
+use crate::notify::sender::{Retry, POLL};
 use crate::notify::Mailer;
 use crate::store::{DeliveryRecord, DigestRecord, Store};
 use healthchecker_core::channel::{Channel, ChannelKind};
 use healthchecker_core::policy::DigestRule;
+use healthchecker_core::ServiceId;
 use kinds::DeliveryError;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -110,7 +112,7 @@ impl Dispatcher {
                 let sent = mqtt::send(channel, m).await;
                 if sent.is_ok() && !m.test && m.digest.is_none() {
                     // The sync republishes the current state over it.
-                    self.presence.touched(&channel.name, m.service_id);
+                    self.presence.touched(&channel.name, m.service_id.get());
                 }
                 sent
             }
@@ -138,7 +140,7 @@ impl Dispatcher {
         };
         for d in digests {
             let outcome = self.deliver_digest(channel.as_ref(), d).await;
-            count_outcome(metrics, outcome);
+            metrics.count_delivery(outcome);
         }
         for rows in groups {
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
@@ -169,7 +171,7 @@ impl Dispatcher {
                     if let Ok(Err(e)) = r {
                         tracing::error!(error = %e, "delivered but not marked; it may be sent again");
                     }
-                    "sent"
+                    DeliveryOutcome::Sent
                 }
                 Err(e) => {
                     let retry = Retry::after_failure(
@@ -186,10 +188,10 @@ impl Dispatcher {
                         s.mark_delivery_failed(&ids, &msg, next, give_up)
                     })
                     .await;
-                    outcome_of_failure(give_up)
+                    DeliveryOutcome::of_failure(give_up)
                 }
             };
-            count_outcome(metrics, outcome);
+            metrics.count_delivery(outcome);
         }
     }
 }
@@ -197,7 +199,7 @@ impl Dispatcher {
 impl Dispatcher {
     /// Delivers one digest to its channel (`None`: deleted, given up);
     /// returns the metric's outcome.
-    async fn deliver_digest(&self, channel: Option<&Channel>, d: DigestRecord) -> &'static str {
+    async fn deliver_digest(&self, channel: Option<&Channel>, d: DigestRecord) -> DeliveryOutcome {
         let result = match channel {
             Some(c) => {
                 let items = {
@@ -229,7 +231,7 @@ impl Dispatcher {
                 if let Ok(Err(e)) = r {
                     tracing::error!(error = %e, "digest delivered but not marked; it may be sent again");
                 }
-                "sent"
+                DeliveryOutcome::Sent
             }
             Err(e) => {
                 let retry = Retry::after_failure(
@@ -244,7 +246,7 @@ impl Dispatcher {
                     s.mark_digest_failed(d.id, &e.message, next, give_up)
                 })
                 .await;
-                outcome_of_failure(give_up)
+                DeliveryOutcome::of_failure(give_up)
             }
         }
     }
@@ -259,7 +261,7 @@ struct Work {
 
 /// Groups due rows by channel, then by service (each group oldest first).
 fn group(rows: Vec<DeliveryRecord>) -> BTreeMap<String, Vec<Vec<DeliveryRecord>>> {
-    let mut by: BTreeMap<String, BTreeMap<i64, Vec<DeliveryRecord>>> = BTreeMap::new();
+    let mut by: BTreeMap<String, BTreeMap<ServiceId, Vec<DeliveryRecord>>> = BTreeMap::new();
     for r in rows {
         by.entry(r.channel.clone())
             .or_default()

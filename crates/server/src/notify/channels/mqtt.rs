@@ -94,7 +94,7 @@ pub fn publications(channel: &Channel, m: &Message) -> Vec<(String, String)> {
         let prefix = channel.topic_prefix.as_deref().unwrap_or(MQTT_TOPIC_PREFIX);
         return vec![(format!("{prefix}/test"), m.short())];
     }
-    let t = topics(channel, m.service_id);
+    let t = topics(channel, m.service_id.get());
     let attributes = serde_json::json!({
         "service": m.service,
         "state": m.state.as_str(),
@@ -107,7 +107,7 @@ pub fn publications(channel: &Channel, m: &Message) -> Vec<(String, String)> {
     vec![
         (
             t.config.clone(),
-            discovery_config(&t, m.service_id, &m.service, &m.link),
+            discovery_config(&t, m.service_id.get(), &m.service, &m.link),
         ),
         (t.attributes, attributes.to_string()),
         (t.state, state_payload(m.state).to_string()),

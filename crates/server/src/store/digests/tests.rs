@@ -130,7 +130,7 @@ fn a_mail_is_held_only_when_every_recipient_is_flooded() {
         items
             .iter()
             .filter(|i| i.held)
-            .map(|i| i.service_id)
+            .map(|i| i.service_id.get())
             .collect::<Vec<_>>(),
         vec![7]
     );
