@@ -303,7 +303,7 @@ pub struct Notification {
     pub reason: Option<String>,
     /// Recipients.
     pub recipients: Vec<String>,
-    /// `pending`, `sent` or `failed`.
+    /// `pending`, `held`, `sent`, `failed`, `suppressed` or `digested`.
     pub status: String,
     /// Delivery attempts.
     pub attempts: i64,
@@ -339,7 +339,7 @@ pub struct Delivery {
     pub to: HealthState,
     /// The check's reason.
     pub reason: Option<String>,
-    /// `pending`, `sent` or `failed`.
+    /// `pending`, `held`, `sent`, `failed`, `suppressed` or `digested`.
     pub status: String,
     /// Attempts so far.
     pub attempts: i64,

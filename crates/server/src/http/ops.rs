@@ -6,7 +6,7 @@ use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::scheduler::Command;
 use crate::store::{Registered, ServiceRecord};
-use healthchecker_core::{ServiceId, ServiceSpec};
+use healthchecker_core::ServiceSpec;
 use sha2::{Digest, Sha256};
 
 /// Refuses a target whose literal IP address the operator denied (a name is
@@ -159,10 +159,7 @@ impl AppState {
             .await?
             .ok_or_else(|| ApiError::NotFound(name.to_string()))?;
         self.scheduler
-            .send(Command::SetPaused {
-                id: ServiceId::new(rec.id),
-                paused,
-            })
+            .send(Command::SetPaused { id: rec.id, paused })
             .await;
         Ok(rec)
     }

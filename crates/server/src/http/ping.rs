@@ -211,7 +211,7 @@ async fn ping_name(
             ),
         ));
     }
-    deliver(&app, ServiceId::new(rec.id), &rec.spec.name, ping, &body).await
+    deliver(&app, rec.id, &rec.spec.name, ping, &body).await
 }
 
 /// Records the ping's time and hands it to the scheduler.

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use healthchecker_core::{HealthState, RegisterRequest, ServiceSpec};
+use healthchecker_core::{HealthState, RegisterRequest, ServiceId, ServiceSpec};
 
 /// Most rows one list call returns.
 pub const MAX_LIMIT: usize = 1000;
@@ -127,7 +127,7 @@ pub(super) async fn list(
         .read(move |s| {
             let services = s.list_services(&filter)?;
             // Uptime of this page only (one page more than `limit` at most).
-            let ids: Vec<i64> = services.iter().map(|r| r.id).collect();
+            let ids: Vec<ServiceId> = services.iter().map(|r| r.id).collect();
             let uptimes = s.uptime_ratios(&ids, now_ms())?;
             Ok((services, uptimes))
         })

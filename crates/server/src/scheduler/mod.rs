@@ -225,7 +225,7 @@ impl Scheduler {
     }
 
     fn insert(&mut self, rec: ServiceRecord, now: u64) {
-        let id = ServiceId::new(rec.id);
+        let id = rec.id;
         self.metrics
             .set_service_state(&rec.spec.name, None, rec.state);
         let beat = Beat::of(&rec, None, self.cfg.clock.now_ms());
@@ -305,7 +305,7 @@ impl Scheduler {
     /// A new service, or a re-registration: new parameters, same state and
     /// history.
     fn on_upsert(&mut self, rec: ServiceRecord, now: u64) {
-        let id = ServiceId::new(rec.id);
+        let id = rec.id;
         let wall = self.cfg.clock.now_ms();
         let Some(e) = self.entries.get_mut(&id) else {
             self.insert(rec, now);

@@ -31,7 +31,7 @@ pub(super) fn check_write(
         failures: step.failures,
         transition: step.change.map(|c: Change| TransitionWrite {
             from: c.transition.from,
-            previous_since: c.previous_since,
+            previous_since: UnixMs::new(c.previous_since),
             notify,
         }),
     }

@@ -89,7 +89,7 @@ fn service(id: i64, body: serde_json::Value) -> ServiceRecord {
         .expect("a registration");
     let spec = ServiceSpec::try_from(req).expect("valid registration");
     ServiceRecord {
-        id,
+        id: ServiceId::new(id),
         spec,
         paused: false,
         state: Unknown,
@@ -241,11 +241,12 @@ async fn thresholds_decide_healthy_and_unhealthy() {
         ]
     );
     assert_eq!(
-        changes[0].2.previous_since, T0,
+        changes[0].2.previous_since.get(),
+        T0,
         "unknown since registration"
     );
     for pair in changes.windows(2) {
-        assert_eq!(pair[1].2.previous_since, pair[0].1.get());
+        assert_eq!(pair[1].2.previous_since, pair[0].1);
     }
     let n = changes[1].2.notify.as_ref().unwrap();
     assert_eq!(n.recipients, ["ops@example.com"]);

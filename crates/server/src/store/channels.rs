@@ -125,7 +125,7 @@ macro_rules! routed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutedService {
     /// The service's row id (never reused).
-    pub id: i64,
+    pub id: ServiceId,
     /// Its name.
     pub name: String,
     /// Its state.
@@ -152,7 +152,7 @@ pub(crate) fn insert_deliveries(
     to: HealthState,
     reason: Option<&str>,
     target: &str,
-    previous_since: i64,
+    previous_since: UnixMs,
     next_attempt_at: UnixMs,
     status: &str,
 ) -> rusqlite::Result<()> {
@@ -244,7 +244,7 @@ impl Store {
     pub fn routed_services(
         &self,
         name: &str,
-        after_id: i64,
+        after_id: ServiceId,
         limit: usize,
     ) -> Result<Vec<RoutedService>, StoreError> {
         let conn = self.read_conn();

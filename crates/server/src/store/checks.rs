@@ -128,7 +128,11 @@ pub(crate) fn mark_heads(tx: &Connection) -> rusqlite::Result<()> {
 
 impl Store {
     /// The newest `limit` checks of a service, newest first.
-    pub fn checks(&self, service_id: i64, limit: usize) -> Result<Vec<CheckRecord>, StoreError> {
+    pub fn checks(
+        &self,
+        service_id: ServiceId,
+        limit: usize,
+    ) -> Result<Vec<CheckRecord>, StoreError> {
         // The fresh head is read before the reader's transaction starts: the
         // writer drops it only after the service row shows it.
         let head = self.fresh_head(service_id);
@@ -140,18 +144,18 @@ impl Store {
         )?)
     }
 
-    fn fresh_head(&self, service_id: i64) -> Option<i64> {
+    fn fresh_head(&self, service_id: ServiceId) -> Option<i64> {
         let heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
-        heads.get(&ServiceId::new(service_id)).map(|h| h.check_id)
+        heads.get(&service_id).map(|h| h.check_id)
     }
 
     /// The newest `n` checks of each service in `ids` (durations and
     /// results, oldest first), for sparklines.
     pub fn recent_checks_of(
         &self,
-        ids: &[i64],
+        ids: &[ServiceId],
         n: usize,
-    ) -> Result<HashMap<i64, Vec<CheckRecord>>, StoreError> {
+    ) -> Result<HashMap<ServiceId, Vec<CheckRecord>>, StoreError> {
         let fresh: Vec<Option<i64>> = ids.iter().map(|id| self.fresh_head(*id)).collect();
         let conn = self.read_conn();
         let mut stmt = conn.prepare_cached(&chain_sql(false))?;

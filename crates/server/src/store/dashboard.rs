@@ -5,7 +5,7 @@
 
 use super::decode::{self, Fields};
 use super::{ServiceFilter, ServiceRecord, StateCounts, Store, StoreError, SERVICE_COLUMNS};
-use healthchecker_core::HealthState;
+use healthchecker_core::{HealthState, ServiceId};
 use rusqlite::{params, OptionalExtension};
 
 /// One page of services carrying chosen tags, and their count per state.
@@ -157,9 +157,9 @@ impl Store {
     /// service's history reaches (from its creation time).
     pub fn uptime_windows(
         &self,
-        ids: &[i64],
+        ids: &[ServiceId],
         now: i64,
-    ) -> Result<std::collections::HashMap<i64, UptimeWindows>, StoreError> {
+    ) -> Result<std::collections::HashMap<ServiceId, UptimeWindows>, StoreError> {
         let ratios = self.uptime_ratios(ids, now)?;
         let conn = self.read_conn();
         let mut created = conn.prepare_cached("SELECT created_at FROM services WHERE id = ?1")?;
@@ -186,7 +186,12 @@ impl Store {
     /// Checks per day of one service over the last `days` days (oldest
     /// first), zero for a day without data; from the daily roll-ups. For
     /// the status page's uptime bars.
-    pub fn daily_uptime(&self, id: i64, now: i64, days: i64) -> Result<Vec<DayUptime>, StoreError> {
+    pub fn daily_uptime(
+        &self,
+        id: ServiceId,
+        now: i64,
+        days: i64,
+    ) -> Result<Vec<DayUptime>, StoreError> {
         let today = now.div_euclid(86_400_000);
         let first = today - days.max(1) + 1;
         let mut out = vec![DayUptime::default(); days.max(0) as usize];

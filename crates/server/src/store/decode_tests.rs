@@ -3,11 +3,11 @@
 
 use super::tests::{check, mailing, spec_of};
 use super::*;
-use healthchecker_core::{CheckResult, HealthState};
+use healthchecker_core::{CheckResult, HealthState, ServiceId};
 
 /// A store with one registered service `a` that has one state change (an
 /// event, a mail and a check); returns the service's id.
-fn store_with_history() -> (tempfile::TempDir, Store, i64) {
+fn store_with_history() -> (tempfile::TempDir, Store, ServiceId) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("hc.db")).unwrap();
     let body = serde_json::json!({"name": "a", "url": "http://127.0.0.1:9/health", "interval": 30, "email": "a@example.com"});
@@ -53,7 +53,7 @@ fn an_unknown_state_is_a_corrupt_row_naming_table_row_and_column() {
     let c = corruption(store.get_service("a"));
     assert_eq!(
         (c.table.as_str(), c.row, c.column.as_str()),
-        ("services", Some(id), "state")
+        ("services", Some(id.get()), "state")
     );
     assert!(c.detail.contains("sideways"), "{c}");
     let text = StoreError::Corrupt(c).to_string();

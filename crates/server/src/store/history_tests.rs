@@ -5,11 +5,15 @@
 use super::tests::{beyond_the_snapshot, record_all, spec_of, two_services_at_version, wait_until};
 use super::*;
 use crate::store::writer::{TransitionWrite, Writer};
-use healthchecker_core::{CheckResult, HealthState, ServiceSpec};
+use healthchecker_core::{CheckResult, HealthState, ServiceId, ServiceSpec, UnixMs};
 use rusqlite::params;
 
 pub(super) const HOUR: i64 = 3_600_000;
 pub(super) const DAY: i64 = 24 * HOUR;
+
+/// Services 1 and 2 (the ids of the first two registrations).
+pub(super) const S1: ServiceId = ServiceId::new(1);
+pub(super) const S2: ServiceId = ServiceId::new(2);
 
 pub(super) fn spec(name: &str) -> ServiceSpec {
     let body =
@@ -17,7 +21,12 @@ pub(super) fn spec(name: &str) -> ServiceSpec {
     spec_of(&body)
 }
 
-pub(super) fn check(id: i64, at: i64, result: CheckResult, duration_us: i64) -> CheckWrite {
+pub(super) fn check(
+    id: impl Into<ServiceId>,
+    at: i64,
+    result: CheckResult,
+    duration_us: i64,
+) -> CheckWrite {
     CheckWrite {
         duration_us,
         http_status: None,
@@ -29,13 +38,13 @@ pub(super) fn check(id: i64, at: i64, result: CheckResult, duration_us: i64) -> 
 pub(super) fn changed(mut c: CheckWrite) -> CheckWrite {
     c.transition = Some(TransitionWrite {
         from: HealthState::Unhealthy,
-        previous_since: 0,
+        previous_since: UnixMs::EPOCH,
         notify: None,
     });
     c
 }
 
-pub(super) fn register(store: &Store, name: &str) -> i64 {
+pub(super) fn register(store: &Store, name: &str) -> ServiceId {
     store
         .register(&spec(name), "h", 0, usize::MAX)
         .unwrap()
@@ -44,7 +53,7 @@ pub(super) fn register(store: &Store, name: &str) -> i64 {
 }
 
 /// `at` of every stored check of a service, oldest first.
-pub(super) fn stored(store: &Store, id: i64) -> Vec<i64> {
+pub(super) fn stored(store: &Store, id: ServiceId) -> Vec<i64> {
     store
         .with_reader(|c| {
             c.prepare("SELECT at FROM checks WHERE service_id = ?1 ORDER BY id")?
@@ -55,7 +64,11 @@ pub(super) fn stored(store: &Store, id: i64) -> Vec<i64> {
 }
 
 /// Checks counted in `table`'s packed rows (of one service, or all).
-pub(super) fn total_in(c: &Connection, table: &str, id: Option<i64>) -> rusqlite::Result<i64> {
+pub(super) fn total_in(
+    c: &Connection,
+    table: &str,
+    id: Option<ServiceId>,
+) -> rusqlite::Result<i64> {
     let mut stmt = c.prepare(&format!(
         "SELECT roll FROM {table} WHERE ?1 IS NULL OR service_id = ?1"
     ))?;
@@ -68,7 +81,7 @@ pub(super) fn total_in(c: &Connection, table: &str, id: Option<i64>) -> rusqlite
     Ok(total)
 }
 
-pub(super) fn hour_total(store: &Store, id: i64) -> i64 {
+pub(super) fn hour_total(store: &Store, id: ServiceId) -> i64 {
     store
         .with_reader(|c| total_in(c, "uptime", Some(id)))
         .unwrap()
@@ -360,7 +373,7 @@ fn a_version_6_database_turns_its_history_into_rollups() {
     );
     // The raw hours became full roll-ups; the old bucket kept its counts.
     let hours = store
-        .rollups(1, false, (now - 30 * DAY) / HOUR, now / HOUR)
+        .rollups(S1, false, (now - 30 * DAY) / HOUR, now / HOUR)
         .unwrap();
     assert_eq!(hours[0].period, (now - 20 * DAY) / HOUR);
     assert_eq!((hours[0].count, hours[0].failures), (120, 30));
@@ -371,13 +384,13 @@ fn a_version_6_database_turns_its_history_into_rollups() {
     assert!(raw.iter().all(|h| h.latency_min_us == Some(4_000)
         && h.latency_max_us == Some(80_000)
         && h.latency_p95_us == Some(80_000)));
-    let days = store.rollups(1, true, 0, now / DAY).unwrap();
+    let days = store.rollups(S1, true, 0, now / DAY).unwrap();
     assert_eq!(days.iter().map(|d| d.count).sum::<i64>(), 420);
-    let up = store.uptime_ratios(&[1, 2], now).unwrap();
-    assert_eq!(up[&1].day, Some(270.0 / 300.0));
-    assert_eq!(up[&1].month, Some((270.0 + 90.0) / 420.0));
-    assert_eq!(up[&2].day, None, "its checks are older than 24 h");
-    assert_eq!(up[&2].quarter, Some(0.5));
+    let up = store.uptime_ratios(&[S1, S2], now).unwrap();
+    assert_eq!(up[&S1].day, Some(270.0 / 300.0));
+    assert_eq!(up[&S1].month, Some((270.0 + 90.0) / 420.0));
+    assert_eq!(up[&S2].day, None, "its checks are older than 24 h");
+    assert_eq!(up[&S2].quarter, Some(0.5));
     // The first background prune keeps the newest 100 checks of a and the
     // failing and state-changing checks of the last week; b keeps both.
     store.prune(now).unwrap();
@@ -391,10 +404,10 @@ fn a_version_6_database_turns_its_history_into_rollups() {
     let mut expect: Vec<i64> = (0..200).filter(|i| i % 10 == 0).map(|i| i + 1).collect();
     expect.extend(201..=300);
     assert_eq!(kept, expect);
-    assert_eq!(store.checks(2, 10).unwrap().len(), 2);
+    assert_eq!(store.checks(S2, 10).unwrap().len(), 2);
     assert_eq!(
         store
-            .rollups(1, false, (now - 30 * DAY) / HOUR, now / HOUR)
+            .rollups(S1, false, (now - 30 * DAY) / HOUR, now / HOUR)
             .unwrap(),
         hours
     );
@@ -460,7 +473,7 @@ async fn a_database_before_packing_keeps_every_rollup_count() {
         latency_p95_us: lat.map(|l| l.3),
     };
     assert_eq!(
-        store.rollups(1, false, p - 40, p).unwrap(),
+        store.rollups(S1, false, p - 40, p).unwrap(),
         vec![
             row(p - 30, 120, 30, 0, None),
             // p95: the 10-20 ms bucket's edge, clamped to the maximum.
@@ -469,7 +482,7 @@ async fn a_database_before_packing_keeps_every_rollup_count() {
         ]
     );
     assert_eq!(
-        store.rollups(1, true, d - 90, d).unwrap(),
+        store.rollups(S1, true, d - 90, d).unwrap(),
         vec![
             row(
                 d - 60,
@@ -483,12 +496,12 @@ async fn a_database_before_packing_keeps_every_rollup_count() {
         ]
     );
     assert_eq!(
-        store.rollups(2, true, d - 90, d).unwrap(),
+        store.rollups(S2, true, d - 90, d).unwrap(),
         vec![row(d - 5, 10, 5, 0, Some((10, 10, 10, 10)))]
     );
-    let up = store.uptime_ratios(&[1, 2], now).unwrap();
+    let up = store.uptime_ratios(&[S1, S2], now).unwrap();
     assert_eq!(
-        up[&1],
+        up[&S1],
         Uptime {
             day: Some(219.0 / 250.0),
             week: Some(219.0 / 250.0),
@@ -497,7 +510,7 @@ async fn a_database_before_packing_keeps_every_rollup_count() {
         }
     );
     assert_eq!(
-        up[&2],
+        up[&S2],
         Uptime {
             day: None,
             week: Some(0.5),
@@ -508,7 +521,7 @@ async fn a_database_before_packing_keeps_every_rollup_count() {
     // The writer adds to a packed row.
     let t = (p - 1) * HOUR;
     record_all(&store, vec![check(1, t, CheckResult::Fail, 50_000)]).await;
-    let h = store.rollups(1, false, p - 1, p - 1).unwrap();
+    let h = store.rollups(S1, false, p - 1, p - 1).unwrap();
     assert_eq!(
         h,
         vec![row(
@@ -519,5 +532,5 @@ async fn a_database_before_packing_keeps_every_rollup_count() {
             Some((3_900, (601_440 + 50_000) / 121, 50_000, 5_000))
         )]
     );
-    assert_eq!(store.rollups(1, true, d, d).unwrap()[0].count, 251);
+    assert_eq!(store.rollups(S1, true, d, d).unwrap()[0].count, 251);
 }

@@ -33,7 +33,7 @@
 
 use super::decode::Corruption;
 use super::{Store, StoreError};
-use healthchecker_core::CheckResult;
+use healthchecker_core::{CheckResult, ServiceId};
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashMap;
@@ -289,7 +289,7 @@ pub struct Rollup {
 
 /// The roll of a `(period, roll)` row of `table` (a blob that does not
 /// decode is a [`Corruption`]).
-fn roll_of(r: &Row<'_>, table: &str, service_id: i64) -> rusqlite::Result<(i64, Roll)> {
+fn roll_of(r: &Row<'_>, table: &str, service_id: ServiceId) -> rusqlite::Result<(i64, Roll)> {
     let period: i64 = r.get(0)?;
     let corrupt = |detail: String| {
         Corruption {
@@ -308,7 +308,7 @@ fn roll_of(r: &Row<'_>, table: &str, service_id: i64) -> rusqlite::Result<(i64, 
 }
 
 /// `(total, fails)` of a `(period, roll)` row of `table`.
-fn counts_of(r: &Row<'_>, table: &str, service_id: i64) -> rusqlite::Result<(i64, i64)> {
+fn counts_of(r: &Row<'_>, table: &str, service_id: ServiceId) -> rusqlite::Result<(i64, i64)> {
     let b = r.get_ref(1)?.as_blob();
     match b
         .map_err(|e| e.to_string())
@@ -347,7 +347,11 @@ impl Store {
     /// from the roll-ups: two primary-key range reads per service (at most
     /// 24 hourly and 90 daily rows), whatever the number of services.
     /// Services without checks in any window map to all `None`.
-    pub fn uptime_ratios(&self, ids: &[i64], now: i64) -> Result<HashMap<i64, Uptime>, StoreError> {
+    pub fn uptime_ratios(
+        &self,
+        ids: &[ServiceId],
+        now: i64,
+    ) -> Result<HashMap<ServiceId, Uptime>, StoreError> {
         let conn = self.read_conn();
         let (hour, day) = (hour_of(now), now.div_euclid(DAY_MS));
         // One primary-key lookup per period (the key is period first).
@@ -403,7 +407,7 @@ impl Store {
     /// checks are left out. One primary-key lookup per period.
     pub fn rollups(
         &self,
-        service_id: i64,
+        service_id: ServiceId,
         daily: bool,
         from: i64,
         to: i64,

@@ -27,7 +27,7 @@ pub struct LastCheck {
 #[derive(Debug, Clone)]
 pub struct ServiceRecord {
     /// Row id, stable for the service's life.
-    pub id: i64,
+    pub id: ServiceId,
     /// The validated parameters.
     pub spec: ServiceSpec,
     /// Monitoring paused.
@@ -169,7 +169,7 @@ impl Record for ServiceRecord {
             None => None,
         };
         Ok(ServiceRecord {
-            id: f.id(),
+            id: ServiceId::new(f.id()),
             spec: ServiceSpec {
                 name: f.get("name")?,
                 target: Target {

@@ -4,7 +4,7 @@
 
 use super::history_tests::*;
 use super::*;
-use healthchecker_core::CheckResult;
+use healthchecker_core::{CheckResult, ServiceId};
 
 /// Steady state of one installation, measured with SQLite's `dbstat`
 /// (docs/storage.md quotes it): every service with its newest 100 checks,
@@ -153,8 +153,12 @@ fn rollup_flush_adds_to_the_stored_rows() {
         );
     }
     for id in [1, n / 2, n] {
-        let h = store.rollups(id, false, at / HOUR, at / HOUR).unwrap();
-        let d = store.rollups(id, true, at / DAY, at / DAY).unwrap();
+        let h = store
+            .rollups(ServiceId::new(id), false, at / HOUR, at / HOUR)
+            .unwrap();
+        let d = store
+            .rollups(ServiceId::new(id), true, at / DAY, at / DAY)
+            .unwrap();
         assert_eq!((h[0].count, h[0].failures), (4, 2), "{id}");
         assert_eq!((d[0].count, d[0].failures), (4, 2), "{id}");
         assert_eq!(h[0].latency_max_us, Some(30_000));
@@ -219,11 +223,14 @@ fn rollups_written_flush_by_flush_stay_small() {
     let (hourly, daily) = (per_row("uptime"), per_row("uptime_day"));
     println!("written flush by flush: bytes per row: hourly {hourly:.1}, daily {daily:.1}");
     assert_eq!(
-        store.rollups(1, false, start / HOUR, start / HOUR).unwrap()[0].count,
+        store
+            .rollups(S1, false, start / HOUR, start / HOUR)
+            .unwrap()[0]
+            .count,
         12 * 10
     );
     assert_eq!(
-        store.rollups(1, true, start / DAY, start / DAY).unwrap()[0].count,
+        store.rollups(S1, true, start / DAY, start / DAY).unwrap()[0].count,
         24 * 12 * 10
     );
     assert!(hourly <= 40.0, "{hourly} bytes per hourly row");

@@ -14,9 +14,14 @@ pub(super) fn spec_of(body: &serde_json::Value) -> ServiceSpec {
     ServiceSpec::try_from(RegisterRequest::from_json(body.to_string().as_bytes()).unwrap()).unwrap()
 }
 
-pub(super) fn check(id: i64, at: i64, result: CheckResult, state: HealthState) -> CheckWrite {
+pub(super) fn check(
+    id: impl Into<ServiceId>,
+    at: i64,
+    result: CheckResult,
+    state: HealthState,
+) -> CheckWrite {
     CheckWrite {
-        service_id: ServiceId::new(id),
+        service_id: id.into(),
         at: UnixMs::new(at),
         duration_us: 1500,
         result,
@@ -47,7 +52,7 @@ pub(super) fn mailing(
 ) -> CheckWrite {
     c.transition = Some(TransitionWrite {
         from,
-        previous_since,
+        previous_since: UnixMs::new(previous_since),
         notify: Some(NotifyWrite {
             service: service.into(),
             target: "http://127.0.0.1:9/health".into(),
@@ -149,7 +154,10 @@ async fn writer_records_check_event_and_outbox_together_and_survives_reopen() {
 
 /// Registers more services (`s0`, `s1`, ...) than SNAPSHOT_EAGER, each
 /// from `spec`; returns their ids.
-pub(super) fn beyond_the_snapshot(store: &Store, spec: impl Fn(&str) -> ServiceSpec) -> Vec<i64> {
+pub(super) fn beyond_the_snapshot(
+    store: &Store,
+    spec: impl Fn(&str) -> ServiceSpec,
+) -> Vec<ServiceId> {
     let n = super::writer::SNAPSHOT_EAGER as i64 + 44;
     (0..n)
         .map(|i| {
@@ -198,9 +206,9 @@ pub(super) async fn record_all(store: &Store, checks: impl IntoIterator<Item = C
     writer.join();
 }
 
-fn ats(store: &Store, id: i64, limit: usize) -> Vec<i64> {
+fn ats(store: &Store, id: impl Into<ServiceId>, limit: usize) -> Vec<i64> {
     store
-        .checks(id, limit)
+        .checks(id.into(), limit)
         .unwrap()
         .into_iter()
         .map(|c| c.at)
@@ -267,7 +275,7 @@ async fn history_is_readable_before_the_snapshot_and_repaired_after_a_crash() {
         for id in &ids {
             let c = check(
                 *id,
-                1_000 * (round + 1) + id,
+                1_000 * (round + 1) + id.get(),
                 CheckResult::Pass,
                 HealthState::Healthy,
             );
@@ -290,9 +298,9 @@ async fn history_is_readable_before_the_snapshot_and_repaired_after_a_crash() {
     assert_eq!(row_head, None, "the service row waits for the snapshot");
     assert_eq!(
         ats(&store, id, 10),
-        vec![3_000 + id, 2_000 + id, 1_000 + id]
+        vec![3_000 + id.get(), 2_000 + id.get(), 1_000 + id.get()]
     );
-    assert_eq!(ats(&store, id, 2), vec![3_000 + id, 2_000 + id]);
+    assert_eq!(ats(&store, id, 2), vec![3_000 + id.get(), 2_000 + id.get()]);
     handle.flush().await;
     drop(handle);
     writer.join();
@@ -311,7 +319,7 @@ async fn history_is_readable_before_the_snapshot_and_repaired_after_a_crash() {
     for id in &ids {
         assert_eq!(
             ats(&store, *id, 10),
-            vec![3_000 + id, 2_000 + id, 1_000 + id]
+            vec![3_000 + id.get(), 2_000 + id.get(), 1_000 + id.get()]
         );
     }
     // The next check continues the chain.
@@ -320,7 +328,7 @@ async fn history_is_readable_before_the_snapshot_and_repaired_after_a_crash() {
         [check(id, 9_000, CheckResult::Fail, HealthState::Healthy)],
     )
     .await;
-    assert_eq!(ats(&store, id, 2), vec![9_000, 3_000 + id]);
+    assert_eq!(ats(&store, id, 2), vec![9_000, 3_000 + id.get()]);
 }
 
 #[test]
@@ -357,7 +365,7 @@ fn delete_removes_history_but_keeps_events() {
         .unwrap()
         .record
         .id;
-    assert_eq!(store.delete("a", 5).unwrap(), Some(ServiceId::new(id)));
+    assert_eq!(store.delete("a", 5).unwrap(), Some(id));
     assert_eq!(store.delete("a", 6).unwrap(), None);
     assert!(store.get_service("a").unwrap().is_none());
     assert_eq!(
@@ -379,11 +387,11 @@ fn a_deleted_services_id_is_never_given_to_a_new_service() {
     };
     reg(&store, "a");
     let b = reg(&store, "b");
-    assert_eq!(store.delete("b", 5).unwrap(), Some(ServiceId::new(b)));
+    assert_eq!(store.delete("b", 5).unwrap(), Some(b));
     // SQLite alone would hand the highest id out again.
     let b2 = reg(&store, "b");
     assert!(b2 > b, "{b2} after {b}");
-    assert_eq!(store.delete("b", 6).unwrap(), Some(ServiceId::new(b2)));
+    assert_eq!(store.delete("b", 6).unwrap(), Some(b2));
     drop(store);
     let store = Store::open(&path).unwrap();
     let c = reg(&store, "c");
@@ -435,7 +443,7 @@ async fn a_due_row_brings_every_pending_row_of_its_service() {
     let due = store.due_notifications(5_000, 100).unwrap();
     assert_eq!(
         due.iter()
-            .map(|n| (n.service_id.get(), n.created_at))
+            .map(|n| (n.service_id, n.created_at))
             .collect::<Vec<_>>(),
         vec![(id, 1_000), (id, 2_000)]
     );
@@ -484,10 +492,7 @@ fn a_heartbeat_keeps_its_ping_id_and_records_its_pings() {
     assert_eq!(again.record.spec.heartbeat.unwrap().period, 7200);
     // Lookup by id, and the ping times the deadline counts from.
     let found = store.service_by_ping_id(&id).unwrap().unwrap();
-    assert_eq!(
-        (found.id.get(), found.name.as_str()),
-        (reg.record.id, "job")
-    );
+    assert_eq!((found.id, found.name.as_str()), (reg.record.id, "job"));
     assert!(store.service_by_ping_id("nope").unwrap().is_none());
     store
         .record_ping(found.id, UnixMs::new(5_000), true)

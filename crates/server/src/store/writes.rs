@@ -39,8 +39,8 @@ pub struct CheckWrite {
 pub struct TransitionWrite {
     /// Previous state.
     pub from: HealthState,
-    /// When the previous state began (Unix ms).
-    pub previous_since: i64,
+    /// When the previous state began.
+    pub previous_since: UnixMs,
     /// The mail to queue, if this transition notifies.
     pub notify: Option<NotifyWrite>,
 }

@@ -71,7 +71,7 @@ async fn dashboard_pages_at_100k_services() {
         offset: 0,
         after: None,
     };
-    let ids: Vec<i64> = store
+    let ids: Vec<healthchecker_core::ServiceId> = store
         .list_services_ordered(&filter, ServiceOrder::Name)
         .unwrap()
         .iter()

@@ -192,9 +192,9 @@ async fn a_response_the_client_does_not_read_is_dropped_after_30_s() {
     d.stop().await;
 }
 
-fn write_check(id: i64, at: i64, notify: bool) -> CheckWrite {
+fn write_check(id: ServiceId, at: i64, notify: bool) -> CheckWrite {
     CheckWrite {
-        service_id: ServiceId::new(id),
+        service_id: id,
         at: UnixMs::new(at),
         duration_us: 1000,
         result: CheckResult::Fail,
@@ -207,7 +207,7 @@ fn write_check(id: i64, at: i64, notify: bool) -> CheckWrite {
         failures: 2,
         transition: Some(TransitionWrite {
             from: HealthState::Healthy,
-            previous_since: at - 1000,
+            previous_since: UnixMs::new(at - 1000),
             notify: notify.then(|| NotifyWrite {
                 service: "mail".into(),
                 target: "tcp://127.0.0.1:9".into(),
@@ -220,7 +220,7 @@ fn write_check(id: i64, at: i64, notify: bool) -> CheckWrite {
     }
 }
 
-fn registered(store: &Store, name: &str) -> i64 {
+fn registered(store: &Store, name: &str) -> healthchecker_core::ServiceId {
     let req = healthchecker_core::RegisterRequest::from_json(
         json!({"name": name, "url": "tcp://127.0.0.1:9", "email": "ops@example.com"})
             .to_string()

@@ -14,7 +14,7 @@ use crate::store::{
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use healthchecker_core::HealthState;
+use healthchecker_core::{HealthState, ServiceId};
 use maud::{html, Markup};
 use std::collections::HashMap;
 
@@ -54,12 +54,12 @@ struct IndexData {
     counts: Vec<(HealthState, i64)>,
     paused: i64,
     services: Vec<ServiceRecord>,
-    uptimes: HashMap<i64, UptimeWindows>,
-    recent: HashMap<i64, Vec<CheckRecord>>,
+    uptimes: HashMap<ServiceId, UptimeWindows>,
+    recent: HashMap<ServiceId, Vec<CheckRecord>>,
     events: Vec<EventRecord>,
     total: i64,
     /// Services silenced now: id -> when the silence ends.
-    silenced: HashMap<i64, i64>,
+    silenced: HashMap<ServiceId, i64>,
 }
 
 struct ListQuery<'a> {
@@ -195,7 +195,7 @@ pub(super) async fn index(
                 paused,
             } = cache.state_counts.get(s, now_ms())?;
             let services = s.list_services_ordered(&filter, order)?;
-            let ids: Vec<i64> = services.iter().map(|r| r.id).collect();
+            let ids: Vec<ServiceId> = services.iter().map(|r| r.id).collect();
             Ok(IndexData {
                 total: counts.iter().map(|c| c.1).sum(),
                 counts,

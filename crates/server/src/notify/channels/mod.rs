@@ -112,7 +112,7 @@ impl Dispatcher {
                 let sent = mqtt::send(channel, m).await;
                 if sent.is_ok() && !m.test && m.digest.is_none() {
                     // The sync republishes the current state over it.
-                    self.presence.touched(&channel.name, m.service_id.get());
+                    self.presence.touched(&channel.name, m.service_id);
                 }
                 sent
             }

@@ -19,7 +19,7 @@
 use super::kinds::DeliveryError;
 use crate::notify::message::Message;
 use healthchecker_core::channel::{Channel, MQTT_DISCOVERY_PREFIX, MQTT_TOPIC_PREFIX};
-use healthchecker_core::HealthState;
+use healthchecker_core::{HealthState, ServiceId};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +39,7 @@ pub struct Topics {
 }
 
 /// The topics of service `service_id` on `channel`.
-pub fn topics(channel: &Channel, service_id: i64) -> Topics {
+pub fn topics(channel: &Channel, service_id: ServiceId) -> Topics {
     let prefix = channel.topic_prefix.as_deref().unwrap_or(MQTT_TOPIC_PREFIX);
     let discovery = channel
         .discovery_prefix
@@ -55,7 +55,7 @@ pub fn topics(channel: &Channel, service_id: i64) -> Topics {
 
 /// The Home Assistant discovery config of service `service_id` named
 /// `service` (the device's name), whose dashboard page is `link`.
-pub fn discovery_config(t: &Topics, service_id: i64, service: &str, link: &str) -> String {
+pub fn discovery_config(t: &Topics, service_id: ServiceId, service: &str, link: &str) -> String {
     let id = format!("healthchecker_{service_id}");
     serde_json::json!({
         "name": null,
@@ -94,7 +94,7 @@ pub fn publications(channel: &Channel, m: &Message) -> Vec<(String, String)> {
         let prefix = channel.topic_prefix.as_deref().unwrap_or(MQTT_TOPIC_PREFIX);
         return vec![(format!("{prefix}/test"), m.short())];
     }
-    let t = topics(channel, m.service_id.get());
+    let t = topics(channel, m.service_id);
     let attributes = serde_json::json!({
         "service": m.service,
         "state": m.state.as_str(),
@@ -107,7 +107,7 @@ pub fn publications(channel: &Channel, m: &Message) -> Vec<(String, String)> {
     vec![
         (
             t.config.clone(),
-            discovery_config(&t, m.service_id.get(), &m.service, &m.link),
+            discovery_config(&t, m.service_id, &m.service, &m.link),
         ),
         (t.attributes, attributes.to_string()),
         (t.state, state_payload(m.state).to_string()),

@@ -40,7 +40,7 @@ use super::mqtt;
 use super::Dispatcher;
 use crate::store::{RoutedService, Store};
 use healthchecker_core::channel::{Channel, ChannelKind};
-use healthchecker_core::HealthState;
+use healthchecker_core::{HealthState, ServiceId};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,7 +68,7 @@ const PAGE: usize = 1000;
 /// What the dispatcher and the sync share.
 #[derive(Default)]
 pub struct Presence {
-    touched: Mutex<HashSet<(String, i64)>>,
+    touched: Mutex<HashSet<(String, ServiceId)>>,
     wake: Notify,
 }
 
@@ -76,7 +76,7 @@ impl Presence {
     /// A notification was published to `channel` for `service_id`: the
     /// next round (started now) publishes the service's current state
     /// again, or clears it if the channel no longer serves it.
-    pub fn touched(&self, channel: &str, service_id: i64) {
+    pub fn touched(&self, channel: &str, service_id: ServiceId) {
         self.touched
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -85,9 +85,9 @@ impl Presence {
     }
 
     /// The services touched on `channel` since the last call.
-    fn take_touched(&self, channel: &str) -> Vec<i64> {
+    fn take_touched(&self, channel: &str) -> Vec<ServiceId> {
         let mut t = self.touched.lock().unwrap_or_else(|e| e.into_inner());
-        let ids: Vec<i64> = t
+        let ids: Vec<ServiceId> = t
             .iter()
             .filter(|(c, _)| c == channel)
             .map(|(_, id)| *id)
@@ -101,7 +101,7 @@ impl Presence {
 
 /// What a channel's broker holds of each service, as far as this task
 /// knows: `None` when a notification published it since (contents unknown).
-type Published = HashMap<i64, Option<RoutedService>>;
+type Published = HashMap<ServiceId, Option<RoutedService>>;
 
 /// The difference between what was published and what should be.
 #[derive(Debug, Default, PartialEq)]
@@ -109,7 +109,7 @@ struct Plan {
     /// To publish (new, changed, or unknown on the broker).
     publish: Vec<RoutedService>,
     /// To clear (deleted, or no longer served), by id.
-    clear: Vec<i64>,
+    clear: Vec<ServiceId>,
 }
 
 /// What a round has to do to make `published` match `wanted`.
@@ -119,8 +119,8 @@ fn plan(published: &Published, wanted: &[RoutedService]) -> Plan {
         .filter(|w| published.get(&w.id).and_then(|p| p.as_ref()) != Some(*w))
         .cloned()
         .collect();
-    let keep: HashSet<i64> = wanted.iter().map(|w| w.id).collect();
-    let mut clear: Vec<i64> = published
+    let keep: HashSet<ServiceId> = wanted.iter().map(|w| w.id).collect();
+    let mut clear: Vec<ServiceId> = published
         .keys()
         .filter(|id| !keep.contains(id))
         .copied()
@@ -196,7 +196,7 @@ fn client_id() -> String {
 }
 
 /// The empty retained payloads that remove service `id`'s entity.
-fn clearing(channel: &Channel, id: i64) -> [(String, String); 3] {
+fn clearing(channel: &Channel, id: ServiceId) -> [(String, String); 3] {
     let t = mqtt::topics(channel, id);
     [
         (t.config, String::new()),
@@ -207,7 +207,7 @@ fn clearing(channel: &Channel, id: i64) -> [(String, String); 3] {
 
 /// Clears `ids` on the target's broker, a chunk per connection; each
 /// chunk forgotten once acknowledged.
-async fn clear(t: &mut Target, ids: &[i64]) -> Result<(), String> {
+async fn clear(t: &mut Target, ids: &[ServiceId]) -> Result<(), String> {
     for chunk in ids.chunks(CHUNK) {
         let pubs = chunk
             .iter()
@@ -226,7 +226,7 @@ async fn clear(t: &mut Target, ids: &[i64]) -> Result<(), String> {
 /// Every service `channel` serves, by id.
 async fn wanted(store: &Store, channel: &str) -> Result<Vec<RoutedService>, String> {
     let mut all = Vec::new();
-    let mut after = 0;
+    let mut after = ServiceId::new(0);
     loop {
         let name = channel.to_string();
         let page = store
@@ -318,7 +318,7 @@ async fn round(d: Arc<Dispatcher>, mut t: Target) -> Target {
     let result = match t.orphaned_at {
         None => sync_channel(&d, &mut t).await,
         Some(_) => {
-            let ids: Vec<i64> = t.published.keys().copied().collect();
+            let ids: Vec<ServiceId> = t.published.keys().copied().collect();
             clear(&mut t, &ids).await
         }
     };

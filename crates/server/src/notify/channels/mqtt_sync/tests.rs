@@ -1,8 +1,12 @@
 use super::*;
 
+fn ids(ids: &[i64]) -> Vec<ServiceId> {
+    ids.iter().copied().map(ServiceId::new).collect()
+}
+
 fn svc(id: i64, state: HealthState, since: i64) -> RoutedService {
     RoutedService {
-        id,
+        id: ServiceId::new(id),
         name: format!("s{id}"),
         state,
         state_since: since,
@@ -26,17 +30,17 @@ fn a_round_publishes_what_changed_and_clears_what_went() {
     assert_eq!(plan(&published, &wanted), Plan::default());
     // Service 2 turned unhealthy, 1 deleted, 3 is new; 4 was touched
     // by a notification but is not served: cleared.
-    published.insert(4, None);
+    published.insert(ServiceId::new(4), None);
     let now = vec![
         svc(2, HealthState::Unhealthy, 20),
         svc(3, HealthState::Healthy, 5),
     ];
     let p = plan(&published, &now);
     assert_eq!(p.publish, now);
-    assert_eq!(p.clear, vec![1, 4]);
+    assert_eq!(p.clear, ids(&[1, 4]));
     // Touched and still served: published again although unchanged.
     let mut published: Published = now.iter().map(|w| (w.id, Some(w.clone()))).collect();
-    published.insert(3, None);
+    published.insert(ServiceId::new(3), None);
     assert_eq!(plan(&published, &now).publish, vec![now[1].clone()]);
 }
 
@@ -77,12 +81,12 @@ fn only_the_broker_and_prefixes_move_a_channel() {
 #[test]
 fn touched_services_are_taken_per_channel() {
     let p = Presence::default();
-    p.touched("ha", 1);
-    p.touched("lab", 2);
-    p.touched("ha", 3);
+    p.touched("ha", ServiceId::new(1));
+    p.touched("lab", ServiceId::new(2));
+    p.touched("ha", ServiceId::new(3));
     let mut ha = p.take_touched("ha");
     ha.sort_unstable();
-    assert_eq!(ha, vec![1, 3]);
+    assert_eq!(ha, ids(&[1, 3]));
     assert!(p.take_touched("ha").is_empty());
-    assert_eq!(p.take_touched("lab"), vec![2]);
+    assert_eq!(p.take_touched("lab"), ids(&[2]));
 }
