@@ -111,6 +111,16 @@ impl Query {
         last_value(&self.0, key)
     }
 
+    /// `key` as a count from 0 (`offset`, `page`); absent or empty is 0.
+    pub fn count(&self, key: &str) -> Result<usize, ApiError> {
+        match self.get(key) {
+            None | Some("") => Ok(0),
+            Some(v) => v
+                .parse()
+                .map_err(|_| ApiError::bad(key, format!("invalid {key} {v:?}"))),
+        }
+    }
+
     /// `key` as a number in `1..=max`, or `default`.
     pub fn limit(&self, key: &str, default: usize, max: usize) -> Result<usize, ApiError> {
         match self.get(key) {

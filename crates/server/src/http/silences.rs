@@ -91,6 +91,13 @@ async fn reload(app: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A silence id from the path (`/api/v1/silences/{id}`,
+/// `/silences/{id}/delete`): 400 naming `id` when it is not a number.
+pub(crate) fn parse_id(id: &str) -> Result<i64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad("id", format!("invalid silence id {id:?}")))
+}
+
 async fn authorize(app: &AppState, caller: &super::auth::Caller) -> Result<(), ApiError> {
     app.authorize_admin_change(&caller.headers, "silences")
         .await
@@ -172,9 +179,7 @@ pub(super) async fn remove(
     ServiceName(id): ServiceName,
 ) -> Result<Response, ApiError> {
     authorize(&app, &caller).await?;
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad("id", format!("invalid silence id {id:?}")))?;
+    let id = parse_id(&id)?;
     Ok(if end(&app, &caller, id).await? {
         StatusCode::NO_CONTENT.into_response()
     } else {

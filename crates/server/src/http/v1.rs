@@ -109,12 +109,7 @@ pub(super) async fn list(
     };
     let limit = q.limit("limit", MAX_LIMIT, MAX_LIMIT)?;
     let after = q.get("after").filter(|s| !s.is_empty()).map(str::to_string);
-    let offset = match q.get("offset") {
-        None | Some("") => 0,
-        Some(v) => v
-            .parse()
-            .map_err(|_| ApiError::bad("offset", format!("invalid offset {v:?}")))?,
-    };
+    let offset = q.count("offset")?;
     let filter = ServiceFilter {
         state,
         name_contains: q.get("q").map(str::to_string),

@@ -7,6 +7,7 @@
 //! writer in the event's transaction ([`insert_deliveries`]); this module
 //! reads the due ones and records each attempt.
 
+use super::decode::{self, Announced, Attempts, Fields, Record};
 use super::{lock, Store, StoreError};
 use healthchecker_core::channel::{Channel, ChannelKind, Secret};
 use healthchecker_core::{HealthState, ServiceId, UnixMs};
@@ -60,51 +61,73 @@ impl DeliveryRecord {
 const DELIVERY_COLUMNS: &str = "id, channel, event_id, service_id, service, created_at, from_state, \
     to_state, reason, target, previous_since, status, attempts, next_attempt_at, last_error, sent_at";
 
-fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
-    let state = |s: String| s.parse().unwrap_or(HealthState::Unknown);
-    Ok(DeliveryRecord {
-        id: r.get(0)?,
-        channel: r.get(1)?,
-        event_id: r.get(2)?,
-        service_id: r.get(3)?,
-        service: r.get(4)?,
-        created_at: r.get(5)?,
-        from: state(r.get(6)?),
-        to: state(r.get(7)?),
-        reason: r.get(8)?,
-        target: r.get(9)?,
-        previous_since: r.get(10)?,
-        status: r.get(11)?,
-        attempts: r.get(12)?,
-        next_attempt_at: r.get(13)?,
-        last_error: r.get(14)?,
-        sent_at: r.get(15)?,
-    })
+impl Record for DeliveryRecord {
+    const TABLE: &'static str = "deliveries";
+
+    /// Decodes a `deliveries` row selected with `DELIVERY_COLUMNS`.
+    fn decode(f: &Fields<'_, '_>) -> rusqlite::Result<DeliveryRecord> {
+        let a = Announced::decode(f)?;
+        let t = Attempts::decode(f)?;
+        Ok(DeliveryRecord {
+            id: f.id(),
+            channel: f.get("channel")?,
+            event_id: f.get("event_id")?,
+            service_id: a.service_id,
+            service: a.service,
+            created_at: a.created_at,
+            from: a.from,
+            to: a.to,
+            reason: a.reason,
+            target: f.get("target")?,
+            previous_since: f.get("previous_since")?,
+            status: f.get("status")?,
+            attempts: t.attempts,
+            next_attempt_at: t.next_attempt_at,
+            last_error: t.last_error,
+            sent_at: t.sent_at,
+        })
+    }
 }
 
-fn channel_from_row(r: &Row<'_>) -> rusqlite::Result<Channel> {
-    let bad = |what: &str| super::corrupt(format!("channels.{what}"));
-    let kind: String = r.get(1)?;
-    let kind: ChannelKind = kind.parse().map_err(|_| bad("kind"))?;
-    let config: String = r.get(3)?;
-    let config: serde_json::Value = serde_json::from_str(&config).map_err(|_| bad("config"))?;
-    let text = |k: &str| config.get(k).and_then(|v| v.as_str()).map(str::to_string);
+/// The columns [`decode_channel`] reads.
+const CHANNEL_COLUMNS: &str = "name, kind, is_default, config, secret";
+
+/// Decodes a `channels` row (keyed by name: errors carry no row id). A bad
+/// kind, a config that is not a JSON object, or a recipient that is not an
+/// address is corrupt.
+fn decode_channel(r: &Row<'_>) -> rusqlite::Result<Channel> {
+    let f = Fields::unnamed(r, "channels");
+    let config: serde_json::Map<String, serde_json::Value> = f.json("config")?;
+    let text = |k: &str| -> rusqlite::Result<Option<String>> {
+        match config.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(v)) => Ok(Some(v.clone())),
+            Some(_) => Err(f.corrupt("config", format!("{k} is not a string"))),
+        }
+    };
+    let to = match config.get("to") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value::<Vec<String>>(v.clone())
+            .map_err(|e| f.corrupt("config", format!("to: {e}")))?
+            .into_iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| f.corrupt("config", format!("bad address {a:?}")))
+            })
+            .collect::<rusqlite::Result<_>>()?,
+    };
     Ok(Channel {
-        name: r.get(0)?,
-        kind,
-        default: r.get(2)?,
-        url: text("url"),
-        to: config
-            .get("to")
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|x| x.as_str()?.parse().ok()).collect())
-            .unwrap_or_default(),
-        chat_id: text("chat_id"),
-        room: text("room"),
-        secret: r.get::<_, Option<String>>(4)?.map(Secret::new),
-        username: text("username"),
-        topic_prefix: text("topic_prefix"),
-        discovery_prefix: text("discovery_prefix"),
+        name: f.get("name")?,
+        kind: f.parse::<ChannelKind>("kind")?,
+        default: f.get("is_default")?,
+        url: text("url")?,
+        to,
+        chat_id: text("chat_id")?,
+        room: text("room")?,
+        secret: f.get::<Option<String>>("secret")?.map(Secret::new),
+        username: text("username")?,
+        topic_prefix: text("topic_prefix")?,
+        discovery_prefix: text("discovery_prefix")?,
     })
 }
 
@@ -136,6 +159,22 @@ pub struct RoutedService {
     pub paused: bool,
     /// Its latest registration or parameter change (Unix ms).
     pub updated_at: i64,
+}
+
+impl Record for RoutedService {
+    const TABLE: &'static str = "services";
+
+    /// Decodes the columns [`Store::routed_services`] selects.
+    fn decode(f: &Fields<'_, '_>) -> rusqlite::Result<RoutedService> {
+        Ok(RoutedService {
+            id: f.get("id")?,
+            name: f.get("name")?,
+            state: f.parse("state")?,
+            state_since: f.get("state_since")?,
+            paused: f.get("paused")?,
+            updated_at: f.get("updated_at")?,
+        })
+    }
 }
 
 /// Inserts one delivery row per channel of the service (its named ones,
@@ -220,10 +259,10 @@ impl Store {
     pub fn channel(&self, name: &str) -> Result<Option<Channel>, StoreError> {
         let conn = self.read_conn();
         let c = conn
-            .prepare_cached(
-                "SELECT name, kind, is_default, config, secret FROM channels WHERE name = ?1",
-            )?
-            .query_row([name], channel_from_row)
+            .prepare_cached(&format!(
+                "SELECT {CHANNEL_COLUMNS} FROM channels WHERE name = ?1"
+            ))?
+            .query_row([name], decode_channel)
             .optional()?;
         Ok(c)
     }
@@ -231,10 +270,10 @@ impl Store {
     /// Every channel, by name.
     pub fn channels(&self) -> Result<Vec<Channel>, StoreError> {
         let conn = self.read_conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT name, kind, is_default, config, secret FROM channels ORDER BY name",
-        )?;
-        let rows = stmt.query_map([], channel_from_row)?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([], decode_channel)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -254,20 +293,10 @@ impl Store {
             routed!(),
             " ORDER BY s.id LIMIT ?3"
         ))?;
-        let rows = stmt.query_map(params![name, after_id, limit as i64], |r| {
-            let state: String = r.get(2)?;
-            Ok(RoutedService {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                state: state
-                    .parse()
-                    .map_err(|_| super::corrupt("services.state".into()))?,
-                state_since: r.get(3)?,
-                paused: r.get(4)?,
-                updated_at: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(decode::all(
+            &mut stmt,
+            params![name, after_id, limit as i64],
+        )?)
     }
 
     /// Deletes a channel; its pending deliveries fail with that reason.
@@ -299,8 +328,7 @@ impl Store {
                 AND e.service_id = d.service_id AND e.channel = d.channel) \
              ORDER BY id LIMIT ?2"
         ))?;
-        let rows = stmt.query_map(params![now, limit as i64], delivery_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(decode::all(&mut stmt, params![now, limit as i64])?)
     }
 
     /// Channel outbox rows, newest first, optionally of one status or service.
@@ -315,8 +343,10 @@ impl Store {
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR status = ?1) \
              AND (?2 IS NULL OR service = ?2) ORDER BY id DESC LIMIT ?3"
         ))?;
-        let rows = stmt.query_map(params![status, service, limit as i64], delivery_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(decode::all(
+            &mut stmt,
+            params![status, service, limit as i64],
+        )?)
     }
 
     /// Records delivered rows (the receiver accepted the message).

@@ -218,3 +218,49 @@ impl<'a, 'r> Fields<'a, 'r> {
             .collect()
     }
 }
+
+/// The state-event columns every outbox row (`notifications`,
+/// `deliveries`) carries, decoded one way for all of them.
+pub(crate) struct Announced {
+    pub(crate) service_id: healthchecker_core::ServiceId,
+    pub(crate) service: String,
+    pub(crate) created_at: i64,
+    pub(crate) from: healthchecker_core::HealthState,
+    pub(crate) to: healthchecker_core::HealthState,
+    pub(crate) reason: Option<String>,
+}
+
+impl Announced {
+    /// Reads `service_id, service, created_at, from_state, to_state, reason`.
+    pub(crate) fn decode(f: &Fields<'_, '_>) -> rusqlite::Result<Announced> {
+        Ok(Announced {
+            service_id: f.get("service_id")?,
+            service: f.get("service")?,
+            created_at: f.get("created_at")?,
+            from: f.parse("from_state")?,
+            to: f.parse("to_state")?,
+            reason: f.get("reason")?,
+        })
+    }
+}
+
+/// The delivery-attempt columns every outgoing message's row
+/// (`notifications`, `deliveries`, `digests`) carries.
+pub(crate) struct Attempts {
+    pub(crate) attempts: i64,
+    pub(crate) next_attempt_at: i64,
+    pub(crate) last_error: Option<String>,
+    pub(crate) sent_at: Option<i64>,
+}
+
+impl Attempts {
+    /// Reads `attempts, next_attempt_at, last_error, sent_at`.
+    pub(crate) fn decode(f: &Fields<'_, '_>) -> rusqlite::Result<Attempts> {
+        Ok(Attempts {
+            attempts: f.get("attempts")?,
+            next_attempt_at: f.get("next_attempt_at")?,
+            last_error: f.get("last_error")?,
+            sent_at: f.get("sent_at")?,
+        })
+    }
+}

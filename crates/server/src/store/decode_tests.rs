@@ -150,3 +150,65 @@ fn one_services_outbox_is_read_through_an_index() {
     let (sql, args) = outbox::list_sql(None, None, limit);
     assert!(plan(&store, &sql, args.len()).contains("SCAN notifications"));
 }
+
+#[test]
+fn channel_silence_and_delivery_rows_decode_strictly_too() {
+    let (_dir, store, id) = store_with_history();
+    poke(
+        &store,
+        &format!(
+            "INSERT INTO channels (name, kind, is_default, config, secret, created_at, updated_at) \
+             VALUES ('ops', 'webhook', 1, '{{\"url\": \"http://127.0.0.1:9/\", \"to\": []}}', NULL, 1, 1); \
+             INSERT INTO silences (services, tags, starts_at, ends_at, comment, created_at) \
+             VALUES ('[\"a\"]', '[]', 1, 2, NULL, 1); \
+             INSERT INTO deliveries (channel, event_id, service_id, service, created_at, from_state, \
+             to_state, target, status, next_attempt_at) \
+             VALUES ('ops', 1, {id}, 'a', 2000, 'unknown', 'unhealthy', 'http://x', 'pending', 0);"
+        ),
+    );
+    // Controls: every row decodes before the edits.
+    assert_eq!(store.channels().unwrap()[0].name, "ops");
+    assert_eq!(store.silences().unwrap()[0].services, vec!["a".to_string()]);
+    let d = store.deliveries(None, None, 10).unwrap();
+    assert_eq!(d[0].to, HealthState::Unhealthy);
+    assert_eq!(
+        store
+            .routed_services("ops", ServiceId::new(0), 10)
+            .unwrap()
+            .len(),
+        1
+    );
+
+    poke(&store, "UPDATE deliveries SET to_state = 'sideways'");
+    let c = corruption(store.deliveries(None, None, 10));
+    assert_eq!(
+        (c.table.as_str(), c.row, c.column.as_str()),
+        ("deliveries", Some(d[0].id), "to_state")
+    );
+    corruption(store.due_deliveries(1, 10));
+
+    poke(&store, "UPDATE channels SET kind = 'carrier-pigeon'");
+    let c = corruption(store.channels());
+    assert_eq!((c.table.as_str(), c.column.as_str()), ("channels", "kind"));
+    corruption(store.channel("ops"));
+    poke(
+        &store,
+        "UPDATE channels SET kind = 'email', config = '{\"to\": [\"not an address\"]}'",
+    );
+    let c = corruption(store.channels());
+    assert_eq!(
+        (c.table.as_str(), c.column.as_str()),
+        ("channels", "config")
+    );
+
+    poke(&store, "UPDATE silences SET tags = 'not json'");
+    let c = corruption(store.silences());
+    assert_eq!((c.table.as_str(), c.column.as_str()), ("silences", "tags"));
+
+    poke(&store, "UPDATE services SET state = 'sideways'");
+    let c = corruption(store.routed_services("ops", ServiceId::new(0), 10));
+    assert_eq!(
+        (c.table.as_str(), c.row, c.column.as_str()),
+        ("services", Some(id.get()), "state")
+    );
+}

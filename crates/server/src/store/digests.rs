@@ -10,6 +10,7 @@
 //! `pagerduty` and `mqtt` channels never digest: PagerDuty needs its
 //! per-service trigger and resolve, Home Assistant each service's state.
 
+use super::decode::{self, Announced, Attempts, Fields, Record};
 use super::{lock, Store, StoreError};
 use crate::clock::rfc3339;
 use healthchecker_core::policy::{combined_verdict, DigestBook, DigestRule, DigestVerdict};
@@ -80,33 +81,42 @@ pub struct DigestItem {
 const DIGEST_COLUMNS: &str = "id, outbox, destination, starts_at, ends_at, status, attempts, \
     next_attempt_at, last_error, sent_at";
 
-fn digest_from_row(r: &Row<'_>) -> rusqlite::Result<DigestRecord> {
-    Ok(DigestRecord {
-        id: r.get(0)?,
-        outbox: r.get(1)?,
-        destination: r.get(2)?,
-        starts_at: r.get(3)?,
-        ends_at: r.get(4)?,
-        status: r.get(5)?,
-        attempts: r.get(6)?,
-        next_attempt_at: r.get(7)?,
-        last_error: r.get(8)?,
-        sent_at: r.get(9)?,
-    })
+impl Record for DigestRecord {
+    const TABLE: &'static str = "digests";
+
+    /// Decodes a `digests` row selected with `DIGEST_COLUMNS`.
+    fn decode(f: &Fields<'_, '_>) -> rusqlite::Result<DigestRecord> {
+        let t = Attempts::decode(f)?;
+        Ok(DigestRecord {
+            id: f.id(),
+            outbox: f.get("outbox")?,
+            destination: f.get("destination")?,
+            starts_at: f.get("starts_at")?,
+            ends_at: f.get("ends_at")?,
+            status: f.get("status")?,
+            attempts: t.attempts,
+            next_attempt_at: t.next_attempt_at,
+            last_error: t.last_error,
+            sent_at: t.sent_at,
+        })
+    }
 }
 
-fn item_from_row(r: &Row<'_>) -> rusqlite::Result<DigestItem> {
-    let state = |s: String| s.parse().unwrap_or(HealthState::Unknown);
+/// Decodes an outbox row of `table` (`deliveries` or `notifications`) as
+/// one notification of a digest's window.
+fn decode_item(r: &Row<'_>, table: &'static str) -> rusqlite::Result<DigestItem> {
+    let f = Fields::new(r, None, table)?;
+    let a = Announced::decode(&f)?;
     Ok(DigestItem {
-        id: r.get(0)?,
-        service_id: r.get(1)?,
-        service: r.get(2)?,
-        created_at: r.get(3)?,
-        from: state(r.get(4)?),
-        to: state(r.get(5)?),
-        reason: r.get(6)?,
-        due_at: r.get(7)?,
-        held: r.get::<_, String>(8)? == "digested",
+        id: f.id(),
+        service_id: a.service_id,
+        service: a.service,
+        created_at: a.created_at,
+        from: a.from,
+        to: a.to,
+        reason: a.reason,
+        due_at: f.get("due_at")?,
+        held: f.get::<String>("status")? == "digested",
     })
 }
 
@@ -342,8 +352,7 @@ impl Store {
             "SELECT {DIGEST_COLUMNS} FROM digests WHERE outbox = ?1 AND status = 'pending' \
              AND next_attempt_at <= ?2 ORDER BY id LIMIT ?3"
         ))?;
-        let rows = stmt.query_map(params![outbox, now, limit as i64], digest_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(decode::all(&mut stmt, params![outbox, now, limit as i64])?)
     }
 
     /// Digests, newest first, optionally of one destination.
@@ -357,32 +366,30 @@ impl Store {
             "SELECT {DIGEST_COLUMNS} FROM digests WHERE (?1 IS NULL OR destination = ?1) \
              ORDER BY id DESC LIMIT ?2"
         ))?;
-        let rows = stmt.query_map(params![destination, limit as i64], digest_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(decode::all(&mut stmt, params![destination, limit as i64])?)
     }
 
     /// The notifications of a digest's window, oldest first: the held ones
     /// and those already sent on their own.
     pub fn digest_items(&self, d: &DigestRecord) -> Result<Vec<DigestItem>, StoreError> {
-        let sql = match d.outbox.as_str() {
-            "channel" => {
+        let (table, sql) = match d.outbox.as_str() {
+            "channel" => ("deliveries", {
                 "SELECT id, service_id, service, created_at, from_state, to_state, reason, due_at, \
                  status FROM deliveries WHERE channel = ?1 AND due_at >= ?2 AND due_at < ?3 \
                  ORDER BY id LIMIT 10000"
-            }
-            _ => {
+            }),
+            _ => ("notifications", {
                 "SELECT id, service_id, service, created_at, from_state, to_state, reason, due_at, \
                  status FROM notifications n WHERE due_at >= ?2 AND due_at < ?3 \
                  AND EXISTS (SELECT 1 FROM json_each(n.recipients) j WHERE j.value = ?1) \
                  ORDER BY id LIMIT 10000"
-            }
+            }),
         };
         let conn = self.read_conn();
         let mut stmt = conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(
-            params![d.destination, d.starts_at, d.ends_at],
-            item_from_row,
-        )?;
+        let rows = stmt.query_map(params![d.destination, d.starts_at, d.ends_at], |r| {
+            decode_item(r, table)
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

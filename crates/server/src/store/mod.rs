@@ -151,19 +151,6 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// A corrupt value named `table.column` (rows without an id: the
-/// channels and silences decoders).
-pub(crate) fn corrupt(what: String) -> rusqlite::Error {
-    let (table, column) = what.split_once('.').unwrap_or(("", what.as_str()));
-    Corruption {
-        table: table.into(),
-        row: None,
-        column: column.into(),
-        detail: "does not decode".into(),
-    }
-    .into_sqlite()
-}
-
 /// Shared handle to the database.
 #[derive(Clone)]
 pub struct Store {

@@ -3,7 +3,7 @@
 //! ones, records each delivery attempt, and lists and prunes them. The
 //! channel outbox (`deliveries`) is store/channels.rs.
 
-use super::decode::{self, Fields, Record};
+use super::decode::{self, Announced, Attempts, Fields, Record};
 use super::events::RETAIN_EVENTS_MS;
 use super::{lock, Store, StoreError};
 use healthchecker_core::{HealthState, ServiceId};
@@ -126,23 +126,25 @@ impl Record for NotificationRecord {
 
     /// Decodes a `notifications` row selected with [`NOTIFICATION_COLUMNS`].
     fn decode(f: &Fields<'_, '_>) -> rusqlite::Result<NotificationRecord> {
+        let a = Announced::decode(f)?;
+        let t = Attempts::decode(f)?;
         Ok(NotificationRecord {
             id: f.id(),
             event_id: f.get("event_id")?,
-            service_id: f.get("service_id")?,
-            service: f.get("service")?,
-            created_at: f.get("created_at")?,
-            from: f.parse("from_state")?,
-            to: f.parse("to_state")?,
-            reason: f.get("reason")?,
+            service_id: a.service_id,
+            service: a.service,
+            created_at: a.created_at,
+            from: a.from,
+            to: a.to,
+            reason: a.reason,
             target: f.get("target")?,
             recipients: f.json("recipients")?,
             previous_since: f.get("previous_since")?,
             status: f.parse("status")?,
-            attempts: f.get("attempts")?,
-            next_attempt_at: f.get("next_attempt_at")?,
-            last_error: f.get("last_error")?,
-            sent_at: f.get("sent_at")?,
+            attempts: t.attempts,
+            next_attempt_at: t.next_attempt_at,
+            last_error: t.last_error,
+            sent_at: t.sent_at,
             message_id: f.get("message_id")?,
         })
     }

@@ -1,38 +1,44 @@
 //! Silences in SQLite, and the release of held notifications when a
 //! silence ends (SPEC section 14).
 
+use super::decode::{self, Fields, Record};
 use super::{lock, Store, StoreError};
 use crate::silences::{Silence, Window};
 use healthchecker_core::policy::Weekly;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 
-fn silence_from_row(r: &Row<'_>) -> rusqlite::Result<Silence> {
-    let bad = |what: &str| super::corrupt(format!("silences.{what}"));
-    let list = |i: usize, what: &str| -> rusqlite::Result<Vec<String>> {
-        serde_json::from_str(&r.get::<_, String>(i)?).map_err(|_| bad(what))
-    };
-    let weekly: Option<String> = r.get(5)?;
-    let window = match weekly {
-        Some(text) => Window::Weekly {
-            weekly: Weekly::parse(&text).map_err(|_| bad("weekly"))?,
-            text,
-            tz: r
-                .get::<_, Option<String>>(6)?
-                .unwrap_or_else(|| "UTC".into()),
-        },
-        None => Window::OneOff {
-            starts_at: r.get(3)?,
-            ends_at: r.get(4)?,
-        },
-    };
-    Ok(Silence {
-        id: r.get(0)?,
-        services: list(1, "services")?,
-        tags: list(2, "tags")?,
-        window,
-        comment: r.get(7)?,
-    })
+impl Record for Silence {
+    const TABLE: &'static str = "silences";
+
+    /// Decodes a `silences` row selected with `SILENCE_COLUMNS`: a list
+    /// that is not JSON or a weekly window that does not parse is corrupt.
+    fn decode(f: &Fields<'_, '_>) -> rusqlite::Result<Silence> {
+        let window = match f.get::<Option<String>>("weekly")? {
+            Some(text) => Window::Weekly {
+                weekly: Weekly::parse(&text)
+                    .map_err(|_| f.corrupt("weekly", format!("bad window {text:?}")))?,
+                text,
+                tz: f
+                    .get::<Option<String>>("tz")?
+                    .unwrap_or_else(|| "UTC".into()),
+            },
+            None => Window::OneOff {
+                starts_at: f.get("starts_at")?,
+                ends_at: f.get("ends_at")?,
+            },
+        };
+        Ok(Silence {
+            id: f.id(),
+            services: f.json("services")?,
+            tags: f.json("tags")?,
+            window,
+            comment: f.get("comment")?,
+        })
+    }
 }
+
+/// The columns [`Silence`]'s decoder reads.
+const SILENCE_COLUMNS: &str = "id, services, tags, starts_at, ends_at, weekly, tz, comment";
 
 /// Releases or suppresses the due `held` rows of `table`, per service:
 /// released (pending now, coalesced into one message) when the service's
@@ -121,13 +127,10 @@ impl Store {
         &self,
     ) -> Result<std::collections::BTreeMap<String, Vec<String>>, StoreError> {
         let conn = self.read_conn();
-        let mut stmt = conn.prepare_cached("SELECT name, depends_on FROM services")?;
+        let mut stmt = conn.prepare_cached("SELECT id, name, depends_on FROM services")?;
         let rows = stmt.query_map([], |r| {
-            let deps: String = r.get(1)?;
-            Ok((
-                r.get::<_, String>(0)?,
-                serde_json::from_str(&deps).unwrap_or_default(),
-            ))
+            let f = Fields::new(r, None, "services")?;
+            Ok((f.get("name")?, f.json("depends_on")?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -159,11 +162,10 @@ impl Store {
     /// Every silence, by id.
     pub fn silences(&self) -> Result<Vec<Silence>, StoreError> {
         let conn = self.read_conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, services, tags, starts_at, ends_at, weekly, tz, comment FROM silences ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], silence_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SILENCE_COLUMNS} FROM silences ORDER BY id"
+        ))?;
+        Ok(decode::all(&mut stmt, [])?)
     }
 
     /// Deletes a silence; what it held is released at the next pass

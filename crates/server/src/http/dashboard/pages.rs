@@ -174,12 +174,7 @@ pub(super) async fn index(
             ),
         )
     })?;
-    let page_no: usize = match q.get("page") {
-        None | Some("") => 0,
-        Some(v) => v
-            .parse()
-            .map_err(|_| ApiError::bad("page", format!("invalid page {v:?}")))?,
-    };
+    let page_no = q.count("page")?;
     let filter = ServiceFilter {
         state,
         name_contains: q.get("q").map(str::to_string),

@@ -7,7 +7,7 @@
 //! token and the reload of the scheduler's `SilenceBook` are the API's.
 
 use super::login::form_caller;
-use super::{no_cache, page, problem_page, when, Viewer};
+use super::{no_cache, page, page_with_status, problem_page, when, Viewer};
 use crate::clock::{now_ms, rfc3339};
 use crate::http::auth::Caller;
 use crate::http::dto::path_segment;
@@ -124,13 +124,7 @@ fn form_page(
         (section(name, Some(&f)))
         p { a href={"/services/" (path_segment(name))} { "Back to " (name) } }
     };
-    let mut r = no_cache(page(
-        &Viewer::of(app, &caller.headers),
-        &format!("silence {name}"),
-        body,
-    ));
-    *r.status_mut() = status;
-    r
+    page_with_status(app, caller, &format!("silence {name}"), body, status)
 }
 
 async fn silence_form(
@@ -275,11 +269,6 @@ async fn list(State(app): State<AppState>, caller: Caller, q: Query) -> Result<R
     )))
 }
 
-fn parse_id(id: &str) -> Result<i64, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::bad("id", format!("invalid silence id {id:?}")))
-}
-
 fn message_page(app: &AppState, caller: &Caller, why: String, status: StatusCode) -> Response {
     problem_page(
         app,
@@ -291,24 +280,29 @@ fn message_page(app: &AppState, caller: &Caller, why: String, status: StatusCode
     )
 }
 
+/// 404 page for a silence id that is not (or no longer) stored.
+fn no_silence(app: &AppState, caller: &Caller, id: i64) -> Response {
+    message_page(
+        app,
+        caller,
+        format!("no silence {id}"),
+        StatusCode::NOT_FOUND,
+    )
+}
+
 async fn end_form(
     State(app): State<AppState>,
     caller: Caller,
     ServiceName(id): ServiceName,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let id = silences::parse_id(&id)?;
     let found = app
         .read(|s| s.silences())
         .await?
         .into_iter()
         .find(|s| s.id == id);
     let Some(s) = found else {
-        return Ok(message_page(
-            &app,
-            &caller,
-            format!("no silence {id}"),
-            StatusCode::NOT_FOUND,
-        ));
+        return Ok(no_silence(&app, &caller, id));
     };
     let body = html! {
         h1 { "End silence " (id) "?" }
@@ -331,19 +325,14 @@ async fn end(
     caller: Caller,
     ServiceName(id): ServiceName,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let id = silences::parse_id(&id)?;
     let admin = match form_caller(&app, &caller) {
         Ok(c) => c,
         Err(why) => return Ok(message_page(&app, &caller, why, StatusCode::UNAUTHORIZED)),
     };
     Ok(match silences::end(&app, &admin, id).await {
         Ok(true) => Redirect::to("/silences?notice=ended").into_response(),
-        Ok(false) => message_page(
-            &app,
-            &caller,
-            format!("no silence {id}"),
-            StatusCode::NOT_FOUND,
-        ),
+        Ok(false) => no_silence(&app, &caller, id),
         Err(e) => {
             let (m, status) = why(e);
             message_page(&app, &caller, m, status)
