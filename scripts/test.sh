@@ -30,6 +30,10 @@ command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 # The mqtt channel tests start a throwaway Mosquitto broker on 127.0.0.1
 # (crates/testkit/src/mosquitto.rs); the package's own service is not used.
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+# The cluster tests start a throwaway PostgreSQL (initdb into a temporary
+# directory, as the package's postgres user, on 127.0.0.1:<free port>;
+# crates/testkit/src/postgres.rs); the package's own cluster is not used.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi

@@ -366,6 +366,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     r.reads = measure::time_reads(&http, &url, &measure::read_routes(opts.services), READS).await?;
     r.failed_checks = m1.failed - m0.failed;
     r.missed_slots = m1.missed - m0.missed;
+    // WAL bytes over the checks the daemon counted between the same two
+    // scrapes (the window and the scrapes around it), not over the
+    // target's count, which covers the window only.
+    r.wal_bytes_per_check = (m1.wal_bytes > 0.0)
+        .then(|| (m1.wal_bytes - m0.wal_bytes) / (m1.checks - m0.checks).max(1.0));
     let delta: Vec<(f64, f64)> = m1
         .lag
         .iter()

@@ -97,8 +97,14 @@ pub struct Scrape {
     pub failed: f64,
     /// `scheduler_missed_slots_total`.
     pub missed: f64,
+    /// `checks_total`, all results.
+    pub checks: f64,
+    /// `store_wal_bytes_total`: bytes the daemon's store appended to its
+    /// WAL (0 from a daemon without that counter).
+    pub wal_bytes: f64,
 }
 
+/// Scrapes the daemon's /metrics (classic text format).
 pub async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<Scrape> {
     let text = http
         .get(format!("{url}/metrics"))
@@ -106,6 +112,11 @@ pub async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<Scrape>
         .await?
         .text()
         .await?;
+    parse_scrape(&text)
+}
+
+/// The figures of [`Scrape`] from a /metrics answer in the classic format.
+fn parse_scrape(text: &str) -> anyhow::Result<Scrape> {
     let value = |prefix: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(prefix))
@@ -116,6 +127,11 @@ pub async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<Scrape>
         lag: Vec::new(),
         failed: value("healthchecker_checks_total{result=\"fail\"} "),
         missed: value("healthchecker_scheduler_missed_slots_total "),
+        checks: ["pass", "warn", "fail"]
+            .iter()
+            .map(|r| value(&format!("healthchecker_checks_total{{result=\"{r}\"}} ")))
+            .sum(),
+        wal_bytes: value("healthchecker_store_wal_bytes_total "),
     };
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("healthchecker_scheduler_lag_seconds_bucket{le=\"")
@@ -187,6 +203,25 @@ mod tests {
         assert_eq!(db_bytes(&db), 100);
         std::fs::write(dir.path().join("bench.db-wal"), [0u8; 50]).unwrap();
         assert_eq!(db_bytes(&db), 150);
+    }
+
+    #[test]
+    fn scrape_reads_checks_and_wal_bytes() {
+        let text = "# HELP healthchecker_checks_total Checks run, by result.\n\
+            # TYPE healthchecker_checks_total counter\n\
+            healthchecker_checks_total{result=\"pass\"} 10\n\
+            healthchecker_checks_total{result=\"warn\"} 2\n\
+            healthchecker_checks_total{result=\"fail\"} 3\n\
+            healthchecker_scheduler_missed_slots_total 4\n\
+            healthchecker_store_wal_bytes_total 123456\n\
+            healthchecker_scheduler_lag_seconds_bucket{le=\"0.001\"} 5\n\
+            healthchecker_scheduler_lag_seconds_bucket{le=\"+Inf\"} 6\n";
+        let s = parse_scrape(text).unwrap();
+        assert_eq!((s.checks, s.failed, s.missed), (15.0, 3.0, 4.0));
+        assert_eq!(s.wal_bytes, 123_456.0);
+        assert_eq!(s.lag, [(0.001, 5.0), (f64::INFINITY, 6.0)]);
+        // A daemon without the counter.
+        assert_eq!(parse_scrape("").unwrap().wal_bytes, 0.0);
     }
 
     #[test]

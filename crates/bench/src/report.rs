@@ -48,6 +48,12 @@ pub struct Report {
     /// (`write_bytes` of /proc/PID/io) per check in the window; 0 where
     /// the kernel does not account it (some overlay file systems).
     pub write_bytes_per_check: f64,
+    /// Bytes the daemon's store appended to its SQLite WAL per check
+    /// (`healthchecker_store_wal_bytes_total` over `healthchecker_checks_total`,
+    /// both from the scrapes at the window's start and end): SPEC 18's
+    /// "bytes written (WAL) per check". `None` when the daemon does not
+    /// export the counter.
+    pub wal_bytes_per_check: Option<f64>,
     /// Growth of the database file and its WAL in the window, per check.
     pub db_growth_per_check: f64,
     /// Database + WAL size at the end of the window, MB.
@@ -90,6 +96,7 @@ impl Report {
              daemon/paced client      {}\n\
              daemon peak RSS          {:.0} MB\n\
              written per check        {:.0} B (wchar), {:.0} B (write_bytes)\n\
+             WAL bytes per check      {}\n\
              database growth / check  {:.0} B (database + WAL {:.0} MB at the end)\n\
              restart: checking again  {}\n\
              restart: /health answers {}",
@@ -112,6 +119,9 @@ impl Report {
             self.peak_rss_mb,
             self.wchar_per_check,
             self.write_bytes_per_check,
+            self.wal_bytes_per_check
+                .map(|v| format!("{v:.0} B (store_wal_bytes_total / checks_total)"))
+                .unwrap_or_else(|| "-".into()),
             self.db_growth_per_check,
             self.db_mb,
             opt(self.restart_s, " s"),
@@ -156,6 +166,7 @@ impl Report {
             "peak_rss_mb": self.peak_rss_mb,
             "wchar_per_check": self.wchar_per_check,
             "write_bytes_per_check": self.write_bytes_per_check,
+            "wal_bytes_per_check": self.wal_bytes_per_check,
             "db_growth_per_check": self.db_growth_per_check,
             "db_mb": self.db_mb,
             "reads": reads,

@@ -42,4 +42,9 @@ fn a_small_benchmark_run_completes() {
         report.wchar_per_check > 0.0,
         "the daemon's writes were counted"
     );
+    assert!(
+        report.wal_bytes_per_check.is_some_and(|b| b > 0.0),
+        "the daemon's WAL bytes were counted: {:?}",
+        report.wal_bytes_per_check
+    );
 }

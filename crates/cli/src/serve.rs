@@ -71,6 +71,22 @@ fn notify(state: &str) {
     }
 }
 
+/// `--db postgres://…` in a version without the PostgreSQL store: exit 2,
+/// saying first why the database cannot be reached if it cannot (SPEC
+/// section 19), else that the store is not built yet (docs/cluster.md).
+async fn postgres_not_built(pg: &healthchecker_server::cluster::PgDb) -> ExitCode {
+    match pg.check().await {
+        Err(e) => {
+            eprintln!("healthchecker: cannot connect to the PostgreSQL database {pg} (--db): {e}")
+        }
+        Ok(()) => eprintln!(
+            "healthchecker: {}",
+            healthchecker_server::cluster::not_built(pg)
+        ),
+    }
+    ExitCode::from(2)
+}
+
 pub fn main(args: ServeArgs, m: &ArgMatches) -> ExitCode {
     let cfg = match Config::resolve(Layer::from_cli(&args.options, m)) {
         Ok(c) => c,
@@ -84,6 +100,9 @@ pub fn main(args: ServeArgs, m: &ArgMatches) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    if let Some(pg) = &cfg.postgres {
+        return rt.block_on(postgres_not_built(pg));
+    }
     rt.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(cfg.bind).await {
             Ok(l) => l,

@@ -394,6 +394,58 @@ pub struct NotificationList {
     pub deliveries: Vec<Delivery>,
 }
 
+/// `GET /api/v1/cluster` (SPEC section 19): the nodes sharing the work,
+/// their bucket leases and last heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ClusterStatus {
+    /// `sqlite` (a single node holding every bucket) or `postgresql`.
+    pub backend: String,
+    /// The id of the node that answered.
+    pub node: String,
+    /// How many buckets the services are hashed into (1,024).
+    pub buckets: u16,
+    /// Every node with a row or a live lease, by id.
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// One node of [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ClusterNode {
+    /// The node's id (`--node-id`, by default the host name).
+    pub id: String,
+    /// Where its API answers, as it advertises it.
+    pub addr: String,
+    /// When it started (RFC 3339); `null` for a node whose row is gone
+    /// while a lease of it has not expired yet.
+    pub started_at: Option<String>,
+    /// Its latest heartbeat (RFC 3339).
+    pub heartbeat_at: Option<String>,
+    /// Whether its heartbeat is within the lease expiry.
+    pub live: bool,
+    /// How many bucket leases it holds (unexpired).
+    pub leases: usize,
+    /// The buckets it holds as ranges, `"0-255"` or `"700"`, in order.
+    pub held: Vec<String>,
+}
+
+impl ClusterNode {
+    /// The ranges of [`ClusterNode::held`] for inclusive bucket ranges.
+    pub fn ranges_text(ranges: &[(u16, u16)]) -> Vec<String> {
+        ranges
+            .iter()
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect()
+    }
+}
+
 /// The body of every error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -20,6 +20,8 @@
 //!   when to notify out (state machine, event, flap damping).
 //! - [`notify`]: which transitions send a mail.
 //! - [`channel`]: notification channels as named objects, validated.
+//! - [`cluster`]: the work split of a cluster on PostgreSQL: a service's
+//!   bucket, a node's fair share, the lease round's decisions.
 //! - [`policy`]: alert policy decisions (silences, dependencies, digests);
 //!   not wired into the daemon yet.
 //! - [`healthjson`]: the IETF health+json response type and the interpreter
@@ -32,6 +34,7 @@
 
 pub mod api;
 pub mod channel;
+pub mod cluster;
 pub mod health;
 pub mod healthjson;
 pub mod heartbeat;

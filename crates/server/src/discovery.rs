@@ -1,6 +1,7 @@
 //! ZeroConf advertisement (SPEC section 6): the daemon announces itself as
 //! `HealthChecker on <host>._healthchecker._tcp.local.` (TXT `txtvers=1`,
-//! `version`, `desc`, `api`, `legacy`, `path=/`), its dashboard as
+//! `version`, `desc`, `api`, `legacy`, `path=/`, and `node=<id>` for a
+//! node of a cluster, SPEC section 19), its dashboard as
 //! `HealthChecker on <host>._http._tcp.local.` (`path=/`) and, for the seed's
 //! Python client, as `_healthchecker._http._tcp.local.` (`version`, `desc`).
 //!
@@ -62,6 +63,25 @@ fn selection(interfaces: &[String], bind: SocketAddr) -> IfKind {
     }))
 }
 
+/// The TXT properties of the native record, in order: `txtvers` first
+/// (SPEC section 16, RFC 6763 section 6.7), so that a browser can tell the
+/// record's layout before reading the rest; `node` last, for a node of a
+/// cluster (SPEC section 19).
+pub fn native_properties(node: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut props = vec![
+        ("txtvers", "1".to_string()),
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("desc", DESCRIPTION.to_string()),
+        ("api", "/api/v1".to_string()),
+        ("legacy", "/healthchecker/".to_string()),
+        ("path", "/".to_string()),
+    ];
+    if let Some(id) = node {
+        props.push(("node", id.to_string()));
+    }
+    props
+}
+
 impl Advertiser {
     /// Starts advertising the API at `bound` (the listener's address).
     /// Browses the LAN for devices to monitor on the same interfaces,
@@ -70,6 +90,18 @@ impl Advertiser {
         cfg: &Config,
         bound: SocketAddr,
         found: crate::browse::Found,
+    ) -> Result<Advertiser, String> {
+        Advertiser::start_node(cfg, bound, found, None)
+    }
+
+    /// [`Advertiser::start`] for node `node` of a cluster: its id is the
+    /// native record's TXT `node`, so that each node of a cluster is told
+    /// apart on the LAN (and matched with `GET /api/v1/cluster`).
+    pub fn start_node(
+        cfg: &Config,
+        bound: SocketAddr,
+        found: crate::browse::Found,
+        node: Option<&str>,
     ) -> Result<Advertiser, String> {
         let daemon = ServiceDaemon::new_with_interfaces(
             mdns_sd::MDNS_PORT,
@@ -82,16 +114,8 @@ impl Advertiser {
             .mdns_name
             .clone()
             .unwrap_or_else(|| format!("HealthChecker on {host}"));
-        // SPEC section 16: `txtvers` first (RFC 6763 section 6.7), so that a
-        // browser can tell the record's layout before reading the rest.
-        let props = [
-            ("txtvers", "1"),
-            ("version", env!("CARGO_PKG_VERSION")),
-            ("desc", DESCRIPTION),
-            ("api", "/api/v1"),
-            ("legacy", "/healthchecker/"),
-            ("path", "/"),
-        ];
+        let native = native_properties(node);
+        let props: Vec<(&str, &str)> = native.iter().map(|(k, v)| (*k, v.as_str())).collect();
         // The original server's record carried its version and description.
         let legacy_props = [
             ("version", env!("CARGO_PKG_VERSION")),
@@ -161,5 +185,25 @@ impl Advertiser {
             let _ = tokio::time::timeout(Duration::from_secs(2), rx.recv_async()).await;
         }
         tracing::info!("mDNS records withdrawn");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_native_txt_names_the_node_of_a_cluster_last() {
+        fn keys(p: &[(&'static str, String)]) -> Vec<&'static str> {
+            p.iter().map(|(k, _)| *k).collect()
+        }
+        let single = native_properties(None);
+        assert_eq!(
+            keys(&single),
+            ["txtvers", "version", "desc", "api", "legacy", "path"]
+        );
+        let node = native_properties(Some("node-b"));
+        assert_eq!(keys(&node[..6]), keys(&single));
+        assert_eq!(node[6], ("node", "node-b".to_string()));
     }
 }

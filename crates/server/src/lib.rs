@@ -13,6 +13,8 @@
 //!   through the service's pure monitor (`healthchecker_core::monitor`) and
 //!   on to the writer.
 //! - [`clock`]: the injectable wall clock (tests follow tokio's paused time).
+//! - [`cluster`]: PostgreSQL for a cluster (SPEC section 19): the `postgres://`
+//!   database, its migrations, bucket leases and fencing; not wired in yet.
 //! - `serve`: the API's accept loop (connection caps, timeouts, TLS).
 //! - [`notify`]: the mail outbox sender and renderer.
 //! - [`http`]: the v1 and legacy APIs, `/health`, `/metrics`.
@@ -24,6 +26,7 @@
 
 pub mod browse;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod dependencies;
 pub mod discovery;
@@ -178,6 +181,10 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     raise_fd_limit(cfg.max_concurrent_probes);
+    if let Some(pg) = &cfg.postgres {
+        // Never fall back to a SQLite file when PostgreSQL was asked for.
+        return Err(ServerError::Config(cluster::not_built(pg)));
+    }
     let store = store::Store::open(&cfg.db).map_err(|source| ServerError::Store {
         path: cfg.db.clone(),
         source,
@@ -211,6 +218,7 @@ pub async fn run(
             outbox_note,
             silences: silence_book.clone(),
             clock,
+            ownership: None,
         },
         probe::Prober::new(tls, cfg.targets.clone()),
         writer_handle.clone(),
@@ -271,6 +279,7 @@ pub async fn run(
         discovered: Default::default(),
         channels,
         silences: silence_book,
+        cluster: None,
     }));
     let addr = listener.local_addr()?;
     let api_tls = cfg

@@ -178,6 +178,10 @@ pub struct Metrics {
     pub outbox_backlog: Gauge,
     /// Probes running now.
     pub probes_in_flight: Gauge,
+    /// Bytes the store's writer appended to the WAL
+    /// ([`Store::wal_bytes`](crate::store::Store::wal_bytes)), brought up
+    /// to date at scrape time.
+    pub store_wal_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -258,6 +262,12 @@ impl Metrics {
             "Probes running now",
             probes_in_flight.clone(),
         );
+        let store_wal_bytes = Counter::default();
+        registry.register(
+            "store_wal_bytes",
+            "Bytes the store appended to its SQLite WAL (frames and WAL headers, not checkpoints)",
+            store_wal_bytes.clone(),
+        );
         Metrics {
             registry,
             services: ServiceSeries::new(per_service),
@@ -269,7 +279,17 @@ impl Metrics {
             notifications,
             outbox_backlog,
             probes_in_flight,
+            store_wal_bytes,
         }
+    }
+
+    /// Sets `store_wal_bytes` to the store's count (`Store::wal_bytes`),
+    /// never backwards: concurrent scrapes may bring it up to date in any
+    /// order.
+    pub fn set_store_wal_bytes(&self, bytes: u64) {
+        self.store_wal_bytes
+            .inner()
+            .fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether per-service series are exported (`--metrics-per-service`).

@@ -8,6 +8,7 @@
 pub mod dns;
 pub mod mosquitto;
 pub mod netns;
+pub mod postgres;
 pub mod receiver;
 pub mod smtp;
 pub mod target;

@@ -2,6 +2,7 @@
 
 mod channels;
 mod client_cmds;
+mod cluster;
 mod daemon;
 mod faults;
 mod heartbeat;

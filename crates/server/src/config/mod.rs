@@ -104,8 +104,12 @@ pub struct ApiTls {
 pub struct Config {
     /// API listen address.
     pub bind: SocketAddr,
-    /// SQLite file.
+    /// SQLite file (unused when `postgres` is set).
     pub db: PathBuf,
+    /// `--db postgres://…`: the PostgreSQL database of a cluster (SPEC
+    /// section 19), password joined. The PostgreSQL store is not built
+    /// yet: `healthchecker serve` checks the connection and stops.
+    pub postgres: Option<crate::cluster::PgDb>,
     /// Log format.
     pub log_format: LogFormat,
     /// Advertise over mDNS.

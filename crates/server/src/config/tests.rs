@@ -203,7 +203,7 @@ fn the_command_line_struct_is_merged_over_the_file_option_by_option() {
 #[test]
 fn every_option_is_a_key() {
     let keys = keys();
-    assert_eq!(keys.len(), 33, "{keys:?}");
+    assert_eq!(keys.len(), 34, "{keys:?}");
     assert!(keys.contains(&"max-connections-per-client".to_string()));
     assert!(keys.contains(&"no-mdns".to_string()));
 }
@@ -282,4 +282,60 @@ fn metrics_per_service_comes_from_every_layer() {
     }])
     .unwrap();
     assert!(!c.metrics_per_service);
+}
+
+#[test]
+fn a_postgres_url_in_db_is_a_cluster_database_with_its_password() {
+    let url = "postgres://hc@db.example:5433/hc";
+    let c = Config::resolve_with_env(vec![s("db", url, Source::Cli)], |k| {
+        (k == "HEALTHCHECKER_DB_PASSWORD").then(|| "from-env".to_string())
+    })
+    .unwrap();
+    let pg = c.postgres.expect("a postgres URL is not a SQLite path");
+    assert_eq!(pg.to_string(), url);
+    assert_eq!(pg.config().get_password(), Some(&b"from-env"[..]));
+    assert!(c.db.ends_with("healthchecker/healthchecker.db"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "from-file\n").unwrap();
+    let c = Config::resolve_with_env(
+        vec![
+            s("db", url, Source::Cli),
+            s("db-password-file", file.to_str().unwrap(), Source::Cli),
+        ],
+        |k| (k == "HEALTHCHECKER_DB_PASSWORD").then(|| "from-env".to_string()),
+    )
+    .unwrap();
+    let pg = c.postgres.unwrap();
+    assert_eq!(pg.config().get_password(), Some(&b"from-file"[..]));
+
+    let c = Config::resolve_with_env(vec![s("db", "hc.db", Source::Cli)], |_| None).unwrap();
+    assert!(c.postgres.is_none());
+    assert_eq!(c.db, PathBuf::from("hc.db"));
+}
+
+#[test]
+fn a_bad_postgres_url_names_db_without_the_password() {
+    let e = Config::resolve_with_env(
+        vec![s("db", "postgres://hc:s3cret@db.example/", Source::Cli)],
+        |_| None,
+    );
+    // A URL without a database name is valid (the user's name is used).
+    assert!(e.is_ok());
+    let e = Config::resolve_with_env(
+        vec![s("db", "postgres://:s3cret@db.example/hc", Source::Cli)],
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--db") && e.contains("user"), "{e}");
+    assert!(!e.contains("s3cret"), "{e}");
+    let e = Config::resolve_with_env(
+        vec![s("db-password-file", "/etc/hostname", Source::Cli)],
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--db-password-file"), "{e}");
 }

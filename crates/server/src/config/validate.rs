@@ -126,14 +126,19 @@ impl Config {
             },
         )?;
         let (auth, admin_token, private) = access(&raw, &g, &env)?;
+        let postgres = postgres(&raw, &g, &env)?;
         Ok(Config {
-            db: g.parse("db", &raw.db, default_db_path(), |v| {
-                if v.trim().is_empty() {
-                    Err("expected a file path".into())
-                } else {
-                    Ok(PathBuf::from(v))
-                }
-            })?,
+            db: match postgres {
+                Some(_) => default_db_path(),
+                None => g.parse("db", &raw.db, default_db_path(), |v| {
+                    if v.trim().is_empty() {
+                        Err("expected a file path".into())
+                    } else {
+                        Ok(PathBuf::from(v))
+                    }
+                })?,
+            },
+            postgres,
             log_format: g.parse(
                 "log_format",
                 &raw.log_format,
@@ -312,6 +317,45 @@ fn smtp(
         from,
         password,
     }))
+}
+
+/// `--db postgres://…` with its password (`--db-password-file`, else
+/// `HEALTHCHECKER_DB_PASSWORD`, else one in the URL); `None` for a SQLite
+/// path. The URL is echoed in errors without its password.
+fn postgres(
+    raw: &RawOptions,
+    g: &Given<'_>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::cluster::PgDb>, ConfigError> {
+    let Some(url) = raw
+        .db
+        .as_deref()
+        .filter(|v| crate::cluster::db::is_postgres_url(v))
+    else {
+        if let Some(p) = &raw.db_password_file {
+            return Err(g.invalid(
+                "db_password_file",
+                p,
+                "--db-password-file needs --db postgres://…",
+            ));
+        }
+        return Ok(None);
+    };
+    let password = match &raw.db_password_file {
+        Some(p) => Some(read_secret(g, "db_password_file", p)?),
+        None => env("HEALTHCHECKER_DB_PASSWORD"),
+    };
+    crate::cluster::PgDb::parse(url, password)
+        .map(Some)
+        .map_err(|reason| {
+            let shown = url::Url::parse(url.trim())
+                .map(|mut u| {
+                    let _ = u.set_password(None);
+                    u.to_string()
+                })
+                .unwrap_or_else(|_| "postgres://…".to_string());
+            g.invalid("db", &shown, reason)
+        })
 }
 
 /// `--tls-cert` and `--tls-key`: both or neither.

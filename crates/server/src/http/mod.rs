@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod channels;
+pub mod cluster;
 pub mod cross_site;
 mod dashboard;
 mod discovered;
@@ -19,6 +20,7 @@ pub mod session;
 mod silences;
 mod v1;
 
+pub use cluster::ClusterSource;
 pub use discovered::auto_monitor;
 pub use dto::{service_dto, service_json, ServiceView};
 pub use error::ApiError;
@@ -64,6 +66,9 @@ pub struct AppInner {
     pub channels: Arc<crate::notify::channels::Dispatcher>,
     /// The silences the scheduler consults (replaced after each change).
     pub silences: crate::silences::SilenceBook,
+    /// Where `GET /api/v1/cluster` reads the nodes and leases from
+    /// (PostgreSQL); `None`: a single node on SQLite.
+    pub cluster: Option<ClusterSource>,
 }
 
 impl std::ops::Deref for AppState {
@@ -87,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(legacy::router())
         .merge(ping::router())
         .merge(discovered::router())
+        .merge(cluster::router())
         .merge(dashboard::router())
         .route("/health", get(own_health))
         .route("/metrics", get(metrics));
@@ -230,6 +236,7 @@ async fn metrics(
     );
     let backlog = app.store.read(|store| store.pending_mail()).await?;
     app.metrics.outbox_backlog.set(backlog);
+    app.metrics.set_store_wal_bytes(app.store.wal_bytes());
     // Copying megabytes of lines is kept off the async threads the
     // scheduler runs on.
     let m = app.metrics.clone();

@@ -37,6 +37,7 @@ use utoipa::OpenApi;
         super::ping::ping_by_name_what,
         super::discovered::list_discovered,
         super::discovered::monitor_discovered,
+        super::cluster::cluster,
     ),
     tags(
         (name = "services", description = "Registered services"),
@@ -45,6 +46,7 @@ use utoipa::OpenApi;
         (name = "channels", description = "Notification channels (SPEC section 13)"),
         (name = "silences", description = "Maintenance windows (SPEC section 14)"),
         (name = "discovery", description = "Devices found on the LAN over DNS-SD"),
+        (name = "cluster", description = "The nodes sharing the work on PostgreSQL (SPEC section 19)"),
     )
 )]
 struct ApiDoc;
@@ -78,6 +80,7 @@ mod tests {
             ("/api/v1/silences", &["get", "post"]),
             ("/api/v1/silences/{id}", &["delete"]),
             ("/api/v1/notifications", &["get"]),
+            ("/api/v1/cluster", &["get"]),
         ] {
             for m in methods {
                 assert!(paths[path][m].is_object(), "{m} {path} missing");

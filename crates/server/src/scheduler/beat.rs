@@ -70,6 +70,11 @@ impl Scheduler {
             // Paused: the state is frozen, pings included.
             return;
         }
+        if !self.active.contains(e.bucket) {
+            // Another node runs this service (SPEC section 19): the ping
+            // reaches it through the cluster's wake-ups.
+            return;
+        }
         let generation = e.generation;
         let Some(b) = e.beat.as_mut() else {
             return;

@@ -53,6 +53,49 @@ pub struct SchedulerConfig {
     pub silences: crate::silences::SilenceBook,
     /// The wall clock (check times, heartbeat deadlines).
     pub clock: Clock,
+    /// In a cluster, the buckets this node may check (SPEC section 19);
+    /// `None` (SQLite, a single node): every service is checked.
+    pub ownership: Option<Ownership>,
+}
+
+/// The services of which buckets a clustered node's scheduler runs.
+///
+/// The scheduler fires only services whose bucket
+/// ([`Bucket::of`](healthchecker_core::cluster::Bucket::of) of the name) is
+/// in `held`. When a bucket is gained, it first reads the bucket's services
+/// through `load` (their state as the previous owner left it: a monitor
+/// started from stale state would notify a transition again), then
+/// schedules them on their normal phase; when a bucket is lost, its
+/// services stop being fired and a result still in flight is dropped.
+#[derive(Clone)]
+pub struct Ownership {
+    /// The held leases: the [`LeaseManager`](crate::cluster::LeaseManager)'s
+    /// channel ([`LeaseHandle::held`](crate::cluster::LeaseHandle::held)).
+    /// A closed channel means nothing is held.
+    pub held: tokio::sync::watch::Receiver<crate::cluster::Held>,
+    /// Reads the services of the gained buckets from the store (the
+    /// PostgreSQL store's `services_in_buckets`); `None` keeps what the
+    /// scheduler has in memory (tests).
+    pub load: Option<LoadBuckets>,
+}
+
+/// Reads the current records of every service in the given buckets (an
+/// error is logged and the read retried with back-off).
+pub type LoadBuckets = Arc<
+    dyn Fn(
+            Vec<healthchecker_core::cluster::Bucket>,
+        ) -> futures_util::future::BoxFuture<'static, Result<Vec<ServiceRecord>, String>>
+        + Send
+        + Sync,
+>;
+
+impl std::fmt::Debug for Ownership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ownership")
+            .field("held", &self.held.borrow().len())
+            .field("load", &self.load.is_some())
+            .finish()
+    }
 }
 
 /// Sends commands to the scheduler.

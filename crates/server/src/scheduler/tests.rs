@@ -30,6 +30,17 @@ struct Harness {
 impl Harness {
     /// Starts the scheduler with `services`; checks answer with `script`.
     fn start(services: Vec<ServiceRecord>, script: Script, min_gap_ms: i64) -> Harness {
+        Harness::start_owning(services, script, min_gap_ms, None)
+    }
+
+    /// [`Harness::start`] as a node of a cluster running the buckets of
+    /// `ownership`.
+    fn start_owning(
+        services: Vec<ServiceRecord>,
+        script: Script,
+        min_gap_ms: i64,
+        ownership: Option<Ownership>,
+    ) -> Harness {
         let (writer, writes) = WriterHandle::capture();
         let cfg = SchedulerConfig {
             max_concurrent_probes: 16,
@@ -37,6 +48,7 @@ impl Harness {
             outbox_note: None,
             silences: Default::default(),
             clock: Clock::following_tokio(T0),
+            ownership,
         };
         let clock = cfg.clock;
         let parts = Parts {
@@ -421,5 +433,208 @@ async fn a_removed_service_is_never_checked_again() {
             .await
     );
     h.quiet_for(Duration::from_secs(3_600)).await;
+    h.stop().await;
+}
+
+// The cluster's ownership (SPEC section 19): a node fires only the
+// services of the buckets it holds.
+
+/// A held set of the buckets of `names` (epoch 1).
+fn holding(names: &[&str]) -> crate::cluster::Held {
+    let mut held = crate::cluster::Held::default();
+    for n in names {
+        held.leases.insert(
+            healthchecker_core::cluster::Bucket::of(n),
+            healthchecker_core::cluster::Epoch(1),
+        );
+    }
+    held
+}
+
+/// Two polled services every 5 s in different buckets: "web" (id 7,
+/// bucket 1000) and "a" (id 8, bucket 192).
+fn two_services() -> Vec<ServiceRecord> {
+    let other = service(
+        8,
+        serde_json::json!({"name": "a", "url": "http://127.0.0.1:9/", "interval": 5, "timeout": 2}),
+    );
+    vec![polled(5, 2, 2), other]
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_checks_only_the_services_of_its_buckets() {
+    use healthchecker_core::cluster::Bucket;
+    assert_ne!(Bucket::of("web"), Bucket::of("a"));
+    let (held, rx) = tokio::sync::watch::channel(holding(&["web"]));
+    let ownership = Ownership {
+        held: rx,
+        load: None,
+    };
+    let mut h = Harness::start_owning(
+        two_services(),
+        results(&[Pass], Duration::from_millis(10)),
+        0,
+        Some(ownership),
+    );
+    // An hour of checks: every one of "web", none of "a".
+    let w = h.next(720).await;
+    assert!(w.iter().all(|c| c.service_id == ServiceId::new(7)));
+
+    // Gaining the bucket of "a": it starts within one interval, on its
+    // phase, and then keeps its interval.
+    let gained_at = h.clock.now_ms();
+    held.send(holding(&["web", "a"])).unwrap();
+    let mut of_a = Vec::new();
+    while of_a.len() < 3 {
+        of_a.extend(
+            h.next(1)
+                .await
+                .into_iter()
+                .filter(|c| c.service_id == ServiceId::new(8))
+                .map(|c| c.at.get()),
+        );
+    }
+    assert!(
+        (0..5_000).contains(&(of_a[0] - gained_at)),
+        "first check {} ms after the gain",
+        of_a[0] - gained_at
+    );
+    assert_eq!([of_a[1] - of_a[0], of_a[2] - of_a[1]], [5_000, 5_000]);
+
+    // Losing the bucket of "web": only "a" is checked from then on.
+    held.send(holding(&["a"])).unwrap();
+    let lost_at = h.clock.now_ms();
+    let w = h.next(720).await;
+    let late: Vec<_> = w
+        .iter()
+        .filter(|c| c.service_id == ServiceId::new(7) && c.at.get() > lost_at)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "web checked after its bucket was lost: {late:?}"
+    );
+    assert!(
+        w.iter()
+            .filter(|c| c.service_id == ServiceId::new(8))
+            .count()
+            >= 700
+    );
+
+    // The lease manager gone: nothing is held, nothing is checked.
+    drop(held);
+    // (One check of "a" may already be in flight: it is dropped.)
+    h.quiet_for(Duration::from_secs(3_600)).await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_in_flight_when_its_bucket_is_lost_is_dropped() {
+    let (held, rx) = tokio::sync::watch::channel(holding(&["web"]));
+    let ownership = Ownership {
+        held: rx,
+        load: None,
+    };
+    // Every check takes 3 s of a 5 s interval.
+    let mut h = Harness::start_owning(
+        vec![polled(5, 2, 2)],
+        results(&[Pass], Duration::from_secs(3)),
+        0,
+        Some(ownership),
+    );
+    let first = h.next(1).await[0].at.get();
+    // The next check starts at first + 5 s and answers at +8 s: lose the
+    // bucket at +6 s, while it runs.
+    tokio::time::sleep(Duration::from_millis(
+        (first + 6_000 - h.clock.now_ms()) as u64,
+    ))
+    .await;
+    held.send(holding(&[])).unwrap();
+    h.quiet_for(Duration::from_secs(600)).await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gained_bucket_starts_from_the_state_its_previous_owner_stored() {
+    // In memory, "web" is healthy (as this node last saw it); meanwhile
+    // its previous owner took it to unhealthy and notified. Started from
+    // memory, the next failure would notify healthy -> degraded again.
+    let mut stale = polled(5, 2, 2);
+    stale.state = Healthy;
+    stale.successes = 2;
+    let mut stored = stale.clone();
+    stored.state = Unhealthy;
+    stored.successes = 0;
+    stored.failures = 2;
+    stored.state_since = T0 + 1_000;
+    let reads = Arc::new(Mutex::new(Vec::new()));
+    let seen = reads.clone();
+    let load: LoadBuckets = Arc::new(move |buckets| {
+        seen.lock().unwrap().push(buckets);
+        let rec = stored.clone();
+        Box::pin(async move { Ok(vec![rec]) })
+    });
+    let (held, rx) = tokio::sync::watch::channel(holding(&[]));
+    let mut h = Harness::start_owning(
+        vec![stale],
+        results(&[Fail], Duration::from_millis(10)),
+        0,
+        Some(Ownership {
+            held: rx,
+            load: Some(load),
+        }),
+    );
+    h.quiet_for(Duration::from_secs(60)).await;
+    held.send(holding(&["web"])).unwrap();
+    let w = h.next(3).await;
+    assert_eq!(
+        *reads.lock().unwrap(),
+        [vec![healthchecker_core::cluster::Bucket::of("web")]]
+    );
+    for c in &w {
+        assert_eq!(c.state, Unhealthy);
+        assert!(c.transition.is_none(), "no transition again: {c:?}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registration_in_an_unheld_bucket_is_kept_but_not_checked() {
+    let (held, rx) = tokio::sync::watch::channel(holding(&["web"]));
+    let mut h = Harness::start_owning(
+        vec![],
+        results(&[Pass], Duration::from_millis(10)),
+        0,
+        Some(Ownership {
+            held: rx,
+            load: None,
+        }),
+    );
+    let other = two_services().pop().unwrap();
+    assert!(h.handle.send(Command::Upsert(Box::new(other))).await);
+    h.quiet_for(Duration::from_secs(600)).await;
+    // Resuming or pinging it here does nothing either.
+    assert!(
+        h.handle
+            .send(Command::SetPaused {
+                id: ServiceId::new(8),
+                paused: true
+            })
+            .await
+    );
+    assert!(
+        h.handle
+            .send(Command::SetPaused {
+                id: ServiceId::new(8),
+                paused: false
+            })
+            .await
+    );
+    h.quiet_for(Duration::from_secs(600)).await;
+    // Its bucket gained: checked within one interval.
+    let at = h.clock.now_ms();
+    held.send(holding(&["web", "a"])).unwrap();
+    let w = h.next(1).await;
+    assert_eq!(w[0].service_id, ServiceId::new(8));
+    assert!((0..5_000).contains(&(w[0].at.get() - at)));
     h.stop().await;
 }

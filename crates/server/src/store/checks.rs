@@ -52,10 +52,13 @@ pub struct Head {
     pub seq: i64,
 }
 
-/// Newest check of each service id, not yet in the service row: the
-/// writer commits checks every batch but the service rows only with its
-/// snapshot (store/writer.rs).
-pub(crate) type Heads = Arc<Mutex<HashMap<ServiceId, Head>>>;
+/// The batch writer's in-memory state that reads overlay on the stored
+/// rows: each service's folded per-check fields and newest committed check,
+/// and the checks it holds but has not committed yet (store/writer.rs,
+/// [`super::writer::Overlay`]). Updated by the writer (under the writer
+/// connection's lock when a commit lands), read by every read of a service
+/// or of its recent checks.
+pub(crate) type Heads = Arc<Mutex<super::writer::Overlay>>;
 
 /// The newest `limit` checks of the chain that starts at `?1` (or at the
 /// service `?2`'s newest check), newest first, with the columns
@@ -93,7 +96,13 @@ impl Record for CheckRecord {
 
 /// Points every service row at its newest check after an unclean stop: the
 /// checks committed after the last snapshot (ids above
-/// `meta.heads_through`, at most one snapshot period of them) are scanned.
+/// `meta.heads_through`, at most one snapshot period of them) are scanned,
+/// and each row also gets its newest check's last-check fields (`at`,
+/// result, reason, duration; the reason as `last_failure_reason` when it
+/// did not pass). What the checks do not hold (the counters, the time last
+/// healthy) stays as the last snapshot wrote it; a state change is always
+/// in its row already (written with its check). The roll-ups of the
+/// checks above `meta.rolled_through` are folded in the same transaction.
 pub(crate) fn recover_heads(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let mark: i64 = tx
@@ -104,16 +113,66 @@ pub(crate) fn recover_heads(conn: &mut Connection) -> rusqlite::Result<()> {
         )
         .optional()?
         .unwrap_or(0);
-    super::rollup::fold_unmarked(&tx)?;
-    tx.execute(
-        "UPDATE services SET last_check_id = h.m, check_seq = h.s FROM ( \
-           SELECT service_id, MAX(id) AS m, MAX(seq) AS s FROM checks WHERE id > ?1 \
-           GROUP BY service_id) AS h \
-         WHERE h.service_id = services.id AND h.m > COALESCE(services.last_check_id, 0)",
-        [mark],
-    )?;
+    // One pass over the checks above the marks (in id order, so the last
+    // one seen of a service is its newest): the roll-ups, and each
+    // service's newest check and newest failure reason.
+    let mut newest: HashMap<i64, NewestCheck> = HashMap::new();
+    super::rollup::fold_unmarked(&tx, mark, |r| {
+        let n = newest.entry(r.get(1)?).or_default();
+        n.id = r.get(0)?;
+        n.at = r.get(2)?;
+        n.result = match r.get_ref(3)?.as_str()? {
+            "fail" => "fail",
+            "warn" => "warn",
+            _ => "pass",
+        };
+        n.duration_us = r.get(4)?;
+        n.seq = r.get(5)?;
+        n.reason = r.get(6)?;
+        if n.result != "pass" && n.reason.is_some() {
+            n.failure.clone_from(&n.reason);
+        }
+        Ok(())
+    })?;
+    {
+        let mut update = tx.prepare(
+            "UPDATE services SET last_check_id = ?2, check_seq = ?3, last_check_at = ?4, \
+               last_result = ?5, last_reason = ?6, last_duration_us = ?7, \
+               last_failure_reason = COALESCE(?8, last_failure_reason) \
+             WHERE id = ?1 AND COALESCE(last_check_id, 0) < ?2",
+        )?;
+        let mut ids: Vec<i64> = newest.keys().copied().collect();
+        // In id order: neighbouring rows, each page once.
+        ids.sort_unstable();
+        for id in ids {
+            let n = &newest[&id];
+            update.execute(params![
+                id,
+                n.id,
+                n.seq,
+                n.at,
+                n.result,
+                n.reason,
+                n.duration_us,
+                n.failure
+            ])?;
+        }
+    }
     mark_heads(&tx)?;
     tx.commit()
+}
+
+/// A service's newest check seen by [`recover_heads`].
+#[derive(Default)]
+struct NewestCheck {
+    id: i64,
+    seq: i64,
+    at: i64,
+    result: &'static str,
+    reason: Option<String>,
+    duration_us: i64,
+    /// The newest reason of a check that did not pass.
+    failure: Option<String>,
 }
 
 /// Records that every check written so far is reflected in its service row.
@@ -127,41 +186,64 @@ pub(crate) fn mark_heads(tx: &Connection) -> rusqlite::Result<()> {
 }
 
 impl Store {
-    /// The newest `limit` checks of a service, newest first.
+    /// The newest `limit` checks of a service, newest first: those the
+    /// batch writer holds but has not committed yet (with the row ids they
+    /// will have), then the committed ones.
     pub fn checks(
         &self,
         service_id: ServiceId,
         limit: usize,
     ) -> Result<Vec<CheckRecord>, StoreError> {
-        // The fresh head is read before the reader's transaction starts: the
-        // writer drops it only after the service row shows it.
-        let head = self.fresh_head(service_id);
+        // The overlay is read before the reader's transaction starts: the
+        // writer moves a service's head only after its checks committed, so
+        // the chain from it plus the held checks misses none.
+        let (head, mut out) = self.fresh(service_id, limit, true);
         let conn = self.read_conn();
         let mut stmt = conn.prepare_cached(&chain_sql(true))?;
-        Ok(decode::all(
-            &mut stmt,
-            params![head, service_id, limit as i64],
-        )?)
+        let rest = limit.saturating_sub(out.len());
+        if rest > 0 {
+            let floor = out.last().map_or(i64::MAX, |c| c.id);
+            let stored: Vec<CheckRecord> =
+                decode::all(&mut stmt, params![head, service_id, limit as i64])?;
+            // A held check committed meanwhile (a transition names it in
+            // the row) is already in `out`.
+            out.extend(stored.into_iter().filter(|c| c.id < floor).take(rest));
+        }
+        Ok(out)
     }
 
-    fn fresh_head(&self, service_id: ServiceId) -> Option<i64> {
-        let heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
-        heads.get(&service_id).map(|h| h.check_id)
+    /// A service's newest committed check as the writer knows it, and the
+    /// checks it holds for the service (newest first, at most `limit`).
+    fn fresh(
+        &self,
+        service_id: ServiceId,
+        limit: usize,
+        with_details: bool,
+    ) -> (Option<i64>, Vec<CheckRecord>) {
+        let overlay = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        let head = overlay.head(service_id).map(|h| h.check_id);
+        (head, overlay.held_checks(service_id, limit, with_details))
     }
 
     /// The newest `n` checks of each service in `ids` (durations and
-    /// results, oldest first), for sparklines.
+    /// results, oldest first), for sparklines; held checks included as in
+    /// [`Store::checks`].
     pub fn recent_checks_of(
         &self,
         ids: &[ServiceId],
         n: usize,
     ) -> Result<HashMap<ServiceId, Vec<CheckRecord>>, StoreError> {
-        let fresh: Vec<Option<i64>> = ids.iter().map(|id| self.fresh_head(*id)).collect();
+        let fresh: Vec<_> = ids.iter().map(|id| self.fresh(*id, n, false)).collect();
         let conn = self.read_conn();
         let mut stmt = conn.prepare_cached(&chain_sql(false))?;
         let mut out = HashMap::new();
-        for (id, head) in ids.iter().zip(fresh) {
-            let mut rows: Vec<CheckRecord> = decode::all(&mut stmt, params![head, id, n as i64])?;
+        for (id, (head, mut rows)) in ids.iter().zip(fresh) {
+            let rest = n.saturating_sub(rows.len());
+            if rest > 0 {
+                let floor = rows.last().map_or(i64::MAX, |c| c.id);
+                let stored: Vec<CheckRecord> = decode::all(&mut stmt, params![head, id, n as i64])?;
+                rows.extend(stored.into_iter().filter(|c| c.id < floor).take(rest));
+            }
             rows.reverse();
             out.insert(*id, rows);
         }

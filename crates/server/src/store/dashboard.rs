@@ -145,10 +145,9 @@ impl Store {
             order.sql()
         );
         let mut stmt = conn.prepare(&sql)?;
-        Ok(decode::all(
-            &mut stmt,
-            rusqlite::params_from_iter(args.iter()),
-        )?)
+        let mut out = decode::all(&mut stmt, rusqlite::params_from_iter(args.iter()))?;
+        self.overlay(&mut out);
+        Ok(out)
     }
 
     /// Uptime windows of each service in `ids`, read from the roll-ups
@@ -225,7 +224,8 @@ impl Store {
         let mut stmt = conn.prepare(&format!(
             "SELECT {SERVICE_COLUMNS} FROM services WHERE {TAGGED} ORDER BY name LIMIT ?2 OFFSET ?3"
         ))?;
-        let services = decode::all(&mut stmt, params![tags, limit as i64, offset as i64])?;
+        let mut services = decode::all(&mut stmt, params![tags, limit as i64, offset as i64])?;
+        self.overlay(&mut services);
         let mut stmt = conn.prepare(&format!(
             "SELECT state, COUNT(*) AS n FROM services WHERE paused = 0 AND {TAGGED} GROUP BY state"
         ))?;

@@ -251,11 +251,10 @@ async fn a_crash_before_the_rollups_commit_neither_loses_nor_double_counts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.db");
     let store = Store::open(&path).unwrap();
-    // More dirty services than SNAPSHOT_EAGER: the roll-ups wait for the
-    // snapshot, the checks do not.
+    // Plain checks commit at once, the roll-ups (and the snapshot) wait.
     let ids = beyond_the_snapshot(&store, spec);
     let n = ids.len() as i64;
-    let (writer, handle) = Writer::start(&store);
+    let (writer, handle) = Writer::start_with(&store, super::tests::commit_at_once());
     for round in 0..3 {
         for id in &ids {
             handle

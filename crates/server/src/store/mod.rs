@@ -35,6 +35,7 @@ mod rollup;
 mod schema;
 mod services;
 mod silences;
+mod wal;
 mod writer;
 mod writes;
 
@@ -172,6 +173,8 @@ pub struct Store {
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
     /// The reader threads behind [`Store::read`].
     readers: readers::ReaderPool,
+    /// [`Store::wal_bytes`], added to by the writer's WAL hook.
+    wal_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -198,15 +201,19 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         create_private(path)?;
         let mut writer = open_conn(path)?;
+        // Checkpoint every ~40 MB of WAL instead of ~4 MB: a page rewritten
+        // by many batches is copied into the database once per checkpoint.
+        // The WAL hook does it (PASSIVE, as `wal_autocheckpoint`, which it
+        // replaces) and counts the bytes every commit appends to the WAL
+        // (`wal_bytes`), migrations included.
+        let wal_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        wal::install(&mut writer, path, wal::CHECKPOINT_FRAMES, wal_bytes.clone())?;
         schema::migrate(&mut writer)?.map_err(StoreError::Schema)?;
         checks::recover_heads(&mut writer)?;
         // The writer touches the tail of `checks` and the services rows: with SQLite's default 2 MB cache those pages
         // are re-read from the OS for every batch. 64 MB holds them for
         // 100,000 services (measured: docs/performance.md).
         writer.pragma_update(None, "cache_size", -65_536)?;
-        // Checkpoint every ~40 MB of WAL instead of ~4 MB: a page rewritten
-        // by many batches is copied into the database once per checkpoint.
-        writer.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         let reader = (0..READER_THREADS)
             .map(|_| open_conn(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -220,7 +227,17 @@ impl Store {
             reader: reader.into(),
             next_reader: Arc::default(),
             readers: readers::ReaderPool::start(),
+            wal_bytes,
         })
+    }
+
+    /// Bytes the writer connection appended to the WAL since the store was
+    /// opened: frames (page size + 24 bytes each) and WAL headers (32 bytes
+    /// each time the WAL starts again), not the checkpoints' copies into
+    /// the database (store/wal.rs). `/metrics` exports it as
+    /// `healthchecker_store_wal_bytes_total`.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Why the last write failed, if it did (cleared by the next success).

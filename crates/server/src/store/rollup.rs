@@ -141,7 +141,16 @@ pub(crate) fn mark_rolled(tx: &Connection) -> rusqlite::Result<()> {
 /// the checks of the last roll-up period are not in them yet). Those are at
 /// most the checks of one roll-up period (or, after an upgrade, those the
 /// old build had not counted yet): they are folded in memory.
-pub(crate) fn fold_unmarked(tx: &Connection) -> rusqlite::Result<()> {
+///
+/// The same pass hands every check above `also_above` to `also` (as `id,
+/// service_id, at, result, duration_us, seq, reason`), in id order: start-up
+/// repairs the service rows from it (`checks::recover_heads`) without a
+/// second scan of the table.
+pub(crate) fn fold_unmarked(
+    tx: &Connection,
+    also_above: i64,
+    mut also: impl FnMut(&Row<'_>) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
     let mark: i64 = tx
         .query_row(
             "SELECT value FROM meta WHERE key = 'rolled_through'",
@@ -151,19 +160,27 @@ pub(crate) fn fold_unmarked(tx: &Connection) -> rusqlite::Result<()> {
         .optional()?
         .unwrap_or(0);
     let mut rolls: HashMap<(i64, i64), Roll> = HashMap::new();
-    let mut stmt =
-        tx.prepare("SELECT service_id, at, result, duration_us FROM checks WHERE id > ?1")?;
-    let mut rows = stmt.query([mark])?;
+    let mut stmt = tx.prepare(
+        "SELECT id, service_id, at, result, duration_us, seq, reason FROM checks \
+         WHERE id > ?1 ORDER BY id",
+    )?;
+    let mut rows = stmt.query([mark.min(also_above)])?;
     while let Some(r) = rows.next()? {
-        let result = match r.get_ref(2)?.as_str()? {
-            "fail" => CheckResult::Fail,
-            "warn" => CheckResult::Warn,
-            _ => CheckResult::Pass,
-        };
-        rolls
-            .entry((r.get(0)?, hour_of(r.get(1)?)))
-            .or_default()
-            .add(result, r.get(3)?);
+        let id: i64 = r.get(0)?;
+        if id > mark {
+            let result = match r.get_ref(3)?.as_str()? {
+                "fail" => CheckResult::Fail,
+                "warn" => CheckResult::Warn,
+                _ => CheckResult::Pass,
+            };
+            rolls
+                .entry((r.get(1)?, hour_of(r.get(2)?)))
+                .or_default()
+                .add(result, r.get(4)?);
+        }
+        if id > also_above {
+            also(r)?;
+        }
     }
     write_rolls(tx, &rolls)?;
     mark_rolled(tx)
@@ -345,12 +362,57 @@ pub struct Uptime {
 impl Store {
     /// Uptime over 24 h / 7 d / 30 d / 90 d of each service in `ids`, read
     /// from the roll-ups: two primary-key range reads per service (at most
-    /// 24 hourly and 90 daily rows), whatever the number of services.
-    /// Services without checks in any window map to all `None`.
+    /// 24 hourly and 90 daily rows), whatever the number of services; plus
+    /// the batch writer's roll-ups of the checks not in the tables yet
+    /// (store/writer.rs, `Overlay`). Services without checks in any window
+    /// map to all `None`.
     pub fn uptime_ratios(
         &self,
         ids: &[ServiceId],
         now: i64,
+    ) -> Result<HashMap<ServiceId, Uptime>, StoreError> {
+        self.with_unrolled(ids, |extra| self.uptime_ratios_with(ids, now, extra))
+    }
+
+    /// Runs `read` (of the roll-up tables) with the writer's roll-ups of
+    /// `ids` not in them yet; again (up to 5 times) when a roll-up commit
+    /// landed meanwhile, which would count them twice or not at all.
+    fn with_unrolled<T>(
+        &self,
+        ids: &[ServiceId],
+        read: impl Fn(&HashMap<ServiceId, Vec<(i64, Roll)>>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let take = || {
+            let ov = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+            let extra: HashMap<ServiceId, Vec<(i64, Roll)>> = ids
+                .iter()
+                .map(|id| (*id, ov.unrolled(*id).to_vec()))
+                .filter(|(_, v)| !v.is_empty())
+                .collect();
+            (ov.rolled(), extra)
+        };
+        let mut tries = 0;
+        loop {
+            let (before, extra) = take();
+            let out = read(&extra)?;
+            let after = self
+                .heads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .rolled();
+            tries += 1;
+            if (after == before && before.is_multiple_of(2)) || tries >= 5 {
+                return Ok(out);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    fn uptime_ratios_with(
+        &self,
+        ids: &[ServiceId],
+        now: i64,
+        extra: &HashMap<ServiceId, Vec<(i64, Roll)>>,
     ) -> Result<HashMap<ServiceId, Uptime>, StoreError> {
         let conn = self.read_conn();
         let (hour, day) = (hour_of(now), now.div_euclid(DAY_MS));
@@ -378,6 +440,18 @@ impl Store {
             }
             // Last 7, 30 and 90 days.
             let mut w = [(0, 0); 3];
+            for (h, r) in extra.get(id).into_iter().flatten() {
+                let c = (r.total, r.fails);
+                if *h > hour - 24 && *h <= hour {
+                    add(&mut d, c);
+                }
+                let at = h.div_euclid(24);
+                for (w, span) in w.iter_mut().zip([7, 30, 90]) {
+                    if at > day - span && at <= day {
+                        add(w, c);
+                    }
+                }
+            }
             let mut rows = days.query(params![id, day])?;
             while let Some(r) = rows.next()? {
                 let c = counts_of(r, "uptime_day", *id)?;
@@ -404,7 +478,8 @@ impl Store {
     /// The hourly (`daily == false`) or daily roll-ups of one service for
     /// the periods `from..=to` (hours or days since the epoch, as
     /// `at / 3,600,000` or `at / 86,400,000`), oldest first; periods without
-    /// checks are left out. One primary-key lookup per period.
+    /// checks are left out. One primary-key lookup per period; the batch
+    /// writer's roll-ups of the checks not in the tables yet are added.
     pub fn rollups(
         &self,
         service_id: ServiceId,
@@ -412,6 +487,29 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Vec<Rollup>, StoreError> {
+        self.with_unrolled(&[service_id], |extra| {
+            let mut rows: std::collections::BTreeMap<i64, Roll> = self
+                .stored_rollups(service_id, daily, from, to)?
+                .into_iter()
+                .collect();
+            for (h, r) in extra.get(&service_id).into_iter().flatten() {
+                let p = if daily { h.div_euclid(24) } else { *h };
+                if (from..=to).contains(&p) {
+                    rows.entry(p).or_default().merge(r);
+                }
+            }
+            Ok(rows.iter().map(|(p, r)| r.rollup(*p)).collect())
+        })
+    }
+
+    /// The stored rows of [`Store::rollups`].
+    fn stored_rollups(
+        &self,
+        service_id: ServiceId,
+        daily: bool,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Roll)>, StoreError> {
         let conn = self.read_conn();
         let (table, key) = if daily {
             ("uptime_day", "day")
@@ -424,8 +522,7 @@ impl Store {
              ORDER BY u.{key}"
         ))?;
         let rows = stmt.query_map(params![service_id, from, to], |r| {
-            let (period, roll) = roll_of(r, table, service_id)?;
-            Ok(roll.rollup(period))
+            roll_of(r, table, service_id)
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -324,8 +324,9 @@ impl Store {
             EventKind::Updated
         };
         insert_event(&tx, now, id, &spec.name, kind, Some(&spec.target.url()))?;
-        let record = service_by_id(&tx, id)?;
+        let mut record = service_by_id(&tx, id)?;
         tx.commit()?;
+        self.overlay(std::slice::from_mut(&mut record));
         Ok(Registered { record, created })
     }
 
@@ -361,8 +362,9 @@ impl Store {
             };
             insert_event(&tx, now, id, name, kind, None)?;
         }
-        let rec = service_by_id(&tx, id)?;
+        let mut rec = service_by_id(&tx, id)?;
         tx.commit()?;
+        self.overlay(std::slice::from_mut(&mut rec));
         Ok(Some(rec))
     }
 
@@ -384,7 +386,7 @@ impl Store {
             .heads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&ServiceId::new(id));
+            .forget(ServiceId::new(id));
         tx.execute(
             "WITH RECURSIVE h(id) AS ( \
                SELECT COALESCE(?1, (SELECT last_check_id FROM services WHERE id = ?2)) \
@@ -431,10 +433,20 @@ impl Store {
             sql.push_str(&format!(" LIMIT {limit} OFFSET {}", filter.offset));
         }
         let mut stmt = conn.prepare(&sql)?;
-        Ok(decode::all(
-            &mut stmt,
-            rusqlite::params_from_iter(args.iter()),
-        )?)
+        let mut out = decode::all(&mut stmt, rusqlite::params_from_iter(args.iter()))?;
+        self.overlay(&mut out);
+        Ok(out)
+    }
+
+    /// Shows in `records` what the batch writer knows of their services
+    /// but their rows do not show yet (last check, counters, state: its
+    /// in-memory folds, store/writer.rs). Every read of whole service rows
+    /// goes through it.
+    pub(crate) fn overlay(&self, records: &mut [ServiceRecord]) {
+        let overlay = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        for r in records {
+            overlay.apply(r);
+        }
     }
 
     /// Services by state and the number paused, in one pass over the table.
@@ -481,7 +493,9 @@ impl Store {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {SERVICE_COLUMNS} FROM services WHERE name = ?1"
         ))?;
-        Ok(decode::one(&mut stmt, [name])?)
+        let mut rec = decode::one(&mut stmt, [name])?;
+        self.overlay(rec.as_mut_slice());
+        Ok(rec)
     }
 
     /// The stored token hash of a service (for the token auth mode).

@@ -4,7 +4,7 @@ use healthchecker_core::{
     CheckResult, HealthState, Protocol, RegisterRequest, ServiceId, ServiceSpec, UnixMs,
 };
 
-fn spec(name: &str, interval: u32) -> ServiceSpec {
+pub(super) fn spec(name: &str, interval: u32) -> ServiceSpec {
     let body = serde_json::json!({"name": name, "url": "http://127.0.0.1:9/health", "interval": interval, "email": "a@example.com"});
     spec_of(&body)
 }
@@ -152,13 +152,13 @@ async fn writer_records_check_event_and_outbox_together_and_survives_reopen() {
     assert_eq!(up.day, Some(0.0));
 }
 
-/// Registers more services (`s0`, `s1`, ...) than SNAPSHOT_EAGER, each
-/// from `spec`; returns their ids.
+/// Registers 300 services (`s0`, `s1`, ...), each from `spec`; returns
+/// their ids.
 pub(super) fn beyond_the_snapshot(
     store: &Store,
     spec: impl Fn(&str) -> ServiceSpec,
 ) -> Vec<ServiceId> {
-    let n = super::writer::SNAPSHOT_EAGER as i64 + 44;
+    let n = 300;
     (0..n)
         .map(|i| {
             let name = format!("s{i}");
@@ -534,4 +534,16 @@ fn a_version_2_database_keeps_its_targets_and_gains_heartbeat_columns() {
     let rec = store.get_service("nas").unwrap().unwrap();
     assert_eq!(rec.spec.target.url(), "http://192.168.1.20:5000/health");
     assert!(rec.spec.heartbeat.is_none() && rec.ping_id.is_none());
+}
+
+/// Writer periods for tests that watch checks commit without a flush:
+/// plain checks commit at once, the snapshot and the roll-ups wait an hour.
+pub(super) fn commit_at_once() -> super::writer::WriterTiming {
+    super::writer::WriterTiming {
+        batch_window: std::time::Duration::from_millis(1),
+        plain_every: std::time::Duration::from_millis(1),
+        snapshot_every: std::time::Duration::from_secs(3600),
+        rollup_every: std::time::Duration::from_secs(3600),
+        max_batch: super::writer::MAX_BATCH,
+    }
 }

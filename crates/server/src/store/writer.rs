@@ -1,31 +1,38 @@
 //! The batch writer: one thread that records check results, state changes
-//! and outbox rows, many per transaction.
+//! and outbox rows, many per transaction, and the in-memory state that
+//! reads overlay on the stored rows ([`Overlay`]).
 //!
-//! Group commit: the thread collects writes for up to [`BATCH_WINDOW`] (or
-//! [`MAX_BATCH`] writes) and commits them in one transaction. A state
-//! change's event and its notification are in the same transaction as the
-//! check that caused it (SPEC section 4), and the service row is updated in
-//! it too.
+//! What is written when (docs/storage.md, "Batch writer"):
 //!
-//! What changes with every check but is not a state change (last check,
-//! counters, uptime buckets) is folded in memory and written as a
-//! *snapshot*, sorted by service id: at once while few services are dirty
-//! (a home lab sees every check immediately), at most every
-//! [`SNAPSHOT_EVERY`] under load. One row update per check would dirty one
-//! random 4 KiB page of the services table per check (100,000 services at a
-//! 30 s interval: 3,333 page writes a second); the snapshot writes each
-//! page once per period. A `kill -9` can lose the last period's snapshot
-//! (last-check fields, counters) but never a check, state change, event or
-//! notification that was committed. The roll-ups (store/rollup.rs) go with
-//! their own mark `meta.rolled_through` at most every [`ROLLUP_EVERY`];
-//! start-up folds the committed checks above the mark into them, so none is
-//! lost or counted twice.
+//! - A check that changes its service's state (its event and notification
+//!   with it: SPEC section 4, one transaction) is *durable*: everything the
+//!   writer holds commits, in order, within [`BATCH_WINDOW`] of it.
+//! - A *plain* check (no state change, so no event and no notification) is
+//!   held in memory and committed with the next durable one, or after at
+//!   most [`PLAIN_EVERY`], or when [`MAX_BATCH`] are held, or at a flush or
+//!   shutdown. A `kill -9` can lose up to [`PLAIN_EVERY`] of plain check
+//!   rows, never a state change, event or notification.
+//! - The service rows' per-check fields (last check, counters, ...) are
+//!   folded in memory ([`Snapshot`], one per service) and written as a
+//!   *snapshot*, sorted by service id, at most every [`SNAPSHOT_EVERY`]:
+//!   one row update per check would dirty one random 4 KiB page of the
+//!   services table per check. `meta.heads_through` moves with it;
+//!   start-up repairs the rows from the checks above it.
+//! - The roll-ups (store/rollup.rs) of committed checks go with their own
+//!   mark `meta.rolled_through` at most every [`ROLLUP_EVERY`]; start-up
+//!   folds the committed checks above the mark into them, so none is lost
+//!   or counted twice.
+//!
+//! Reads overlay the writer's state ([`Overlay`], shared as `Store`'s
+//! `heads`): a service read shows the newest fold even when its row has not
+//! been written yet, and a read of recent checks shows the held checks
+//! (with the row ids they will get: the writer numbers checks when it
+//! receives them) before the committed ones; uptime reads add the rolls of
+//! the checks not in the roll-up tables yet.
 //!
 //! Each check row names its service's previous check (a chain per service,
 //! schema migration 2): recording a check appends to the table's tail
-//! instead of inserting into a per-service index at a random page. The
-//! newest check of a service not yet in its row is kept in
-//! [`Store`]'s shared `heads` map for readers until the snapshot lands.
+//! instead of inserting into a per-service index at a random page.
 //!
 //! This file decides when to commit and what to flush; the rows one check
 //! writes (check, service row, event, notification, deliveries) and the
@@ -35,33 +42,78 @@ mod rows;
 
 use super::rollup::{hour_of, mark_rolled, write_rolls, Roll};
 pub use super::writes::{CheckWrite, NotifyWrite, TransitionWrite};
-use super::{lock, mark_heads, Heads, Store};
+use super::{lock, mark_heads, CheckRecord, Head, Heads, ServiceRecord, Store};
 use healthchecker_core::ServiceId;
 use rows::{write_check, write_snapshot, Snapshot};
 use rusqlite::Connection;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// Most writes per transaction: large enough to amortise the commit, small
-/// enough that a registration waiting for the writer lock waits little.
+/// Most checks held and written per transaction: large enough to amortise
+/// the commit, small enough that a registration waiting for the writer
+/// lock waits little.
 pub const MAX_BATCH: usize = 4096;
 
-/// How long the writer collects before committing: state changes reach the
-/// store (and the API) within this, and the thread wakes ten times a second
-/// instead of once per check.
-pub const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long the writer collects after a durable write (a state change, its
+/// event and notification) before committing it and everything held before
+/// it: state changes reach the file within this.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 
-/// The longest the snapshot of per-check fields waits under load.
-pub const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest a plain check (no state change, event or notification) is
+/// held in memory before it commits: what a `kill -9` can lose of them.
+///
+/// Chosen for a home lab (50 services at 30 s: 1.7 checks a second) and
+/// SPEC section 18's 200 bytes of WAL per check. A commit of plain checks
+/// writes about 4 WAL frames of 4,120 bytes (a 24-byte header and a 4 KiB
+/// page each) plus one per 100 checks (about 40 bytes a row): the tail
+/// page of `checks` it completes, the new one, their parent, and page 1
+/// (the file grew). Measured (`a_home_lab_writes_under_200_bytes_of_wal_per_check`,
+/// with the snapshot and roll-ups every 5 minutes): 100 checks a commit
+/// (60 s) cost 150 bytes a check for the checks alone, 198 in all, at the
+/// budget's edge; 200 a commit (120 s) 157 in all.
+pub const PLAIN_EVERY: Duration = Duration::from_secs(120);
 
-/// The longest the roll-ups of committed checks wait under load: the
-/// current hour's and day's rows are rewritten once per period, not once
-/// per snapshot (store/rollup.rs).
-pub const ROLLUP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest the snapshot of per-check fields (service rows) waits. Reads
+/// overlay the writer's folds, so this only bounds what a `kill -9` loses
+/// of counters and last-check fields (start-up repairs the newest check's
+/// fields from the committed checks) and how many checks start-up walks
+/// (`recover_heads`: at 3,333 checks/s, 5 minutes are 1,000,000 rows).
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
 
-/// Below this many dirty services the snapshot is written with every batch
-/// (and below this many dirty roll-up rows, the roll-ups).
-pub const SNAPSHOT_EAGER: usize = 256;
+/// The longest the roll-ups of committed checks wait: the current hour's
+/// and day's rows are rewritten once per period (store/rollup.rs). The same
+/// as [`SNAPSHOT_EVERY`], so that both land in the same commit.
+pub const ROLLUP_EVERY: Duration = Duration::from_secs(300);
+
+/// The writer's periods; [`WriterTiming::default`] is the constants above.
+/// Tests use tiny periods instead of waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterTiming {
+    /// [`BATCH_WINDOW`].
+    pub batch_window: Duration,
+    /// [`PLAIN_EVERY`].
+    pub plain_every: Duration,
+    /// [`SNAPSHOT_EVERY`].
+    pub snapshot_every: Duration,
+    /// [`ROLLUP_EVERY`].
+    pub rollup_every: Duration,
+    /// [`MAX_BATCH`].
+    pub max_batch: usize,
+}
+
+impl Default for WriterTiming {
+    fn default() -> Self {
+        WriterTiming {
+            batch_window: BATCH_WINDOW,
+            plain_every: PLAIN_EVERY,
+            snapshot_every: SNAPSHOT_EVERY,
+            rollup_every: ROLLUP_EVERY,
+            max_batch: MAX_BATCH,
+        }
+    }
+}
 
 /// Queue bound between the scheduler and the writer: about three seconds of
 /// checks at 10,000/s. When full, the scheduler waits (back-pressure)
@@ -115,7 +167,8 @@ impl WriterHandle {
         (WriterHandle { tx }, captured)
     }
 
-    /// Waits until everything queued before this call is committed.
+    /// Waits until everything queued before this call is committed, held
+    /// plain checks, snapshot and roll-ups included.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Op::Flush(tx)).await.is_ok() {
@@ -133,6 +186,11 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread on the store's writer connection.
     pub fn start(store: &Store) -> (Writer, WriterHandle) {
+        Writer::start_with(store, WriterTiming::default())
+    }
+
+    /// [`Writer::start`] with other periods (tests).
+    pub fn start_with(store: &Store, timing: WriterTiming) -> (Writer, WriterHandle) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let conn = store.writer_conn();
         let health = store.clone();
@@ -143,7 +201,7 @@ impl Writer {
             .name("hc-store-writer".into())
             .spawn(move || {
                 let _guard = guard;
-                run(conn, rx, health)
+                run(conn, rx, health, timing)
             })
             .expect("spawn store writer thread");
         (
@@ -170,190 +228,434 @@ impl Writer {
     }
 }
 
-/// What the writer holds between commits.
-#[derive(Default)]
-struct Pending {
-    checks: Vec<CheckWrite>,
-    snapshots: std::collections::HashMap<ServiceId, Snapshot>,
-    /// Roll-ups (per service and hour) of committed checks, not yet
-    /// written: at most every [`ROLLUP_EVERY`], with `meta.rolled_through`
-    /// (store/rollup.rs).
-    uptime: std::collections::HashMap<(i64, i64), Roll>,
+/// A check the writer has received, with the row id it gets.
+#[derive(Debug)]
+struct Held {
+    id: i64,
+    check: CheckWrite,
+    /// The service's fold as of this check, for a check with a state change
+    /// (which writes the service row in its transaction).
+    fold: Option<Snapshot>,
 }
 
-fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Op>, health: Store) {
-    let heads = health.heads();
-    let mut pending = Pending::default();
-    let mut last_snapshot = std::time::Instant::now();
-    let mut last_rollup = std::time::Instant::now();
-    let mut open = true;
-    while open {
-        // Collect for one window (or until the queue has a full batch).
-        let mut waiters = Vec::new();
-        match rx.blocking_recv() {
-            None => open = false,
-            Some(op) => {
-                let deadline = std::time::Instant::now() + BATCH_WINDOW;
-                let mut op = Some(op);
-                loop {
-                    match op.take() {
-                        Some(Op::Check(c)) => pending.checks.push(*c),
-                        Some(Op::Flush(w)) => waiters.push(w),
-                        #[cfg(any(test, feature = "fault-injection"))]
-                        Some(Op::Stop) => open = false,
-                        None => {}
-                    }
-                    if !open || !waiters.is_empty() || pending.checks.len() >= MAX_BATCH {
-                        break;
-                    }
-                    match rx.try_recv() {
-                        Ok(next) => op = Some(next),
-                        Err(mpsc::error::TryRecvError::Disconnected) => {
-                            open = false;
-                            break;
-                        }
-                        Err(mpsc::error::TryRecvError::Empty) => {
-                            let now = std::time::Instant::now();
-                            if now >= deadline {
-                                break;
-                            }
-                            std::thread::sleep(
-                                (deadline - now).min(std::time::Duration::from_millis(10)),
-                            );
-                        }
-                    }
-                }
-            }
+/// The writer's in-memory state that reads overlay on the stored rows:
+/// each service's fold of the checks received since start (its per-check
+/// fields and its newest committed check), and the checks received but not
+/// committed yet. Shared with readers as `Store`'s `heads`
+/// (`checks::Heads`); a fold is kept for as long as the service exists (a
+/// [`Snapshot`] per service, no per-service strings but its reasons), so a
+/// read never sees a row older than what the writer knows.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    folds: HashMap<ServiceId, Snapshot>,
+    held: HashMap<ServiceId, Vec<Arc<Held>>>,
+    /// Roll-ups (hour and roll, per service) of the checks received but
+    /// not yet in the roll-up tables: uptime reads add them.
+    rolls: HashMap<ServiceId, Vec<(i64, Roll)>>,
+    /// Counts the roll-up commits, twice each: odd from just before one
+    /// commits until `rolls` is cleared after it. A read of the tables and
+    /// `rolls` that spanned one is retried.
+    rolled: u64,
+}
+
+impl Overlay {
+    /// The service's newest committed check, when the writer knows it
+    /// better than the service row.
+    pub(crate) fn head(&self, id: ServiceId) -> Option<Head> {
+        self.folds.get(&id).and_then(|f| f.head)
+    }
+
+    /// The checks of `id` the writer holds, not committed yet: newest
+    /// first, at most `limit`, `details` only when `with_details`.
+    pub(crate) fn held_checks(
+        &self,
+        id: ServiceId,
+        limit: usize,
+        with_details: bool,
+    ) -> Vec<CheckRecord> {
+        let Some(held) = self.held.get(&id) else {
+            return Vec::new();
+        };
+        held.iter()
+            .rev()
+            .take(limit)
+            .map(|h| CheckRecord {
+                id: h.id,
+                at: h.check.at.get(),
+                duration_us: h.check.duration_us,
+                result: h.check.result,
+                reason: h.check.reason.clone(),
+                http_status: h.check.http_status,
+                details: h.check.details.clone().filter(|_| with_details),
+            })
+            .collect()
+    }
+
+    /// Shows the writer's newest fields of `r`'s service in `r`.
+    pub(crate) fn apply(&self, r: &mut ServiceRecord) {
+        if let Some(f) = self.folds.get(&r.id) {
+            f.overlay(r);
         }
-        let force = !waiters.is_empty() || !open;
-        // A failed batch (disk full, read-only file) is retried with back-off:
-        // state changes and notifications must not be lost while the disk
-        // recovers. Nothing is dropped from `pending` until it committed.
-        let mut delay = std::time::Duration::from_millis(100);
+    }
+
+    /// The roll-ups (hour, roll) of `id`'s checks not yet in the roll-up
+    /// tables, and the count of roll-up commits so far.
+    pub(crate) fn unrolled(&self, id: ServiceId) -> &[(i64, Roll)] {
+        self.rolls.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// How many roll-up commits there have been (a read of the tables and
+    /// [`Overlay::unrolled`] that spans one is retried).
+    pub(crate) fn rolled(&self) -> u64 {
+        self.rolled
+    }
+
+    /// Forgets a deleted service; returns its newest committed check.
+    pub(crate) fn forget(&mut self, id: ServiceId) -> Option<Head> {
+        self.held.remove(&id);
+        self.rolls.remove(&id);
+        self.folds.remove(&id).and_then(|f| f.head)
+    }
+}
+
+/// What the writer thread keeps between commits.
+struct State {
+    timing: WriterTiming,
+    /// Received, not committed, in arrival order.
+    held: Vec<Arc<Held>>,
+    /// When the held durable writes must be committed.
+    durable_due: Option<Instant>,
+    /// When the oldest held plain check must be committed.
+    plain_due: Option<Instant>,
+    /// Some fold is not in its service row yet.
+    dirty: bool,
+    /// Some check is not in the roll-up tables yet (the overlay's `rolls`):
+    /// written at most every [`ROLLUP_EVERY`], with `meta.rolled_through`
+    /// (store/rollup.rs).
+    unrolled: bool,
+    /// The row id of the next check received.
+    next_id: i64,
+    last_snapshot: Instant,
+    last_rollup: Instant,
+}
+
+impl State {
+    /// Folds a received check into the overlay and holds it.
+    fn receive(&mut self, c: CheckWrite, overlay: &Heads) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let durable = c.transition.is_some();
+        let sid = c.service_id;
+        let held = {
+            let mut ov = overlay.lock().unwrap_or_else(|e| e.into_inner());
+            let prev = ov.folds.get(&sid);
+            let fold = Snapshot::fold(prev, &c, prev.and_then(|p| p.head));
+            let held = Arc::new(Held {
+                id,
+                fold: durable.then(|| fold.clone()),
+                check: c,
+            });
+            ov.folds.insert(sid, fold);
+            ov.held.entry(sid).or_default().push(held.clone());
+            let hour = hour_of(held.check.at.get());
+            let rolls = ov.rolls.entry(sid).or_default();
+            let roll = match rolls.iter().position(|(h, _)| *h == hour) {
+                Some(i) => &mut rolls[i].1,
+                None => {
+                    rolls.push((hour, Roll::default()));
+                    &mut rolls.last_mut().expect("just pushed").1
+                }
+            };
+            roll.add(held.check.result, held.check.duration_us);
+            held
+        };
+        self.held.push(held);
+        self.dirty = true;
+        self.unrolled = true;
+        let now = Instant::now();
+        if durable {
+            self.durable_due
+                .get_or_insert(now + self.timing.batch_window);
+        } else {
+            self.plain_due.get_or_insert(now + self.timing.plain_every);
+        }
+    }
+
+    /// The earliest moment something must be committed, if any.
+    fn due(&self) -> Option<Instant> {
+        let snapshot = self
+            .dirty
+            .then(|| self.last_snapshot + self.timing.snapshot_every);
+        let rollup = self
+            .unrolled
+            .then(|| self.last_rollup + self.timing.rollup_every);
+        [self.durable_due, self.plain_due, snapshot, rollup]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Commits everything held, and the snapshot and roll-ups when due (or
+    /// `force`). A failed batch (disk full, read-only file) is retried with
+    /// back-off: state changes and notifications must not be lost while
+    /// the disk recovers. Nothing is dropped until it committed.
+    fn commit(&mut self, conn: &Mutex<Connection>, health: &Store, overlay: &Heads, force: bool) {
+        let mut delay = Duration::from_millis(100);
         loop {
-            let snapshot_now = force || last_snapshot.elapsed() >= SNAPSHOT_EVERY;
-            let rollup_now = force || last_rollup.elapsed() >= ROLLUP_EVERY;
-            let mut c = lock(&conn);
-            let r = write_batch(&mut c, &mut pending, snapshot_now, rollup_now, &heads);
+            let now = Instant::now();
+            let snapshot_now = force || now >= self.last_snapshot + self.timing.snapshot_every;
+            let rollup_now = force || now >= self.last_rollup + self.timing.rollup_every;
+            let mut c = lock(conn);
+            let r = write_batch(&mut c, self, snapshot_now, rollup_now, overlay);
             health.set_write_error(r.as_ref().err().map(|e| e.to_string()));
             match r {
-                Ok((snapshot_written, rollup_written)) => {
-                    if snapshot_written {
-                        last_snapshot = std::time::Instant::now();
+                Ok(()) => {
+                    if snapshot_now {
+                        self.last_snapshot = now;
                     }
-                    if rollup_written {
-                        last_rollup = std::time::Instant::now();
+                    if rollup_now {
+                        self.last_rollup = now;
                     }
-                    break;
+                    return;
                 }
                 Err(e) => {
                     drop(c);
-                    tracing::error!(error = %e, checks = pending.checks.len(), "store write failed; retrying");
+                    tracing::error!(error = %e, checks = self.held.len(), "store write failed; retrying");
                     std::thread::sleep(delay);
-                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
-        }
-        for w in waiters {
-            let _ = w.send(());
         }
     }
 }
 
-/// Commits the pending checks and, when `snapshot_now` or when at most
-/// [`SNAPSHOT_EAGER`] services are dirty, the snapshot; on success the
-/// committed parts are folded into or removed from `pending` and the result
-/// says whether the snapshot was written. The roll-ups likewise, when
-/// `rollup_now` or when at most [`SNAPSHOT_EAGER`] of their rows are dirty
-/// (the second flag). On failure `pending` is left as it was, to be
-/// retried.
-/// `heads` is updated before the caller releases the connection: a
+fn run(
+    conn: Arc<Mutex<Connection>>,
+    mut rx: mpsc::Receiver<Op>,
+    health: Store,
+    timing: WriterTiming,
+) {
+    let overlay = health.heads();
+    // Waiting for the queue with a deadline needs a timer: a small runtime
+    // of this thread's own.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("store writer's timer");
+    // The writer numbers the checks it receives (held checks are shown with
+    // their ids); it is the only one inserting into `checks`.
+    let next_id = lock(&conn)
+        .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM checks", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap_or(1);
+    let now = Instant::now();
+    let mut st = State {
+        timing,
+        held: Vec::new(),
+        durable_due: None,
+        plain_due: None,
+        dirty: false,
+        unrolled: false,
+        next_id,
+        last_snapshot: now,
+        last_rollup: now,
+    };
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut open = true;
+    loop {
+        let due = st.due();
+        let force = !open || !waiters.is_empty();
+        if force || st.held.len() >= st.timing.max_batch || due.is_some_and(|d| d <= Instant::now())
+        {
+            st.commit(&conn, &health, &overlay, force);
+            for w in waiters.drain(..) {
+                let _ = w.send(());
+            }
+            if !open {
+                return;
+            }
+            continue;
+        }
+        // Wait for the next write, or until something is due; then take
+        // whatever else is queued.
+        let first = match due {
+            None => rt.block_on(rx.recv()),
+            Some(d) => {
+                match rt.block_on(async { tokio::time::timeout_at(d.into(), rx.recv()).await }) {
+                    Ok(op) => op,
+                    Err(_) => continue,
+                }
+            }
+        };
+        let mut op = first;
+        loop {
+            match op {
+                None => open = false,
+                Some(Op::Check(c)) => st.receive(*c, &overlay),
+                Some(Op::Flush(w)) => waiters.push(w),
+                #[cfg(any(test, feature = "fault-injection"))]
+                Some(Op::Stop) => open = false,
+            }
+            if !open || !waiters.is_empty() || st.held.len() >= st.timing.max_batch {
+                break;
+            }
+            op = match rx.try_recv() {
+                Ok(next) => Some(next),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+            };
+        }
+    }
+}
+
+/// Writes every held check and, when `snapshot_now`, the dirty folds into
+/// their service rows (with `meta.heads_through`), and when `rollup_now`
+/// the roll-ups (with `meta.rolled_through`), in one transaction. On
+/// success the overlay's heads move to the committed checks and the held
+/// checks are released; on failure `st` is left as it was, to be retried.
+/// The overlay is updated before the caller releases the connection: a
 /// service deleted by another thread then walks its whole chain.
 fn write_batch(
     conn: &mut Connection,
-    pending: &mut Pending,
+    st: &mut State,
     snapshot_now: bool,
     rollup_now: bool,
-    heads: &Heads,
-) -> rusqlite::Result<(bool, bool)> {
-    if pending.checks.is_empty()
-        && (!snapshot_now || pending.snapshots.is_empty())
-        && (!rollup_now || pending.uptime.is_empty())
-    {
-        return Ok((false, false));
+    overlay: &Heads,
+) -> rusqlite::Result<()> {
+    let snapshot_now = snapshot_now && st.dirty;
+    let rollup_now = rollup_now && st.unrolled;
+    if st.held.is_empty() && !snapshot_now && !rollup_now {
+        return Ok(());
     }
+    // The newest committed check of each service in the batch, as the
+    // writer knows it (else its row's).
+    let mut heads: HashMap<ServiceId, Option<Head>> = {
+        let ov = overlay.lock().unwrap_or_else(|e| e.into_inner());
+        st.held
+            .iter()
+            .map(|h| (h.check.service_id, ov.head(h.check.service_id)))
+            .collect()
+    };
     let tx = conn.transaction()?;
-    // This batch's folds, kept apart until the commit succeeds.
-    let mut snaps: std::collections::HashMap<ServiceId, Snapshot> =
-        std::collections::HashMap::new();
-    let mut ups: std::collections::HashMap<(i64, i64), Roll> = std::collections::HashMap::new();
-    for c in &pending.checks {
-        let prev = snaps
-            .get(&c.service_id)
-            .or_else(|| pending.snapshots.get(&c.service_id));
-        if let Some(snap) = write_check(&tx, c, prev)? {
-            ups.entry((c.service_id.get(), hour_of(c.at.get())))
-                .or_default()
-                .add(c.result, c.duration_us);
-            snaps.insert(c.service_id, snap);
+    // Ids as numbered on receipt; above the table's end in any case.
+    let mut last: i64 =
+        tx.query_row("SELECT COALESCE(MAX(id), 0) FROM checks", [], |r| r.get(0))?;
+    let mut gone = HashSet::new();
+    for h in &st.held {
+        let c = &h.check;
+        let id = h.id.max(last + 1);
+        last = id;
+        let prev = heads.get(&c.service_id).copied().flatten();
+        match write_check(&tx, id, c, h.fold.as_ref(), prev)? {
+            Some(head) => {
+                heads.insert(c.service_id, Some(head));
+            }
+            None => {
+                gone.insert(c.service_id);
+            }
         }
     }
-    let dirty = pending.snapshots.len()
-        + snaps
-            .keys()
-            .filter(|id| !pending.snapshots.contains_key(id))
-            .count();
-    let snapshot_due = snapshot_now || dirty <= SNAPSHOT_EAGER;
-    if snapshot_due {
-        let mut ids: Vec<ServiceId> = pending
-            .snapshots
-            .keys()
-            .chain(snaps.keys())
-            .copied()
-            .collect();
+    if snapshot_now {
+        let mut ids: Vec<ServiceId> = {
+            let ov = overlay.lock().unwrap_or_else(|e| e.into_inner());
+            ov.folds
+                .iter()
+                .filter(|(_, f)| f.dirty)
+                .map(|(id, _)| *id)
+                .collect()
+        };
         ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            let s = snaps
-                .get(&id)
-                .or_else(|| pending.snapshots.get(&id))
-                .expect("id from one of the maps");
-            write_snapshot(&tx, id, s, None)?;
+        // A chunk at a time, so that readers never wait for the whole
+        // snapshot (the folds change only on this thread).
+        for chunk in ids.chunks(1024) {
+            let folds: Vec<(ServiceId, Snapshot)> = {
+                let ov = overlay.lock().unwrap_or_else(|e| e.into_inner());
+                chunk
+                    .iter()
+                    .filter_map(|id| ov.folds.get(id).map(|f| (*id, f.clone())))
+                    .collect()
+            };
+            for (id, f) in folds {
+                let head = heads.get(&id).copied().flatten().or(f.head);
+                if let Some(head) = head {
+                    write_snapshot(&tx, id, &f, head, None)?;
+                }
+            }
         }
         mark_heads(&tx)?;
     }
-    let dirty_rolls = pending.uptime.len()
-        + ups
-            .keys()
-            .filter(|k| !pending.uptime.contains_key(k))
-            .count();
-    let rollup_due = rollup_now || dirty_rolls <= SNAPSHOT_EAGER;
-    if rollup_due {
-        // The roll-ups of every check up to the mark set here, in its
-        // transaction: start-up folds the checks above it (a crash).
-        let mut rolls = pending.uptime.clone();
-        for (k, r) in &ups {
-            rolls.entry(*k).or_default().merge(r);
+    if rollup_now {
+        // The roll-ups of every check up to the mark set here (every check
+        // received: all commit in this transaction), in its transaction:
+        // start-up folds the checks above it (a crash). A chunk of services
+        // at a time, so that readers never wait for the whole write.
+        let mut ids: Vec<ServiceId> = {
+            let ov = overlay.lock().unwrap_or_else(|e| e.into_inner());
+            ov.rolls.keys().copied().collect()
+        };
+        ids.sort_unstable();
+        for chunk in ids.chunks(1024) {
+            let part: HashMap<(i64, i64), Roll> = {
+                let ov = overlay.lock().unwrap_or_else(|e| e.into_inner());
+                chunk
+                    .iter()
+                    .flat_map(|id| {
+                        ov.unrolled(*id)
+                            .iter()
+                            .map(move |(h, r)| ((id.get(), *h), *r))
+                    })
+                    .collect()
+            };
+            write_rolls(&tx, &part)?;
         }
-        write_rolls(&tx, &rolls)?;
         mark_rolled(&tx)?;
     }
-    tx.commit()?;
-    pending.checks.clear();
-    let mut heads = heads.lock().unwrap_or_else(|e| e.into_inner());
-    if snapshot_due {
-        heads.clear();
-        pending.snapshots.clear();
-    } else {
-        heads.extend(snaps.iter().map(|(id, s)| (*id, s.head)));
-        pending.snapshots.extend(snaps);
+    let bump = |ov: &Heads| ov.lock().unwrap_or_else(|e| e.into_inner()).rolled += 1;
+    if rollup_now {
+        // Odd while the roll-up tables may change under a reader.
+        bump(overlay);
     }
-    if rollup_due {
-        pending.uptime.clear();
-    } else {
-        for (k, r) in ups {
-            pending.uptime.entry(k).or_default().merge(&r);
+    let committed = tx.commit();
+    if rollup_now && committed.is_err() {
+        bump(overlay);
+    }
+    committed?;
+    {
+        let mut ov = overlay.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, head) in heads {
+            if let (Some(f), Some(head)) = (ov.folds.get_mut(&id), head) {
+                f.head = Some(head);
+            }
+        }
+        for id in gone {
+            ov.folds.remove(&id);
+            ov.rolls.remove(&id);
+        }
+        if rollup_now {
+            ov.rolls.clear();
+            ov.rolled += 1;
+        }
+        debug_assert!(ov.rolled.is_multiple_of(2));
+        ov.held.clear();
+        if snapshot_now {
+            for f in ov.folds.values_mut() {
+                f.dirty = false;
+            }
         }
     }
-    Ok((snapshot_due, rollup_due))
+    st.next_id = st.next_id.max(last + 1);
+    st.held.clear();
+    st.durable_due = None;
+    st.plain_due = None;
+    if snapshot_now {
+        st.dirty = false;
+    }
+    if rollup_now {
+        st.unrolled = false;
+    }
+    Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -227,7 +227,7 @@ async fn a_person_manages_services_from_the_browser() {
     c.goto(&d.at("/services/web")).await.unwrap();
     shot(&c, "service-1400").await;
     c.set_window_size(360, 780).await.unwrap();
-    for page in ["/", "/services/web", "/new", "/status"] {
+    for page in ["/", "/services/web", "/new", "/status", "/cluster"] {
         c.goto(&d.at(page)).await.unwrap();
         let fits = c
             .execute(

@@ -4,6 +4,8 @@
 mod api;
 mod browser;
 mod channels;
+mod cluster;
+mod cluster_view;
 mod cross_site;
 mod dashboard;
 mod dashboard_browser;

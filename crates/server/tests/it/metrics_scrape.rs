@@ -117,6 +117,19 @@ async fn both_formats_parse_and_per_service_lines_follow_checks() {
     assert_eq!(m["healthchecker_services"]["type"], "gauge");
     assert_eq!(m["healthchecker_service_up"]["type"], "gauge");
     assert_eq!((count(&m, "healthy"), count(&m, "unhealthy")), (1.0, 1.0));
+    // The store's WAL bytes: registrations and checks were written.
+    assert_eq!(m["healthchecker_store_wal_bytes"]["type"], "counter");
+    let wal_bytes = |m: &Value| {
+        m["healthchecker_store_wal_bytes"]["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s[0] == "healthchecker_store_wal_bytes_total")
+            .and_then(|s| s[2].as_f64())
+            .expect("a healthchecker_store_wal_bytes_total sample")
+    };
+    let wal0 = wal_bytes(&m);
+    assert!(wal0 > 0.0, "{wal0}");
     assert_eq!(
         per_service(&m),
         BTreeMap::from([svc("db", 0.0, "unhealthy"), svc("web", 1.0, "healthy")])
@@ -136,6 +149,9 @@ async fn both_formats_parse_and_per_service_lines_follow_checks() {
         BTreeMap::from([svc("db", 1.0, "healthy"), svc("web", 1.0, "healthy")])
     );
     assert_eq!((count(&m, "healthy"), count(&m, "unhealthy")), (2.0, 0.0));
+    // db's state change was written since: the counter grew.
+    assert_eq!(m["healthchecker_store_wal_bytes"]["type"], "counter");
+    assert!(wal_bytes(&m) > wal0, "{} after {wal0}", wal_bytes(&m));
 
     // Deleted and registered again under the same name: a new service,
     // unknown until its checks say otherwise, then healthy again.

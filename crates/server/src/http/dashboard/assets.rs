@@ -43,7 +43,7 @@ body{font-family:system-ui,sans-serif;margin:0;color:var(--fg);background:var(--
 a{color:var(--link)}
 header{background:var(--bar);color:#fff;padding:.6rem 1rem;display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:baseline}
 header a{color:#fff;text-decoration:none;font-weight:600}
-header nav{margin-left:auto;display:flex;gap:1rem;align-items:baseline}
+header nav{margin-left:auto;display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:baseline}
 header form{display:inline}
 header button{background:none;border:0;color:#fff;text-decoration:underline;cursor:pointer;font:inherit;padding:0}
 main{padding:1rem;max-width:1400px}

@@ -14,6 +14,7 @@
 mod assets;
 mod channel_forms;
 mod charts;
+mod cluster;
 mod forms;
 mod found;
 mod login;
@@ -45,6 +46,7 @@ pub(super) fn router() -> Router<AppState> {
         .merge(status::router())
         .merge(silence_forms::router())
         .merge(channel_forms::router())
+        .merge(cluster::router())
 }
 
 /// Who is looking, for the page's header: whether changes need a login and
@@ -96,6 +98,7 @@ pub(super) fn page(viewer: &Viewer, title: &str, body: Markup) -> Markup {
                         a href="/channels" { "channels" }
                         a href="/silences" { "silences" }
                         a href="/found" { "found on the LAN" }
+                        a href="/cluster" { "cluster" }
                         @if viewer.logged_in {
                             form method="post" action="/logout" { button type="submit" { "log out" } }
                         } @else if viewer.token_mode {

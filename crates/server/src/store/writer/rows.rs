@@ -5,62 +5,105 @@
 //! folded in memory until the writer writes it (`write_snapshot`).
 
 use super::super::writes::CheckWrite;
-use super::super::Head;
-use healthchecker_core::{CheckResult, HealthState, ServiceId, UnixMs};
+use super::super::{Head, ServiceRecord};
+use healthchecker_core::{CheckResult, HealthState, UnixMs};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::sync::Arc;
 
-/// The latest per-check fields of one service, folded over its checks.
+/// The latest per-check fields of one service, folded over every check the
+/// writer has received for it (committed or not): what reads overlay on
+/// the service row (`Store::overlay`), and what the periodic snapshot
+/// writes into it. Compact on purpose (one per service, about 130 bytes):
+/// a failing check's reason is shared by `reason` and
+/// `last_failure_reason` (`Arc<str>`, one allocation).
 #[derive(Debug, Clone)]
-pub(super) struct Snapshot {
+pub(crate) struct Snapshot {
     state: HealthState,
+    result: CheckResult,
+    /// Folded since the service row was last written (the next snapshot
+    /// writes it).
+    pub(super) dirty: bool,
     successes: u32,
     failures: u32,
     at: UnixMs,
-    result: CheckResult,
-    reason: Option<String>,
     duration_us: i64,
+    reason: Option<Arc<str>>,
     last_healthy_at: Option<UnixMs>,
-    last_failure_reason: Option<String>,
+    last_failure_reason: Option<Arc<str>>,
     cert_expires_at: Option<i64>,
-    /// The service's newest check row and its number in the history.
-    pub(super) head: Head,
+    /// The service's newest *committed* check and its number in the
+    /// history (`None` until one of its checks committed since start).
+    pub(crate) head: Option<Head>,
 }
 
 impl Snapshot {
-    pub(super) fn fold(prev: Option<&Snapshot>, c: &CheckWrite, head: Head) -> Snapshot {
-        let prev_healthy = prev.and_then(|p| p.last_healthy_at);
-        let prev_failure = prev.and_then(|p| p.last_failure_reason.clone());
-        let prev_cert = prev.and_then(|p| p.cert_expires_at);
+    /// Folds `c` into `prev` (the service's fold so far, if any); the head
+    /// stays `head`.
+    pub(super) fn fold(prev: Option<&Snapshot>, c: &CheckWrite, head: Option<Head>) -> Snapshot {
+        let reason: Option<Arc<str>> = c.reason.as_deref().map(Arc::from);
         Snapshot {
             state: c.state,
+            result: c.result,
+            dirty: true,
             successes: c.successes,
             failures: c.failures,
             at: c.at,
-            result: c.result,
-            reason: c.reason.clone(),
             duration_us: c.duration_us,
             last_healthy_at: if c.state == HealthState::Healthy {
                 Some(c.at)
             } else {
-                prev_healthy
+                prev.and_then(|p| p.last_healthy_at)
             },
             last_failure_reason: if c.result == CheckResult::Pass {
-                prev_failure
+                prev.and_then(|p| p.last_failure_reason.clone())
             } else {
-                c.reason.clone()
+                reason.clone()
             },
-            cert_expires_at: c.cert_expires_at.or(prev_cert),
+            reason,
+            cert_expires_at: c.cert_expires_at.or(prev.and_then(|p| p.cert_expires_at)),
             head,
+        }
+    }
+
+    /// Shows these fields in `r` (the service's stored row), unless the
+    /// row is newer (its last check later than this fold's). Not the state
+    /// (nor `state_since`): a state change is shown once it is committed,
+    /// so that a state the API showed survives a `kill -9` (SPEC sections
+    /// 4 and 7); it commits within the writer's batch window, with its
+    /// service row.
+    pub(crate) fn overlay(&self, r: &mut ServiceRecord) {
+        let at = self.at.get();
+        if r.last_check.as_ref().is_some_and(|l| l.at > at) {
+            return;
+        }
+        r.successes = self.successes;
+        r.failures = self.failures;
+        r.last_check = Some(super::super::LastCheck {
+            at,
+            result: self.result,
+            reason: self.reason.as_deref().map(str::to_string),
+            duration_us: self.duration_us,
+        });
+        if let Some(h) = self.last_healthy_at {
+            r.last_healthy_at = Some(h.get());
+        }
+        if let Some(f) = &self.last_failure_reason {
+            r.last_failure_reason = Some(f.to_string());
+        }
+        if let Some(c) = self.cert_expires_at {
+            r.cert_expires_at = Some(c);
         }
     }
 }
 
 /// Writes a service's per-check fields (and, with a transition, its state
-/// change columns). Returns false when the service no longer exists.
+/// change columns), naming `head` as its newest check. Returns false when
+/// the service no longer exists.
 pub(super) fn write_snapshot(
     tx: &Connection,
-    id: ServiceId,
+    id: healthchecker_core::ServiceId,
     s: &Snapshot,
+    head: Head,
     changed_at: Option<(UnixMs, Option<UnixMs>)>,
 ) -> rusqlite::Result<bool> {
     let n = tx
@@ -81,29 +124,33 @@ pub(super) fn write_snapshot(
             s.failures,
             s.at,
             s.result.as_str(),
-            s.reason,
+            s.reason.as_deref(),
             s.duration_us,
             s.last_healthy_at,
-            s.last_failure_reason,
+            s.last_failure_reason.as_deref(),
             s.cert_expires_at,
             changed_at.map(|c| c.0),
             changed_at.and_then(|c| c.1),
-            s.head.check_id,
-            s.head.seq,
+            head.check_id,
+            head.seq,
             id
         ])?;
     Ok(n > 0)
 }
 
-/// Inserts one check after `prev` (the service's fold not yet in its row,
-/// if any); with a transition, also updates the service row and records the
-/// event and the notification. Returns the service's new fold, or `None`
-/// when the service was deleted meanwhile (nothing is recorded then).
+/// Inserts one check (row id `id`, chosen by the writer when it received
+/// it) after `prev` (the service's newest committed check, when the writer
+/// knows it; else its row's); with a transition, also writes the service
+/// row (`fold`: the service's fold as of this check) and records the event
+/// and the notification. Returns the service's new head, or `None` when
+/// the service was deleted meanwhile (nothing is recorded then).
 pub(super) fn write_check(
     tx: &Connection,
+    id: i64,
     c: &CheckWrite,
-    prev: Option<&Snapshot>,
-) -> rusqlite::Result<Option<Snapshot>> {
+    fold: Option<&Snapshot>,
+    prev: Option<Head>,
+) -> rusqlite::Result<Option<Head>> {
     let result = c.result.as_str();
     let row: Option<(String, Option<i64>, i64)> = tx
         .prepare_cached("SELECT name, last_check_id, check_seq FROM services WHERE id = ?1")?
@@ -116,14 +163,15 @@ pub(super) fn write_check(
         return Ok(None);
     };
     let (prev_id, prev_seq) = match prev {
-        Some(p) => (Some(p.head.check_id), p.head.seq),
+        Some(p) => (Some(p.check_id), p.seq),
         None => (stored_head, stored_seq),
     };
     tx.prepare_cached(
-        "INSERT INTO checks (service_id, at, duration_us, result, reason, http_status, details, \
-         prev_id, seq, changed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO checks (id, service_id, at, duration_us, result, reason, http_status, \
+         details, prev_id, seq, changed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
+        id,
         c.service_id,
         c.at,
         c.duration_us,
@@ -135,17 +183,24 @@ pub(super) fn write_check(
         prev_seq + 1,
         c.transition.as_ref().map(|_| 1)
     ])?;
-    let check_id = tx.last_insert_rowid();
+    let check_id = id;
     let head = Head {
         check_id,
         seq: prev_seq + 1,
     };
-    let snap = Snapshot::fold(prev, c, head);
     let Some(t) = &c.transition else {
-        return Ok(Some(snap));
+        return Ok(Some(head));
     };
     let not_before = t.notify.as_ref().map(|n| n.not_before);
-    write_snapshot(tx, c.service_id, &snap, Some((c.at, not_before)))?;
+    let own;
+    let fold = match fold {
+        Some(f) => f,
+        None => {
+            own = Snapshot::fold(None, c, None);
+            &own
+        }
+    };
+    write_snapshot(tx, c.service_id, fold, head, Some((c.at, not_before)))?;
     tx.prepare_cached(
         "INSERT INTO events (at, service_id, service, kind, from_state, to_state, check_id, reason) \
          VALUES (?1, ?2, ?3, 'state', ?4, ?5, ?6, ?7)",
@@ -190,5 +245,5 @@ pub(super) fn write_check(
             n.status().as_str(),
         )?;
     }
-    Ok(Some(snap))
+    Ok(Some(head))
 }

@@ -1,0 +1,377 @@
+//! The lease manager: a node's heartbeat and its lease round, every
+//! [`LeaseConfig::heartbeat`], and the set of `(bucket, epoch)` it holds,
+//! published on a `tokio::sync::watch` channel for the scheduler.
+//!
+//! One round is one transaction: upsert the node's heartbeat, read
+//! PostgreSQL's `now()`, the live nodes and the lease table, let
+//! [`plan_round`] decide, then renew (conditional on owner and epoch, rows
+//! locked in bucket order), release the excess and claim free or expired
+//! buckets with `FOR UPDATE SKIP LOCKED`, each claim bumping the epoch.
+//! Every time is the database's, so nodes need no synchronised clocks.
+//!
+//! What the channel says is conservative: buckets are removed *before* a
+//! release commits, and everything is removed when the last successful
+//! round's start plus the expiry passes on the local monotonic clock (that
+//! start is earlier than the database's `now()` of the same round, so the
+//! node stops before its lease ends in the database). A node that cannot
+//! reach PostgreSQL therefore stops working on its buckets in time for
+//! another node to take them; its late writes are refused by
+//! [`super::fence()`].
+
+use super::ClusterError;
+use deadpool_postgres::Pool;
+use healthchecker_core::cluster::{plan_round, Bucket, Epoch, Lease};
+use healthchecker_core::UnixMs;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Default heartbeat and round period (SPEC section 19): five rounds per
+/// expiry, so one or two lost rounds do not cost a lease.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Default lease expiry: a dead node's buckets are taken over within this
+/// plus one heartbeat, well inside SPEC 19's 15 s.
+pub const EXPIRY: Duration = Duration::from_secs(10);
+
+/// Settings of one node's lease manager.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// The node's id (`nodes.id`, `buckets.owner`): unique in the cluster.
+    pub node: String,
+    /// Where its API answers, shown in `GET /api/v1/cluster`.
+    pub addr: String,
+    /// How often it heartbeats and runs a round ([`HEARTBEAT`]).
+    pub heartbeat: Duration,
+    /// How long a lease and a heartbeat last ([`EXPIRY`]); must be longer
+    /// than `heartbeat`.
+    pub expiry: Duration,
+}
+
+impl LeaseConfig {
+    /// Node `node` at `addr` with the default periods.
+    pub fn new(node: impl Into<String>, addr: impl Into<String>) -> LeaseConfig {
+        LeaseConfig {
+            node: node.into(),
+            addr: addr.into(),
+            heartbeat: HEARTBEAT,
+            expiry: EXPIRY,
+        }
+    }
+}
+
+/// The leases a node holds: bucket and the epoch its writes carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Every held bucket with its epoch.
+    pub leases: BTreeMap<Bucket, Epoch>,
+}
+
+impl Held {
+    /// The epoch of `bucket`, if held.
+    pub fn epoch(&self, bucket: Bucket) -> Option<Epoch> {
+        self.leases.get(&bucket).copied()
+    }
+
+    /// How many buckets are held.
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+}
+
+/// One node's lease rounds (see the module docs). Run it with
+/// [`LeaseManager::spawn`], or call [`LeaseManager::round`] directly.
+pub struct LeaseManager {
+    pool: Pool,
+    cfg: LeaseConfig,
+    held: watch::Sender<Held>,
+    /// When what is published stops being safe to act on.
+    valid_until: Option<Instant>,
+    /// Whether the node has not yet heartbeated (sets `started_at`).
+    first: bool,
+}
+
+impl LeaseManager {
+    /// A manager for node `cfg.node` on `pool` (migrated: [`super::schema`]).
+    pub fn new(pool: Pool, cfg: LeaseConfig) -> LeaseManager {
+        LeaseManager {
+            pool,
+            cfg,
+            held: watch::Sender::new(Held::default()),
+            valid_until: None,
+            first: true,
+        }
+    }
+
+    /// The held leases, updated after every round.
+    pub fn subscribe(&self) -> watch::Receiver<Held> {
+        self.held.subscribe()
+    }
+
+    fn publish(&self, held: Held) {
+        self.held.send_if_modified(|h| {
+            let changed = *h != held;
+            *h = held;
+            changed
+        });
+    }
+
+    /// Drops everything once the last round's lease time has passed.
+    fn expire_if_due(&mut self) {
+        if self.valid_until.is_some_and(|t| Instant::now() >= t) {
+            self.valid_until = None;
+            self.publish(Held::default());
+        }
+    }
+
+    /// One heartbeat and lease round, bounded by half the expiry and
+    /// by the published leases' deadline (on timeout the round's
+    /// transaction is abandoned and its connection discarded).
+    pub async fn round(&mut self) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        let bound = (self.cfg.expiry / 2).max(Duration::from_millis(500));
+        let mut client: Option<deadpool_postgres::Client> = None;
+        let outcome = {
+            let deadline = self.valid_until;
+            let pool = self.pool.clone();
+            let slot = &mut client;
+            let work = async {
+                let c = slot.insert(pool.get().await?);
+                self.round_on(c, started).await
+            };
+            tokio::select! {
+                r = tokio::time::timeout(bound, work) => {
+                    r.unwrap_or(Err(ClusterError::Timeout("lease round")))
+                }
+                _ = sleep_until_opt(deadline) => Err(ClusterError::Timeout("lease round")),
+            }
+        };
+        if let (Err(_), Some(c)) = (&outcome, client) {
+            // The connection may be stuck mid-transaction: do not reuse it.
+            let _ = deadpool_postgres::Object::take(c);
+        }
+        self.expire_if_due();
+        outcome
+    }
+
+    async fn round_on(
+        &mut self,
+        client: &mut deadpool_postgres::Client,
+        started: Instant,
+    ) -> Result<(), ClusterError> {
+        let me = self.cfg.node.clone();
+        let expiry_s = self.cfg.expiry.as_secs_f64();
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO nodes (id, addr) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, heartbeat_at = now(),
+                 started_at = CASE WHEN $3 THEN now() ELSE nodes.started_at END",
+            &[&me, &self.cfg.addr, &self.first],
+        )
+        .await?;
+        let now: i64 = tx
+            .query_one("SELECT (extract(epoch FROM now()) * 1000)::bigint", &[])
+            .await?
+            .get(0);
+        let live: Vec<String> = tx
+            .query(
+                "SELECT id FROM nodes WHERE heartbeat_at > now() - make_interval(secs => $1)",
+                &[&expiry_s],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let leases = tx
+            .query(
+                "SELECT bucket, owner, epoch, (extract(epoch FROM expires_at) * 1000)::bigint
+                 FROM buckets",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let b: i32 = r.get(0);
+                Ok(Lease {
+                    bucket: Bucket::new(i64::from(b))
+                        .ok_or_else(|| ClusterError::Corrupt(format!("bucket {b}")))?,
+                    owner: r.get(1),
+                    epoch: Epoch(r.get(2)),
+                    expires_at: r.get::<_, Option<i64>>(3).map(UnixMs::new),
+                })
+            })
+            .collect::<Result<Vec<_>, ClusterError>>()?;
+        let plan = plan_round(
+            &me,
+            UnixMs::new(now),
+            &leases,
+            live.iter().map(String::as_str),
+        );
+
+        let (buckets, epochs): (Vec<i32>, Vec<i64>) = plan
+            .renew
+            .iter()
+            .map(|(b, e)| (i32::from(b.get()), e.0))
+            .unzip();
+        let mut kept = Held::default();
+        for r in tx
+            .query(
+                "WITH mine AS (
+                     SELECT b.bucket FROM buckets b
+                     JOIN unnest($1::int[], $2::bigint[]) AS u(bucket, epoch)
+                       ON b.bucket = u.bucket AND b.epoch = u.epoch
+                     WHERE b.owner = $3 AND b.expires_at > now()
+                     ORDER BY b.bucket
+                     FOR UPDATE OF b)
+                 UPDATE buckets SET expires_at = now() + make_interval(secs => $4)
+                 FROM mine WHERE buckets.bucket = mine.bucket
+                 RETURNING buckets.bucket, buckets.epoch",
+                &[&buckets, &epochs, &me, &expiry_s],
+            )
+            .await?
+        {
+            kept.leases.insert(bucket_of(r.get(0))?, Epoch(r.get(1)));
+        }
+        // Stop working on what is given up or was lost before the release
+        // commits: nobody may claim it while we still act on it. Only
+        // removals here; what is renewed or claimed is added after commit.
+        let mut still = self.held.borrow().clone();
+        still.leases.retain(|b, e| kept.epoch(*b) == Some(*e));
+        self.publish(still);
+
+        if !plan.release.is_empty() {
+            let release: Vec<i32> = plan.release.iter().map(|b| i32::from(b.get())).collect();
+            tx.execute(
+                "UPDATE buckets SET owner = NULL, expires_at = NULL
+                 WHERE bucket = ANY($1::int[]) AND owner = $2",
+                &[&release, &me],
+            )
+            .await?;
+        }
+        if plan.claim_limit > 0 {
+            let candidates: Vec<i32> = plan.claim.iter().map(|b| i32::from(b.get())).collect();
+            let limit = plan.claim_limit as i64;
+            for r in tx
+                .query(
+                    "WITH c AS (
+                         SELECT bucket FROM buckets
+                         WHERE bucket = ANY($1::int[])
+                           AND (owner IS NULL OR expires_at IS NULL OR expires_at <= now())
+                         ORDER BY array_position($1::int[], bucket)
+                         LIMIT $2
+                         FOR UPDATE SKIP LOCKED)
+                     UPDATE buckets b SET owner = $3, epoch = b.epoch + 1,
+                         expires_at = now() + make_interval(secs => $4)
+                     FROM c WHERE b.bucket = c.bucket
+                     RETURNING b.bucket, b.epoch",
+                    &[&candidates, &limit, &me, &expiry_s],
+                )
+                .await?
+            {
+                kept.leases.insert(bucket_of(r.get(0))?, Epoch(r.get(1)));
+            }
+        }
+        tx.commit().await?;
+        self.first = false;
+        self.valid_until = Some(started + self.cfg.expiry);
+        self.publish(kept);
+        Ok(())
+    }
+
+    /// Gives up every lease of this node and removes its node row, so that
+    /// the others take its buckets at their next round instead of after
+    /// the expiry. Publishes nothing held first.
+    pub async fn release_all(&mut self) -> Result<(), ClusterError> {
+        self.valid_until = None;
+        self.publish(Held::default());
+        let work = async {
+            let client = self.pool.get().await?;
+            client
+                .execute(
+                    "UPDATE buckets SET owner = NULL, expires_at = NULL WHERE owner = $1",
+                    &[&self.cfg.node],
+                )
+                .await?;
+            client
+                .execute("DELETE FROM nodes WHERE id = $1", &[&self.cfg.node])
+                .await?;
+            Ok::<(), ClusterError>(())
+        };
+        tokio::time::timeout(self.cfg.heartbeat.max(Duration::from_secs(1)), work)
+            .await
+            .unwrap_or(Err(ClusterError::Timeout("releasing the leases")))
+    }
+
+    /// Runs a round every heartbeat until `cancel`, then releases the
+    /// leases ([`LeaseManager::release_all`]).
+    pub fn spawn(mut self, cancel: CancellationToken) -> LeaseHandle {
+        let held = self.subscribe();
+        let stop = cancel.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(self.cfg.heartbeat);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let deadline = self.valid_until;
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = self.round().await {
+                            tracing::warn!(node = %self.cfg.node, error = %e, "lease round failed");
+                        }
+                    }
+                    _ = sleep_until_opt(deadline) => self.expire_if_due(),
+                }
+            }
+            if let Err(e) = self.release_all().await {
+                tracing::warn!(node = %self.cfg.node, error = %e, "cannot release the leases");
+            }
+        });
+        LeaseHandle { held, cancel, task }
+    }
+}
+
+/// Sleeps until `t`, or forever when there is no deadline.
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn bucket_of(b: i32) -> Result<Bucket, ClusterError> {
+    Bucket::new(i64::from(b)).ok_or_else(|| ClusterError::Corrupt(format!("bucket {b}")))
+}
+
+/// A running [`LeaseManager`].
+pub struct LeaseHandle {
+    held: watch::Receiver<Held>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseHandle {
+    /// The held leases. When the manager is gone (the sender closed), the
+    /// node holds nothing, whatever the last value said.
+    pub fn held(&self) -> watch::Receiver<Held> {
+        self.held.clone()
+    }
+
+    /// Stops the rounds and releases the leases (a clean shutdown).
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Stops the rounds at once without releasing anything, as a crash
+    /// does: the leases stay in the table until they expire.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}

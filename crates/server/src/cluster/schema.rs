@@ -1,0 +1,287 @@
+//! Versioned migrations of the PostgreSQL database, applied in order at
+//! start-up, as the SQLite store's are (`store/schema.rs`).
+//!
+//! `schema_migrations` holds one row per migration applied. A migration is
+//! never edited once released: a change is a new entry at the end. All
+//! pending migrations run in one transaction under an advisory lock, so
+//! nodes starting at the same time apply each one exactly once, and a
+//! failed migration leaves the database as it was (PostgreSQL's DDL is
+//! transactional).
+
+use super::ClusterError;
+use healthchecker_core::cluster::BUCKETS;
+
+/// The migrations, oldest first. Index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[
+    // 1: the nodes of the cluster and the bucket leases, one row per bucket.
+    r#"
+    CREATE TABLE nodes (
+        id text PRIMARY KEY,
+        addr text NOT NULL DEFAULT '',
+        started_at timestamptz NOT NULL DEFAULT now(),
+        heartbeat_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE buckets (
+        bucket int PRIMARY KEY CHECK (bucket >= 0 AND bucket < 1024),
+        owner text,
+        epoch bigint NOT NULL DEFAULT 0,
+        expires_at timestamptz
+    );
+    INSERT INTO buckets (bucket) SELECT generate_series(0, 1023);
+    "#,
+    // 2: the store's tables (cluster/store/), the SQLite schema's as of its
+    // version 11 in PostgreSQL types. Times are Unix ms (`bigint`), as in
+    // SQLite and the API; JSON lists are `text` read by serde, as in SQLite.
+    // Differences, each for PostgreSQL's sake:
+    // - `services.bucket` is the service's lease bucket (`Bucket::of` its
+    //   name), so that a node selects its buckets' services by index and
+    //   the writer fences a batch with one lookup.
+    // - `checks` is an ordinary table with one index on `(service_id, id)`
+    //   instead of SQLite's chain of `prev_id` (that chain saved SQLite a
+    //   random index page per commit; PostgreSQL's B-tree insert is cheap
+    //   and a chain would need the writer to know every head). No primary
+    //   key: ids come from the sequence, and nothing looks a check up by id
+    //   alone, so a second index would only cost writes.
+    // - Every id is a sequence, never reused (SQLite needed a `meta` row
+    //   for services and AUTOINCREMENT for the outboxes).
+    // - `notifications` and `deliveries` carry a claim (`claimed_by`,
+    //   `claim_until` on the database's clock): a node delivers the rows it
+    //   claimed (`FOR UPDATE SKIP LOCKED`), another takes them over when the
+    //   claim expires.
+    // - Roll-ups are the packed blob of store/rollup/pack.rs as `bytea`,
+    //   merged in Rust by the writer (cluster/store/rollup.rs says why).
+    r#"
+    CREATE TABLE services (
+        id bigserial PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        bucket int NOT NULL CHECK (bucket >= 0 AND bucket < 1024),
+        protocol text NOT NULL,
+        host text NOT NULL,
+        port bigint NOT NULL,
+        path text NOT NULL,
+        emails text NOT NULL,
+        timeout bigint NOT NULL,
+        interval bigint NOT NULL,
+        unhealthy_threshold bigint NOT NULL,
+        healthy_threshold bigint NOT NULL,
+        expected_status text NOT NULL,
+        tls_verify boolean NOT NULL,
+        cert_warn_days bigint NOT NULL,
+        token_hash text NOT NULL,
+        paused boolean NOT NULL DEFAULT false,
+        state text NOT NULL DEFAULT 'unknown',
+        successes bigint NOT NULL DEFAULT 0,
+        failures bigint NOT NULL DEFAULT 0,
+        state_since bigint NOT NULL,
+        last_check_id bigint,
+        last_check_at bigint,
+        last_result text,
+        last_reason text,
+        last_duration_us bigint,
+        last_healthy_at bigint,
+        last_failure_reason text,
+        cert_expires_at bigint,
+        last_notified_at bigint,
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL,
+        period bigint,
+        grace bigint,
+        ping_id text UNIQUE,
+        last_ping_at bigint,
+        last_success_ping_at bigint,
+        channels text NOT NULL DEFAULT '[]',
+        tags text NOT NULL DEFAULT '[]',
+        depends_on text NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX services_by_bucket ON services (bucket);
+    CREATE INDEX services_by_change ON services (state_since DESC, name);
+    CREATE SEQUENCE checks_id_seq;
+    CREATE TABLE checks (
+        id bigint NOT NULL DEFAULT nextval('checks_id_seq'),
+        service_id bigint NOT NULL,
+        at bigint NOT NULL,
+        duration_us bigint NOT NULL,
+        result text NOT NULL,
+        reason text,
+        http_status int,
+        details text,
+        changed boolean NOT NULL DEFAULT false
+    );
+    ALTER SEQUENCE checks_id_seq OWNED BY checks.id;
+    CREATE INDEX checks_by_service ON checks (service_id, id);
+    CREATE TABLE events (
+        id bigserial PRIMARY KEY,
+        at bigint NOT NULL,
+        service_id bigint NOT NULL,
+        service text NOT NULL,
+        kind text NOT NULL,
+        from_state text,
+        to_state text,
+        check_id bigint,
+        reason text
+    );
+    CREATE INDEX events_by_service ON events (service, id);
+    CREATE TABLE notifications (
+        id bigserial PRIMARY KEY,
+        event_id bigint NOT NULL,
+        service_id bigint NOT NULL,
+        service text NOT NULL,
+        created_at bigint NOT NULL,
+        from_state text NOT NULL,
+        to_state text NOT NULL,
+        reason text,
+        target text NOT NULL,
+        recipients text NOT NULL,
+        previous_since bigint,
+        status text NOT NULL,
+        attempts bigint NOT NULL DEFAULT 0,
+        next_attempt_at bigint NOT NULL,
+        last_error text,
+        sent_at bigint,
+        message_id text,
+        batch_id bigint,
+        due_at bigint,
+        claimed_by text,
+        claim_until timestamptz
+    );
+    CREATE INDEX notifications_by_status ON notifications (status, next_attempt_at);
+    CREATE INDEX notifications_by_service ON notifications (service_id, status);
+    CREATE INDEX notifications_by_name ON notifications (service, id);
+    CREATE TABLE channels (
+        name text PRIMARY KEY,
+        kind text NOT NULL,
+        is_default boolean NOT NULL,
+        config text NOT NULL,
+        secret text,
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL
+    );
+    CREATE TABLE deliveries (
+        id bigserial PRIMARY KEY,
+        channel text NOT NULL,
+        event_id bigint NOT NULL,
+        service_id bigint NOT NULL,
+        service text NOT NULL,
+        created_at bigint NOT NULL,
+        from_state text NOT NULL,
+        to_state text NOT NULL,
+        reason text,
+        target text NOT NULL,
+        previous_since bigint,
+        status text NOT NULL,
+        attempts bigint NOT NULL DEFAULT 0,
+        next_attempt_at bigint NOT NULL,
+        last_error text,
+        sent_at bigint,
+        due_at bigint,
+        claimed_by text,
+        claim_until timestamptz
+    );
+    CREATE INDEX deliveries_by_status ON deliveries (status, next_attempt_at);
+    CREATE INDEX deliveries_by_service ON deliveries (service_id, channel, status);
+    CREATE TABLE silences (
+        id bigserial PRIMARY KEY,
+        services text NOT NULL,
+        tags text NOT NULL,
+        starts_at bigint,
+        ends_at bigint,
+        weekly text,
+        tz text,
+        comment text,
+        created_at bigint NOT NULL
+    );
+    CREATE TABLE digests (
+        id bigserial PRIMARY KEY,
+        outbox text NOT NULL,
+        destination text NOT NULL,
+        starts_at bigint NOT NULL,
+        ends_at bigint NOT NULL,
+        status text NOT NULL,
+        attempts bigint NOT NULL DEFAULT 0,
+        next_attempt_at bigint NOT NULL,
+        last_error text,
+        sent_at bigint
+    );
+    CREATE INDEX digests_by_destination ON digests (outbox, destination, ends_at);
+    CREATE INDEX digests_by_status ON digests (status, next_attempt_at);
+    CREATE TABLE uptime (
+        hour bigint NOT NULL,
+        service_id bigint NOT NULL,
+        roll bytea NOT NULL,
+        PRIMARY KEY (hour, service_id)
+    );
+    CREATE TABLE uptime_day (
+        day bigint NOT NULL,
+        service_id bigint NOT NULL,
+        roll bytea NOT NULL,
+        PRIMARY KEY (day, service_id)
+    );
+    "#,
+];
+
+// Migration 1 writes the bucket count as a number: it must stay the core's.
+const _: () = assert!(BUCKETS == 1024);
+
+/// The schema version this build writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The advisory lock key the migrations hold ("hc-migr" in ASCII), so that
+/// only one node migrates at a time.
+const MIGRATION_LOCK: i64 = 0x0068_632d_6d69_6772;
+
+/// Applies every migration newer than the database, in one transaction.
+/// Refuses a database written by a newer build. Running it again is a
+/// no-op.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), ClusterError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version bigint PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    if current > VERSION {
+        return Err(ClusterError::NewerSchema {
+            found: current,
+            ours: VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&(i as i64 + 1)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The database's schema version (0 before any migration).
+pub async fn version(client: &tokio_postgres::Client) -> Result<i64, ClusterError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0))
+}

@@ -1,0 +1,285 @@
+//! The PostgreSQL store (SPEC section 19): everything the daemon's SQLite
+//! [`Store`](crate::store::Store) does, with the same method names,
+//! arguments and record types, on the database of `--db postgres://…`.
+//!
+//! Like the SQLite store it is synchronous: its methods block on the
+//! `postgres` crate (the blocking wrapper of tokio-postgres) and run on the
+//! store's own reader threads ([`PgStore::read`]) or the writer's thread,
+//! never on a tokio worker (the blocking client starts a small runtime of
+//! its own per connection, which would panic there). One connection per
+//! reader thread ([`READER_THREADS`]) and one for writes, each re-opened on
+//! its next use after the connection broke; docs/cluster.md ("The
+//! PostgreSQL store") says why connections of our own rather than a pool.
+//!
+//! Layout, one file per table as in `store/`: `services`, `pings`,
+//! `checks`, `events`, `outbox` (mail, with the claim), `channels` (and
+//! the channel outbox, with its claim), `silences`, `rollup`, `dashboard`,
+//! `writer` (the batch of check results, fenced), `batcher` (the writer
+//! thread that batches the scheduler's results), `readers` (the threads),
+//! `row` (decoding columns into the store's record types).
+//!
+//! Not the same as SQLite, by design:
+//! - Check results are written per batch ([`PgStore::write_batch`]),
+//!   service rows included; there is no in-memory overlay of folds and
+//!   held checks, so every read sees what is committed.
+//! - A batch is fenced: its services' buckets must be held by this node
+//!   at the epochs it names, or that bucket's checks are dropped (the
+//!   rest commits).
+//! - Outbox rows are claimed by one node before delivery
+//!   ([`PgStore::claim_notifications`], [`PgStore::claim_deliveries`]).
+
+mod batcher;
+mod channels;
+mod checks;
+mod dashboard;
+mod digests;
+mod events;
+mod outbox;
+mod pings;
+mod readers;
+mod rollup;
+mod row;
+mod services;
+mod silences;
+mod writer;
+
+pub use batcher::{PgFence, PgWriter, PgWriterHandle, PgWriterTiming};
+pub use outbox::CLAIM_FOR;
+pub use writer::{Fencing, Written};
+
+use super::{schema, with_causes, PgDb};
+use crate::store::{StoreError, READER_THREADS};
+use postgres::{GenericClient, NoTls, Statement};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A PostgreSQL failure as a [`StoreError`]. One place, so that the
+/// dispatching `Store` of the next step can give it a variant of its own;
+/// until then it travels as a message (`StoreError::Schema` displays its
+/// text alone), with its causes.
+pub(crate) fn pg(e: postgres::Error) -> StoreError {
+    StoreError::Schema(format!("postgresql: {}", with_causes(&e)))
+}
+
+/// One connection and its prepared statements.
+pub(crate) struct Conn {
+    client: postgres::Client,
+    cache: StmtCache,
+}
+
+impl Conn {
+    fn open(db: &PgDb) -> Result<Conn, StoreError> {
+        let client = postgres::Config::from(db.config().clone())
+            .connect(NoTls)
+            .map_err(pg)?;
+        Ok(Conn {
+            client,
+            cache: StmtCache(HashMap::new()),
+        })
+    }
+
+    /// The client, and the statement cache to use with it.
+    pub(crate) fn parts(&mut self) -> (&mut postgres::Client, &mut StmtCache) {
+        (&mut self.client, &mut self.cache)
+    }
+}
+
+/// The prepared statements of one connection, by SQL text: each is parsed
+/// once per connection, then only bound and executed (one round trip).
+pub(crate) struct StmtCache(HashMap<String, Statement>);
+
+impl StmtCache {
+    /// The statement for `sql`, prepared on `c` the first time.
+    pub(crate) fn get(
+        &mut self,
+        c: &mut impl GenericClient,
+        sql: &str,
+    ) -> Result<Statement, StoreError> {
+        if let Some(s) = self.0.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = c.prepare(sql).map_err(pg)?;
+        self.0.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
+struct Inner {
+    db: PgDb,
+    writer: Mutex<Option<Conn>>,
+    readers: Box<[Mutex<Option<Conn>>]>,
+    next_reader: std::sync::atomic::AtomicUsize,
+    pool: readers::ReaderPool,
+    keep_checks: std::sync::atomic::AtomicI64,
+    write_error: Mutex<Option<String>>,
+}
+
+/// Shared handle to the PostgreSQL store (cheap to clone).
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+/// A connection of the store, opened again if it broke.
+pub(crate) struct ConnGuard<'a> {
+    guard: MutexGuard<'a, Option<Conn>>,
+}
+
+impl ConnGuard<'_> {
+    /// The connection.
+    pub(crate) fn conn(&mut self) -> &mut Conn {
+        self.guard
+            .as_mut()
+            .expect("a lease holds an open connection")
+    }
+}
+
+fn lock(m: &Mutex<Option<Conn>>) -> MutexGuard<'_, Option<Conn>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl PgStore {
+    /// Connects to `db`, applies the migrations (cluster/schema.rs) and
+    /// opens the writer's and the readers' connections. Blocking: call it
+    /// from a thread that is not a tokio worker (`spawn_blocking`).
+    pub fn open(db: &PgDb) -> Result<PgStore, StoreError> {
+        migrate_blocking(db)?;
+        let writer = Conn::open(db)?;
+        let readers = (0..READER_THREADS)
+            .map(|_| Conn::open(db).map(|c| Mutex::new(Some(c))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                writer: Mutex::new(Some(writer)),
+                readers: readers.into(),
+                next_reader: Default::default(),
+                pool: readers::ReaderPool::start(),
+                keep_checks: crate::store::RETAIN_CHECKS.into(),
+                write_error: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The database (its URL without the password).
+    pub fn db(&self) -> &PgDb {
+        &self.inner.db
+    }
+
+    /// Opens `slot`'s connection again when it is missing or broke.
+    fn ready<'a>(&self, m: &'a Mutex<Option<Conn>>) -> Result<ConnGuard<'a>, StoreError> {
+        let mut guard = lock(m);
+        if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *guard = None;
+            *guard = Some(Conn::open(&self.inner.db)?);
+        }
+        Ok(ConnGuard { guard })
+    }
+
+    /// The writer's connection (registrations, batches, outbox updates).
+    pub(crate) fn write_conn(&self) -> Result<ConnGuard<'_>, StoreError> {
+        self.ready(&self.inner.writer)
+    }
+
+    /// A free reader connection, else the next one in turn.
+    pub(crate) fn read_conn(&self) -> Result<ConnGuard<'_>, StoreError> {
+        for m in self.inner.readers.iter() {
+            if let Ok(g) = m.try_lock() {
+                drop(g);
+                return self.ready(m);
+            }
+        }
+        let i = self
+            .inner
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ready(&self.inner.readers[i % self.inner.readers.len()])
+    }
+
+    /// Runs `f` on one of the store's reader threads and waits for it: the
+    /// way async code reads, as `Store::read`.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&PgStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        self.inner
+            .pool
+            .run(move || f(&store))
+            .await
+            .map_err(StoreError::Read)?
+    }
+
+    /// True when the database answers a trivial query.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        let mut l = self.read_conn()?;
+        let (c, _) = l.conn().parts();
+        c.simple_query("SELECT 1").map_err(pg)?;
+        Ok(())
+    }
+
+    /// Why the last write failed, if it did (cleared by the next success).
+    pub fn write_error(&self) -> Option<String> {
+        self.inner
+            .write_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records the outcome of a write, for `/health`: a database failure
+    /// is kept until the next success.
+    pub fn note_write<T>(&self, r: &Result<T, StoreError>) {
+        let mut w = self
+            .inner
+            .write_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match r {
+            Err(StoreError::Schema(e)) => *w = Some(e.clone()),
+            Ok(_) => *w = None,
+            Err(_) => {}
+        }
+    }
+
+    /// Deletes checks beyond the retention rule (SPEC section 18), roll-ups
+    /// beyond theirs, events beyond `RETAIN_EVENTS_MS` and
+    /// `MAX_EVENTS_PER_SERVICE`, and finished mail and channel deliveries.
+    /// Returns the number of checks removed.
+    pub fn prune(&self, now: i64) -> Result<usize, StoreError> {
+        let removed = self.prune_checks(now)?;
+        self.prune_rollups(now)?;
+        self.prune_events(now)?;
+        self.prune_outbox(now)?;
+        Ok(removed)
+    }
+
+    /// Whether the query (`SELECT 1 … LIMIT 1` with `now` as `$1`) finds a
+    /// row, on a reader.
+    pub(crate) fn any_row_at(&self, sql: &str, now: i64) -> Result<bool, StoreError> {
+        let mut l = self.read_conn()?;
+        let (c, cache) = l.conn().parts();
+        let s = cache.get(c, sql)?;
+        Ok(c.query_opt(&s, &[&now]).map_err(pg)?.is_some())
+    }
+}
+
+/// [`schema::migrate`] on a connection of its own, from blocking code.
+fn migrate_blocking(db: &PgDb) -> Result<(), StoreError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Schema(format!("postgresql: a runtime to migrate: {e}")))?;
+    rt.block_on(async {
+        let (mut client, conn) = db.config().connect(tokio_postgres::NoTls).await?;
+        let conn = tokio::spawn(conn);
+        let r = schema::migrate(&mut client).await;
+        drop(client);
+        let _ = conn.await;
+        r
+    })
+    .map_err(|e| StoreError::Schema(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

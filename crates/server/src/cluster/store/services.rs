@@ -1,0 +1,390 @@
+//! The `services` table on PostgreSQL: registration, pause, delete, and
+//! reads of one service or a filtered list, as `store/services.rs`.
+
+use super::events::insert_event;
+use super::pings::new_ping_id;
+use super::row::{self, Fields};
+use super::{pg, PgStore};
+use crate::store::{
+    EventKind, LastCheck, Registered, ServiceFilter, ServiceRecord, StateCounts, StoreError,
+};
+use healthchecker_core::cluster::Bucket;
+use healthchecker_core::heartbeat::{Heartbeat, DEFAULT_GRACE, DEFAULT_PERIOD};
+use healthchecker_core::spec::Target;
+use healthchecker_core::{HealthState, Protocol, ServiceId, ServiceSpec};
+use postgres::types::ToSql;
+use postgres::Row;
+
+/// The columns [`decode_service`] reads.
+pub(crate) const SERVICE_COLUMNS: &str = "id, protocol, period, grace, last_check_at, \
+    last_result, last_reason, last_duration_us, name, host, port, path, emails, timeout, \
+    interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \
+    cert_warn_days, channels, tags, depends_on, paused, state, successes, failures, state_since, \
+    last_healthy_at, last_failure_reason, cert_expires_at, created_at, updated_at, \
+    last_notified_at, ping_id, last_ping_at, last_success_ping_at";
+
+/// Decodes a `services` row selected with [`SERVICE_COLUMNS`].
+pub(crate) fn decode_service(r: &Row) -> Result<ServiceRecord, StoreError> {
+    let f = Fields::new(r, "services")?;
+    let protocol: Protocol = f.parse("protocol")?;
+    let heartbeat = match protocol {
+        Protocol::Heartbeat => Some(Heartbeat {
+            period: f.int_opt("period")?.unwrap_or(DEFAULT_PERIOD),
+            grace: f.int_opt("grace")?.unwrap_or(DEFAULT_GRACE),
+        }),
+        _ => None,
+    };
+    let last_check = match f.get::<Option<i64>>("last_check_at")? {
+        Some(at) => Some(LastCheck {
+            at,
+            result: f.parse("last_result")?,
+            reason: f.get("last_reason")?,
+            duration_us: f.get::<Option<i64>>("last_duration_us")?.unwrap_or(0),
+        }),
+        None => None,
+    };
+    Ok(ServiceRecord {
+        id: ServiceId::new(f.id()),
+        spec: ServiceSpec {
+            name: f.get("name")?,
+            target: Target {
+                protocol,
+                host: f.get("host")?,
+                port: f.int("port")?,
+                path: f.get("path")?,
+            },
+            emails: f.json_list("emails")?,
+            timeout: f.int("timeout")?,
+            interval: f.int("interval")?,
+            unhealthy_threshold: f.int("unhealthy_threshold")?,
+            healthy_threshold: f.int("healthy_threshold")?,
+            expected_status: f.parse("expected_status")?,
+            tls_verify: f.get("tls_verify")?,
+            cert_warn_days: f.int("cert_warn_days")?,
+            heartbeat,
+            channels: f.json("channels")?,
+            tags: f.json("tags")?,
+            depends_on: f.json("depends_on")?,
+        },
+        paused: f.get("paused")?,
+        state: f.parse("state")?,
+        successes: f.int("successes")?,
+        failures: f.int("failures")?,
+        state_since: f.get("state_since")?,
+        last_check,
+        last_healthy_at: f.get("last_healthy_at")?,
+        last_failure_reason: f.get("last_failure_reason")?,
+        cert_expires_at: f.get("cert_expires_at")?,
+        created_at: f.get("created_at")?,
+        updated_at: f.get("updated_at")?,
+        last_notified_at: f.get("last_notified_at")?,
+        ping_id: f.get("ping_id")?,
+        last_ping_at: f.get("last_ping_at")?,
+        last_success_ping_at: f.get("last_success_ping_at")?,
+    })
+}
+
+/// A JSON list for a text column.
+pub(crate) fn json_list<T: ToString>(items: &[T]) -> String {
+    let items: Vec<String> = items.iter().map(T::to_string).collect();
+    serde_json::to_string(&items).unwrap_or_else(|_| "[]".into())
+}
+
+/// Parameters of a dynamically built statement.
+pub(crate) type Args = Vec<Box<dyn ToSql + Sync>>;
+
+/// `filter`'s state and name conditions appended to `sql` (a query ending
+/// in `WHERE true`), numbered after those in `args`: the API's list and the
+/// dashboard's. Names match case-insensitively (`ILIKE`), as SQLite's
+/// `LIKE` does.
+pub(crate) fn push_conditions(filter: &ServiceFilter, sql: &mut String, args: &mut Args) {
+    if let Some(st) = filter.state {
+        args.push(Box::new(st.as_str().to_string()));
+        sql.push_str(&format!(" AND state = ${}", args.len()));
+    }
+    if let Some(q) = filter.name_contains.as_ref().filter(|q| !q.is_empty()) {
+        let escaped = q
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        args.push(Box::new(format!("%{escaped}%")));
+        sql.push_str(&format!(" AND name ILIKE ${} ESCAPE '\\'", args.len()));
+    }
+}
+
+/// `LIMIT … OFFSET …` of a filter (no limit when 0).
+pub(crate) fn page(filter: &ServiceFilter) -> String {
+    let mut s = String::new();
+    if filter.limit > 0 {
+        s.push_str(&format!(" LIMIT {}", filter.limit));
+    }
+    if filter.offset > 0 {
+        s.push_str(&format!(" OFFSET {}", filter.offset));
+    }
+    s
+}
+
+pub(crate) fn refs(args: &Args) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| a.as_ref()).collect()
+}
+
+fn service_by_id(
+    tx: &mut impl postgres::GenericClient,
+    id: i64,
+) -> Result<ServiceRecord, StoreError> {
+    let r = tx
+        .query_one(
+            &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1"),
+            &[&id],
+        )
+        .map_err(pg)?;
+    decode_service(&r)
+}
+
+impl PgStore {
+    /// Registers a new service or updates an existing one of the same name,
+    /// keeping its state, counters and history. Records a `registered` or
+    /// `updated` event. Committed before it returns. Two nodes registering
+    /// the same new name at once both succeed, one as the update (the
+    /// statement is an upsert on the name).
+    pub fn register(
+        &self,
+        spec: &ServiceSpec,
+        token_hash: &str,
+        now: i64,
+        max_services: usize,
+    ) -> Result<Registered, StoreError> {
+        let mut l = self.write_conn()?;
+        let (c, _) = l.conn().parts();
+        let mut tx = c.transaction().map_err(pg)?;
+        let exists = tx
+            .query_opt("SELECT 1 FROM services WHERE name = $1", &[&spec.name])
+            .map_err(pg)?
+            .is_some();
+        if !exists {
+            let n: i64 = tx
+                .query_one("SELECT count(*) FROM services", &[])
+                .map_err(pg)?
+                .get(0);
+            if n as usize >= max_services {
+                return Err(StoreError::Limit(max_services));
+            }
+        }
+        let new_ping_id = match spec.heartbeat {
+            Some(_) => Some(new_ping_id()?),
+            None => None,
+        };
+        let t = &spec.target;
+        let bucket = i32::from(Bucket::of(&spec.name).get());
+        let row = tx
+            .query_one(
+                "INSERT INTO services (name, bucket, protocol, host, port, path, emails, timeout, \
+                   interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \
+                   cert_warn_days, token_hash, state_since, created_at, updated_at, period, grace, \
+                   ping_id, channels, tags, depends_on) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, \
+                   $16, $17, $18, $19, $20, $21, $22) \
+                 ON CONFLICT (name) DO UPDATE SET protocol = excluded.protocol, \
+                   host = excluded.host, port = excluded.port, path = excluded.path, \
+                   emails = excluded.emails, timeout = excluded.timeout, \
+                   interval = excluded.interval, \
+                   unhealthy_threshold = excluded.unhealthy_threshold, \
+                   healthy_threshold = excluded.healthy_threshold, \
+                   expected_status = excluded.expected_status, tls_verify = excluded.tls_verify, \
+                   cert_warn_days = excluded.cert_warn_days, token_hash = excluded.token_hash, \
+                   updated_at = excluded.updated_at, period = excluded.period, \
+                   grace = excluded.grace, \
+                   ping_id = CASE WHEN excluded.ping_id IS NULL THEN NULL \
+                     ELSE COALESCE(services.ping_id, excluded.ping_id) END, \
+                   channels = excluded.channels, tags = excluded.tags, \
+                   depends_on = excluded.depends_on \
+                 RETURNING id, (xmax = 0) AS created",
+                &[
+                    &spec.name,
+                    &bucket,
+                    &t.protocol.as_str(),
+                    &t.host,
+                    &i64::from(t.port),
+                    &t.path,
+                    &json_list(&spec.emails),
+                    &i64::from(spec.timeout),
+                    &i64::from(spec.interval),
+                    &i64::from(spec.unhealthy_threshold),
+                    &i64::from(spec.healthy_threshold),
+                    &spec.expected_status.to_string(),
+                    &spec.tls_verify,
+                    &i64::from(spec.cert_warn_days),
+                    &token_hash,
+                    &now,
+                    &spec.heartbeat.map(|h| i64::from(h.period)),
+                    &spec.heartbeat.map(|h| i64::from(h.grace)),
+                    &new_ping_id,
+                    &json_list(&spec.channels),
+                    &json_list(&spec.tags),
+                    &json_list(&spec.depends_on),
+                ],
+            )
+            .map_err(pg)?;
+        let (id, created): (i64, bool) = (row.get("id"), row.get("created"));
+        let kind = if created {
+            EventKind::Registered
+        } else {
+            EventKind::Updated
+        };
+        insert_event(&mut tx, now, id, &spec.name, kind, Some(&spec.target.url()))?;
+        let record = service_by_id(&mut tx, id)?;
+        tx.commit().map_err(pg)?;
+        Ok(Registered { record, created })
+    }
+
+    /// Pauses or resumes a service; `None` if the name is unknown. Records a
+    /// `paused`/`resumed` event when the flag changes.
+    pub fn set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        now: i64,
+    ) -> Result<Option<ServiceRecord>, StoreError> {
+        let mut l = self.write_conn()?;
+        let (c, _) = l.conn().parts();
+        let mut tx = c.transaction().map_err(pg)?;
+        let Some(r) = tx
+            .query_opt(
+                "SELECT id, paused FROM services WHERE name = $1 FOR UPDATE",
+                &[&name],
+            )
+            .map_err(pg)?
+        else {
+            return Ok(None);
+        };
+        let (id, was): (i64, bool) = (r.get(0), r.get(1));
+        if was != paused {
+            tx.execute(
+                "UPDATE services SET paused = $1, updated_at = $2 WHERE id = $3",
+                &[&paused, &now, &id],
+            )
+            .map_err(pg)?;
+            let kind = if paused {
+                EventKind::Paused
+            } else {
+                EventKind::Resumed
+            };
+            insert_event(&mut tx, now, id, name, kind, None)?;
+        }
+        let rec = service_by_id(&mut tx, id)?;
+        tx.commit().map_err(pg)?;
+        Ok(Some(rec))
+    }
+
+    /// Deletes a service and its check history; events and the outbox stay
+    /// (its roll-ups age out). Returns its id, or `None` if the name is
+    /// unknown.
+    pub fn delete(&self, name: &str, now: i64) -> Result<Option<ServiceId>, StoreError> {
+        let mut l = self.write_conn()?;
+        let (c, _) = l.conn().parts();
+        let mut tx = c.transaction().map_err(pg)?;
+        let Some(r) = tx
+            .query_opt(
+                "DELETE FROM services WHERE name = $1 RETURNING id",
+                &[&name],
+            )
+            .map_err(pg)?
+        else {
+            return Ok(None);
+        };
+        let id: i64 = r.get(0);
+        tx.execute("DELETE FROM checks WHERE service_id = $1", &[&id])
+            .map_err(pg)?;
+        insert_event(&mut tx, now, id, name, EventKind::Deleted, None)?;
+        tx.commit().map_err(pg)?;
+        Ok(Some(ServiceId::new(id)))
+    }
+
+    /// Every service, for the scheduler at start-up.
+    pub fn load_all(&self) -> Result<Vec<ServiceRecord>, StoreError> {
+        self.list_services(&ServiceFilter::default())
+    }
+
+    /// The services of `buckets`, by name: what a node's scheduler runs
+    /// (the buckets it holds, cluster/lease.rs).
+    pub fn services_in_buckets(
+        &self,
+        buckets: &[Bucket],
+    ) -> Result<Vec<ServiceRecord>, StoreError> {
+        let buckets: Vec<i32> = buckets.iter().map(|b| i32::from(b.get())).collect();
+        let mut l = self.read_conn()?;
+        let (c, cache) = l.conn().parts();
+        let s = cache.get(
+            c,
+            &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE bucket = ANY($1) ORDER BY name"),
+        )?;
+        row::all(&c.query(&s, &[&buckets]).map_err(pg)?, decode_service)
+    }
+
+    /// Services matching `filter`, ordered by name.
+    pub fn list_services(&self, filter: &ServiceFilter) -> Result<Vec<ServiceRecord>, StoreError> {
+        let mut sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE true");
+        let mut args: Args = Vec::new();
+        push_conditions(filter, &mut sql, &mut args);
+        if let Some(after) = &filter.after {
+            args.push(Box::new(after.clone()));
+            sql.push_str(&format!(" AND name COLLATE \"C\" > ${}", args.len()));
+        }
+        // Byte order, as SQLite's default collation: the cursor (`after`)
+        // and the pages agree whatever the database's locale.
+        sql.push_str(" ORDER BY name COLLATE \"C\"");
+        sql.push_str(&page(filter));
+        let mut l = self.read_conn()?;
+        let (c, _) = l.conn().parts();
+        row::all(&c.query(&sql, &refs(&args)).map_err(pg)?, decode_service)
+    }
+
+    /// Services by state and the number paused, in one pass over the table.
+    pub fn count_by_state(&self) -> Result<StateCounts, StoreError> {
+        let mut l = self.read_conn()?;
+        let (c, cache) = l.conn().parts();
+        let s = cache.get(
+            c,
+            "SELECT state, paused, count(*) AS n FROM services GROUP BY state, paused",
+        )?;
+        let mut out = StateCounts {
+            by_state: HealthState::ALL.iter().map(|s| (*s, 0)).collect(),
+            paused: 0,
+        };
+        for r in c.query(&s, &[]).map_err(pg)? {
+            let f = Fields::unnamed(&r, "services");
+            let (state, paused, n): (HealthState, bool, i64) =
+                (f.parse("state")?, f.get("paused")?, f.get("n")?);
+            if paused {
+                out.paused += n;
+            }
+            match out.by_state.iter_mut().find(|(s, _)| *s == state) {
+                Some(e) => e.1 += n,
+                None => return Err(f.corrupt("state", format!("state {state:?} is not counted"))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One service by name.
+    pub fn get_service(&self, name: &str) -> Result<Option<ServiceRecord>, StoreError> {
+        let mut l = self.read_conn()?;
+        let (c, cache) = l.conn().parts();
+        let s = cache.get(
+            c,
+            &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE name = $1"),
+        )?;
+        c.query_opt(&s, &[&name])
+            .map_err(pg)?
+            .map(|r| decode_service(&r))
+            .transpose()
+    }
+
+    /// The stored token hash of a service (for the token auth mode).
+    pub fn token_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let mut l = self.read_conn()?;
+        let (c, cache) = l.conn().parts();
+        let s = cache.get(c, "SELECT token_hash FROM services WHERE name = $1")?;
+        Ok(c.query_opt(&s, &[&name]).map_err(pg)?.map(|r| r.get(0)))
+    }
+}

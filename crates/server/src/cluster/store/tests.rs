@@ -1,0 +1,1125 @@
+//! The PostgreSQL store against a real, throwaway PostgreSQL
+//! (healthchecker-testkit's `postgres`): a representative port of the
+//! SQLite store's unit tests (store/tests.rs, history_tests.rs, the
+//! outbox, channel and silence tests), plus what only a cluster has: the
+//! outbox claimed by two nodes, and a fenced batch of a stale lease.
+//!
+//! The store is blocking (it must not run on a tokio worker): each test
+//! starts the server on a runtime of its own, then calls the store from
+//! the test's thread. Without PostgreSQL installed a test prints SKIPPED
+//! and passes (under CI it fails: the testkit's rule).
+
+use super::*;
+use crate::cluster::{FenceError, Held};
+use crate::silences::{Silence, Window};
+use crate::store::{
+    CheckWrite, EventKind, NotificationStatus, NotifyWrite, ServiceFilter, ServiceOrder,
+    TransitionWrite,
+};
+use healthchecker_core::channel::Channel;
+use healthchecker_core::cluster::{Bucket, Epoch};
+use healthchecker_core::{
+    CheckResult, HealthState, RegisterRequest, ServiceId, ServiceSpec, UnixMs,
+};
+use healthchecker_testkit::postgres::Postgres;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// A store on a fresh database; dropped in field order (the store's
+/// connections before the server, the server before its runtime).
+struct Db {
+    store: PgStore,
+    /// A connection of the test's own, for looking behind the store.
+    sql: postgres::Client,
+    _pg: Postgres,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn db() -> Option<Db> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pg = rt.block_on(Postgres::start())?;
+    let url = PgDb::parse(&pg.url(), None).expect("testkit URL parses");
+    let store = PgStore::open(&url).expect("open and migrate");
+    let sql = postgres::Config::from(url.config().clone())
+        .connect(NoTls)
+        .unwrap();
+    Some(Db {
+        store,
+        sql,
+        _pg: pg,
+        _rt: rt,
+    })
+}
+
+impl Db {
+    fn count(&mut self, query: &str) -> i64 {
+        self.sql.query_one(query, &[]).unwrap().get(0)
+    }
+}
+
+fn spec(name: &str) -> ServiceSpec {
+    spec_of(&serde_json::json!({
+        "name": name, "url": "http://127.0.0.1:9/health", "interval": 30,
+        "email": "a@example.com"
+    }))
+}
+
+fn spec_of(body: &serde_json::Value) -> ServiceSpec {
+    ServiceSpec::try_from(RegisterRequest::from_json(body.to_string().as_bytes()).unwrap()).unwrap()
+}
+
+fn check(id: ServiceId, at: i64, result: CheckResult, state: HealthState) -> CheckWrite {
+    CheckWrite {
+        service_id: id,
+        at: UnixMs::new(at),
+        duration_us: 1500,
+        result,
+        reason: (result != CheckResult::Pass).then(|| "HTTP 503".into()),
+        http_status: Some(if result == CheckResult::Pass {
+            200
+        } else {
+            503
+        }),
+        details: None,
+        cert_expires_at: None,
+        state,
+        successes: 0,
+        failures: 2,
+        transition: None,
+    }
+}
+
+/// `c` as a state change from `from` that mails `a@example.com` (and
+/// goes to the service's channels) from `not_before` on.
+fn mailing(mut c: CheckWrite, from: HealthState, service: &str, not_before: i64) -> CheckWrite {
+    c.transition = Some(TransitionWrite {
+        from,
+        previous_since: UnixMs::new(1),
+        notify: Some(NotifyWrite {
+            service: service.into(),
+            target: "http://127.0.0.1:9/health".into(),
+            recipients: vec!["a@example.com".into()],
+            not_before: UnixMs::new(not_before),
+            note: None,
+            held_until: None,
+        }),
+    });
+    c
+}
+
+fn webhook(name: &str, default: bool) -> Channel {
+    let body = serde_json::json!({
+        "name": name, "kind": "webhook", "url": "http://127.0.0.1:9/hook", "default": default,
+        "secret": "s3cret"
+    });
+    Channel::from_json(body.as_object().unwrap(), None).unwrap()
+}
+
+#[test]
+fn services_register_update_pause_delete_and_list() {
+    let Some(mut db) = db() else { return };
+    let s = &db.store;
+    let a = s.register(&spec("alpha"), "h1", 1_000, 10).unwrap();
+    assert!(a.created);
+    assert_eq!(a.record.state, HealthState::Unknown);
+    assert_eq!(a.record.created_at, 1_000);
+    // An update keeps the id and the creation time, and says so.
+    let again = s
+        .register(
+            &spec_of(&serde_json::json!({
+                "name": "alpha", "url": "http://127.0.0.1:9/other", "interval": 60,
+                "email": "a@example.com", "tags": ["core"]
+            })),
+            "h2",
+            2_000,
+            10,
+        )
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.record.id, a.record.id);
+    assert_eq!(again.record.created_at, 1_000);
+    assert_eq!(again.record.updated_at, 2_000);
+    assert_eq!(again.record.spec.interval, 60);
+    assert_eq!(again.record.spec.tags, vec!["core".to_string()]);
+    assert_eq!(s.token_hash("alpha").unwrap().as_deref(), Some("h2"));
+    for n in ["bravo", "Charlie", "delta", "echo"] {
+        s.register(&spec(n), "h", 3_000, 10).unwrap();
+    }
+    // The limit refuses a new name, not an update.
+    assert!(matches!(
+        s.register(&spec("foxtrot"), "h", 3_000, 5),
+        Err(StoreError::Limit(5))
+    ));
+    s.register(&spec("echo"), "h", 3_000, 5).unwrap();
+
+    // Pages by cursor, in byte order (as SQLite): "Charlie" first.
+    let names = |f: &ServiceFilter| -> Vec<String> {
+        s.list_services(f)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.spec.name)
+            .collect()
+    };
+    let all = names(&ServiceFilter::default());
+    assert_eq!(all, ["Charlie", "alpha", "bravo", "delta", "echo"]);
+    let first = names(&ServiceFilter {
+        limit: 2,
+        ..Default::default()
+    });
+    assert_eq!(first, ["Charlie", "alpha"]);
+    let next = names(&ServiceFilter {
+        limit: 2,
+        after: Some("alpha".into()),
+        ..Default::default()
+    });
+    assert_eq!(next, ["bravo", "delta"]);
+    let offset = names(&ServiceFilter {
+        limit: 2,
+        offset: 4,
+        ..Default::default()
+    });
+    assert_eq!(offset, ["echo"]);
+    // Case-insensitive, with LIKE's wildcards taken literally.
+    let found = names(&ServiceFilter {
+        name_contains: Some("CHAR".into()),
+        ..Default::default()
+    });
+    assert_eq!(found, ["Charlie"]);
+    assert!(names(&ServiceFilter {
+        name_contains: Some("%".into()),
+        ..Default::default()
+    })
+    .is_empty());
+
+    // Pause: an event when the flag changes, none when it does not.
+    let p = s.set_paused("bravo", true, 4_000).unwrap().unwrap();
+    assert!(p.paused);
+    s.set_paused("bravo", true, 4_001).unwrap();
+    assert!(s.set_paused("nope", true, 4_000).unwrap().is_none());
+    let counts = s.count_by_state().unwrap();
+    assert_eq!(counts.of(HealthState::Unknown), 5);
+    assert_eq!(counts.total(), 5);
+    assert_eq!(counts.paused, 1);
+
+    // Delete: the row and its checks go, the events stay; the id is never
+    // given again.
+    let echo = s.get_service("echo").unwrap().unwrap().id;
+    s.write_batch(
+        None,
+        &[check(echo, 5_000, CheckResult::Pass, HealthState::Unknown)],
+    )
+    .unwrap();
+    assert_eq!(s.delete("echo", 6_000).unwrap(), Some(echo));
+    assert!(s.delete("echo", 6_000).unwrap().is_none());
+    assert!(s.get_service("echo").unwrap().is_none());
+    assert!(s.checks(echo, 10).unwrap().is_empty());
+    let kinds: Vec<EventKind> = s
+        .events(Some("echo"), 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Deleted,
+            EventKind::Updated,
+            EventKind::Registered
+        ]
+    );
+    let kinds: Vec<EventKind> = s
+        .events(Some("bravo"), 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [EventKind::Paused, EventKind::Registered]);
+    let reborn = s.register(&spec("echo"), "h", 7_000, 10).unwrap();
+    assert!(reborn.record.id.get() > echo.get());
+    // Each service's bucket is stored for the lease split.
+    let b: i32 = db
+        .sql
+        .query_one("SELECT bucket FROM services WHERE name = 'alpha'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(i64::from(b), i64::from(Bucket::of("alpha").get()));
+    let mine = db
+        .store
+        .services_in_buckets(&[Bucket::of("alpha")])
+        .unwrap();
+    assert!(mine.iter().any(|r| r.spec.name == "alpha"));
+    assert!(mine
+        .iter()
+        .all(|r| Bucket::of(&r.spec.name) == Bucket::of("alpha")));
+    // Opening again migrates nothing and sees the same rows.
+    let again = PgStore::open(db.store.db()).unwrap();
+    assert_eq!(again.load_all().unwrap().len(), 5);
+}
+
+#[test]
+fn heartbeats_keep_their_ping_id_and_record_pings() {
+    let Some(db) = db() else { return };
+    let s = &db.store;
+    let hb = spec_of(&serde_json::json!({"name": "job", "kind": "heartbeat", "period": 60}));
+    let r = s.register(&hb, "h", 1_000, 10).unwrap().record;
+    let ping = r.ping_id.clone().expect("a heartbeat gets a ping id");
+    assert_eq!(ping.len(), 32);
+    let again = s.register(&hb, "h", 2_000, 10).unwrap().record;
+    assert_eq!(again.ping_id.as_deref(), Some(ping.as_str()));
+    let target = s.service_by_ping_id(&ping).unwrap().unwrap();
+    assert_eq!((target.id, target.name.as_str()), (r.id, "job"));
+    s.record_ping(r.id, UnixMs::new(5_000), false).unwrap();
+    s.record_ping(r.id, UnixMs::new(6_000), true).unwrap();
+    s.record_ping(r.id, UnixMs::new(7_000), false).unwrap();
+    let r = s.get_service("job").unwrap().unwrap();
+    assert_eq!(r.last_ping_at, Some(7_000));
+    assert_eq!(r.last_success_ping_at, Some(6_000));
+    assert!(s.service_by_ping_id("00").unwrap().is_none());
+}
+
+#[test]
+fn a_batch_records_checks_state_changes_events_and_outbox_together() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    s.put_channel(&webhook("hook", true), 0).unwrap();
+    s.put_channel(&webhook("other", false), 0).unwrap();
+    let id = s.register(&spec("web"), "h", 0, 10).unwrap().record.id;
+    let gone = s.register(&spec("gone"), "h", 0, 10).unwrap().record.id;
+    s.delete("gone", 1).unwrap();
+    let mut down = check(id, 3_000, CheckResult::Fail, HealthState::Unhealthy);
+    down.cert_expires_at = Some(99);
+    let batch = [
+        check(id, 1_000, CheckResult::Pass, HealthState::Healthy),
+        check(id, 2_000, CheckResult::Fail, HealthState::Healthy),
+        mailing(down, HealthState::Healthy, "web", 3_500),
+        check(gone, 3_000, CheckResult::Pass, HealthState::Healthy),
+    ];
+    let w = s.write_batch(None, &batch).unwrap();
+    assert_eq!((w.checks, w.transitions, w.gone), (3, 1, 1));
+    assert!(w.stale.is_empty());
+
+    let checks = s.checks(id, 10).unwrap();
+    let at: Vec<i64> = checks.iter().map(|c| c.at).collect();
+    assert_eq!(at, [3_000, 2_000, 1_000]);
+    assert_eq!(checks[0].http_status, Some(503));
+    let r = s.get_service("web").unwrap().unwrap();
+    assert_eq!(r.state, HealthState::Unhealthy);
+    assert_eq!(r.state_since, 3_000);
+    assert_eq!(r.last_check.as_ref().unwrap().at, 3_000);
+    assert_eq!(r.last_healthy_at, Some(2_000));
+    assert_eq!(r.last_failure_reason.as_deref(), Some("HTTP 503"));
+    assert_eq!(r.cert_expires_at, Some(99));
+    assert_eq!(r.last_notified_at, Some(3_500));
+    assert_eq!(r.failures, 2);
+
+    let ev = &s.events(Some("web"), 1).unwrap()[0];
+    assert_eq!(ev.kind, EventKind::State);
+    assert_eq!(
+        (ev.from, ev.to),
+        (Some(HealthState::Healthy), Some(HealthState::Unhealthy))
+    );
+    assert_eq!(ev.check_id, Some(checks[0].id));
+    let mail = s.notifications(None, Some("web"), 10).unwrap();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].event_id, ev.id);
+    assert_eq!(mail[0].status, NotificationStatus::Pending);
+    assert_eq!(mail[0].recipients, ["a@example.com"]);
+    assert_eq!(mail[0].next_attempt_at, 3_500);
+    assert_eq!(s.pending_mail().unwrap(), 1);
+    // The default channel only: the service names none.
+    let d = s.deliveries(None, Some("web"), 10).unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!((d[0].channel.as_str(), d[0].event_id), ("hook", ev.id));
+    assert_eq!(s.due_deliveries(3_500, 10).unwrap().len(), 1);
+    assert!(s.due_deliveries(3_499, 10).unwrap().is_empty());
+    let due = s.due_notifications(3_500, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    s.mark_sent(&[due[0].id], "<m@x>", 3_600).unwrap();
+    let sent = &s.notifications(Some("sent"), None, 10).unwrap()[0];
+    assert_eq!(sent.message_id.as_deref(), Some("<m@x>"));
+    assert_eq!((sent.attempts, sent.sent_at), (1, Some(3_600)));
+    s.mark_delivery_failed(&[d[0].id], "503", 9_000, false)
+        .unwrap();
+    let d = &s.deliveries(None, None, 10).unwrap()[0];
+    assert_eq!(
+        (d.attempts, d.next_attempt_at, d.status.as_str()),
+        (1, 9_000, "pending")
+    );
+    s.mark_delivered(&[d.id], 9_001).unwrap();
+    assert_eq!(s.deliveries(Some("sent"), None, 10).unwrap().len(), 1);
+
+    // One transaction: a batch whose last statement fails leaves nothing.
+    db.sql
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN RAISE EXCEPTION 'refused'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON deliveries \
+               FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .unwrap();
+    let before = db.count("SELECT count(*) FROM checks") + db.count("SELECT count(*) FROM events");
+    let up = mailing(
+        check(id, 10_000, CheckResult::Pass, HealthState::Healthy),
+        HealthState::Unhealthy,
+        "web",
+        10_000,
+    );
+    let e = s.write_batch(None, &[up]).unwrap_err();
+    assert!(e.to_string().contains("refused"), "{e}");
+    assert!(s.write_error().unwrap().contains("refused"));
+    let after = db.count("SELECT count(*) FROM checks") + db.count("SELECT count(*) FROM events");
+    assert_eq!(after, before);
+    assert_eq!(db.count("SELECT count(*) FROM notifications"), 1);
+    let r = s.get_service("web").unwrap().unwrap();
+    assert_eq!(r.state, HealthState::Unhealthy);
+    db.sql
+        .batch_execute("DROP TRIGGER refuse ON deliveries")
+        .unwrap();
+    s.write_batch(
+        None,
+        &[check(id, 11_000, CheckResult::Pass, HealthState::Unhealthy)],
+    )
+    .unwrap();
+    assert!(s.write_error().is_none());
+}
+
+/// Twenty services, each with one failing transition: mail and a delivery.
+fn outbox_of_twenty(s: &PgStore) -> Vec<ServiceId> {
+    s.put_channel(&webhook("hook", true), 0).unwrap();
+    let mut batch = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let name = format!("svc-{i:02}");
+        let id = s.register(&spec(&name), "h", 0, 100).unwrap().record.id;
+        ids.push(id);
+        batch.push(mailing(
+            check(id, 1_000, CheckResult::Fail, HealthState::Unhealthy),
+            HealthState::Healthy,
+            &name,
+            1_000,
+        ));
+    }
+    let w = s.write_batch(None, &batch).unwrap();
+    assert_eq!(w.transitions, 20);
+    ids
+}
+
+#[test]
+fn two_nodes_claim_disjoint_outbox_rows_and_take_over_expired_claims() {
+    let Some(db) = db() else { return };
+    let s = db.store.clone();
+    outbox_of_twenty(&s);
+    let hour = Duration::from_secs(3600);
+    // Both nodes claim at once, in small pages, until nothing is left.
+    let claim_all = |node: &'static str| {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let mut mail = Vec::new();
+            let mut hooks = Vec::new();
+            loop {
+                // Claimed rows are never claimed again: the loop ends.
+                let m = s.claim_notifications(node, 2_000, 3, hour).unwrap();
+                let d = s.claim_deliveries(node, 2_000, 3, hour).unwrap();
+                if m.is_empty() && d.is_empty() {
+                    return (mail, hooks);
+                }
+                mail.extend(m.into_iter().map(|n| n.id));
+                hooks.extend(d.into_iter().map(|d| d.id));
+            }
+        })
+    };
+    let (a, b) = (claim_all("a"), claim_all("b"));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    for (x, y, table) in [(&a.0, &b.0, "notifications"), (&a.1, &b.1, "deliveries")] {
+        let (x, y): (BTreeSet<i64>, BTreeSet<i64>) =
+            (x.iter().copied().collect(), y.iter().copied().collect());
+        assert!(x.is_disjoint(&y), "{table}: a row claimed by both");
+        assert_eq!(x.len() + y.len(), 20, "{table}: every row claimed once");
+    }
+    // Nothing is due before its time, claimed or not.
+    assert!(s
+        .claim_notifications("c", 999, 50, hour)
+        .unwrap()
+        .is_empty());
+    // The node that claimed more (at least half) takes the rest of the test.
+    let (n1, rows1, rows2) = if a.0.len() >= b.0.len() {
+        ("a", a.0.clone(), b.0.clone())
+    } else {
+        ("b", b.0.clone(), a.0.clone())
+    };
+    // Claimed rows are not claimed again while the claim lasts, not even
+    // by their node (it is delivering them).
+    assert!(s
+        .claim_notifications(n1, 2_000, 50, hour)
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .claim_notifications("c", 2_000, 50, hour)
+        .unwrap()
+        .is_empty());
+    // A claim that expired is taken over by another node: n1's rows, as
+    // if n1 had died while delivering them.
+    db_expire(&s, &rows1);
+    let taken = s.claim_notifications("c", 2_000, 50, hour).unwrap();
+    let taken: BTreeSet<i64> = taken.iter().map(|n| n.id).collect();
+    assert_eq!(taken, rows1.iter().copied().collect());
+    // Marking sent ends the claim and the row is never claimed again.
+    let ids: Vec<i64> = taken.into_iter().collect();
+    s.mark_sent(&ids, "<x@y>", 3_000).unwrap();
+    s.mark_failed_attempt(&rows2, "421", 5_000, false).unwrap();
+    assert!(s
+        .claim_notifications("c", 4_000, 50, hour)
+        .unwrap()
+        .is_empty());
+    // A failed attempt ends the claim: any node retries when it is due.
+    let retry = s.claim_notifications("d", 5_000, 50, hour).unwrap();
+    assert_eq!(retry.len(), rows2.len());
+}
+
+/// Ends the claims of `ids` (as time passing would).
+fn db_expire(s: &PgStore, ids: &[i64]) {
+    let mut l = s.write_conn().unwrap();
+    let (c, _) = l.conn().parts();
+    c.execute(
+        "UPDATE notifications SET claim_until = now() - interval '1 second' WHERE id = ANY($1)",
+        &[&ids],
+    )
+    .unwrap();
+}
+
+fn held(leases: &[(Bucket, i64)]) -> Held {
+    Held {
+        leases: leases
+            .iter()
+            .map(|(b, e)| (*b, Epoch(*e)))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+#[test]
+fn a_batch_of_a_stale_lease_is_dropped_and_the_rest_commits() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    // Two services in different buckets.
+    let (x, y) = ("svc-x", "svc-y");
+    assert_ne!(Bucket::of(x), Bucket::of(y));
+    let (bx, by) = (Bucket::of(x), Bucket::of(y));
+    let ix = s.register(&spec(x), "h", 0, 10).unwrap().record.id;
+    let iy = s.register(&spec(y), "h", 0, 10).unwrap().record.id;
+    let lease = |sql: &mut postgres::Client, b: Bucket, owner: &str, epoch: i64| {
+        sql.execute(
+            "UPDATE buckets SET owner = $1, epoch = $2, expires_at = now() + interval '1 hour' \
+             WHERE bucket = $3",
+            &[&owner, &epoch, &i32::from(b.get())],
+        )
+        .unwrap();
+    };
+    lease(&mut db.sql, bx, "a", 5);
+    lease(&mut db.sql, by, "a", 3);
+    let a = Fencing {
+        node: "a".into(),
+        held: held(&[(bx, 5), (by, 3)]),
+    };
+    let down = |id, at| {
+        mailing(
+            check(id, at, CheckResult::Fail, HealthState::Unhealthy),
+            HealthState::Healthy,
+            "n",
+            at,
+        )
+    };
+    let w = s
+        .write_batch(Some(&a), &[down(ix, 1_000), down(iy, 1_000)])
+        .unwrap();
+    assert_eq!((w.checks, w.transitions), (2, 2));
+    assert!(w.stale.is_empty());
+
+    // Node b takes bucket x over (its claim bumps the epoch).
+    lease(&mut db.sql, bx, "b", 6);
+    let events = db.count("SELECT count(*) FROM events");
+    let mail = db.count("SELECT count(*) FROM notifications");
+    let up = |id, at| {
+        mailing(
+            check(id, at, CheckResult::Pass, HealthState::Healthy),
+            HealthState::Unhealthy,
+            "n",
+            at,
+        )
+    };
+    let w = s
+        .write_batch(Some(&a), &[up(ix, 2_000), up(iy, 2_000)])
+        .unwrap();
+    assert_eq!((w.checks, w.transitions), (1, 1), "only bucket y's");
+    match &w.stale[..] {
+        [FenceError::Stale {
+            bucket,
+            node,
+            epoch,
+        }] => assert_eq!((*bucket, node.as_str(), *epoch), (bx, "a", Epoch(5))),
+        other => panic!("expected bucket x stale: {other:?}"),
+    }
+    assert_eq!(db.count("SELECT count(*) FROM events"), events + 1);
+    assert_eq!(db.count("SELECT count(*) FROM notifications"), mail + 1);
+    assert_eq!(
+        s.get_service(x).unwrap().unwrap().state,
+        HealthState::Unhealthy
+    );
+    assert_eq!(
+        s.get_service(y).unwrap().unwrap().state,
+        HealthState::Healthy
+    );
+    assert_eq!(s.checks(ix, 10).unwrap().len(), 1);
+
+    // The new owner's write at its epoch goes through.
+    let b = Fencing {
+        node: "b".into(),
+        held: held(&[(bx, 6)]),
+    };
+    let w = s.write_batch(Some(&b), &[up(ix, 3_000)]).unwrap();
+    assert_eq!((w.checks, w.stale.len()), (1, 0));
+    assert_eq!(
+        s.get_service(x).unwrap().unwrap().state,
+        HealthState::Healthy
+    );
+    // An expired lease is stale too, and so is a bucket not held at all.
+    db.sql
+        .execute(
+            "UPDATE buckets SET expires_at = now() - interval '1 second' WHERE bucket = $1",
+            &[&i32::from(bx.get())],
+        )
+        .unwrap();
+    let w = s
+        .write_batch(Some(&b), &[up(ix, 4_000), up(iy, 4_000)])
+        .unwrap();
+    assert_eq!(w.checks, 0);
+    let stale: BTreeSet<Bucket> = w
+        .stale
+        .iter()
+        .map(|e| match e {
+            FenceError::Stale { bucket, .. } => *bucket,
+            e => panic!("{e}"),
+        })
+        .collect();
+    assert_eq!(stale, BTreeSet::from([bx, by]));
+}
+
+#[test]
+fn rollups_uptime_and_retention() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    let id = s.register(&spec("r"), "h", 0, 10).unwrap().record.id;
+    const H: i64 = 3_600_000;
+    const D: i64 = 24 * H;
+    let now = 100 * D + 12 * H + H / 2;
+    // In time order (ids follow it): 40 days ago (beyond the hourly
+    // retention), two days ago, then this hour: a failure and 3 passes
+    // (40, 3 and 1 ms).
+    let mut batch = vec![
+        check(id, now - 40 * D, CheckResult::Pass, HealthState::Healthy),
+        check(id, now - 2 * D, CheckResult::Fail, HealthState::Healthy),
+        check(id, now - 5_000, CheckResult::Fail, HealthState::Healthy),
+    ];
+    for (i, us) in [40_000, 3_000, 1_000].into_iter().enumerate() {
+        let mut c = check(
+            id,
+            now - 2_000 + 1_000 * i as i64,
+            CheckResult::Pass,
+            HealthState::Healthy,
+        );
+        c.duration_us = us;
+        batch.push(c);
+    }
+    s.write_batch(None, &batch).unwrap();
+    // A second batch into the same hour merges with the stored row.
+    s.write_batch(
+        None,
+        &[check(id, now + 10, CheckResult::Warn, HealthState::Healthy)],
+    )
+    .unwrap();
+
+    let hour = now.div_euclid(H);
+    let rows = s.rollups(id, false, hour, hour).unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = rows[0];
+    assert_eq!((r.period, r.count, r.failures, r.warns), (hour, 5, 1, 1));
+    assert_eq!(r.latency_min_us, Some(1_000));
+    assert_eq!(r.latency_max_us, Some(40_000));
+    assert_eq!(r.latency_p95_us, Some(40_000));
+    let days = s
+        .rollups(id, true, now.div_euclid(D) - 50, now.div_euclid(D))
+        .unwrap();
+    let counts: Vec<(i64, i64)> = days.iter().map(|d| (d.count, d.failures)).collect();
+    assert_eq!(counts, [(1, 0), (1, 1), (5, 1)]);
+    let u = s.uptime_ratios(&[id, ServiceId::new(999)], now).unwrap();
+    assert_eq!(u[&id].day, Some(4.0 / 5.0));
+    assert_eq!(u[&id].week, Some(4.0 / 6.0));
+    assert_eq!(u[&id].quarter, Some(5.0 / 7.0));
+    assert_eq!(u[&ServiceId::new(999)].day, None);
+    let bars = s.daily_uptime(id, now, 3).unwrap();
+    let bars: Vec<(i64, i64)> = bars.iter().map(|b| (b.ok, b.total)).collect();
+    assert_eq!(bars, [(0, 1), (0, 0), (4, 5)]);
+    let w = s.uptime_windows(&[id], now).unwrap();
+    assert_eq!(w[&id].day, Some(0.8));
+    assert!(w[&id].covered_hours > 2400);
+
+    // Retention: roll-ups beyond theirs, raw checks beyond --keep-checks
+    // unless failing or state-changing and recent.
+    s.set_keep_checks(3);
+    let pruned = s.prune(now).unwrap();
+    let hours = db.count("SELECT count(*) FROM uptime");
+    assert_eq!(hours, 2, "the 40-day-old hour is gone");
+    assert_eq!(db.count("SELECT count(*) FROM uptime_day"), 3);
+    let left: Vec<(i64, String)> = s
+        .checks(id, 100)
+        .unwrap()
+        .iter()
+        .map(|c| (now - c.at, c.result.as_str().to_string()))
+        .collect();
+    // The newest three, and the failures (younger than 7 days); the
+    // passes beyond the three go.
+    assert_eq!(
+        left,
+        [
+            (-10, "warn".to_string()),
+            (0, "pass".to_string()),
+            (1_000, "pass".to_string()),
+            (5_000, "fail".to_string()),
+            (2 * D, "fail".to_string()),
+        ]
+    );
+    assert_eq!(pruned, 2);
+}
+
+#[test]
+fn recent_checks_and_dashboard_orders() {
+    let Some(db) = db() else { return };
+    let s = &db.store;
+    let a = s.register(&spec("a"), "h", 0, 10).unwrap().record.id;
+    let b = s.register(&spec("b"), "h", 0, 10).unwrap().record.id;
+    let mut batch: Vec<CheckWrite> = (0..5)
+        .map(|i| check(a, 1_000 + i, CheckResult::Pass, HealthState::Healthy))
+        .collect();
+    batch.push(mailing(
+        check(b, 2_000, CheckResult::Fail, HealthState::Unhealthy),
+        HealthState::Healthy,
+        "b",
+        2_000,
+    ));
+    s.write_batch(None, &batch).unwrap();
+    let recent = s.recent_checks_of(&[a, b], 3).unwrap();
+    let at: Vec<i64> = recent[&a].iter().map(|c| c.at).collect();
+    assert_eq!(at, [1_002, 1_003, 1_004], "newest three, oldest first");
+    assert!(recent[&a].iter().all(|c| c.details.is_none()));
+    assert_eq!(recent[&b].len(), 1);
+    let order = |o| -> Vec<String> {
+        s.list_services_ordered(&ServiceFilter::default(), o)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.spec.name)
+            .collect()
+    };
+    assert_eq!(order(ServiceOrder::Name), ["a", "b"]);
+    assert_eq!(order(ServiceOrder::State), ["b", "a"]);
+    assert_eq!(order(ServiceOrder::LastChange), ["b", "a"]);
+    s.register(
+        &spec_of(&serde_json::json!({
+            "name": "t", "url": "http://127.0.0.1:9/", "tags": ["edge", "x"],
+            "email": "a@example.com"
+        })),
+        "h",
+        0,
+        10,
+    )
+    .unwrap();
+    let page = s
+        .services_tagged(&["edge".into(), "none".into()], 10, 0)
+        .unwrap();
+    assert_eq!(page.services.len(), 1);
+    assert_eq!(page.counts, [(HealthState::Unknown, 1)]);
+}
+
+#[test]
+fn channels_silences_and_held_notifications() {
+    let Some(db) = db() else { return };
+    let s = &db.store;
+    assert!(s.put_channel(&webhook("hook", true), 0).unwrap());
+    assert!(!s.put_channel(&webhook("hook", false), 1).unwrap());
+    assert!(s.put_channel(&webhook("ops", false), 1).unwrap());
+    let c = s.channel("hook").unwrap().unwrap();
+    assert!(!c.default);
+    assert_eq!(c.url.as_deref(), Some("http://127.0.0.1:9/hook"));
+    let names: Vec<String> = s.channels().unwrap().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["hook", "ops"]);
+    assert!(s.channel("nope").unwrap().is_none());
+
+    let routed = spec_of(&serde_json::json!({
+        "name": "api", "url": "http://127.0.0.1:9/", "channels": ["ops"],
+        "email": "a@example.com",
+        "depends_on": ["db"]
+    }));
+    let api = s.register(&routed, "h", 0, 10).unwrap().record.id;
+    let dbs = s.register(&spec("db"), "h", 0, 10).unwrap().record.id;
+    let r = s.routed_services("ops", ServiceId::new(0), 10).unwrap();
+    assert_eq!(r.iter().map(|r| r.id).collect::<Vec<_>>(), [api]);
+    assert!(s
+        .routed_services("hook", ServiceId::new(0), 10)
+        .unwrap()
+        .is_empty());
+    let graph = s.dependency_graph().unwrap();
+    assert_eq!(graph["api"], ["db"]);
+    assert!(graph["db"].is_empty());
+
+    // A silence holds api's notifications until its end.
+    let silence = Silence {
+        id: 0,
+        services: vec!["api".into()],
+        tags: vec![],
+        window: Window::OneOff {
+            starts_at: 0,
+            ends_at: 10_000,
+        },
+        comment: Some("deploy".into()),
+    };
+    let sid = s.put_silence(&silence, 0).unwrap();
+    let stored = s.silences().unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0].id, stored[0].comment.as_deref()),
+        (sid, Some("deploy"))
+    );
+    assert_eq!(stored[0].window, silence.window);
+    let mut down = mailing(
+        check(api, 1_000, CheckResult::Fail, HealthState::Unhealthy),
+        HealthState::Healthy,
+        "api",
+        1_000,
+    );
+    if let Some(n) = down.transition.as_mut().and_then(|t| t.notify.as_mut()) {
+        n.held_until = Some(UnixMs::new(10_000));
+    }
+    s.write_batch(None, &[down]).unwrap();
+    let held = s.notifications(Some("held"), None, 10).unwrap();
+    assert_eq!(held.len(), 1);
+    let d = s.deliveries(Some("held"), None, 10).unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].channel, "ops");
+    assert_eq!(s.release_held(9_999).unwrap(), (0, 0));
+    // Still failing at the end: released (mail and the channel's row).
+    assert_eq!(s.release_held(10_000).unwrap(), (2, 0));
+    assert_eq!(s.notifications(Some("pending"), None, 10).unwrap().len(), 1);
+
+    // A failing parent keeps a child's held rows held.
+    s.write_batch(
+        None,
+        &[mailing(
+            check(dbs, 11_000, CheckResult::Fail, HealthState::Unhealthy),
+            HealthState::Healthy,
+            "db",
+            11_000,
+        )],
+    )
+    .unwrap();
+    assert_eq!(s.failing_dependents("db").unwrap(), ["api"]);
+    let mut up = mailing(
+        check(api, 12_000, CheckResult::Pass, HealthState::Healthy),
+        HealthState::Unhealthy,
+        "api",
+        12_000,
+    );
+    if let Some(n) = up.transition.as_mut().and_then(|t| t.notify.as_mut()) {
+        n.held_until = Some(UnixMs::new(12_000));
+    }
+    s.write_batch(None, &[up]).unwrap();
+    assert_eq!(s.release_held(12_000).unwrap(), (0, 0));
+    let held = s.notifications(Some("held"), None, 10).unwrap();
+    assert_eq!(
+        held[0].last_error.as_deref(),
+        Some("suppressed: parent db is unhealthy")
+    );
+
+    // Deleting the silence makes what it held due at once.
+    assert!(s.delete_silence(sid, 13_000).unwrap());
+    assert!(!s.delete_silence(sid, 13_000).unwrap());
+    assert!(s.silences().unwrap().is_empty());
+
+    // Deleting a channel fails its pending deliveries.
+    assert!(s.delete_channel("ops").unwrap());
+    assert!(!s.delete_channel("ops").unwrap());
+    let failed = s.deliveries(Some("failed"), None, 10).unwrap();
+    assert!(failed
+        .iter()
+        .all(|d| d.last_error.as_deref() == Some("channel deleted")));
+    assert!(!failed.is_empty());
+}
+
+#[test]
+fn events_and_outbox_are_pruned() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    outbox_of_twenty(&s);
+    let day = 24 * 3_600_000;
+    let mail: Vec<i64> = s
+        .notifications(None, None, 100)
+        .unwrap()
+        .iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(mail.len(), 20);
+    s.mark_sent(&mail[..10], "<m@x>", 3_000).unwrap();
+    let now = 3_000 + crate::store::RETAIN_EVENTS_MS + day;
+    assert_eq!(s.give_up_unsent(now, "no SMTP").unwrap(), 10);
+    let failed = s.notifications(Some("failed"), None, 100).unwrap();
+    assert!(failed
+        .iter()
+        .all(|n| n.last_error.as_deref() == Some("no SMTP")));
+    // 1,005 recent events of one service, beyond its bound.
+    db.sql
+        .execute(
+            "INSERT INTO events (at, service_id, service, kind) \
+             SELECT $1::bigint + g, 1, 'svc-01', 'paused' FROM generate_series(1, 1005) g",
+            &[&now],
+        )
+        .unwrap();
+    s.prune(now).unwrap();
+    // The old events and finished mail are gone; the recent events are
+    // cut to the newest MAX_EVENTS_PER_SERVICE.
+    assert_eq!(db.count("SELECT count(*) FROM notifications"), 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM events"),
+        crate::store::MAX_EVENTS_PER_SERVICE
+    );
+    let oldest: i64 = db
+        .sql
+        .query_one("SELECT min(at) FROM events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(oldest, now + 6);
+}
+
+#[test]
+fn a_channel_flood_is_held_for_one_digest() {
+    use healthchecker_core::policy::DigestRule;
+    const RULE: DigestRule = DigestRule {
+        threshold: 5,
+        window_ms: 30_000,
+    };
+    let Some(mut db) = db() else { return };
+    let delivery = |c: &mut postgres::Client, channel: &str, service_id: i64, due: i64| {
+        c.execute(
+            "INSERT INTO deliveries (channel, event_id, service_id, service, created_at, \
+               from_state, to_state, reason, target, status, next_attempt_at) \
+             VALUES ($1, $2, $2, 'svc-' || $2::bigint::text, $3, 'healthy', 'unhealthy', \
+               'refused', 'tcp://x:1', 'pending', $3)",
+            &[&channel, &service_id, &due],
+        )
+        .unwrap();
+    };
+    for (name, kind) in [("hook", "webhook"), ("pd", "pagerduty")] {
+        db.sql
+            .execute(
+                "INSERT INTO channels (name, kind, is_default, config, created_at, updated_at) \
+                 VALUES ($1, $2, true, '{}', 0, 0)",
+                &[&name, &kind],
+            )
+            .unwrap();
+    }
+    for id in 1..=8 {
+        delivery(&mut db.sql, "hook", id, 1_000);
+        delivery(&mut db.sql, "pd", id, 1_000);
+    }
+    let s = db.store.clone();
+    // Five of the hook's eight on their own; PagerDuty never digests.
+    assert_eq!(s.decide_digests("channel", 1_000, RULE).unwrap(), (13, 3));
+    assert!(s.due_digests("channel", 30_999, 10).unwrap().is_empty());
+    // Decided rows are not decided again.
+    assert_eq!(s.decide_digests("channel", 1_000, RULE).unwrap(), (0, 0));
+    // One more within the window joins the same digest.
+    delivery(&mut db.sql, "hook", 9, 2_000);
+    assert_eq!(s.decide_digests("channel", 2_000, RULE).unwrap(), (0, 1));
+    let due = s.due_digests("channel", 31_000, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].destination, "hook");
+    assert_eq!(
+        due[0].delivery_id(),
+        format!("hc-digest-{}-1000", due[0].id)
+    );
+    let items = s.digest_items(&due[0]).unwrap();
+    assert_eq!(items.len(), 9);
+    assert_eq!(items.iter().filter(|i| i.held).count(), 4);
+    let held = s.deliveries(Some("digested"), None, 10).unwrap();
+    assert!(held[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("listed in digest hc-digest-"));
+    s.mark_digest_failed(due[0].id, "503", 40_000, false)
+        .unwrap();
+    assert!(s.due_digests("channel", 39_999, 10).unwrap().is_empty());
+    s.mark_digest_sent(due[0].id, 40_000).unwrap();
+    let all = s.digests(Some("hook"), 10).unwrap();
+    assert_eq!((all[0].status.as_str(), all[0].attempts), ("sent", 2));
+    assert!(s.digests(Some("nope"), 10).unwrap().is_empty());
+}
+
+#[test]
+fn reads_run_on_the_reader_threads_and_broken_connections_are_opened_again() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    s.register(&spec("a"), "h", 0, 10).unwrap();
+    let (thread, names) = db
+        ._rt
+        .block_on(s.read(|s| {
+            let names: Vec<String> = s.load_all()?.into_iter().map(|r| r.spec.name).collect();
+            Ok((std::thread::current().name().map(str::to_string), names))
+        }))
+        .unwrap();
+    assert!(thread.unwrap().starts_with("pg-reader-"));
+    assert_eq!(names, ["a"]);
+    // PostgreSQL drops every connection of the store (a restart, a
+    // failover): the next use of each opens it again; at most the first
+    // statement on a dead connection fails.
+    let killed: i64 = db
+        .sql
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'healthchecker' AND pid != pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        killed >= 2,
+        "the writer's and a reader's connection: {killed}"
+    );
+    let retry = |f: &dyn Fn() -> Result<(), StoreError>| {
+        if f().is_err() {
+            f().expect("works again on a new connection");
+        }
+    };
+    retry(&|| s.ping());
+    retry(&|| s.register(&spec("b"), "h", 1, 10).map(|_| ()));
+    assert_eq!(s.load_all().unwrap().len(), 2);
+}
+
+#[test]
+fn the_writer_thread_batches_fences_and_reports_stale_buckets() {
+    let Some(db) = db() else { return };
+    let s = db.store.clone();
+    let (x, y) = ("svc-x", "svc-y");
+    let ix = s.register(&spec(x), "h", 0, 10).unwrap().record.id;
+    let iy = s.register(&spec(y), "h", 0, 10).unwrap().record.id;
+    let mut sql = postgres::Config::from(s.db().config().clone())
+        .connect(NoTls)
+        .unwrap();
+    sql.execute(
+        "UPDATE buckets SET owner = 'a', epoch = 1, expires_at = now() + interval '1 hour' \
+         WHERE bucket = $1",
+        &[&i32::from(Bucket::of(x).get())],
+    )
+    .unwrap();
+    let (held_tx, held_rx) = tokio::sync::watch::channel(held(&[(Bucket::of(x), 1)]));
+    let (stale_tx, mut stale_rx) = tokio::sync::mpsc::unbounded_channel();
+    let fence = PgFence {
+        node: "a".into(),
+        held: held_rx,
+        stale: stale_tx,
+    };
+    let (writer, handle) = PgWriter::start(&s, Some(fence), PgWriterTiming::default());
+    db._rt.block_on(async {
+        for i in 0..10 {
+            handle
+                .record(check(
+                    ix,
+                    1_000 + i,
+                    CheckResult::Pass,
+                    HealthState::Healthy,
+                ))
+                .await;
+        }
+        handle
+            .record(check(iy, 1_000, CheckResult::Pass, HealthState::Healthy))
+            .await;
+        handle.flush().await;
+    });
+    assert_eq!(s.checks(ix, 100).unwrap().len(), 10);
+    assert!(
+        s.checks(iy, 100).unwrap().is_empty(),
+        "y's bucket is not held"
+    );
+    match stale_rx.try_recv() {
+        Ok(FenceError::Stale { bucket, .. }) => assert_eq!(bucket, Bucket::of(y)),
+        other => panic!("expected y's bucket reported stale: {other:?}"),
+    }
+    // The lease set changes (x released): x's checks are now refused.
+    held_tx.send(Held::default()).unwrap();
+    db._rt.block_on(async {
+        handle
+            .record(check(ix, 2_000, CheckResult::Pass, HealthState::Healthy))
+            .await;
+        handle.flush().await;
+    });
+    assert_eq!(s.checks(ix, 100).unwrap().len(), 10);
+    assert!(matches!(stale_rx.try_recv(), Ok(FenceError::Stale { .. })));
+    drop(handle);
+    let stopped = writer.stopped();
+    writer.join();
+    assert!(stopped.is_cancelled());
+}
+
+#[test]
+fn a_corrupt_row_is_reported_with_its_table_row_and_column() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    let id = s.register(&spec("a"), "h", 0, 10).unwrap().record.id;
+    s.write_batch(
+        None,
+        &[check(id, 1_000, CheckResult::Pass, HealthState::Healthy)],
+    )
+    .unwrap();
+    let corrupt = |r: Result<_, StoreError>| match r {
+        Err(StoreError::Corrupt(c)) => (c.table, c.row, c.column),
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(_) => panic!("expected Corrupt, got a value"),
+    };
+    // Each case: a value no build writes, then the read that must refuse it.
+    db.sql
+        .execute(
+            "UPDATE services SET state = 'bogus' WHERE id = $1",
+            &[&id.get()],
+        )
+        .unwrap();
+    assert_eq!(
+        corrupt(s.get_service("a").map(|_| ())),
+        ("services".into(), Some(id.get()), "state".into())
+    );
+    assert!(matches!(s.count_by_state(), Err(StoreError::Corrupt(_))));
+    db.sql
+        .execute(
+            "UPDATE services SET state = 'healthy', port = 70000 WHERE id = $1",
+            &[&id.get()],
+        )
+        .unwrap();
+    assert_eq!(
+        corrupt(s.list_services(&ServiceFilter::default()).map(|_| ())),
+        ("services".into(), Some(id.get()), "port".into())
+    );
+    db.sql
+        .execute(
+            "UPDATE services SET port = 80, tags = 'not json' WHERE id = $1",
+            &[&id.get()],
+        )
+        .unwrap();
+    assert_eq!(
+        corrupt(s.get_service("a").map(|_| ())),
+        ("services".into(), Some(id.get()), "tags".into())
+    );
+    db.sql
+        .batch_execute("UPDATE checks SET result = 'maybe'; UPDATE uptime SET roll = '\\x07'")
+        .unwrap();
+    assert_eq!(corrupt(s.checks(id, 10).map(|_| ())).2, "result");
+    let hour = 1_000 / 3_600_000;
+    assert_eq!(
+        corrupt(s.rollups(id, false, hour, hour).map(|_| ())),
+        ("uptime".into(), None, "roll".into())
+    );
+}

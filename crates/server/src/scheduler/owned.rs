@@ -1,0 +1,206 @@
+//! Which services a clustered node's scheduler runs (SPEC section 19): the
+//! services of the buckets its node holds ([`Ownership`](super::Ownership)).
+//!
+//! The held set comes from the lease manager's `watch` channel. On a
+//! change, the services of lost buckets get a new generation (their
+//! timetable entries and any result in flight are dropped) and leave the
+//! *active* set at once; gained buckets are first read again through
+//! [`Ownership::load`](super::Ownership::load) (the state the previous owner left), then their
+//! services are scheduled on their normal phase and join the active set.
+//! Each change walks the entries once: changes of the held set are rare
+//! (a node joining, leaving or dying), checks are not.
+
+use super::{LoadBuckets, Scheduler};
+use crate::cluster::Held;
+use crate::store::ServiceRecord;
+use healthchecker_core::cluster::{Bucket, BucketSet};
+use healthchecker_core::ServiceId;
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The first wait before a failed read of gained buckets is tried again;
+/// it doubles up to [`LOAD_RETRY_MAX`].
+const LOAD_RETRY: Duration = Duration::from_millis(250);
+const LOAD_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The services read for gained buckets.
+pub(super) struct Loaded {
+    seq: u64,
+    buckets: Vec<Bucket>,
+    records: Vec<ServiceRecord>,
+}
+
+/// The buckets of a held set.
+pub(super) fn bucket_set(held: &Held) -> BucketSet {
+    held.leases.keys().copied().collect()
+}
+
+/// The next held set; `None` when the sender is gone. Never completes
+/// without a channel.
+pub(super) async fn held_changed(rx: &mut Option<watch::Receiver<Held>>) -> Option<BucketSet> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(bucket_set(&rx.borrow_and_update())),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+impl Scheduler {
+    /// The node now holds `new`.
+    pub(super) fn on_held(
+        &mut self,
+        new: BucketSet,
+        loaded_tx: &mpsc::Sender<Loaded>,
+        cancel: &CancellationToken,
+    ) {
+        let lost = self.held.minus(&new);
+        let gained = new.minus(&self.held);
+        self.held = new;
+        if !lost.is_empty() {
+            self.active = self.active.minus(&lost);
+            for b in lost.iter() {
+                self.loading[usize::from(b.get())] = 0;
+            }
+            for e in self.entries.values_mut() {
+                if lost.contains(e.bucket) {
+                    e.generation = e.generation.wrapping_add(1);
+                }
+            }
+            tracing::info!(
+                buckets = lost.len(),
+                "buckets lost: their services stop here"
+            );
+        }
+        if gained.is_empty() {
+            return;
+        }
+        tracing::info!(buckets = gained.len(), "buckets gained");
+        let Some(load) = self.load.clone() else {
+            self.activate(gained);
+            return;
+        };
+        self.load_seq += 1;
+        let seq = self.load_seq;
+        for b in gained.iter() {
+            self.loading[usize::from(b.get())] = seq;
+        }
+        let buckets: Vec<Bucket> = gained.iter().collect();
+        tokio::spawn(load_until_read(
+            load,
+            seq,
+            buckets,
+            loaded_tx.clone(),
+            cancel.clone(),
+        ));
+    }
+
+    /// The services of gained buckets as stored: the entries of the
+    /// buckets still awaited are replaced (state, counters, heartbeat
+    /// clock), those deleted meanwhile removed, and the buckets activated.
+    pub(super) fn on_loaded(&mut self, loaded: Loaded) {
+        let mut fresh = BucketSet::EMPTY;
+        for b in loaded.buckets {
+            let slot = &mut self.loading[usize::from(b.get())];
+            if *slot == loaded.seq && self.held.contains(b) {
+                *slot = 0;
+                fresh.insert(b);
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let records: Vec<ServiceRecord> = loaded
+            .records
+            .into_iter()
+            .filter(|r| fresh.contains(Bucket::of(&r.spec.name)))
+            .collect();
+        let ids: HashSet<ServiceId> = records.iter().map(|r| r.id).collect();
+        let gone: Vec<ServiceId> = self
+            .entries
+            .iter()
+            .filter(|(id, e)| fresh.contains(e.bucket) && !ids.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(e) = self.entries.remove(&id) {
+                self.metrics.remove_service(&e.name);
+            }
+        }
+        for rec in records {
+            let id = rec.id;
+            let mut entry = self.entry_of(rec);
+            if let Some(old) = self.entries.get(&id) {
+                // A probe of the old generation may still run: keep its
+                // flag, and the generation count, so its result is dropped.
+                entry.generation = old.generation;
+                entry.in_flight = old.in_flight;
+            }
+            self.entries.insert(id, entry);
+        }
+        self.deps = None;
+        self.activate(fresh);
+    }
+
+    /// Starts the services of `buckets` on their normal phase.
+    fn activate(&mut self, buckets: BucketSet) {
+        let now = self.mono_ms();
+        let mut start = Vec::new();
+        for (id, e) in self.entries.iter_mut() {
+            if buckets.contains(e.bucket) {
+                e.generation = e.generation.wrapping_add(1);
+                if !e.paused {
+                    start.push(*id);
+                }
+            }
+        }
+        for b in buckets.iter() {
+            self.active.insert(b);
+        }
+        for id in start {
+            self.schedule_first(id, now);
+        }
+    }
+}
+
+/// Reads the services of `buckets` until it works (or the scheduler
+/// stops), then hands them to the loop.
+async fn load_until_read(
+    load: LoadBuckets,
+    seq: u64,
+    buckets: Vec<Bucket>,
+    tx: mpsc::Sender<Loaded>,
+    cancel: CancellationToken,
+) {
+    let mut wait = LOAD_RETRY;
+    loop {
+        let read = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = load(buckets.clone()) => r,
+        };
+        match read {
+            Ok(records) => {
+                let _ = tx
+                    .send(Loaded {
+                        seq,
+                        buckets,
+                        records,
+                    })
+                    .await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(buckets = buckets.len(), error = %e,
+                    "cannot read the services of gained buckets; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(LOAD_RETRY_MAX);
+            }
+        }
+    }
+}
