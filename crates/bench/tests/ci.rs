@@ -42,9 +42,13 @@ fn a_small_benchmark_run_completes() {
         report.wchar_per_check > 0.0,
         "the daemon's writes were counted"
     );
+    // The counter was read at both ends of the window. Its value may be 0
+    // here: the writer holds plain checks for up to 2 minutes (or 4,096 of
+    // them), longer than this 10 s window at 200 checks/s; the large run
+    // measures it (docs/performance.md).
     assert!(
-        report.wal_bytes_per_check.is_some_and(|b| b > 0.0),
-        "the daemon's WAL bytes were counted: {:?}",
+        report.wal_bytes_per_check.is_some_and(|b| b >= 0.0),
+        "the daemon's WAL bytes were read: {:?}",
         report.wal_bytes_per_check
     );
 }

@@ -71,20 +71,12 @@ fn notify(state: &str) {
     }
 }
 
-/// `--db postgres://…` in a version without the PostgreSQL store: exit 2,
-/// saying first why the database cannot be reached if it cannot (SPEC
-/// section 19), else that the store is not built yet (docs/cluster.md).
-async fn postgres_not_built(pg: &healthchecker_server::cluster::PgDb) -> ExitCode {
-    match pg.check().await {
-        Err(e) => {
-            eprintln!("healthchecker: cannot connect to the PostgreSQL database {pg} (--db): {e}")
-        }
-        Ok(()) => eprintln!(
-            "healthchecker: {}",
-            healthchecker_server::cluster::not_built(pg)
-        ),
-    }
-    ExitCode::from(2)
+/// `--db postgres://…` that cannot connect at start: exit 2 with the
+/// reason (SPEC section 19), before anything is bound or created.
+async fn postgres_unreachable(pg: &healthchecker_server::cluster::PgDb) -> Option<ExitCode> {
+    let e = pg.check().await.err()?;
+    eprintln!("healthchecker: cannot connect to the PostgreSQL database {pg} (--db): {e}");
+    Some(ExitCode::from(2))
 }
 
 pub fn main(args: ServeArgs, m: &ArgMatches) -> ExitCode {
@@ -101,7 +93,9 @@ pub fn main(args: ServeArgs, m: &ArgMatches) -> ExitCode {
         Err(code) => return code,
     };
     if let Some(pg) = &cfg.postgres {
-        return rt.block_on(postgres_not_built(pg));
+        if let Some(code) = rt.block_on(postgres_unreachable(pg)) {
+            return code;
+        }
     }
     rt.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(cfg.bind).await {
@@ -111,7 +105,10 @@ pub fn main(args: ServeArgs, m: &ArgMatches) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        eprintln!("healthchecker: database {}", cfg.db.display());
+        match &cfg.postgres {
+            Some(pg) => eprintln!("healthchecker: database {pg}"),
+            None => eprintln!("healthchecker: database {}", cfg.db.display()),
+        }
         if let Ok(addr) = listener.local_addr() {
             tokio::spawn(notify_ready(crate::health_cmd::reachable(addr)));
         }

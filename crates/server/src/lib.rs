@@ -6,15 +6,17 @@
 //!
 //! # Layout
 //! - [`config`]: layered settings (CLI > env > TOML > defaults), validated once.
-//! - [`store`]: SQLite (WAL): schema migrations, registrations, the batch
-//!   writer that records checks, events and the outbox in one transaction.
+//! - [`store`]: SQLite (WAL) or PostgreSQL behind one `Store`: schema
+//!   migrations, registrations, the batch writer that records checks,
+//!   events and the outbox in one transaction.
 //! - [`probe`]: TCP, SSL, HTTP and HTTPS checks over fresh connections.
 //! - [`scheduler`]: one timer heap for every service; each result goes
 //!   through the service's pure monitor (`healthchecker_core::monitor`) and
 //!   on to the writer.
 //! - [`clock`]: the injectable wall clock (tests follow tokio's paused time).
 //! - [`cluster`]: PostgreSQL for a cluster (SPEC section 19): the `postgres://`
-//!   database, its migrations, bucket leases and fencing; not wired in yet.
+//!   database, its migrations, bucket leases and fencing, the PostgreSQL
+//!   store, wake-ups; `cluster::node` runs the daemon as a node.
 //! - `serve`: the API's accept loop (connection caps, timeouts, TLS).
 //! - [`notify`]: the mail outbox sender and renderer.
 //! - [`http`]: the v1 and legacy APIs, `/health`, `/metrics`.
@@ -181,35 +183,55 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     raise_fd_limit(cfg.max_concurrent_probes);
-    if let Some(pg) = &cfg.postgres {
-        // Never fall back to a SQLite file when PostgreSQL was asked for.
-        return Err(ServerError::Config(cluster::not_built(pg)));
-    }
-    let store = store::Store::open(&cfg.db).map_err(|source| ServerError::Store {
+    let addr = listener.local_addr()?;
+    // `--db postgres://…`: a node of a cluster (never a SQLite file).
+    let mut node = match &cfg.postgres {
+        Some(db) => Some(
+            cluster::node::Node::open(db, cfg.node_id_for(addr.port()), cfg.public_url.clone())
+                .await
+                .map_err(ServerError::Config)?,
+        ),
+        None => None,
+    };
+    let store = match &node {
+        Some(n) => n.store.clone(),
+        None => {
+            let s = store::Store::open(&cfg.db).map_err(|source| ServerError::Store {
+                path: cfg.db.clone(),
+                source,
+            })?;
+            tracing::info!(path = %cfg.db.display(), "store opened");
+            s
+        }
+    };
+    let store_error = |source| ServerError::Store {
         path: cfg.db.clone(),
         source,
-    })?;
-    tracing::info!(path = %cfg.db.display(), "store opened");
+    };
     store.set_keep_checks(cfg.keep_checks);
-    let services = store.load_all().map_err(|source| ServerError::Store {
-        path: cfg.db.clone(),
-        source,
-    })?;
+    // On the reader threads: PostgreSQL's blocking client must not run on
+    // a tokio worker.
+    let services = store.read(|s| s.load_all()).await.map_err(store_error)?;
     let tls = probe::TlsContext::new(load_extra_roots(&cfg)?);
     let metrics = Arc::new(metrics::Metrics::with_per_service(cfg.metrics_per_service));
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let (writer, writer_handle) = store::Writer::start(&store);
+    let (writer, writer_handle) =
+        store::Writer::start_fenced(&store, node.as_ref().map(|n| n.fence()));
     let outbox_note = cfg
         .smtp
         .is_none()
         .then(|| "smtp not configured".to_string());
     let clock = clock::Clock::system();
     let silence_book = silences::SilenceBook::default();
-    silence_book.set(store.silences().map_err(|source| ServerError::Store {
-        path: cfg.db.clone(),
-        source,
-    })?);
+    silence_book.set(store.read(|s| s.silences()).await.map_err(store_error)?);
+    let loaded: Vec<_> = match &node {
+        Some(_) => services
+            .iter()
+            .map(|r| (r.id, r.spec.name.clone()))
+            .collect(),
+        None => Vec::new(),
+    };
     let scheduler = scheduler::start(
         services,
         scheduler::SchedulerConfig {
@@ -218,7 +240,7 @@ pub async fn run(
             outbox_note,
             silences: silence_book.clone(),
             clock,
-            ownership: None,
+            ownership: node.as_ref().map(|n| n.ownership()),
         },
         probe::Prober::new(tls, cfg.targets.clone()),
         writer_handle.clone(),
@@ -227,6 +249,9 @@ pub async fn run(
         &tasks,
     );
     // The handle's channel closes when the scheduler task ends.
+    if let Some(n) = &mut node {
+        n.listen(scheduler.clone(), loaded, cancel.clone());
+    }
     let watched = scheduler.clone();
     let scheduler_stopped = spawn_essential(&tasks, async move { watched.stopped().await });
     tasks.spawn(prune_periodically(
@@ -279,9 +304,9 @@ pub async fn run(
         discovered: Default::default(),
         channels,
         silences: silence_book,
-        cluster: None,
+        cluster: node.as_ref().map(|n| n.cluster_source()),
+        notifier: node.as_ref().map(|n| n.notifier()),
     }));
-    let addr = listener.local_addr()?;
     let api_tls = cfg
         .api_tls
         .as_ref()
@@ -294,7 +319,8 @@ pub async fn run(
     }
     tracing::info!(%addr, scheme, "listening");
     let advertiser = if cfg.mdns {
-        match discovery::Advertiser::start(&cfg, addr, state.discovered.clone()) {
+        let node_id = node.as_ref().map(|n| n.id.as_str());
+        match discovery::Advertiser::start_node(&cfg, addr, state.discovered.clone(), node_id) {
             Ok(a) => Some(a),
             Err(e) => {
                 tracing::warn!(error = %e, "mDNS advertisement failed; clients need --server");
@@ -342,6 +368,10 @@ pub async fn run(
     writer_handle.flush().await;
     drop(writer_handle);
     writer.join();
+    if let Some(n) = node {
+        // After the last write: the buckets go to the other nodes at once.
+        n.stop().await;
+    }
     served?;
     match died.first() {
         Some(task) => Err(ServerError::Stopped(task.to_string())),

@@ -1,7 +1,7 @@
-//! `serve --db postgres://…` in a version without the PostgreSQL store
-//! (SPEC section 19, docs/cluster.md): start-up stops with exit 2, first
-//! saying why the database cannot be reached if it cannot, else that the
-//! store is not built yet. Never a SQLite file named `postgres:`.
+//! `serve --db postgres://…` (SPEC section 19, docs/cluster.md): a
+//! database that cannot be reached stops start-up with exit 2 and the
+//! reason, never a SQLite file named `postgres:`; a reachable one is served
+//! as a node of a cluster (the cluster itself: `cluster_nodes.rs`).
 
 use crate::daemon::bin;
 use healthchecker_testkit::closed_port;
@@ -57,31 +57,39 @@ fn a_malformed_postgres_url_is_a_configuration_error() {
 }
 
 #[tokio::test]
-async fn a_reachable_postgres_stops_startup_saying_the_store_is_not_built() {
+async fn a_reachable_postgres_serves_as_a_node_of_a_cluster() {
     let Some(pg) = Postgres::start().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "unused-with-trust-auth\n").unwrap();
-    let out = bin()
-        .args([
-            "serve",
-            "--no-mdns",
-            "--bind",
-            "127.0.0.1:0",
-            "--db",
-            &pg.url(),
-        ])
-        .arg("--db-password-file")
-        .arg(&pw)
-        .output()
+    let url = pg.url();
+    let pw_arg = pw.to_str().unwrap().to_string();
+    let proc = tokio::task::spawn_blocking(move || {
+        crate::daemon::Proc::start_raw(
+            std::path::Path::new(&url),
+            &[
+                "--no-mdns",
+                "--bind",
+                "127.0.0.1:0",
+                "--node-id",
+                "node-a",
+                "--db-password-file",
+                &pw_arg,
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let v = crate::daemon::get_json(&http, &format!("{}/api/v1/cluster", proc.url)).await;
+    assert_eq!(v["backend"], "postgresql", "{v}");
+    assert_eq!(v["node"], "node-a", "{v}");
+    let r = http
+        .get(format!("{}/health", proc.url))
+        .send()
+        .await
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("--db") && err.contains("not built yet") && err.contains("docs/cluster.md"),
-        "{err}"
-    );
-    assert!(!err.contains("cannot connect"), "{err}");
+    assert_eq!(r.status().as_u16(), 200);
 }

@@ -3,6 +3,7 @@
 mod channels;
 mod client_cmds;
 mod cluster;
+mod cluster_nodes;
 mod daemon;
 mod faults;
 mod heartbeat;

@@ -13,7 +13,9 @@
 //! release commits, and everything is removed when the last successful
 //! round's start plus the expiry passes on the local monotonic clock (that
 //! start is earlier than the database's `now()` of the same round, so the
-//! node stops before its lease ends in the database). A node that cannot
+//! node stops before its lease ends in the database); the published set
+//! carries that deadline ([`Held::valid_until`]), for a user to check when
+//! it acts rather than when the set changes. A node that cannot
 //! reach PostgreSQL therefore stops working on its buckets in time for
 //! another node to take them; its late writes are refused by
 //! [`super::fence()`].
@@ -66,6 +68,13 @@ impl LeaseConfig {
 pub struct Held {
     /// Every held bucket with its epoch.
     pub leases: BTreeMap<Bucket, Epoch>,
+    /// When these leases stop being safe to act on, on the local
+    /// monotonic clock: the last successful round's start plus the
+    /// expiry. The manager publishes an empty set once it passes, but a
+    /// process resumed after a stall (`SIGSTOP`, a frozen VM) may run
+    /// other tasks first, so a user checks it at the moment it acts (the
+    /// scheduler before each firing round). `None`: no deadline (tests).
+    pub valid_until: Option<Instant>,
 }
 
 impl Held {
@@ -280,6 +289,7 @@ impl LeaseManager {
         tx.commit().await?;
         self.first = false;
         self.valid_until = Some(started + self.cfg.expiry);
+        kept.valid_until = self.valid_until;
         self.publish(kept);
         Ok(())
     }

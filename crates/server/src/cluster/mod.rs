@@ -3,10 +3,10 @@
 //! bucket leases a node holds, the fencing check that makes a write of a
 //! node that lost its lease fail, and the PostgreSQL store.
 //!
-//! What is here is real and tested against a throwaway PostgreSQL
-//! (`tests/it/cluster.rs`, `store/tests.rs`), but not yet wired into the
-//! daemon: the daemon's `Store` and the scheduler still run on SQLite, and `--db postgres://…` stops at
-//! start-up (docs/cluster.md, "Status"). The decisions of a lease round are
+//! Tested against a throwaway PostgreSQL (`tests/it/cluster.rs`,
+//! `store/tests.rs`, the API suite's `pg_api.rs`) and wired into the
+//! daemon by [`node`] (`--db postgres://…`; docs/cluster.md, "Status").
+//! The decisions of a lease round are
 //! pure and live in `healthchecker_core::cluster`; this module only reads
 //! the table, asks them, and applies the answer with conditional writes.
 //!
@@ -24,10 +24,13 @@
 //!   node reaches the service's owner within a second.
 //! - [`status`]: the nodes, their leases and heartbeats, for
 //!   `GET /api/v1/cluster` and the dashboard.
+//! - [`node`]: the daemon as a node: the parts above put together for
+//!   `run`.
 
 pub mod db;
 pub mod fence;
 pub mod lease;
+pub mod node;
 pub mod schema;
 pub mod status;
 pub mod store;
@@ -37,15 +40,6 @@ pub use db::PgDb;
 pub use fence::{fence, FenceError};
 pub use lease::{Held, LeaseConfig, LeaseHandle, LeaseManager};
 pub use store::PgStore;
-
-/// The message of a daemon started with `--db postgres://…` in this
-/// version, whose daemon is not wired to the PostgreSQL store yet.
-pub fn not_built(db: &PgDb) -> String {
-    format!(
-        "--db {db}: serving from PostgreSQL is not built yet in this version \
-         (its store, leases and migrations are, see docs/cluster.md); use a SQLite file for --db"
-    )
-}
 
 /// `e` followed by its causes, each once: tokio-postgres keeps the reason
 /// (refused, unknown host, the server's message) in `source()`, not in

@@ -181,6 +181,27 @@ pub async fn notify(pool: &Pool, from: &str, wake: &Wake) -> Result<(), ClusterE
         .unwrap_or(Err(ClusterError::Timeout("notify")))
 }
 
+/// What the API path of a clustered node needs to wake the owner of a
+/// service it changed: the pool and the node's id ([`notify`]).
+#[derive(Clone)]
+pub struct Notifier {
+    /// The node's pool.
+    pub pool: Pool,
+    /// The node's id (its own notifications are skipped by its listener).
+    pub node: String,
+}
+
+impl Notifier {
+    /// [`notify`], a failure logged rather than returned: the change is
+    /// committed, and a lost notification is covered by the owner's
+    /// resync after its listener reconnects.
+    pub async fn send(&self, wake: Wake) {
+        if let Err(e) = notify(&self.pool, &self.node, &wake).await {
+            tracing::warn!(error = %e, "cannot notify the other nodes of a change");
+        }
+    }
+}
+
 /// One connection listening on [`CHANNEL`].
 struct Session {
     client: tokio_postgres::Client,

@@ -107,9 +107,12 @@ pub struct Config {
     /// SQLite file (unused when `postgres` is set).
     pub db: PathBuf,
     /// `--db postgres://…`: the PostgreSQL database of a cluster (SPEC
-    /// section 19), password joined. The PostgreSQL store is not built
-    /// yet: `healthchecker serve` checks the connection and stops.
+    /// section 19), password joined.
     pub postgres: Option<crate::cluster::PgDb>,
+    /// `--node-id`: this node's id in a cluster (leases, outbox claims,
+    /// mDNS, `GET /api/v1/cluster`); `None`: `<hostname>:<API port>`,
+    /// decided when the port is bound ([`Config::node_id_for`]).
+    pub node_id: Option<String>,
     /// Log format.
     pub log_format: LogFormat,
     /// Advertise over mDNS.

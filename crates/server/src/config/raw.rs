@@ -18,12 +18,15 @@ pub struct RawOptions {
     /// API listen address [default: 0.0.0.0:8484]
     #[arg(long, env = "HEALTHCHECKER_BIND", value_name = "ADDR")]
     pub bind: Option<String>,
-    /// SQLite database file, or a postgres://user@host/db URL (a cluster; not built yet, see docs/cluster.md) [default: $XDG_DATA_HOME/healthchecker/healthchecker.db]
+    /// SQLite database file, or a postgres://user@host/db URL (a cluster of daemons sharing the work, see docs/cluster.md) [default: $XDG_DATA_HOME/healthchecker/healthchecker.db]
     #[arg(long, env = "HEALTHCHECKER_DB", value_name = "PATH|URL")]
     pub db: Option<String>,
     /// File holding the PostgreSQL password of a postgres:// --db (else HEALTHCHECKER_DB_PASSWORD)
     #[arg(long, env = "HEALTHCHECKER_DB_PASSWORD_FILE", value_name = "PATH")]
     pub db_password_file: Option<String>,
+    /// This node's id in a cluster (--db postgres://…): unique among the nodes, stable across restarts [default: <hostname>:<API port>]
+    #[arg(long, env = "HEALTHCHECKER_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
     /// TOML config file (lower precedence than options and environment)
     #[arg(long, env = "HEALTHCHECKER_CONFIG", value_name = "PATH")]
     pub config: Option<String>,

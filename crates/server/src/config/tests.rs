@@ -203,7 +203,7 @@ fn the_command_line_struct_is_merged_over_the_file_option_by_option() {
 #[test]
 fn every_option_is_a_key() {
     let keys = keys();
-    assert_eq!(keys.len(), 34, "{keys:?}");
+    assert_eq!(keys.len(), 35, "{keys:?}");
     assert!(keys.contains(&"max-connections-per-client".to_string()));
     assert!(keys.contains(&"no-mdns".to_string()));
 }
@@ -338,4 +338,21 @@ fn a_bad_postgres_url_names_db_without_the_password() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("--db-password-file"), "{e}");
+}
+
+#[test]
+fn node_id_is_given_or_the_host_and_port() {
+    let c = Config::resolve_with_env(vec![s("node-id", "nas-1", Source::Cli)], |_| None).unwrap();
+    assert_eq!(c.node_id_for(8484), "nas-1");
+    let c = Config::resolve_with_env(Vec::new(), |_| None).unwrap();
+    assert_eq!(
+        c.node_id_for(8484),
+        format!("{}:8484", crate::host::name_or_default())
+    );
+    for bad in ["", "two words", &"x".repeat(101)] {
+        let e = Config::resolve_with_env(vec![s("node-id", bad, Source::Cli)], |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--node-id"), "{bad:?}: {e}");
+    }
 }

@@ -86,6 +86,15 @@ fn read_secret(g: &Given<'_>, field: &str, path: &str) -> Result<String, ConfigE
 }
 
 impl Config {
+    /// This node's id in a cluster: `--node-id`, else
+    /// `<hostname>:<port>` of the bound API port (stable across restarts
+    /// of one daemon, distinct for daemons on one machine).
+    pub fn node_id_for(&self, port: u16) -> String {
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{port}", crate::host::name_or_default()))
+    }
+
     /// Resolves the configuration from the command line and environment
     /// (`cli`, [`Layer::from_cli`]), reading the config file it names.
     pub fn resolve(cli: Layer) -> Result<Config, ConfigError> {
@@ -138,6 +147,7 @@ impl Config {
                     }
                 })?,
             },
+            node_id: node_id(&raw, &g)?,
             postgres,
             log_format: g.parse(
                 "log_format",
@@ -356,6 +366,22 @@ fn postgres(
                 .unwrap_or_else(|_| "postgres://…".to_string());
             g.invalid("db", &shown, reason)
         })
+}
+
+/// Most characters of a `--node-id`.
+pub const NODE_ID_MAX: usize = 100;
+
+/// `--node-id`: 1 to [`NODE_ID_MAX`] printable characters, no spaces.
+fn node_id(raw: &RawOptions, g: &Given<'_>) -> Result<Option<String>, ConfigError> {
+    g.parse("node_id", &raw.node_id, None, |v| {
+        if v.is_empty() || v.chars().count() > NODE_ID_MAX {
+            Err(format!("expected 1 to {NODE_ID_MAX} characters"))
+        } else if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Err("expected no spaces or control characters".into())
+        } else {
+            Ok(Some(v.to_string()))
+        }
+    })
 }
 
 /// `--tls-cert` and `--tls-key`: both or neither.

@@ -69,6 +69,9 @@ pub struct AppInner {
     /// Where `GET /api/v1/cluster` reads the nodes and leases from
     /// (PostgreSQL); `None`: a single node on SQLite.
     pub cluster: Option<ClusterSource>,
+    /// On a node of a cluster: wakes the owner of a service this node
+    /// changed or received a ping for (`LISTEN/NOTIFY`); `None` on SQLite.
+    pub notifier: Option<crate::cluster::wake::Notifier>,
 }
 
 impl std::ops::Deref for AppState {

@@ -142,7 +142,20 @@ impl AppState {
         {
             return Err(ApiError::Unavailable("the daemon is shutting down".into()));
         }
+        self.wake_owner(reg.record.id, &reg.record.spec.name).await;
         Ok(reg)
+    }
+
+    /// On a node of a cluster, wakes the service's owner (if another node)
+    /// after a committed change: it reads the service again.
+    async fn wake_owner(&self, id: healthchecker_core::ServiceId, name: &str) {
+        if let Some(n) = &self.notifier {
+            n.send(crate::cluster::wake::Wake::Service {
+                id,
+                name: name.to_string(),
+            })
+            .await;
+        }
     }
 
     /// Pauses or resumes; `NotFound` for an unknown name.
@@ -161,6 +174,7 @@ impl AppState {
         self.scheduler
             .send(Command::SetPaused { id: rec.id, paused })
             .await;
+        self.wake_owner(rec.id, &rec.spec.name).await;
         Ok(rec)
     }
 
@@ -178,6 +192,7 @@ impl AppState {
                 name: name.to_string(),
             })
             .await;
+        self.wake_owner(id, name).await;
         Ok(())
     }
 

@@ -235,11 +235,22 @@ async fn deliver(
             id,
             ping,
             at,
-            output,
+            output: output.clone(),
         })
         .await
     {
         return Err(ApiError::Unavailable("the daemon is shutting down".into()));
+    }
+    if let Some(n) = &app.notifier {
+        // The service's owner may be another node of the cluster.
+        n.send(crate::cluster::wake::Wake::Ping {
+            id,
+            name: name.to_string(),
+            ping,
+            at,
+            output,
+        })
+        .await;
     }
     let what = match ping {
         Ping::Success => "success".to_string(),

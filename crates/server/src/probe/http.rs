@@ -108,7 +108,7 @@ enum Framing {
 /// server closed early, a bad chunk) still tells its status: what came is
 /// judged.
 async fn exchange<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(u16, Vec<u8>), String> {
-    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let mut buf: Vec<u8> = Vec::with_capacity(4 * 1024);
     loop {
         let parsed = {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -183,8 +183,12 @@ async fn read_more<S: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     cap: usize,
 ) -> std::io::Result<usize> {
-    let room = cap.saturating_sub(buf.len()).clamp(1, 16 * 1024);
-    buf.reserve(room);
+    // Read into the room there is; grow only when little is left (most
+    // answers fit the first 4 KiB: no reallocation per check).
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(16 * 1024);
+    }
+    let room = (buf.capacity() - buf.len()).min(cap.saturating_sub(buf.len()).max(1));
     let mut limited = (&mut *stream).take(room as u64);
     limited.read_buf(buf).await
 }

@@ -183,9 +183,11 @@ impl Prober {
 
     async fn probe_inner(&self, spec: &ServiceSpec, now_ms: i64) -> ProbeOutcome {
         let t = &spec.target;
+        // The rarer kinds run boxed: the probe's future is as large as its
+        // largest state, and every check moves it into its task.
         match t.protocol {
-            healthchecker_core::Protocol::Dns => return dns::check(self, spec).await,
-            healthchecker_core::Protocol::Icmp => return icmp::check(self, spec).await,
+            healthchecker_core::Protocol::Dns => return Box::pin(dns::check(self, spec)).await,
+            healthchecker_core::Protocol::Icmp => return Box::pin(icmp::check(self, spec)).await,
             // Pushed, never polled (the scheduler judges its pings).
             healthchecker_core::Protocol::Heartbeat => {
                 return ProbeOutcome::fail("a heartbeat service is not probed")
@@ -203,6 +205,12 @@ impl Prober {
                 _ => ProbeOutcome::pass(),
             };
         }
+        Box::pin(self.over_tls(stream, spec, now_ms)).await
+    }
+
+    /// The TLS handshake and, for HTTPS, the request over it.
+    async fn over_tls(&self, stream: TcpStream, spec: &ServiceSpec, now_ms: i64) -> ProbeOutcome {
+        let t = &spec.target;
         let (tls_stream, expires) = match self.tls.handshake(stream, &t.host, spec).await {
             Ok(s) => s,
             Err(reason) => return ProbeOutcome::fail(reason),

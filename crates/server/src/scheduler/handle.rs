@@ -65,8 +65,10 @@ pub struct SchedulerConfig {
 /// in `held`. When a bucket is gained, it first reads the bucket's services
 /// through `load` (their state as the previous owner left it: a monitor
 /// started from stale state would notify a transition again), then
-/// schedules them on their normal phase; when a bucket is lost, its
-/// services stop being fired and a result still in flight is dropped.
+/// schedules them on their previous owner's cadence (the next slot of
+/// `last_check + k·interval`); when a bucket is lost, or the held set's
+/// [`valid_until`](crate::cluster::Held::valid_until) passes, its services
+/// stop being fired and a result still in flight is dropped.
 #[derive(Clone)]
 pub struct Ownership {
     /// The held leases: the [`LeaseManager`](crate::cluster::LeaseManager)'s

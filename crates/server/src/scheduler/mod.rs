@@ -86,6 +86,9 @@ struct Entry {
     in_flight: bool,
     /// A heartbeat service's clock (it is never probed).
     beat: Option<Beat>,
+    /// When its latest check started (Unix ms, as stored): where a gained
+    /// bucket's service continues its previous owner's cadence.
+    last_check: Option<i64>,
 }
 
 /// A finished check, from its probe task back to the loop.
@@ -149,6 +152,7 @@ fn start_with(
         loading: vec![0; usize::from(healthchecker_core::cluster::BUCKETS)],
         load_seq: 0,
         load: None,
+        held_until: None,
     };
     tracker.spawn(s.run(services, rx, cancel));
     SchedulerHandle { tx, alive }
@@ -178,6 +182,10 @@ struct Scheduler {
     loading: Vec<u64>,
     load_seq: u64,
     load: Option<LoadBuckets>,
+    /// The held set's deadline on the local monotonic clock
+    /// ([`Held::valid_until`](crate::cluster::Held::valid_until)): past
+    /// it, nothing is fired or applied, whatever the channel says yet.
+    held_until: Option<Instant>,
 }
 
 impl Scheduler {
@@ -204,8 +212,11 @@ impl Scheduler {
             self.insert(rec, now);
         }
         if let Some(rx) = held_rx.as_mut() {
-            let first = owned::bucket_set(&rx.borrow_and_update());
-            self.on_held(first, &loaded_tx, &cancel);
+            let (first, until) = {
+                let held = rx.borrow_and_update();
+                (owned::bucket_set(&held), held.valid_until)
+            };
+            self.on_held(first, until, &loaded_tx, &cancel);
         }
         tracing::info!(services = self.entries.len(), "scheduler started");
         let mut last_fire = Instant::now();
@@ -234,7 +245,8 @@ impl Scheduler {
                         // The lease manager is gone: nothing is held.
                         held_rx = None;
                     }
-                    self.on_held(held.unwrap_or(BucketSet::EMPTY), &loaded_tx, &cancel);
+                    let (set, until) = held.unwrap_or((BucketSet::EMPTY, None));
+                    self.on_held(set, until, &loaded_tx, &cancel);
                 }
                 Some(loaded) = loaded_rx.recv() => self.on_loaded(loaded),
                 _ = tokio::time::sleep_until(next) => {
@@ -288,6 +300,7 @@ impl Scheduler {
             generation: 0,
             in_flight: false,
             beat,
+            last_check: rec.last_check.as_ref().map(|c| c.at),
         }
     }
 
@@ -418,6 +431,7 @@ impl Scheduler {
     /// Starts the due probes; returns the heartbeats found overdue, to be
     /// recorded as failed checks.
     fn fire(&mut self, done_tx: &mpsc::Sender<Done>) -> Vec<(ServiceId, ProbeOutcome)> {
+        self.expire_held_if_due();
         let now = self.mono_ms();
         let wall = self.cfg.clock.now_ms();
         let mut overdue = Vec::new();
@@ -497,6 +511,7 @@ impl Scheduler {
     }
 
     async fn on_done(&mut self, d: Done) {
+        self.expire_held_if_due();
         let Some(e) = self.entries.get_mut(&d.id) else {
             return;
         };
@@ -517,6 +532,7 @@ impl Scheduler {
         let Some(e) = self.entries.get_mut(&id) else {
             return;
         };
+        e.last_check = Some(at.get());
         self.metrics
             .record_check(o.result, o.duration.as_secs_f64());
         let rules = Rules {

@@ -6,18 +6,30 @@
 //! timetable entries and any result in flight are dropped) and leave the
 //! *active* set at once; gained buckets are first read again through
 //! [`Ownership::load`](super::Ownership::load) (the state the previous owner left), then their
-//! services are scheduled on their normal phase and join the active set.
+//! services join the active set, each first due on the previous owner's
+//! cadence ([`continued_due`]): the next slot of `last_check + k·interval`,
+//! never within an interval of the last check the store has.
 //! Each change walks the entries once: changes of the held set are rare
 //! (a node joining, leaving or dying), checks are not.
+//!
+//! The held set also carries its deadline on the local monotonic clock
+//! ([`Held::valid_until`]); the loop checks it before each firing round
+//! and before applying a result ([`Scheduler::expire_held_if_due`]), not
+//! only when the channel changes: a node resumed after a pause longer than
+//! its leases must not start the probes that came due while it was
+//! stopped, whichever of its tasks the runtime wakes first.
 
+use super::timetable::Due;
 use super::{LoadBuckets, Scheduler};
 use crate::cluster::Held;
 use crate::store::ServiceRecord;
 use healthchecker_core::cluster::{Bucket, BucketSet};
+use healthchecker_core::schedule::first_due;
 use healthchecker_core::ServiceId;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// The first wait before a failed read of gained buckets is tried again;
@@ -37,44 +49,66 @@ pub(super) fn bucket_set(held: &Held) -> BucketSet {
     held.leases.keys().copied().collect()
 }
 
-/// The next held set; `None` when the sender is gone. Never completes
-/// without a channel.
-pub(super) async fn held_changed(rx: &mut Option<watch::Receiver<Held>>) -> Option<BucketSet> {
+/// The next held set and its deadline; `None` when the sender is gone.
+/// Never completes without a channel.
+pub(super) async fn held_changed(
+    rx: &mut Option<watch::Receiver<Held>>,
+) -> Option<(BucketSet, Option<Instant>)> {
     match rx {
         Some(rx) => match rx.changed().await {
-            Ok(()) => Some(bucket_set(&rx.borrow_and_update())),
+            Ok(()) => {
+                let held = rx.borrow_and_update();
+                Some((bucket_set(&held), held.valid_until))
+            }
             Err(_) => None,
         },
         None => std::future::pending().await,
     }
 }
 
+/// When a gained polled service is first due, on the scheduler's
+/// monotonic scale (`now` there is wall time `wall`, Unix ms): the first
+/// slot after `wall` of the previous owner's fixed-rate grid
+/// `last + k·interval` (`last`: its latest stored check), so the handover
+/// keeps the cadence. A probe of the old owner whose result was dropped
+/// at the move was on that grid too, so the first check here comes a whole
+/// interval after it. A `last` ahead of this node's clock (clock skew
+/// between nodes) waits one interval. Never checked: at the service's
+/// phase ([`first_due`]).
+pub(super) fn continued_due(
+    now: u64,
+    wall: i64,
+    last: Option<i64>,
+    id: ServiceId,
+    interval_ms: u64,
+) -> u64 {
+    let Some(last) = last else {
+        return first_due(now, id.get() as u64, interval_ms);
+    };
+    let iv = interval_ms.max(1) as i64;
+    let behind = wall - last;
+    let wait = if behind < 0 { iv } else { iv - behind % iv };
+    now + wait as u64
+}
+
 impl Scheduler {
-    /// The node now holds `new`.
+    /// The node now holds `new`, safe to act on until `until` (local
+    /// monotonic time; `None`: no deadline). A set already past its
+    /// deadline is nothing held.
     pub(super) fn on_held(
         &mut self,
         new: BucketSet,
+        until: Option<Instant>,
         loaded_tx: &mpsc::Sender<Loaded>,
         cancel: &CancellationToken,
     ) {
+        let expired = until.is_some_and(|t| Instant::now() >= t);
+        let new = if expired { BucketSet::EMPTY } else { new };
+        self.held_until = if expired { None } else { until };
         let lost = self.held.minus(&new);
         let gained = new.minus(&self.held);
         self.held = new;
-        if !lost.is_empty() {
-            self.active = self.active.minus(&lost);
-            for b in lost.iter() {
-                self.loading[usize::from(b.get())] = 0;
-            }
-            for e in self.entries.values_mut() {
-                if lost.contains(e.bucket) {
-                    e.generation = e.generation.wrapping_add(1);
-                }
-            }
-            tracing::info!(
-                buckets = lost.len(),
-                "buckets lost: their services stop here"
-            );
-        }
+        self.lose(lost);
         if gained.is_empty() {
             return;
         }
@@ -96,6 +130,40 @@ impl Scheduler {
             loaded_tx.clone(),
             cancel.clone(),
         ));
+    }
+
+    /// Drops everything held once the held set's deadline has passed on
+    /// the local monotonic clock, without waiting for the lease manager to
+    /// publish it: after a stall, this task may run before that one.
+    pub(super) fn expire_held_if_due(&mut self) {
+        if self.held_until.is_some_and(|t| Instant::now() >= t) {
+            self.held_until = None;
+            let lost = self.held;
+            self.held = BucketSet::EMPTY;
+            tracing::warn!("the held leases' deadline has passed: stopping their services");
+            self.lose(lost);
+        }
+    }
+
+    /// `lost` leaves the active set; its services get a new generation
+    /// (their timetable entries and results in flight are dropped).
+    fn lose(&mut self, lost: BucketSet) {
+        if lost.is_empty() {
+            return;
+        }
+        self.active = self.active.minus(&lost);
+        for b in lost.iter() {
+            self.loading[usize::from(b.get())] = 0;
+        }
+        for e in self.entries.values_mut() {
+            if lost.contains(e.bucket) {
+                e.generation = e.generation.wrapping_add(1);
+            }
+        }
+        tracing::info!(
+            buckets = lost.len(),
+            "buckets lost: their services stop here"
+        );
     }
 
     /// The services of gained buckets as stored: the entries of the
@@ -145,9 +213,11 @@ impl Scheduler {
         self.activate(fresh);
     }
 
-    /// Starts the services of `buckets` on their normal phase.
+    /// Starts the services of `buckets`: a polled one on its previous
+    /// owner's cadence ([`continued_due`]), a heartbeat at its deadline.
     fn activate(&mut self, buckets: BucketSet) {
         let now = self.mono_ms();
+        let wall = self.cfg.clock.now_ms();
         let mut start = Vec::new();
         for (id, e) in self.entries.iter_mut() {
             if buckets.contains(e.bucket) {
@@ -161,7 +231,20 @@ impl Scheduler {
             self.active.insert(b);
         }
         for id in start {
-            self.schedule_first(id, now);
+            let Some(e) = self.entries.get(&id) else {
+                continue;
+            };
+            if e.beat.is_some() {
+                self.schedule_first(id, now);
+                continue;
+            }
+            let at = continued_due(now, wall, e.last_check, id, e.spec.interval as u64 * 1000);
+            let generation = e.generation;
+            self.timetable.push(Due {
+                at,
+                service: id,
+                generation,
+            });
         }
     }
 }

@@ -638,3 +638,166 @@ async fn a_registration_in_an_unheld_bucket_is_kept_but_not_checked() {
     assert!((0..5_000).contains(&(w[0].at.get() - at)));
     h.stop().await;
 }
+
+/// A polled service "web" every `interval` s whose latest stored check
+/// started at `at` (Unix ms).
+fn checked_at(interval: u32, at: i64) -> ServiceRecord {
+    let mut rec = polled(interval, 2, 2);
+    rec.last_check = Some(crate::store::LastCheck {
+        at,
+        result: Pass,
+        reason: None,
+        duration_us: 1_000,
+    });
+    rec
+}
+
+/// Gains the bucket of "web" (read back as `stored(now)`, now the wall
+/// time of the gain) after a quiet minute; returns the harness, the gain's
+/// wall time and the held set's sender (nothing is held once it drops).
+async fn gain_web(
+    stored: impl Fn(i64) -> ServiceRecord + Send + Sync + 'static,
+) -> (
+    Harness,
+    i64,
+    tokio::sync::watch::Sender<crate::cluster::Held>,
+) {
+    let gain = Arc::new(Mutex::new(0i64));
+    let at = gain.clone();
+    let load: LoadBuckets = Arc::new(move |_| {
+        let rec = stored(*at.lock().unwrap());
+        Box::pin(async move { Ok(vec![rec]) })
+    });
+    let (held, rx) = tokio::sync::watch::channel(holding(&[]));
+    let mut h = Harness::start_owning(
+        vec![polled(30, 2, 2)],
+        results(&[Pass], Duration::from_millis(10)),
+        0,
+        Some(Ownership {
+            held: rx,
+            load: Some(load),
+        }),
+    );
+    h.quiet_for(Duration::from_secs(60)).await;
+    let now = h.clock.now_ms();
+    *gain.lock().unwrap() = now;
+    held.send(holding(&["web"])).unwrap();
+    (h, now, held)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gained_bucket_continues_its_previous_owners_cadence() {
+    // Last checked by the previous owner 10 s before the gain, every 30 s:
+    // the first check here is 20 s after the gain, not at this node's own
+    // phase (which could be within half an interval of that last check).
+    let (mut h, gained, _held) = gain_web(|now| checked_at(30, now - 10_000)).await;
+    let w = h.next(3).await;
+    assert_eq!(
+        times(&w),
+        [gained + 20_000, gained + 50_000, gained + 80_000],
+        "on the previous owner's grid"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gained_overdue_service_takes_the_next_slot_of_its_previous_cadence() {
+    // Last checked 75 s before the gain, every 30 s (the previous owner
+    // died, or a result of its last probe was dropped at the move): the
+    // grid's next slot is 90 s after that check, 15 s after the gain.
+    let (mut h, gained, _held) = gain_web(|now| checked_at(30, now - 75_000)).await;
+    let w = h.next(2).await;
+    assert_eq!(times(&w), [gained + 15_000, gained + 45_000]);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gained_service_stored_ahead_of_this_nodes_clock_waits_an_interval() {
+    // Clock skew between nodes: a last check 3 s in this node's future.
+    let (mut h, gained, _held) = gain_web(|now| checked_at(30, now + 3_000)).await;
+    let w = h.next(1).await;
+    assert_eq!(w[0].at.get(), gained + 30_000);
+    h.stop().await;
+}
+
+#[test]
+fn continued_due_is_on_the_previous_grid_and_never_within_an_interval_of_the_last_check() {
+    let id = ServiceId::new(7);
+    for behind in [0i64, 1, 4_999, 5_000, 5_001, 12_345, 3_600_000] {
+        let wall = T0;
+        let due = owned::continued_due(1_000, wall, Some(wall - behind), id, 5_000);
+        let at = wall + (due - 1_000) as i64;
+        let since_last = at - (wall - behind);
+        assert!(due > 1_000, "{behind}: in the future");
+        assert!(due <= 6_000, "{behind}: within one interval");
+        assert_eq!(since_last % 5_000, 0, "{behind}: on the grid");
+        assert!(since_last >= 5_000, "{behind}: a whole interval after it");
+    }
+    // Never checked: its phase, within one interval.
+    let due = owned::continued_due(1_000, T0, None, id, 5_000);
+    assert_eq!(due, first_due(1_000, 7, 5_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_fired_past_the_held_sets_deadline_even_before_it_is_withdrawn() {
+    // The held set is good for 12 s and nothing publishes after it (a
+    // node stalled: its lease manager has not run yet). Checks every 5 s
+    // stop at the deadline, at fire time, not when the channel changes.
+    let mut held = holding(&["web"]);
+    let until = Instant::now() + Duration::from_secs(12);
+    held.valid_until = Some(until);
+    let (tx, rx) = tokio::sync::watch::channel(held.clone());
+    let start = T0;
+    let mut h = Harness::start_owning(
+        vec![polled(5, 2, 2)],
+        results(&[Pass], Duration::from_millis(10)),
+        0,
+        Some(Ownership {
+            held: rx,
+            load: None,
+        }),
+    );
+    // Every check until a quiet minute (at most 50: without the deadline
+    // it would never stop).
+    let mut before = Vec::new();
+    while before.len() < 50 {
+        let got = tokio::time::timeout(Duration::from_secs(60), h.writes.recv()).await;
+        match got {
+            Ok(Some(w)) => before.push(w.at.get()),
+            _ => break,
+        }
+    }
+    assert!(!before.is_empty(), "checked while held");
+    assert!(
+        before.iter().all(|at| *at < start + 12_000),
+        "checked past the deadline: {before:?}"
+    );
+    h.quiet_for(Duration::from_secs(600)).await;
+
+    // Renewed (a later round): checked again, on its own cadence.
+    held.valid_until = Some(Instant::now() + Duration::from_secs(3_600));
+    tx.send(held).unwrap();
+    let last = *before.last().unwrap();
+    let w = h.next(2).await;
+    assert_eq!((w[0].at.get() - last) % 5_000, 0, "on its grid");
+    assert_eq!(w[1].at - w[0].at, 5_000);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_set_received_past_its_deadline_is_nothing_held() {
+    let mut held = holding(&["web"]);
+    held.valid_until = Some(Instant::now());
+    let (_tx, rx) = tokio::sync::watch::channel(held);
+    let mut h = Harness::start_owning(
+        vec![polled(5, 2, 2)],
+        results(&[Pass], Duration::from_millis(10)),
+        0,
+        Some(Ownership {
+            held: rx,
+            load: None,
+        }),
+    );
+    h.quiet_for(Duration::from_secs(600)).await;
+    h.stop().await;
+}

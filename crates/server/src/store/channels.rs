@@ -8,7 +8,7 @@
 //! reads the due ones and records each attempt.
 
 use super::decode::{self, Announced, Attempts, Fields, Record};
-use super::{lock, Store, StoreError};
+use super::{lock, SqliteStore, StoreError};
 use healthchecker_core::channel::{Channel, ChannelKind, Secret};
 use healthchecker_core::{HealthState, ServiceId, UnixMs};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -219,7 +219,7 @@ pub(crate) fn insert_deliveries(
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     /// Creates or replaces a channel; `true` when it is new.
     pub fn put_channel(&self, c: &Channel, now: i64) -> Result<bool, StoreError> {
         let config = serde_json::json!({

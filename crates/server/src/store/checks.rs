@@ -3,7 +3,7 @@
 //! raw checks (SPEC section 18).
 
 use super::decode::{self, Fields, Record};
-use super::{lock, Store, StoreError};
+use super::{lock, SqliteStore, StoreError};
 use healthchecker_core::{CheckResult, ServiceId};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -185,7 +185,7 @@ pub(crate) fn mark_heads(tx: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     /// The newest `limit` checks of a service, newest first: those the
     /// batch writer holds but has not committed yet (with the row ids they
     /// will have), then the committed ones.

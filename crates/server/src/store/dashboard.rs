@@ -4,7 +4,9 @@
 //! a dashboard page within 50 ms at 100,000 services).
 
 use super::decode::{self, Fields};
-use super::{ServiceFilter, ServiceRecord, StateCounts, Store, StoreError, SERVICE_COLUMNS};
+use super::{
+    ServiceFilter, ServiceRecord, SqliteStore, StateCounts, Store, StoreError, SERVICE_COLUMNS,
+};
 use healthchecker_core::{HealthState, ServiceId};
 use rusqlite::{params, OptionalExtension};
 
@@ -119,7 +121,7 @@ impl CountsCache {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// A page of services as [`Store::list_services`] filters them, in `order`.
     pub fn list_services_ordered(
         &self,

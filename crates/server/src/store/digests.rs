@@ -11,7 +11,7 @@
 //! per-service trigger and resolve, Home Assistant each service's state.
 
 use super::decode::{self, Announced, Attempts, Fields, Record};
-use super::{lock, Store, StoreError};
+use super::{lock, SqliteStore, StoreError};
 use crate::clock::rfc3339;
 use healthchecker_core::policy::{combined_verdict, DigestBook, DigestRule, DigestVerdict};
 use healthchecker_core::{HealthState, ServiceId};
@@ -307,7 +307,7 @@ fn decide(
     Ok((sent, held))
 }
 
-impl Store {
+impl SqliteStore {
     /// Decides, at `now`, which due rows of `outbox` (`channel` or `mail`)
     /// go out on their own and which are held (`digested`) for their
     /// destination's digest. Returns (sent on their own, held).

@@ -1,7 +1,7 @@
 //! The `events` table: state changes and changes made through the API.
 
 use super::decode::{self, Fields, Record};
-use super::{Store, StoreError};
+use super::{SqliteStore, StoreError};
 use healthchecker_core::{HealthState, ServiceId, UnixMs};
 use rusqlite::{params, Connection};
 
@@ -10,7 +10,7 @@ use rusqlite::{params, Connection};
 pub const RETAIN_EVENTS_MS: i64 = 90 * 24 * 3600 * 1000;
 /// ...but at most this many per service, the newest (SPEC section 12): a
 /// client that flaps a target or pauses and resumes a service in a loop
-/// cannot grow the table without bound. Enforced by [`Store::prune`].
+/// cannot grow the table without bound. Enforced by [`Store::prune`](super::Store::prune).
 pub const MAX_EVENTS_PER_SERVICE: i64 = 1000;
 
 /// What an event records (`events.kind`).
@@ -151,7 +151,7 @@ pub(crate) fn prune_events(conn: &Connection, now: i64) -> rusqlite::Result<()> 
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     /// The newest `limit` events, newest first, optionally of one service
     /// (then read through the index on `(service, id)`: the cost does not
     /// grow with other services' events).

@@ -133,6 +133,10 @@ pub enum StoreError {
     /// A read through [`Store::read`] got no answer.
     #[error("store read failed: {0:?}")]
     Read(ReadFailure),
+    /// PostgreSQL refused or failed (`--db postgres://…`): the message,
+    /// with its causes.
+    #[error("postgresql: {0}")]
+    Postgres(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -152,9 +156,10 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// Shared handle to the database.
+/// The SQLite backend of [`Store`]: the database file, its writer and
+/// reader connections, and the writer's overlay.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct SqliteStore {
     /// The last write failure (disk full, read-only), cleared by a success.
     write_error: Arc<Mutex<Option<String>>>,
     /// Newest check ([`Head`]) of each service whose row does not show it
@@ -196,9 +201,9 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         create_private(path)?;
         let mut writer = open_conn(path)?;
         // Checkpoint every ~40 MB of WAL instead of ~4 MB: a page rewritten
@@ -210,14 +215,18 @@ impl Store {
         wal::install(&mut writer, path, wal::CHECKPOINT_FRAMES, wal_bytes.clone())?;
         schema::migrate(&mut writer)?.map_err(StoreError::Schema)?;
         checks::recover_heads(&mut writer)?;
-        // The writer touches the tail of `checks` and the services rows: with SQLite's default 2 MB cache those pages
-        // are re-read from the OS for every batch. 64 MB holds them for
-        // 100,000 services (measured: docs/performance.md).
-        writer.pragma_update(None, "cache_size", -65_536)?;
+        // The writer touches the tail of `checks` every batch and the
+        // service rows and roll-ups once per snapshot (5 minutes): 16 MB
+        // holds the tail and the tables' upper pages; the rest is read from
+        // the OS's cache once per snapshot. (64 MB paid off when every
+        // service row was rewritten every 10 s; since the snapshot period
+        // is 5 minutes it only held pages in the daemon's RSS:
+        // docs/performance.md.)
+        writer.pragma_update(None, "cache_size", -16_384)?;
         let reader = (0..READER_THREADS)
             .map(|_| open_conn(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Store {
+        Ok(SqliteStore {
             write_error: Arc::new(Mutex::new(None)),
             heads: Arc::default(),
             keep_checks: Arc::new(RETAIN_CHECKS.into()),
@@ -306,19 +315,6 @@ impl Store {
         Ok(f(&mut conn)?)
     }
 
-    /// Runs `f` on one of the store's reader threads (never on tokio's
-    /// shared blocking pool) and waits for it: the way async code reads.
-    pub async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let store = self.clone();
-        self.readers
-            .run(move || f(&store))
-            .await
-            .map_err(StoreError::Read)?
-    }
-
     /// Whether `sql` (a `SELECT 1 … LIMIT 1` with `now` as `?1`) finds a
     /// row, asked of a reader: most background passes find nothing, and
     /// those then never take the writer.
@@ -358,6 +354,9 @@ impl Store {
         Ok(f(&conn)?)
     }
 }
+
+mod backend;
+pub use backend::Store;
 
 #[cfg(test)]
 mod tests;

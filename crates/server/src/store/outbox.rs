@@ -5,7 +5,7 @@
 
 use super::decode::{self, Announced, Attempts, Fields, Record};
 use super::events::RETAIN_EVENTS_MS;
-use super::{lock, Store, StoreError};
+use super::{lock, SqliteStore, StoreError};
 use healthchecker_core::{HealthState, ServiceId};
 use rusqlite::{params, Connection, ToSql};
 
@@ -190,7 +190,7 @@ pub(crate) fn prune_outbox(conn: &Connection, now: i64) -> rusqlite::Result<()> 
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     /// Outbox rows, newest first, optionally of one status (`pending`,
     /// `sent`, ...: see [`NotificationStatus`]) and one service.
     pub fn notifications(

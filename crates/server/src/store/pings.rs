@@ -1,6 +1,6 @@
 //! Heartbeat services' ping ids and ping times (SPEC section 15).
 
-use super::{lock, Store, StoreError};
+use super::{lock, SqliteStore, StoreError};
 use healthchecker_core::{ServiceId, UnixMs};
 use rusqlite::{params, OptionalExtension};
 
@@ -21,7 +21,7 @@ pub(crate) fn new_ping_id() -> Result<String, StoreError> {
     Ok(hex::encode(bytes))
 }
 
-impl Store {
+impl SqliteStore {
     /// The heartbeat service whose ping id is `ping_id`.
     pub fn service_by_ping_id(&self, ping_id: &str) -> Result<Option<PingTarget>, StoreError> {
         let conn = self.read_conn();

@@ -32,7 +32,7 @@
 //! The packed format: [`pack`].
 
 use super::decode::Corruption;
-use super::{Store, StoreError};
+use super::{SqliteStore, StoreError};
 use healthchecker_core::{CheckResult, ServiceId};
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -260,7 +260,7 @@ pub(crate) fn write_rolls(
 /// Deletes hourly roll-ups older than [`RETAIN_HOURS`] and daily ones
 /// older than [`RETAIN_DAYS`] (of deleted services too): the head of each
 /// table, 10,000 rows per transaction. Returns the rows removed.
-pub(crate) fn prune(store: &Store, now: i64) -> Result<usize, StoreError> {
+pub(crate) fn prune(store: &SqliteStore, now: i64) -> Result<usize, StoreError> {
     let mut removed = 0;
     for (table, key, cutoff) in [
         ("uptime", "hour", hour_of(now) - RETAIN_HOURS),
@@ -359,7 +359,7 @@ pub struct Uptime {
     pub quarter: Option<f64>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Uptime over 24 h / 7 d / 30 d / 90 d of each service in `ids`, read
     /// from the roll-ups: two primary-key range reads per service (at most
     /// 24 hourly and 90 daily rows), whatever the number of services; plus

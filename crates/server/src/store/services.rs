@@ -4,7 +4,7 @@
 use super::decode::{self, Corruption, Fields, Record};
 use super::events::{insert_event, EventKind};
 use super::pings::new_ping_id;
-use super::{lock, Store, StoreError};
+use super::{lock, SqliteStore, StoreError};
 use healthchecker_core::heartbeat::{Heartbeat, DEFAULT_GRACE, DEFAULT_PERIOD};
 use healthchecker_core::spec::Target;
 use healthchecker_core::{CheckResult, HealthState, Protocol, ServiceId, ServiceSpec};
@@ -224,7 +224,7 @@ fn service_by_id(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<Servi
     decode::one(&mut stmt, [id])?.ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
-impl Store {
+impl SqliteStore {
     /// Registers a new service or updates an existing one of the same name,
     /// keeping its state, counters and history. Records a `registered` or
     /// `updated` event. Committed before it returns.

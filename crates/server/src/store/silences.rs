@@ -2,7 +2,7 @@
 //! silence ends (SPEC section 14).
 
 use super::decode::{self, Fields, Record};
-use super::{lock, Store, StoreError};
+use super::{lock, SqliteStore, StoreError};
 use crate::silences::{Silence, Window};
 use healthchecker_core::policy::Weekly;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -108,7 +108,7 @@ fn release_table(tx: &Connection, table: &str, now: i64) -> rusqlite::Result<(us
     Ok((released, suppressed))
 }
 
-impl Store {
+impl SqliteStore {
     /// The dependents of `parent` that are failing now, by name: its
     /// message lists them (SPEC section 14).
     pub fn failing_dependents(&self, parent: &str) -> Result<Vec<String>, StoreError> {

@@ -28,6 +28,7 @@ mod mail;
 mod metrics_scrape;
 mod mqtt;
 mod observe;
+mod pg_api;
 mod private_files;
 mod probes;
 mod security;

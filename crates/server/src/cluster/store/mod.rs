@@ -53,12 +53,9 @@ use postgres::{GenericClient, NoTls, Statement};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A PostgreSQL failure as a [`StoreError`]. One place, so that the
-/// dispatching `Store` of the next step can give it a variant of its own;
-/// until then it travels as a message (`StoreError::Schema` displays its
-/// text alone), with its causes.
+/// A PostgreSQL failure as a [`StoreError::Postgres`], with its causes.
 pub(crate) fn pg(e: postgres::Error) -> StoreError {
-    StoreError::Schema(format!("postgresql: {}", with_causes(&e)))
+    StoreError::Postgres(with_causes(&e))
 }
 
 /// One connection and its prepared statements.
@@ -112,6 +109,35 @@ struct Inner {
     pool: readers::ReaderPool,
     keep_checks: std::sync::atomic::AtomicI64,
     write_error: Mutex<Option<String>>,
+}
+
+impl Drop for Inner {
+    /// Closing a blocking connection blocks on its runtime, which panics on
+    /// a tokio worker (where the last handle is often dropped, at the end of
+    /// `run`): the connections are closed on a thread of their own.
+    fn drop(&mut self) {
+        let mut conns: Vec<Conn> = self
+            .readers
+            .iter_mut()
+            .filter_map(|m| m.get_mut().unwrap_or_else(|e| e.into_inner()).take())
+            .collect();
+        conns.extend(
+            self.writer
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        if conns.is_empty() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::Builder::new()
+                .name("hc-pg-close".into())
+                .spawn(move || drop(conns));
+        } else {
+            drop(conns);
+        }
+    }
 }
 
 /// Shared handle to the PostgreSQL store (cheap to clone).
@@ -210,6 +236,15 @@ impl PgStore {
             .map_err(StoreError::Read)?
     }
 
+    /// Runs `f` on one of the store's reader threads and waits for it
+    /// (the dispatching `Store::read`).
+    pub(crate) async fn run_on_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, crate::store::ReadFailure> {
+        self.inner.pool.run(f).await
+    }
+
     /// True when the database answers a trivial query.
     pub fn ping(&self) -> Result<(), StoreError> {
         let mut l = self.read_conn()?;
@@ -236,7 +271,7 @@ impl PgStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         match r {
-            Err(StoreError::Schema(e)) => *w = Some(e.clone()),
+            Err(e @ StoreError::Postgres(_)) => *w = Some(e.to_string()),
             Ok(_) => *w = None,
             Err(_) => {}
         }
@@ -269,7 +304,7 @@ fn migrate_blocking(db: &PgDb) -> Result<(), StoreError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| StoreError::Schema(format!("postgresql: a runtime to migrate: {e}")))?;
+        .map_err(|e| StoreError::Postgres(format!("a runtime to migrate: {e}")))?;
     rt.block_on(async {
         let (mut client, conn) = db.config().connect(tokio_postgres::NoTls).await?;
         let conn = tokio::spawn(conn);

@@ -493,6 +493,7 @@ fn held(leases: &[(Bucket, i64)]) -> Held {
             .iter()
             .map(|(b, e)| (*b, Epoch(*e)))
             .collect::<BTreeMap<_, _>>(),
+        valid_until: None,
     }
 }
 

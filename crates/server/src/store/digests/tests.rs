@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::Store;
 
 const RULE: DigestRule = DigestRule {
     threshold: 5,
