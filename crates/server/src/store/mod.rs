@@ -49,6 +49,7 @@ pub use outbox::{
     NotificationRecord, NotificationStatus, GIVE_UP_UNSENT_MS, RETAIN_FAILED_MAIL_MS,
 };
 pub use pings::PingTarget;
+pub(crate) use readers::ReaderPool;
 pub use readers::{ReadFailure, READER_THREADS, READ_QUEUE};
 pub use rollup::{Rollup, Uptime, BOUNDS_US, RETAIN_DAYS, RETAIN_HOURS};
 pub use schema::VERSION as SCHEMA_VERSION;
@@ -235,7 +236,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             reader: reader.into(),
             next_reader: Arc::default(),
-            readers: readers::ReaderPool::start(),
+            readers: readers::ReaderPool::start("store-reader"),
             wal_bytes,
         })
     }

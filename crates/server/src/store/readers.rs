@@ -1,4 +1,6 @@
-//! The store's own reader threads: every read the API, `/health`,
+//! The store's own reader threads (of either backend: the PostgreSQL
+//! store's blocking reads run on a pool of its own, `pg-reader-N`): every
+//! read the API, `/health`,
 //! `/metrics` and the mail sender make runs here, never on tokio's shared
 //! blocking pool, so nothing else (a flood of slow work there) can starve
 //! them (SPEC section 12).
@@ -40,14 +42,15 @@ pub(crate) struct ReaderPool {
 }
 
 impl ReaderPool {
-    /// Starts [`READER_THREADS`] threads.
-    pub(crate) fn start() -> ReaderPool {
+    /// Starts [`READER_THREADS`] threads named `{name}-{i}` (the SQLite
+    /// store's `store-reader`, the PostgreSQL store's `pg-reader`).
+    pub(crate) fn start(name: &str) -> ReaderPool {
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(READ_QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..READER_THREADS {
             let rx = rx.clone();
             std::thread::Builder::new()
-                .name(format!("store-reader-{i}"))
+                .name(format!("{name}-{i}"))
                 .spawn(move || loop {
                     // The lock is held only while waiting for the next job,
                     // never while one runs.
@@ -117,7 +120,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_run_on_the_reader_threads_and_survive_a_panic() {
-        let pool = ReaderPool::start();
+        let pool = ReaderPool::start("store-reader");
         let name = pool
             .run(|| std::thread::current().name().map(str::to_string))
             .await

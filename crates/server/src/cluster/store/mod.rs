@@ -15,8 +15,9 @@
 //! `checks`, `events`, `outbox` (mail, with the claim), `channels` (and
 //! the channel outbox, with its claim), `silences`, `rollup`, `dashboard`,
 //! `writer` (the batch of check results, fenced), `batcher` (the writer
-//! thread that batches the scheduler's results), `readers` (the threads),
-//! `row` (decoding columns into the store's record types).
+//! thread that batches the scheduler's results), `row` (decoding columns
+//! into the store's record types). The reader threads are the SQLite
+//! store's pool (`store::ReaderPool`), named `pg-reader-N`.
 //!
 //! Not the same as SQLite, by design:
 //! - Check results are written per batch ([`PgStore::write_batch`]),
@@ -36,7 +37,6 @@ mod digests;
 mod events;
 mod outbox;
 mod pings;
-mod readers;
 mod rollup;
 mod row;
 mod services;
@@ -106,7 +106,7 @@ struct Inner {
     writer: Mutex<Option<Conn>>,
     readers: Box<[Mutex<Option<Conn>>]>,
     next_reader: std::sync::atomic::AtomicUsize,
-    pool: readers::ReaderPool,
+    pool: crate::store::ReaderPool,
     keep_checks: std::sync::atomic::AtomicI64,
     write_error: Mutex<Option<String>>,
 }
@@ -180,7 +180,7 @@ impl PgStore {
                 writer: Mutex::new(Some(writer)),
                 readers: readers.into(),
                 next_reader: Default::default(),
-                pool: readers::ReaderPool::start(),
+                pool: crate::store::ReaderPool::start("pg-reader"),
                 keep_checks: crate::store::RETAIN_CHECKS.into(),
                 write_error: Mutex::new(None),
             }),
