@@ -32,6 +32,7 @@ mod outbox;
 mod pings;
 mod readers;
 mod rollup;
+pub(crate) use rollup::pack as roll_pack;
 mod schema;
 mod services;
 mod silences;

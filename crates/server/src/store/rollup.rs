@@ -43,7 +43,9 @@ pub const RETAIN_HOURS: i64 = 30 * 24;
 /// Daily roll-ups are kept this many days.
 pub const RETAIN_DAYS: i64 = 400;
 
-mod pack;
+/// The packed roll-up format, shared with the PostgreSQL store
+/// (`cluster/store/rollup.rs`), which stores the same blobs as `bytea`.
+pub(crate) mod pack;
 use pack::decode_counts;
 #[cfg(test)]
 use pack::{bucket, BadRoll};

@@ -20,13 +20,8 @@ use healthchecker_core::ServiceId;
 use postgres::GenericClient;
 use std::collections::{BTreeMap, HashMap};
 
-// The SQLite store's file, compiled here too: its module is private to
-// `store/` (which this step does not edit). Some of its helpers serve only
-// the SQLite store. When `Store` dispatches to both backends, the format
-// moves to a module both reach and this copy goes.
-#[allow(dead_code, clippy::duplicate_mod)]
-#[path = "../../store/rollup/pack.rs"]
-mod pack;
+// The packed format is the SQLite store's (one definition for both).
+use crate::store::roll_pack as pack;
 pub(crate) use pack::Roll;
 
 const HOUR_MS: i64 = 3_600_000;

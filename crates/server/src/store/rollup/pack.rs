@@ -257,7 +257,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Roll, BadRoll> {
 }
 
 /// `(total, fails)` of a packed roll, without unpacking the rest (uptime).
-pub(super) fn decode_counts(b: &[u8]) -> Result<(i64, i64), BadRoll> {
+pub(crate) fn decode_counts(b: &[u8]) -> Result<(i64, i64), BadRoll> {
     let (_, mut v) = flags(b)?;
     Ok((v.next()?, v.next()?))
 }
