@@ -12,7 +12,11 @@
 //! - bytes written per check (/proc/PID/io) and the database's growth per
 //!   check, and the latency of four reads (one service, one page of the
 //!   list, the dashboard, a service's page) while the daemon checks;
-//! - seconds from `kill -9` + restart until the target sees checks again.
+//! - seconds from `kill -9` + restart until the target sees checks again;
+//! - with `--db postgres` (SPEC section 19): a throwaway PostgreSQL, one or
+//!   more daemons on it (`--nodes`), PostgreSQL's own CPU per check, WAL
+//!   bytes per check (`pg_current_wal_lsn()`) and rows written per check
+//!   (`pg_stat_database`).
 
 /// The healthy threshold the benchmark registers with. Every service's
 /// first transition (unknown to healthy, a state change and its event,
@@ -23,10 +27,11 @@
 pub const HEALTHY_THRESHOLD: u32 = 2;
 
 pub mod measure;
+pub mod pg;
 mod report;
 pub mod target;
 
-pub use report::{ReadLatency, Report};
+pub use report::{PgFigures, ReadLatency, Report};
 
 use anyhow::{bail, Context};
 use std::io::{BufRead, BufReader};
@@ -50,8 +55,23 @@ pub struct Options {
     pub bench: PathBuf,
     /// Seconds of wrk baseline (0: skip).
     pub baseline_secs: u64,
-    /// Measure the kill -9 restart.
+    /// Measure the kill -9 restart (SQLite only: on PostgreSQL a node's
+    /// restart is the cluster's failover, measured by the cluster tests).
     pub restart: bool,
+    /// The daemons' database.
+    pub db: Db,
+    /// Daemon processes on that database (more than one: PostgreSQL only).
+    pub nodes: usize,
+}
+
+/// The backend a run measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Db {
+    /// A SQLite file in a temporary directory (the default).
+    #[default]
+    Sqlite,
+    /// A throwaway PostgreSQL server (`--db postgres://…`).
+    Postgres,
 }
 
 /// A child process killed on drop.
@@ -122,8 +142,9 @@ fn start_target(bench: &PathBuf) -> anyhow::Result<(Proc, Vec<SocketAddr>, Socke
 
 fn start_daemon(
     opts: &Options,
-    db: &std::path::Path,
+    db: &std::ffi::OsStr,
     bind: &str,
+    extra: &[String],
 ) -> anyhow::Result<(Proc, String)> {
     let mut child = Command::new(&opts.daemon)
         // The registration rate limit is a defence for a LAN; the benchmark
@@ -140,6 +161,7 @@ fn start_daemon(
             "--db",
         ])
         .arg(db)
+        .args(extra)
         .env("RUST_LOG", "warn,healthchecker_server=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -190,9 +212,11 @@ async fn wait_health(http: &reqwest::Client, url: &str, timeout: Duration) -> an
     bail!("the daemon did not answer /health within {timeout:?}")
 }
 
+/// Registers every service over 32 keep-alive connections, connection `c`
+/// through node `c % nodes` (the registrations spread over the nodes).
 async fn register_all(
     http: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     opts: &Options,
     targets: &[SocketAddr],
 ) -> anyhow::Result<f64> {
@@ -201,7 +225,7 @@ async fn register_all(
     let mut tasks = Vec::new();
     for c in 0..conns {
         let http = http.clone();
-        let url = format!("{url}/api/v1/services");
+        let url = format!("{}/api/v1/services", urls[c % urls.len()]);
         let targets = targets.to_vec();
         let (n, interval) = (opts.services, opts.interval);
         tasks.push(tokio::spawn(async move {
@@ -322,10 +346,61 @@ fn usage_secs(r: &nix::sys::resource::Usage) -> f64 {
 /// Requests timed per read route.
 const READS: usize = 100;
 
+/// The daemons of a run, and the PostgreSQL server they share if any.
+struct Nodes {
+    procs: Vec<Proc>,
+    urls: Vec<String>,
+}
+
+impl Nodes {
+    fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|p| p.0.id()).collect()
+    }
+
+    /// user+sys CPU seconds of every node, summed.
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        self.pids().into_iter().map(cpu_seconds).sum()
+    }
+
+    /// /proc/PID/io of every node, summed.
+    fn io(&self) -> measure::Io {
+        self.pids()
+            .into_iter()
+            .map(measure::io_of)
+            .fold(measure::Io::default(), |a, b| measure::Io {
+                wchar: a.wchar + b.wchar,
+                write_bytes: a.write_bytes + b.write_bytes,
+            })
+    }
+
+    /// Every node's /metrics, added up.
+    async fn scrape(&self, http: &reqwest::Client) -> anyhow::Result<measure::Scrape> {
+        let mut all = Vec::new();
+        for url in &self.urls {
+            all.push(measure::scrape(http, url).await?);
+        }
+        Ok(measure::Scrape::sum(all))
+    }
+}
+
 /// Runs the benchmark.
 pub async fn run(opts: &Options) -> anyhow::Result<Report> {
+    if opts.nodes == 0 || (opts.nodes > 1 && opts.db != Db::Postgres) {
+        bail!(
+            "--nodes {}: one node, or several on --db postgres",
+            opts.nodes
+        );
+    }
     let dir = tempfile::tempdir()?;
-    let db = dir.path().join("bench.db");
+    let sqlite = dir.path().join("bench.db");
+    let pg = match opts.db {
+        Db::Postgres => Some(pg::Pg::start().await?),
+        Db::Sqlite => None,
+    };
+    let db: std::ffi::OsString = match &pg {
+        Some(pg) => pg.url().into(),
+        None => sqlite.clone().into(),
+    };
     let (_target, targets, control) = start_target(&opts.bench)?;
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -334,44 +409,105 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         // (`HEADER_READ_TIMEOUT`); reusing one at that moment fails.
         .pool_idle_timeout(Duration::from_secs(5))
         .build()?;
-    let (mut daemon, url) = start_daemon(opts, &db, "127.0.0.1:0")?;
-    let pid = daemon.0.id();
+    // One after the other: the first applies the migrations.
+    let mut nodes = Nodes {
+        procs: Vec::new(),
+        urls: Vec::new(),
+    };
+    for i in 0..opts.nodes {
+        let extra = match opts.db {
+            Db::Postgres => vec!["--node-id".to_string(), format!("bench-{i}")],
+            Db::Sqlite => Vec::new(),
+        };
+        let started = start_daemon(opts, &db, "127.0.0.1:0", &extra);
+        let (p, url) = match (started, &pg) {
+            (Ok(v), _) => v,
+            (Err(e), Some(pg)) => bail!("{e:#}\nPostgreSQL's log:\n{}", pg.log()),
+            (Err(e), None) => return Err(e),
+        };
+        nodes.procs.push(p);
+        nodes.urls.push(url);
+    }
+    let url = nodes.urls[0].clone();
     let mut r = Report {
         services: opts.services,
         interval: opts.interval,
+        backend: match opts.db {
+            Db::Sqlite => "sqlite",
+            Db::Postgres => "postgresql",
+        }
+        .into(),
+        nodes: opts.nodes,
         ..Default::default()
     };
-    r.registrations_per_s = register_all(&http, &url, opts, &targets).await?;
+    r.registrations_per_s = register_all(&http, &nodes.urls, opts, &targets).await?;
     r.scheduled_per_s = opts.services as f64 / opts.interval as f64;
     let warm_up = opts.interval as u64 * (HEALTHY_THRESHOLD as u64 + 1);
     eprintln!(
-        "registered {} services at {:.0}/s; warming up {} s",
-        opts.services, r.registrations_per_s, warm_up
+        "registered {} services at {:.0}/s through {} node(s); warming up {} s",
+        opts.services, r.registrations_per_s, opts.nodes, warm_up
     );
     tokio::time::sleep(Duration::from_secs(warm_up)).await;
 
     // The /metrics scrapes (100,000 per-service series) stay outside the
     // window: they are not check work, and they take a while.
-    let m0 = measure::scrape(&http, &url).await?;
+    let m0 = nodes.scrape(&http).await?;
     let c0 = target_count(&http, control).await?;
     let t0 = Instant::now();
-    let cpu0 = cpu_seconds(pid)?;
-    let (io0, db0) = (measure::io_of(pid), measure::db_bytes(&db));
+    let cpu0 = nodes.cpu_seconds()?;
+    let (io0, db0) = (nodes.io(), measure::db_bytes(&sqlite));
+    let pg0 = match &pg {
+        Some(pg) => Some(pg.sample().await?),
+        None => None,
+    };
     tokio::time::sleep(Duration::from_secs(opts.duration)).await;
     let c1 = target_count(&http, control).await?;
     let window = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu_seconds(pid)?;
-    let (io1, db1) = (measure::io_of(pid), measure::db_bytes(&db));
-    let m1 = measure::scrape(&http, &url).await?;
+    let cpu1 = nodes.cpu_seconds()?;
+    let (io1, db1) = (nodes.io(), measure::db_bytes(&sqlite));
+    let pg1 = match &pg {
+        Some(pg) => Some(pg.sample().await?),
+        None => None,
+    };
+    let m1 = nodes.scrape(&http).await?;
     let checks = (c1 - c0) as f64;
     r.achieved_per_s = checks / window;
     r.cpu_us_per_check = (cpu1 - cpu0) * 1e6 / checks.max(1.0);
-    r.peak_rss_mb = peak_rss_mb(pid);
-    let per_check = |bytes: u64| bytes as f64 / checks.max(1.0);
-    r.wchar_per_check = per_check(io1.wchar.saturating_sub(io0.wchar));
-    r.write_bytes_per_check = per_check(io1.write_bytes.saturating_sub(io0.write_bytes));
-    r.db_growth_per_check = (db1 as f64 - db0 as f64) / checks.max(1.0);
+    r.peak_rss_mb = nodes
+        .pids()
+        .into_iter()
+        .map(peak_rss_mb)
+        .fold(0.0, f64::max);
+    let per_check = |bytes: f64| bytes / checks.max(1.0);
+    r.wchar_per_check = per_check(io1.wchar.saturating_sub(io0.wchar) as f64);
+    r.write_bytes_per_check = per_check(io1.write_bytes.saturating_sub(io0.write_bytes) as f64);
+    r.db_growth_per_check = per_check(db1 as f64 - db0 as f64);
     r.db_mb = db1 as f64 / 1e6;
+    if let (Some(pg), Some(a), Some(b)) = (&pg, &pg0, &pg1) {
+        r.postgres = Some(PgFigures {
+            cpu_us_per_check: (b.cpu_s - a.cpu_s) * 1e6 / checks.max(1.0),
+            wal_bytes_per_check: per_check(pg.wal_bytes(&a.lsn, &b.lsn).await?),
+            rows_inserted_per_check: per_check((b.inserted - a.inserted) as f64),
+            rows_updated_per_check: per_check((b.updated - a.updated) as f64),
+            rows_deleted_per_check: per_check((b.deleted - a.deleted) as f64),
+            tables: b
+                .tables
+                .iter()
+                .filter_map(|(t, v1)| {
+                    let v0 = a.tables.get(t).copied().unwrap_or_default();
+                    let d: [f64; 4] = std::array::from_fn(|i| per_check((v1[i] - v0[i]) as f64));
+                    d.iter().any(|&x| x != 0.0).then(|| (t.clone(), d))
+                })
+                .collect(),
+            table_mb: b
+                .sizes
+                .iter()
+                .map(|(t, bytes)| (t.clone(), *bytes as f64 / 1e6))
+                .collect(),
+        });
+        r.db_growth_per_check = per_check((b.db_bytes - a.db_bytes) as f64);
+        r.db_mb = b.db_bytes as f64 / 1e6;
+    }
     // After the CPU window (the reads are not check work), while checking.
     r.reads = measure::time_reads(&http, &url, &measure::read_routes(opts.services), READS).await?;
     r.failed_checks = m1.failed - m0.failed;
@@ -411,13 +547,14 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         r.paced_ratio = Some(r.cpu_us_per_check / p);
     }
 
-    if opts.restart {
+    if opts.restart && opts.db == Db::Sqlite {
         let addr = url.trim_start_matches("http://").to_string();
+        let mut daemon = nodes.procs.remove(0);
         let _ = daemon.0.kill();
         let _ = daemon.0.wait();
         let before = target_count(&http, control).await?;
         let t = Instant::now();
-        let (_d2, url2) = start_daemon(opts, &db, &addr)?;
+        let (_d2, url2) = start_daemon(opts, &db, &addr, &[])?;
         wait_health(&http, &url2, Duration::from_secs(60)).await?;
         r.restart_health_s = Some(t.elapsed().as_secs_f64());
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -432,5 +569,8 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         }
         r.restart_s = Some(t.elapsed().as_secs_f64());
     }
+    // The daemons stop before their database.
+    drop(nodes);
+    drop(pg);
     Ok(r)
 }

@@ -2,7 +2,7 @@
 //! See docs/performance.md for how to run it and the figures measured.
 
 use clap::{Parser, Subcommand};
-use healthchecker_bench::{run, target, Options};
+use healthchecker_bench::{run, target, Db, Options};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -56,9 +56,16 @@ struct RunArgs {
     /// Seconds of the wrk baseline (0: skip)
     #[arg(long, default_value_t = 10)]
     baseline: u64,
-    /// Skip the kill -9 restart measurement
+    /// Skip the kill -9 restart measurement (always skipped on postgres)
     #[arg(long)]
     no_restart: bool,
+    /// The daemons' database: a SQLite file, or a throwaway PostgreSQL
+    /// server started for the run (needs the Debian package postgresql)
+    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+    db: String,
+    /// Daemon processes on the database (several: --db postgres only)
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +95,11 @@ fn main() -> anyhow::Result<()> {
                 bench: me,
                 baseline_secs: cli.opts.baseline,
                 restart: !cli.opts.no_restart,
+                db: match cli.opts.db.as_str() {
+                    "postgres" => Db::Postgres,
+                    _ => Db::Sqlite,
+                },
+                nodes: cli.opts.nodes,
             };
             let report = rt.block_on(run(&opts))?;
             println!("{}", report.table());

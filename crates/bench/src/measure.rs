@@ -104,6 +104,34 @@ pub struct Scrape {
     pub wal_bytes: f64,
 }
 
+impl Scrape {
+    /// Several daemons' scrapes added up (a cluster's nodes): counters
+    /// summed, lag buckets summed bucket by bucket (every node has the
+    /// same buckets).
+    pub fn sum(all: Vec<Scrape>) -> Scrape {
+        let mut it = all.into_iter();
+        let Some(mut out) = it.next() else {
+            return Scrape {
+                lag: Vec::new(),
+                failed: 0.0,
+                missed: 0.0,
+                checks: 0.0,
+                wal_bytes: 0.0,
+            };
+        };
+        for s in it {
+            out.failed += s.failed;
+            out.missed += s.missed;
+            out.checks += s.checks;
+            out.wal_bytes += s.wal_bytes;
+            for (a, b) in out.lag.iter_mut().zip(&s.lag) {
+                a.1 += b.1;
+            }
+        }
+        out
+    }
+}
+
 /// Scrapes the daemon's /metrics (classic text format).
 pub async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<Scrape> {
     let text = http
@@ -222,6 +250,21 @@ mod tests {
         assert_eq!(s.lag, [(0.001, 5.0), (f64::INFINITY, 6.0)]);
         // A daemon without the counter.
         assert_eq!(parse_scrape("").unwrap().wal_bytes, 0.0);
+    }
+
+    #[test]
+    fn scrapes_of_nodes_add_up() {
+        let node = |n: f64| Scrape {
+            lag: vec![(0.001, n), (f64::INFINITY, 2.0 * n)],
+            failed: n,
+            missed: 0.0,
+            checks: 10.0 * n,
+            wal_bytes: 0.0,
+        };
+        let s = Scrape::sum(vec![node(1.0), node(2.0), node(3.0)]);
+        assert_eq!((s.checks, s.failed), (60.0, 6.0));
+        assert_eq!(s.lag, [(0.001, 6.0), (f64::INFINITY, 12.0)]);
+        assert_eq!(Scrape::sum(Vec::new()).checks, 0.0);
     }
 
     #[test]

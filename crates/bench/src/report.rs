@@ -14,9 +14,38 @@ pub struct ReadLatency {
     pub n: usize,
 }
 
+/// What a run on PostgreSQL reads of the server over the window, each
+/// per check seen at the target.
+#[derive(Debug, Clone, Default)]
+pub struct PgFigures {
+    /// CPU of PostgreSQL's processes (postmaster, backends, WAL writer,
+    /// checkpointer, autovacuum: the postmaster and its children), µs.
+    pub cpu_us_per_check: f64,
+    /// WAL generated (`pg_wal_lsn_diff` of `pg_current_wal_lsn()` at the
+    /// window's ends), bytes: everything the cluster wrote, lease rounds
+    /// and autovacuum included.
+    pub wal_bytes_per_check: f64,
+    /// `pg_stat_database.tup_inserted` growth.
+    pub rows_inserted_per_check: f64,
+    /// `tup_updated` growth.
+    pub rows_updated_per_check: f64,
+    /// `tup_deleted` growth.
+    pub rows_deleted_per_check: f64,
+    /// Per table with any change (`pg_stat_user_tables`), per check: rows
+    /// inserted, updated, of those HOT-updated, deleted.
+    pub tables: Vec<(String, [f64; 4])>,
+    /// Per table at the window's end: `pg_total_relation_size` (heap,
+    /// indexes, TOAST), MB.
+    pub table_mb: Vec<(String, f64)>,
+}
+
 /// The figures of one run.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// `sqlite` or `postgresql`.
+    pub backend: String,
+    /// Daemon processes (more than one: a cluster on PostgreSQL).
+    pub nodes: usize,
     /// Services registered.
     pub services: usize,
     /// Their interval.
@@ -37,9 +66,11 @@ pub struct Report {
     pub failed_checks: f64,
     /// Check slots the daemon skipped in the window (should be 0).
     pub missed_slots: f64,
-    /// Daemon CPU per check, µs.
+    /// Daemon CPU per check, µs (all nodes' CPU over the checks).
     pub cpu_us_per_check: f64,
-    /// Daemon peak RSS, MB.
+    /// PostgreSQL's figures (`None` on SQLite).
+    pub postgres: Option<PgFigures>,
+    /// Daemon peak RSS, MB (the largest node's).
     pub peak_rss_mb: f64,
     /// Bytes the daemon handed to the kernel for writing (`wchar` of
     /// /proc/PID/io: database, WAL and logs) per check in the window.
@@ -54,9 +85,11 @@ pub struct Report {
     /// "bytes written (WAL) per check". `None` when the daemon does not
     /// export the counter.
     pub wal_bytes_per_check: Option<f64>,
-    /// Growth of the database file and its WAL in the window, per check.
+    /// Growth of the database file and its WAL in the window, per check
+    /// (on PostgreSQL: of `pg_database_size`).
     pub db_growth_per_check: f64,
-    /// Database + WAL size at the end of the window, MB.
+    /// Database + WAL size at the end of the window, MB (on PostgreSQL:
+    /// `pg_database_size`, WAL not included).
     pub db_mb: f64,
     /// Read latencies while checking.
     pub reads: Vec<ReadLatency>,
@@ -82,7 +115,8 @@ impl Report {
                 .unwrap_or_else(|| "-".into())
         };
         let mut out = format!(
-            "services                 {}\n\
+            "backend                  {} ({} node(s))\n\
+             services                 {}\n\
              interval                 {} s\n\
              registrations/s          {:.0}\n\
              checks/s scheduled       {:.1}\n\
@@ -100,6 +134,8 @@ impl Report {
              database growth / check  {:.0} B (database + WAL {:.0} MB at the end)\n\
              restart: checking again  {}\n\
              restart: /health answers {}",
+            self.backend,
+            self.nodes,
             self.services,
             self.interval,
             self.registrations_per_s,
@@ -127,6 +163,31 @@ impl Report {
             opt(self.restart_s, " s"),
             opt(self.restart_health_s, " s"),
         );
+        if let Some(pg) = &self.postgres {
+            out.push_str(&format!(
+                "\npostgres CPU per check   {:.1} us (daemons + postgres {:.1} us)\
+                 \npostgres WAL per check   {:.0} B (pg_current_wal_lsn)\
+                 \npostgres rows per check  {:.3} inserted, {:.3} updated, {:.3} deleted",
+                pg.cpu_us_per_check,
+                self.cpu_us_per_check + pg.cpu_us_per_check,
+                pg.wal_bytes_per_check,
+                pg.rows_inserted_per_check,
+                pg.rows_updated_per_check,
+                pg.rows_deleted_per_check,
+            ));
+            for (t, [ins, upd, hot, del]) in &pg.tables {
+                out.push_str(&format!(
+                    "\n  {t:<22} {ins:.3} ins, {upd:.3} upd ({hot:.3} HOT), {del:.3} del"
+                ));
+            }
+            let sizes: Vec<String> = pg
+                .table_mb
+                .iter()
+                .filter(|(_, mb)| *mb >= 0.1)
+                .map(|(t, mb)| format!("{t} {mb:.1}"))
+                .collect();
+            out.push_str(&format!("\npostgres tables (MB)     {}", sizes.join(", ")));
+        }
         for r in &self.reads {
             out.push_str(&format!(
                 "\nread p50/p99 {:.1} / {:.1} ms  {}",
@@ -147,7 +208,10 @@ impl Report {
                 })
             })
             .collect();
+        let pg = self.postgres.as_ref();
         serde_json::json!({
+            "backend": self.backend,
+            "nodes": self.nodes,
             "services": self.services,
             "interval_s": self.interval,
             "registrations_per_s": self.registrations_per_s,
@@ -159,6 +223,23 @@ impl Report {
             "failed_checks": self.failed_checks,
             "missed_slots": self.missed_slots,
             "cpu_us_per_check": self.cpu_us_per_check,
+            "postgres_cpu_us_per_check": pg.map(|p| p.cpu_us_per_check),
+            "postgres_wal_bytes_per_check": pg.map(|p| p.wal_bytes_per_check),
+            "postgres_rows_inserted_per_check": pg.map(|p| p.rows_inserted_per_check),
+            "postgres_rows_updated_per_check": pg.map(|p| p.rows_updated_per_check),
+            "postgres_rows_deleted_per_check": pg.map(|p| p.rows_deleted_per_check),
+            "postgres_rows_per_check_by_table": pg.map(|p| p
+                .tables
+                .iter()
+                .map(|(t, [ins, upd, hot, del])| (t.clone(), serde_json::json!({
+                    "inserted": ins, "updated": upd, "hot_updated": hot, "deleted": del,
+                })))
+                .collect::<serde_json::Map<_, _>>()),
+            "postgres_table_mb": pg.map(|p| p
+                .table_mb
+                .iter()
+                .map(|(t, mb)| (t.clone(), serde_json::json!(mb)))
+                .collect::<serde_json::Map<_, _>>()),
             "baseline_cpu_us_per_request": self.baseline_cpu_us_per_req,
             "cpu_ratio": self.cpu_ratio,
             "paced_client_cpu_us_per_request": self.paced_cpu_us_per_req,

@@ -217,7 +217,7 @@ pub async fn run(
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let (writer, writer_handle) =
-        store::Writer::start_fenced(&store, node.as_ref().map(|n| n.fence()));
+        store::Writer::start_fenced(&store, node.as_ref().map(|n| n.fence(&metrics)));
     let outbox_note = cfg
         .smtp
         .is_none()

@@ -176,12 +176,44 @@ pub struct Metrics {
     pub notifications: Family<OutcomeLabel, Counter>,
     /// Pending notifications (set at scrape time).
     pub outbox_backlog: Gauge,
-    /// Probes running now.
+    /// Probes running now: set at scrape time from the scheduler's probe
+    /// slots ([`Metrics::watch_probe_slots`]), not counted by every probe
+    /// (two atomic updates a check on a line both runtime workers write).
     pub probes_in_flight: Gauge,
+    /// The scheduler's probe semaphore and its size.
+    probe_slots: std::sync::OnceLock<(std::sync::Arc<tokio::sync::Semaphore>, usize)>,
     /// Bytes the store's writer appended to the WAL
     /// ([`Store::wal_bytes`](crate::store::Store::wal_bytes)), brought up
     /// to date at scrape time.
     pub store_wal_bytes: Counter,
+    /// The PostgreSQL writer's series (a cluster node's; 0 on SQLite).
+    pub pg_writer: PgWriterSeries,
+}
+
+/// The series of a cluster node's PostgreSQL writer
+/// (`cluster::store::PgWriter`), cloned into its thread. The default is a
+/// set detached from any registry (tests, an unfenced writer).
+#[derive(Debug, Clone, Default)]
+pub struct PgWriterSeries {
+    /// `healthchecker_pg_write_backlog`: check results recorded and not
+    /// yet committed or dropped.
+    pub backlog: Gauge,
+    /// `healthchecker_pg_checks_dropped_total{reason="stale"}`: checks of
+    /// buckets whose lease this node no longer held at commit (fencing).
+    pub dropped_stale: Counter,
+    /// `healthchecker_pg_checks_dropped_total{reason="backlog_full"}`:
+    /// results refused because the backlog was at its bound.
+    pub dropped_full: Counter,
+    /// `healthchecker_pg_leases_given_up_total`: times the backlog reached
+    /// its bound and the node gave up its leases.
+    pub leases_given_up: Counter,
+}
+
+/// `reason` label of `healthchecker_pg_checks_dropped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `stale` or `backlog_full`.
+    pub reason: String,
 }
 
 impl Default for Metrics {
@@ -268,6 +300,37 @@ impl Metrics {
             "Bytes the store appended to its SQLite WAL (frames and WAL headers, not checkpoints)",
             store_wal_bytes.clone(),
         );
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "pg_checks_dropped",
+            "Check results a cluster node did not write to PostgreSQL, by reason",
+            dropped.clone(),
+        );
+        // Both reasons exist from the start (at 0); the writer counts on
+        // clones of the family's own counters.
+        let [dropped_stale, dropped_full] = ["stale", "backlog_full"].map(|reason| {
+            dropped
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .clone()
+        });
+        let pg_writer = PgWriterSeries {
+            backlog: Gauge::default(),
+            dropped_stale,
+            dropped_full,
+            leases_given_up: Counter::default(),
+        };
+        registry.register(
+            "pg_write_backlog",
+            "Check results waiting for the PostgreSQL writer (a cluster node)",
+            pg_writer.backlog.clone(),
+        );
+        registry.register(
+            "pg_leases_given_up",
+            "Times a cluster node's write backlog reached its bound and the node gave up its leases",
+            pg_writer.leases_given_up.clone(),
+        );
         Metrics {
             registry,
             services: ServiceSeries::new(per_service),
@@ -279,7 +342,9 @@ impl Metrics {
             notifications,
             outbox_backlog,
             probes_in_flight,
+            probe_slots: std::sync::OnceLock::new(),
             store_wal_bytes,
+            pg_writer,
         }
     }
 
@@ -325,6 +390,20 @@ impl Metrics {
             .inc();
     }
 
+    /// Where `probes_in_flight` is read from: the scheduler's probe
+    /// semaphore of `slots` permits (the first scheduler's, in tests that
+    /// run several on one `Metrics`).
+    pub fn watch_probe_slots(&self, sem: std::sync::Arc<tokio::sync::Semaphore>, slots: usize) {
+        let _ = self.probe_slots.set((sem, slots));
+    }
+
+    /// Brings `probes_in_flight` up to date (at scrape time).
+    pub fn refresh_probes_in_flight(&self) {
+        if let Some((sem, slots)) = self.probe_slots.get() {
+            self.probes_in_flight
+                .set(slots.saturating_sub(sem.available_permits()) as i64);
+        }
+    }
     /// Counts one check.
     pub fn record_check(&self, result: CheckResult, seconds: f64) {
         let i = match result {

@@ -5,11 +5,13 @@
 //! transition and channel across the kill, a node paused past its leases
 //! whose stale writes are refused, and PostgreSQL restarted under load.
 //!
-//! Scale: [`SERVICES`] services (not SPEC 19's 3,000: three debug-build
-//! daemons, PostgreSQL and the target share this machine's two cores with
-//! the rest of the suite; the properties tested do not depend on the
-//! count), at a 5 s interval, against a target that records each hit's
-//! time per service.
+//! Scale: SPEC 19's [`SERVICES`] = 3,000 services at a 5 s interval
+//! (registered [`REGISTERING`] requests at a time, spread over the
+//! nodes), against a target that records each hit's time per service;
+//! the paused-node test runs [`PAUSED_SERVICES`] = 600. Digests are on in the first
+//! test (the default threshold, a window long enough for the whole storm):
+//! the failing services' notifications go out on their own or in exactly
+//! one digest per channel, each once.
 
 use crate::daemon::{get_json, Proc};
 use healthchecker_core::cluster::Bucket;
@@ -22,9 +24,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Services registered (see the module docs).
-const SERVICES: usize = 240;
+const SERVICES: usize = 3_000;
 /// Their interval (s).
 const INTERVAL: u64 = 5;
+/// Held by each test of this module for its whole run: the two never
+/// run at once (the suite runs eight tests at a time; two clusters of
+/// three debug daemons, 4,500 services between them, on two cores would
+/// starve each other's probes and lease rounds).
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Services registered in the paused-node test: fewer, as its checks (a
+/// pause past the leases, a rejoin, a database restart) do not depend on
+/// the count, and it waits on every service's state through the API.
+const PAUSED_SERVICES: usize = 600;
+/// Registrations in flight at once.
+const REGISTERING: usize = 12;
+/// Every `FLAKY`-th service routes to the webhook and mails `ops@`, and
+/// fails at the kill.
+const FLAKY: usize = 20;
+/// The digest window of the first test (s): the storm of its failing
+/// services (the others' within two intervals, the killed node's within
+/// the takeover plus two intervals) falls in one window.
+const DIGEST_WINDOW: u64 = 60;
 
 /// A plain HTTP target on its own thread and runtime that records when
 /// each path was hit and answers 200, or 503 for the paths set failing.
@@ -109,33 +130,33 @@ fn name(i: usize) -> String {
     format!("svc-{i:04}")
 }
 
-/// Starts node `id` on `db` (mDNS off), blocking off the runtime.
-async fn node(db: &str, id: &str, smtp_port: u16) -> Proc {
+/// Starts node `id` on `db` (mDNS off) with `extra` options, blocking off
+/// the runtime.
+async fn node(db: &str, id: &str, smtp_port: u16, extra: &[&str]) -> Proc {
     let db = db.to_string();
-    let id = id.to_string();
+    let smtp = format!("smtp://127.0.0.1:{smtp_port}");
+    let mut args: Vec<String> = [
+        "--no-mdns",
+        "--bind",
+        "127.0.0.1:0",
+        "--node-id",
+        id,
+        "--register-rate-limit",
+        "0",
+        "--notify-min-gap",
+        "0",
+        "--smtp-url",
+        &smtp,
+        "--smtp-from",
+        "hc@example.com",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
     tokio::task::spawn_blocking(move || {
-        Proc::start_raw(
-            Path::new(&db),
-            &[
-                "--no-mdns",
-                "--bind",
-                "127.0.0.1:0",
-                "--node-id",
-                &id,
-                "--register-rate-limit",
-                "0",
-                "--notify-min-gap",
-                "0",
-                // One message per transition (digests are not claimed yet
-                // on PostgreSQL: docs/cluster.md).
-                "--digest-threshold",
-                "0",
-                "--smtp-url",
-                &format!("smtp://127.0.0.1:{smtp_port}"),
-                "--smtp-from",
-                "hc@example.com",
-            ],
-        )
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::start_raw(Path::new(&db), &args)
     })
     .await
     .unwrap()
@@ -204,14 +225,197 @@ async fn register(http: &reqwest::Client, base: &str, body: Value) {
     assert!(st == 201 || st == 200, "{body} -> {st} {v}");
 }
 
+/// Registers `bodies` ([`REGISTERING`] at a time), the `i`-th on node
+/// `i % 3`: the owner learns of a service registered elsewhere through
+/// LISTEN/NOTIFY. Returns how long it took.
+async fn register_all(http: &reqwest::Client, bases: &[String], bodies: Vec<Value>) -> Duration {
+    let start = Instant::now();
+    let queue = Arc::new(Mutex::new(bodies.into_iter().enumerate()));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..REGISTERING {
+        let (http, bases, queue) = (http.clone(), bases.to_vec(), queue.clone());
+        workers.spawn(async move {
+            loop {
+                let next = queue.lock().unwrap().next();
+                let Some((i, body)) = next else { return };
+                register(&http, &bases[i % bases.len()], body).await;
+            }
+        });
+    }
+    while let Some(r) = workers.join_next().await {
+        r.unwrap();
+    }
+    start.elapsed()
+}
+
+/// The services, each with the target's URL of its name.
+fn bodies(target: &Counter, range: std::ops::Range<usize>) -> Vec<Value> {
+    range
+        .map(|i| {
+            json!({
+                "name": name(i), "url": target.url(&name(i)),
+                "interval": INTERVAL, "timeout": 2, "healthy_threshold": 2, "unhealthy_threshold": 2,
+            })
+        })
+        .collect()
+}
+
+/// One notification of a service as a channel got it: the service, how
+/// many transitions it announces (one, or several sent together), and the
+/// state it ends in.
+type Item = (String, usize, String);
+
+/// What a channel (the webhook, or the `ops@` mailbox) got for the failing
+/// services: the messages on their own, and per digest (by its delivery
+/// id) the notifications it lists as held.
+#[derive(Default, Debug)]
+struct Got {
+    single: Vec<Item>,
+    digests: Vec<(String, Vec<Item>)>,
+}
+
+impl Got {
+    fn items(&self) -> impl Iterator<Item = &Item> {
+        let held = self.digests.iter().flat_map(|(_, items)| items.iter());
+        self.single.iter().chain(held)
+    }
+
+    /// Per service: the transitions announced, and how many of its
+    /// notifications end unhealthy.
+    fn counts(&self) -> HashMap<String, (usize, usize)> {
+        let mut out: HashMap<String, (usize, usize)> = HashMap::new();
+        for (service, transitions, state) in self.items() {
+            let e = out.entry(service.clone()).or_default();
+            e.0 += transitions;
+            e.1 += usize::from(state == "unhealthy");
+        }
+        out
+    }
+
+    /// True when each of `services` was notified unhealthy.
+    fn covers(&self, services: &[String]) -> bool {
+        let c = self.counts();
+        services.iter().all(|s| c.get(s).is_some_and(|n| n.1 > 0))
+    }
+
+    /// The webhook's: `state_change` events (their `transitions`), and
+    /// `digest` events with their `digested` entries.
+    fn of_hook(got: &[healthchecker_testkit::Received]) -> Got {
+        let mut out = Got::default();
+        for r in got {
+            let v = r.json();
+            let state = |v: &Value| v["state"].as_str().unwrap().to_string();
+            let service = |v: &Value| v["service"].as_str().unwrap().to_string();
+            match v["type"].as_str() {
+                Some("state_change") => {
+                    let n = v["transitions"].as_array().map_or(1, |t| t.len().max(1));
+                    out.single.push((service(&v), n, state(&v)));
+                }
+                Some("digest") => {
+                    let held = v["notifications"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|e| e["status"] == "digested")
+                        .map(|e| {
+                            (
+                                service(e),
+                                e["transitions"].as_u64().unwrap() as usize,
+                                state(e),
+                            )
+                        })
+                        .collect();
+                    out.digests
+                        .push((v["delivery_id"].as_str().unwrap().to_string(), held));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The mailbox's: `NAME is STATE` mails (several transitions listed
+    /// under "Transitions since the last mail"), and digests (`Digest: …`)
+    /// with their held lines (`- NAME STATE since …[ (N transitions)]`).
+    fn of_mail(mails: &[healthchecker_testkit::smtp::ReceivedMail]) -> Got {
+        let mut out = Got::default();
+        for m in mails {
+            if m.subject.contains("Digest:") {
+                let held = m
+                    .text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("- "))
+                    .filter_map(|l| {
+                        let mut words = l.split(' ');
+                        let (service, state) = (words.next()?, words.next()?);
+                        let n = l
+                            .strip_suffix(" transitions)")
+                            .and_then(|l| l.rsplit_once(" ("))
+                            .map_or(1, |(_, n)| n.parse().unwrap());
+                        Some((service.to_string(), n, state.to_lowercase()))
+                    })
+                    .collect();
+                out.digests.push((m.message_id.clone(), held));
+            } else if let Some(rest) = m.subject.strip_prefix("[healthchecker] ") {
+                if let Some((service, state)) = rest.split_once(" is ") {
+                    let n = match m.text.split_once("Transitions since the last mail") {
+                        Some((_, list)) => list.lines().filter(|l| l.contains(" -> ")).count(),
+                        None => 1,
+                    };
+                    out.single
+                        .push((service.to_string(), n, state.to_lowercase()));
+                }
+            }
+        }
+        out
+    }
+}
+
 async fn state(http: &reqwest::Client, base: &str, name: &str) -> String {
     let v = get_json(http, &format!("{base}/api/v1/services/{name}")).await;
     v["state"].as_str().unwrap_or("").to_string()
 }
 
-/// How many gaps between consecutive hits of `hits` are shorter than `min`.
-fn short_gaps(hits: &[Instant], min: Duration) -> usize {
-    hits.windows(2).filter(|w| w[1] - w[0] < min).count()
+/// The gaps between consecutive hits of `hits` shorter than half the
+/// interval, as (added, late): a hit *added* between two others (a second
+/// node checking the service: the gap before it and this one add up to
+/// less than one and a half intervals, as two interleaved cadences do), or
+/// a *late* hit followed by the next one on time (the gap before it is as
+/// much longer: the two add up to about two intervals; a probe fired late
+/// on a starved machine, since a service keeps its cadence). Only added
+/// hits are checks by two nodes at once.
+fn short_gaps(hits: &[Instant]) -> (usize, usize) {
+    let interval = Duration::from_secs(INTERVAL);
+    let (mut added, mut late) = (0, 0);
+    for k in 0..hits.len().saturating_sub(1) {
+        if hits[k + 1] - hits[k] >= interval / 2 {
+            continue;
+        }
+        match k.checked_sub(1) {
+            Some(j) if hits[k + 1] - hits[j] >= interval * 3 / 2 => late += 1,
+            _ => added += 1,
+        }
+    }
+    (added, late)
+}
+
+#[test]
+fn short_gaps_tell_a_hit_added_by_a_second_node_from_a_late_probe() {
+    let t0 = Instant::now();
+    let at = |ms: &[u64]| -> Vec<Instant> {
+        ms.iter().map(|m| t0 + Duration::from_millis(*m)).collect()
+    };
+    assert_eq!(short_gaps(&at(&[0, 5_000, 10_000, 15_000])), (0, 0));
+    // Due at 10 s, fired at 13.3 s; the next on time.
+    assert_eq!(short_gaps(&at(&[0, 5_000, 13_300, 15_000, 20_000])), (0, 1));
+    // A second node checking at its own phase.
+    assert_eq!(
+        short_gaps(&at(&[0, 5_000, 6_000, 10_000, 11_000, 15_000])),
+        (2, 0)
+    );
+    // One overlap at a takeover: the new owner's first check 1 s after
+    // the old owner's last.
+    assert_eq!(short_gaps(&at(&[0, 5_000, 10_000, 11_000, 16_000])), (1, 0));
 }
 
 /// The shortest gap between consecutive hits of any of the first `n`
@@ -227,6 +431,7 @@ fn shortest_gap(target: &Counter, n: usize) -> Option<Duration> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_split_the_work_take_over_a_killed_node_and_notify_once() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let Some(pg) = Postgres::start().await else {
         return;
     };
@@ -235,9 +440,12 @@ async fn three_nodes_split_the_work_take_over_a_killed_node_and_notify_once() {
     let hook = Receiver::start(Answer::Ok).await;
     let sink = SmtpSink::start(SmtpMode::Accept);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let n1 = node(&db, "n1", sink.port).await;
-    let n2 = node(&db, "n2", sink.port).await;
-    let n3 = node(&db, "n3", sink.port).await;
+    // Digests on: the default threshold (5), one window for the storm.
+    let window = DIGEST_WINDOW.to_string();
+    let digests = ["--digest-window", window.as_str()];
+    let n1 = node(&db, "n1", sink.port, &digests).await;
+    let n2 = node(&db, "n2", sink.port, &digests).await;
+    let n3 = node(&db, "n3", sink.port, &digests).await;
     let bases = [n1.url.clone(), n2.url.clone(), n3.url.clone()];
     wait_split(&http, &bases[0], 3).await;
 
@@ -248,24 +456,21 @@ async fn three_nodes_split_the_work_take_over_a_killed_node_and_notify_once() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
-    // Registered on every node in turn: the owner learns of a service
-    // registered elsewhere through LISTEN/NOTIFY.
-    for i in 0..SERVICES {
-        let mut body = json!({
-            "name": name(i), "url": target.url(&name(i)),
-            "interval": INTERVAL, "timeout": 2, "healthy_threshold": 2, "unhealthy_threshold": 2,
-        });
-        if i % 20 == 0 {
+    let mut all = bodies(&target, 0..SERVICES);
+    for (i, body) in all.iter_mut().enumerate() {
+        if i % FLAKY == 0 {
             body["channels"] = json!(["hook"]);
-            body["email"] = json!([format!("{}@example.com", name(i))]);
+            body["email"] = json!(["ops@example.com"]);
         }
-        register(&http, &bases[i % 3], body).await;
     }
-    let flaky: Vec<String> = (0..SERVICES).step_by(20).map(name).collect();
+    let took = register_all(&http, &bases, all).await;
+    eprintln!("registered {SERVICES} services in {took:?}");
+    let flaky: Vec<String> = (0..SERVICES).step_by(FLAKY).map(name).collect();
     // Every service checked (each by its owner, whichever node took it).
+    let registered = Instant::now();
     wait_for(
         "every service checked twice",
-        Duration::from_secs(40),
+        Duration::from_secs(60),
         || async {
             (0..SERVICES)
                 .all(|i| target.hits_of(&name(i)).len() >= 2)
@@ -273,6 +478,10 @@ async fn three_nodes_split_the_work_take_over_a_killed_node_and_notify_once() {
         },
     )
     .await;
+    eprintln!(
+        "every service checked twice {:?} after the registrations",
+        registered.elapsed()
+    );
     for f in &flaky {
         let f = f.clone();
         let (http, base) = (&http, &bases[1]);
@@ -317,16 +526,20 @@ async fn three_nodes_split_the_work_take_over_a_killed_node_and_notify_once() {
         },
     )
     .await;
-    eprintln!("takeover: every service of the killed node checked again within {takeover:?}");
+    eprintln!(
+        "takeover: the killed node's {} services checked again within {takeover:?}",
+        of_n3.len()
+    );
     assert!(
         takeover <= bound,
         "taken over in {takeover:?}, over {bound:?}"
     );
     wait_split(&http, &bases[0], 2).await;
 
-    // (d) Every flaky service becomes unhealthy; each transition's
-    // notification arrives once per channel: the webhook by idempotency
-    // key, the mail by Message-ID.
+    // (d) Every flaky service becomes unhealthy; each transition is
+    // notified once per channel, on its own (the webhook by idempotency
+    // key, the mail by Message-ID) or held in the channel's one digest,
+    // which goes out once, from one node, at the end of its window.
     for f in &flaky {
         let f = f.clone();
         let (http, base) = (&http, &bases[0]);
@@ -336,51 +549,34 @@ async fn three_nodes_split_the_work_take_over_a_killed_node_and_notify_once() {
         })
         .await;
     }
+    let window = Duration::from_secs(DIGEST_WINDOW);
     let got = wait_for(
-        "a webhook per failing service",
-        Duration::from_secs(40),
+        "every failing service notified to the webhook",
+        window + Duration::from_secs(40),
         || async {
             let got = hook.accepted();
-            let unhealthy: HashSet<String> = got
-                .iter()
-                .map(|r| r.json())
-                .filter(|v| v["state"] == "unhealthy")
-                .filter_map(|v| v["service"].as_str().map(str::to_string))
-                .collect();
-            (unhealthy.len() == flaky.len()).then_some(got)
+            Got::of_hook(&got).covers(&flaky).then_some(got)
         },
     )
     .await;
     let mails = wait_for(
-        "an UNHEALTHY mail per failing service",
+        "every failing service notified to ops@",
         Duration::from_secs(40),
         || async {
             let mails = sink.mails();
-            let n = mails
-                .iter()
-                .filter(|m| m.subject.contains("UNHEALTHY"))
-                .count();
-            (n >= flaky.len()).then_some(mails)
+            Got::of_mail(&mails).covers(&flaky).then_some(mails)
         },
     )
     .await;
+    eprintln!("digest and mails in {:?} after the kill", killed.elapsed());
     // Anything sent twice would have arrived by now (a claim of a dead
-    // node expires after 60 s; n3 died before these transitions).
+    // node expires after 60 s; n3 died before these transitions, and the
+    // digests were claimed by a live node).
     let mut keys = HashSet::new();
     for r in &got {
         let key = r.header("idempotency-key").unwrap().to_string();
         assert!(keys.insert(key.clone()), "webhook {key} delivered twice");
     }
-    let mut per_service: HashMap<String, usize> = HashMap::new();
-    for r in &got {
-        let v = r.json();
-        if v["state"] == "unhealthy" {
-            *per_service
-                .entry(v["service"].as_str().unwrap().into())
-                .or_default() += 1;
-        }
-    }
-    assert!(per_service.values().all(|n| *n == 1), "{per_service:?}");
     let mut ids = HashSet::new();
     for m in &mails {
         assert!(
@@ -389,12 +585,24 @@ async fn three_nodes_split_the_work_take_over_a_killed_node_and_notify_once() {
             m.message_id
         );
     }
+    for (channel, got) in [("hook", Got::of_hook(&got)), ("ops@", Got::of_mail(&mails))] {
+        eprintln!(
+            "{channel}: {} messages on their own, {} notifications held in {} digest(s)",
+            got.single.len(),
+            got.digests.iter().map(|(_, h)| h.len()).sum::<usize>(),
+            got.digests.len()
+        );
+        assert_eq!(got.digests.len(), 1, "{channel}: one digest: {got:?}");
+        assert!(!got.digests[0].1.is_empty(), "{channel}: {got:?}");
+        // Each failing service's two transitions (healthy -> degraded ->
+        // unhealthy), each announced once: on its own or held.
+        let counts = got.counts();
+        for f in &flaky {
+            assert_eq!(counts.get(f), Some(&(2, 1)), "{channel}: {f}: {got:?}");
+        }
+        assert_eq!(counts.len(), flaky.len(), "{channel}: {got:?}");
+    }
     for f in &flaky {
-        let n = mails
-            .iter()
-            .filter(|m| m.subject.contains(f.as_str()) && m.subject.contains("UNHEALTHY"))
-            .count();
-        assert_eq!(n, 1, "{f}: one UNHEALTHY mail");
         // The events agree: one transition to unhealthy.
         let ev = get_json(&http, &format!("{}/api/v1/events?service={f}", bases[1])).await;
         let to_unhealthy = ev["events"]
@@ -409,23 +617,25 @@ async fn three_nodes_split_the_work_take_over_a_killed_node_and_notify_once() {
     // (a) No service was checked by two nodes at once: consecutive hits
     // are at least half an interval apart, across the takeover too (the
     // new owner continues the old owner's cadence from the stored last
-    // check: docs/cluster.md).
-    let half = Duration::from_millis(INTERVAL * 500);
+    // check: docs/cluster.md), except after a late probe ([`short_gaps`]).
     eprintln!(
         "shortest gap between two hits of a service: {:?}",
         shortest_gap(&target, SERVICES)
     );
+    let mut late = 0;
     for i in 0..SERVICES {
         let hits = target.hits_of(&name(i));
-        let short = short_gaps(&hits, half);
+        let (added, l) = short_gaps(&hits);
+        late += l;
         assert!(
-            short == 0,
-            "{}: {short} hits closer than {half:?} ({} hits, taken over: {})",
+            added == 0,
+            "{}: {added} hits within half an interval of the one before ({} hits, taken over: {})",
             name(i),
             hits.len(),
             of_n3.contains(&i)
         );
     }
+    eprintln!("short gaps after a late probe: {late}");
     drop((n1, n2));
 }
 
@@ -438,23 +648,59 @@ fn signal(pid: u32, signal: &str) {
     assert!(st.success(), "kill {signal} {pid}");
 }
 
-/// Every service of the node at `base`, name to JSON, one page.
+/// `GET url` as JSON, asked again while it answers 500 with a PostgreSQL
+/// error: after the database restarts, each of a node's reader
+/// connections fails its next statement once, then is opened again
+/// (docs/cluster.md, "The PostgreSQL store"); what the test checks is
+/// the data.
+async fn read_json(http: &reqwest::Client, url: &str) -> Value {
+    wait_for(
+        &format!("{url} answered"),
+        Duration::from_secs(10),
+        || async {
+            let r = http.get(url).send().await.ok()?;
+            let st = r.status().as_u16();
+            let v: Value = r.json().await.ok()?;
+            let broken = st == 500
+                && v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("postgresql:"));
+            if broken {
+                eprintln!("{url}: {v} (asked again)");
+            }
+            (!broken).then_some(v)
+        },
+    )
+    .await
+}
+
+/// Every service of the node at `base`, name to JSON, following the
+/// list's `next` page by page.
 async fn services(http: &reqwest::Client, base: &str) -> HashMap<String, Value> {
-    let v = get_json(http, &format!("{base}/api/v1/services?limit=1000")).await;
-    v["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["name"].as_str().unwrap().to_string(), s.clone()))
-        .collect()
+    let mut out = HashMap::new();
+    let mut path = "/api/v1/services?limit=1000".to_string();
+    loop {
+        let v = read_json(http, &format!("{base}{path}")).await;
+        out.extend(
+            v["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| (s["name"].as_str().unwrap().to_string(), s.clone())),
+        );
+        match v["next"].as_str() {
+            Some(next) => path = next.to_string(),
+            None => return out,
+        }
+    }
 }
 
 /// The state changes of `name` (newest first), read on `base`.
 async fn events(http: &reqwest::Client, base: &str, name: &str) -> Vec<Value> {
-    let v = get_json(http, &format!("{base}/api/v1/events?service={name}")).await;
+    let v = read_json(http, &format!("{base}/api/v1/events?service={name}")).await;
     v["events"]
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("events of {name} on {base}: {v}"))
         .iter()
         .filter(|e| e["kind"] == "state")
         .cloned()
@@ -463,6 +709,7 @@ async fn events(http: &reqwest::Client, base: &str, name: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_node_is_fenced_and_rejoins_and_a_database_restart_loses_nothing() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let Some(mut pg) = Postgres::start().await else {
         return;
     };
@@ -470,20 +717,15 @@ async fn a_paused_node_is_fenced_and_rejoins_and_a_database_restart_loses_nothin
     let target = Counter::start();
     let sink = SmtpSink::start(SmtpMode::Accept);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let n1 = node(&db, "n1", sink.port).await;
-    let n2 = node(&db, "n2", sink.port).await;
-    let n3 = node(&db, "n3", sink.port).await;
+    let n1 = node(&db, "n1", sink.port, &[]).await;
+    let n2 = node(&db, "n2", sink.port, &[]).await;
+    let n3 = node(&db, "n3", sink.port, &[]).await;
     let bases = [n1.url.clone(), n2.url.clone(), n3.url.clone()];
     let before = wait_split(&http, &bases[0], 3).await;
-    let count = SERVICES / 2;
-    for i in 0..count {
-        let body = json!({
-            "name": name(i), "url": target.url(&name(i)),
-            "interval": INTERVAL, "timeout": 2, "healthy_threshold": 2, "unhealthy_threshold": 2,
-        });
-        register(&http, &bases[i % 3], body).await;
-    }
-    wait_for("every service healthy", Duration::from_secs(40), || async {
+    let count = PAUSED_SERVICES;
+    let took = register_all(&http, &bases, bodies(&target, 0..count)).await;
+    eprintln!("registered {count} services in {took:?}");
+    wait_for("every service healthy", Duration::from_secs(60), || async {
         let all = services(&http, &bases[0]).await;
         (all.len() == count && all.values().all(|s| s["state"] == "healthy")).then_some(())
     })
@@ -534,13 +776,7 @@ async fn a_paused_node_is_fenced_and_rejoins_and_a_database_restart_loses_nothin
 
     // (e) PostgreSQL restarted under load: acknowledged registrations
     // stay, the nodes reconnect (health, checks, wake-ups).
-    for i in count..count + 6 {
-        let body = json!({
-            "name": name(i), "url": target.url(&name(i)),
-            "interval": INTERVAL, "timeout": 2, "healthy_threshold": 2, "unhealthy_threshold": 2,
-        });
-        register(&http, &bases[i % 3], body).await;
-    }
+    register_all(&http, &bases, bodies(&target, count..count + 6)).await;
     pg.restart().await;
     let restarted = Instant::now();
     for base in &bases {
@@ -584,24 +820,26 @@ async fn a_paused_node_is_fenced_and_rejoins_and_a_database_restart_loses_nothin
     // owner's cadence from the stored last check, and n2, resumed past its
     // leases' deadline, fired none of the probes that came due while it
     // was stopped (docs/cluster.md).
-    let half = Duration::from_millis(INTERVAL * 500);
     eprintln!(
         "shortest gap between two hits of a service: {:?}",
         shortest_gap(&target, count + 7)
     );
+    let mut late = 0;
     for i in 0..=count + 6 {
         let b = Bucket::of(&name(i)).get();
         let moved = before
             .iter()
             .any(|(n, s)| s.contains(&b) && !after[n].contains(&b));
         let hits = target.hits_of(&name(i));
-        let short = short_gaps(&hits, half);
+        let (added, l) = short_gaps(&hits);
+        late += l;
         assert!(
-            short == 0,
-            "{}: {short} hits closer than {half:?} (of n2: {}, moved at the rebalance: {moved})",
+            added == 0,
+            "{}: {added} hits within half an interval of the one before (of n2: {}, moved at the rebalance: {moved})",
             name(i),
             before["n2"].contains(&b)
         );
     }
+    eprintln!("short gaps after a late probe: {late}");
     drop((n1, n2, n3));
 }

@@ -16,6 +16,19 @@ use tokio_postgres::NoTls;
 /// fails start-up within seconds rather than hanging.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a session may sit idle inside an open transaction before
+/// PostgreSQL ends it (`idle_in_transaction_session_timeout`, set on every
+/// connection of the node). A node paused mid-transaction (`SIGSTOP`, a
+/// frozen VM) would otherwise keep the locks it took — the fence's
+/// `FOR SHARE` on its lease rows, the lease round's `FOR UPDATE` — and the
+/// other nodes' claims, which skip locked rows, could not take those
+/// buckets over until it resumed. Shorter than the 10 s lease expiry, so
+/// the locks are gone when the leases expire; the paused node's next
+/// statement then fails, its connection is opened again, and its stale
+/// writes are refused by the fence. No statement of the daemon keeps a
+/// transaction idle that long.
+pub const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
+
 /// Connections in a node's pool: the lease manager uses one, the store's
 /// writer and readers will use the rest; PostgreSQL's default
 /// `max_connections` of 100 then serves ten nodes.
@@ -63,9 +76,18 @@ impl PgDb {
         if let Some(p) = password {
             config.password(p);
         }
+        let idle = format!(
+            "-c idle_in_transaction_session_timeout={}",
+            IDLE_IN_TRANSACTION.as_millis()
+        );
+        let options = match config.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {idle}"),
+            _ => idle,
+        };
         config
             .connect_timeout(CONNECT_TIMEOUT)
-            .application_name("healthchecker");
+            .application_name("healthchecker")
+            .options(&options);
         Ok(PgDb {
             config,
             shown: shown.to_string(),

@@ -19,6 +19,17 @@
 //! reach PostgreSQL therefore stops working on its buckets in time for
 //! another node to take them; its late writes are refused by
 //! [`super::fence()`].
+//!
+//! A node may also *give up* its leases ([`LeaseManager::give_up_when`]):
+//! while the signal is set (the writer's backlog is full, PostgreSQL
+//! being unreachable or too slow: `store/batcher.rs`), the published set
+//! is empty at once, and each round, once the database answers, releases
+//! every lease of the node and deletes its node row (so that the others
+//! count it out of the fair share and claim its buckets at their next
+//! round) instead of renewing and claiming. One such round runs after the
+//! signal clears too, even if the database was unreachable throughout, so
+//! the node never renews a lease it stopped working on; the round after
+//! that claims as usual, each claim at a new epoch.
 
 use super::ClusterError;
 use deadpool_postgres::Pool;
@@ -104,6 +115,11 @@ pub struct LeaseManager {
     valid_until: Option<Instant>,
     /// Whether the node has not yet heartbeated (sets `started_at`).
     first: bool,
+    /// Set while the node gives up its leases ([`LeaseManager::give_up_when`]).
+    give_up: Option<watch::Receiver<bool>>,
+    /// Whether a release of everything is still owed (the node gave up
+    /// its leases and no release has committed since).
+    must_release: bool,
 }
 
 impl LeaseManager {
@@ -115,7 +131,31 @@ impl LeaseManager {
             held: watch::Sender::new(Held::default()),
             valid_until: None,
             first: true,
+            give_up: None,
+            must_release: false,
         }
+    }
+
+    /// Gives up every lease while `signal` is `true` (see the module docs):
+    /// nothing is published as held, the leases are released and the
+    /// node row deleted as soon as PostgreSQL answers, and nothing is
+    /// claimed until the signal is `false` again.
+    pub fn give_up_when(mut self, signal: watch::Receiver<bool>) -> LeaseManager {
+        self.give_up = Some(signal);
+        self
+    }
+
+    /// Whether the node is giving up its leases now.
+    fn giving_up(&self) -> bool {
+        self.give_up.as_ref().is_some_and(|g| *g.borrow())
+    }
+
+    /// Stops acting on any lease at once (published empty) and owes a
+    /// release.
+    fn stand_down(&mut self) {
+        self.must_release = true;
+        self.valid_until = None;
+        self.publish(Held::default());
     }
 
     /// The held leases, updated after every round.
@@ -146,13 +186,20 @@ impl LeaseManager {
         let started = Instant::now();
         let bound = (self.cfg.expiry / 2).max(Duration::from_millis(500));
         let mut client: Option<deadpool_postgres::Client> = None;
+        if self.giving_up() {
+            self.stand_down();
+        }
         let outcome = {
             let deadline = self.valid_until;
             let pool = self.pool.clone();
             let slot = &mut client;
             let work = async {
                 let c = slot.insert(pool.get().await?);
-                self.round_on(c, started).await
+                if self.must_release {
+                    self.release_on(c).await
+                } else {
+                    self.round_on(c, started).await
+                }
             };
             tokio::select! {
                 r = tokio::time::timeout(bound, work) => {
@@ -288,9 +335,43 @@ impl LeaseManager {
         }
         tx.commit().await?;
         self.first = false;
+        if self.giving_up() {
+            // Given up during the round: the next one releases.
+            self.stand_down();
+            return Ok(());
+        }
         self.valid_until = Some(started + self.cfg.expiry);
         kept.valid_until = self.valid_until;
         self.publish(kept);
+        Ok(())
+    }
+
+    /// The round of a node that gave up its leases: releases every lease
+    /// of the node and deletes its node row, in one transaction; the node
+    /// heartbeats (and sets `started_at`) again when it next claims.
+    async fn release_on(
+        &mut self,
+        client: &mut deadpool_postgres::Client,
+    ) -> Result<(), ClusterError> {
+        let tx = client.transaction().await?;
+        let released = tx
+            .execute(
+                "UPDATE buckets SET owner = NULL, expires_at = NULL WHERE owner = $1",
+                &[&self.cfg.node],
+            )
+            .await?;
+        tx.execute("DELETE FROM nodes WHERE id = $1", &[&self.cfg.node])
+            .await?;
+        tx.commit().await?;
+        if released > 0 {
+            tracing::warn!(
+                node = %self.cfg.node,
+                released,
+                "leases released: this node gave them up (its PostgreSQL write backlog was full)"
+            );
+        }
+        self.must_release = self.giving_up();
+        self.first = true;
         Ok(())
     }
 
@@ -323,6 +404,7 @@ impl LeaseManager {
     pub fn spawn(mut self, cancel: CancellationToken) -> LeaseHandle {
         let held = self.subscribe();
         let stop = cancel.clone();
+        let mut signal = self.give_up.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(self.cfg.heartbeat);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -336,6 +418,18 @@ impl LeaseManager {
                         }
                     }
                     _ = sleep_until_opt(deadline) => self.expire_if_due(),
+                    changed = signal_changed(&mut signal) => {
+                        if changed.is_err() {
+                            // The writer is gone: nothing more to give up for.
+                            signal = None;
+                            continue;
+                        }
+                        // Act at once, then on the usual period.
+                        if self.giving_up() {
+                            self.stand_down();
+                        }
+                        tick.reset_immediately();
+                    }
                 }
             }
             if let Err(e) = self.release_all().await {
@@ -343,6 +437,16 @@ impl LeaseManager {
             }
         });
         LeaseHandle { held, cancel, task }
+    }
+}
+
+/// The give-up signal's next change; never completes without one.
+async fn signal_changed(
+    signal: &mut Option<watch::Receiver<bool>>,
+) -> Result<(), watch::error::RecvError> {
+    match signal {
+        Some(s) => s.changed().await,
+        None => std::future::pending().await,
     }
 }
 

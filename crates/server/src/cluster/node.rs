@@ -5,12 +5,18 @@
 //! starts the scheduler with [`Node::ownership`] and the writer with
 //! [`Node::fence`], and calls [`Node::listen`] to receive the other nodes'
 //! wake-ups. [`Node::stop`] releases the leases after the writer flushed.
+//!
+//! The writer and the lease manager share a give-up signal: when the
+//! writer's backlog is full (PostgreSQL unreachable or too slow), the lease
+//! manager publishes nothing held and releases the node's leases until the
+//! backlog has drained (`store/batcher.rs`, docs/cluster.md).
 
 use super::lease::{self, LeaseConfig, LeaseHandle, LeaseManager};
 use super::store::PgFence;
 use super::wake::{Event, Listener, Notifier, Wake};
 use super::{FenceError, Held, PgDb, PgStore};
 use crate::http::ClusterSource;
+use crate::metrics::Metrics;
 use crate::scheduler::{Command, LoadBuckets, Ownership, SchedulerHandle};
 use crate::store::Store;
 use deadpool_postgres::Pool;
@@ -32,6 +38,9 @@ pub struct Node {
     /// lease manager last published: what the scheduler and writer use.
     held: watch::Receiver<Held>,
     stale: mpsc::UnboundedSender<FenceError>,
+    /// Set by the writer while its backlog is full; the lease manager
+    /// gives up the leases meanwhile.
+    give_up: Arc<watch::Sender<bool>>,
     listener: Option<Listener>,
 }
 
@@ -53,10 +62,12 @@ impl Node {
             .await
             .map_err(|e| format!("the PostgreSQL database {db} (--db): {e}"))?;
         let pool = db.pool(super::db::POOL_SIZE);
+        let (give_up, give_up_rx) = watch::channel(false);
         let leases = LeaseManager::new(pool.clone(), LeaseConfig::new(id.clone(), addr))
+            .give_up_when(give_up_rx)
             .spawn(CancellationToken::new());
         let (stale, stale_rx) = mpsc::unbounded_channel();
-        let held = without_stale(leases.held(), stale_rx);
+        let held = without_stale(leases.held(), stale_rx, give_up.subscribe());
         tracing::info!(node = %id, database = %db, "cluster node started");
         Ok(Node {
             store: Store::postgres(pg, &id),
@@ -65,6 +76,7 @@ impl Node {
             leases,
             held,
             stale,
+            give_up: Arc::new(give_up),
             listener: Some(listener),
         })
     }
@@ -88,12 +100,15 @@ impl Node {
         }
     }
 
-    /// What fences the writer's batches.
-    pub fn fence(&self) -> PgFence {
+    /// What fences the writer's batches, and what it counts on `metrics`
+    /// and signals when its backlog is full.
+    pub fn fence(&self, metrics: &Metrics) -> PgFence {
         PgFence {
             node: self.id.clone(),
             held: self.held.clone(),
             stale: self.stale.clone(),
+            give_up: self.give_up.clone(),
+            metrics: metrics.pg_writer.clone(),
         }
     }
 
@@ -230,21 +245,33 @@ async fn on_event(
 /// `held` minus the buckets reported stale since it last changed: the
 /// writer found this node's lease of them gone, so the node stops working
 /// on them until the lease manager's next published set (which no longer
-/// has them, or has them at a new epoch). Closed when `held` closes.
+/// has them, or has them at a new epoch). Nothing while `give_up` is set
+/// (the writer's backlog is full), at once, even if the lease manager is
+/// in the middle of a round. Closed when `held` closes.
 fn without_stale(
     mut held: watch::Receiver<Held>,
     mut stale: mpsc::UnboundedReceiver<FenceError>,
+    mut give_up: watch::Receiver<bool>,
 ) -> watch::Receiver<Held> {
     let (tx, rx) = watch::channel(held.borrow_and_update().clone());
     tokio::spawn(async move {
+        let current = |held: &mut watch::Receiver<Held>, give_up: &watch::Receiver<bool>| {
+            if *give_up.borrow() {
+                Held::default()
+            } else {
+                held.borrow_and_update().clone()
+            }
+        };
         loop {
             tokio::select! {
                 changed = held.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    let now = held.borrow_and_update().clone();
-                    tx.send_replace(now);
+                    tx.send_replace(current(&mut held, &give_up));
+                }
+                Ok(()) = give_up.changed() => {
+                    tx.send_replace(current(&mut held, &give_up));
                 }
                 Some(e) = stale.recv() => {
                     if let FenceError::Stale { bucket, epoch, .. } = e {
@@ -262,4 +289,55 @@ fn without_stale(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use healthchecker_core::cluster::{Bucket, Epoch};
+
+    fn holding(b: u16, e: i64) -> Held {
+        Held {
+            leases: [(Bucket::new(i64::from(b)).unwrap(), Epoch(e))].into(),
+            valid_until: None,
+        }
+    }
+
+    /// The next value of `rx` (a changed set), with a deadline so that a
+    /// missing change fails instead of hanging.
+    async fn next(rx: &mut watch::Receiver<Held>) -> Held {
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx.changed())
+            .await
+            .expect("a change")
+            .expect("open");
+        rx.borrow_and_update().clone()
+    }
+
+    #[tokio::test]
+    async fn while_the_writer_gives_up_nothing_is_held_and_stale_buckets_leave() {
+        let (held_tx, held_rx) = watch::channel(holding(7, 1));
+        let (stale_tx, stale_rx) = mpsc::unbounded_channel();
+        let (give_up, give_up_rx) = watch::channel(false);
+        let mut out = without_stale(held_rx, stale_rx, give_up_rx);
+        assert_eq!(*out.borrow_and_update(), holding(7, 1));
+        // A stale report of the held epoch removes the bucket…
+        stale_tx
+            .send(FenceError::Stale {
+                bucket: Bucket::new(7).unwrap(),
+                node: "a".into(),
+                epoch: Epoch(1),
+            })
+            .unwrap();
+        assert!(next(&mut out).await.is_empty());
+        held_tx.send(holding(8, 2)).unwrap();
+        assert_eq!(next(&mut out).await, holding(8, 2));
+        // …and giving up empties the set at once, whatever the lease
+        // manager publishes meanwhile, until the backlog drained.
+        give_up.send(true).unwrap();
+        assert!(next(&mut out).await.is_empty());
+        held_tx.send(holding(9, 3)).unwrap();
+        assert!(next(&mut out).await.is_empty());
+        give_up.send(false).unwrap();
+        assert_eq!(next(&mut out).await, holding(9, 3));
+    }
 }

@@ -217,6 +217,41 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (day, service_id)
     );
     "#,
+    // 3: digests are claimed like the outbox rows (cluster/store/digests.rs):
+    // each node's mail sender and channel dispatcher claim the due digests
+    // (`FOR UPDATE SKIP LOCKED`, `claim_until` on the database's clock), so
+    // a digest goes out from one node, and from another once a dead node's
+    // claim expires.
+    r#"
+    ALTER TABLE digests ADD COLUMN claimed_by text;
+    ALTER TABLE digests ADD COLUMN claim_until timestamptz;
+    "#,
+    // 4: a check is added to its hour's roll-up only, no longer to its
+    // day's too (one row version fewer per check); a past hour is folded
+    // into its day once, by the prune job (`PgStore::fold_hours`), and
+    // marked `folded` in the same transaction. Reads of days add the
+    // hours not folded yet (the partial index finds them). The hour rows
+    // written before this version are in their days already: `true` for
+    // them, `false` for every row inserted from now on.
+    r#"
+    ALTER TABLE uptime ADD COLUMN folded boolean NOT NULL DEFAULT true;
+    ALTER TABLE uptime ALTER COLUMN folded SET DEFAULT false;
+    CREATE INDEX uptime_unfolded ON uptime (service_id, hour) WHERE NOT folded;
+    "#,
+    // 5: the number of services per bucket, kept by registration and
+    // deletion in their transactions, so that the service limit is the sum
+    // of 1,024 small rows instead of `count(*)` over `services` (a scan per
+    // new name). Per bucket, not one row, so that registrations on several
+    // nodes do not queue on one row lock.
+    r#"
+    CREATE TABLE service_counts (
+        bucket int PRIMARY KEY CHECK (bucket >= 0 AND bucket < 1024),
+        n bigint NOT NULL DEFAULT 0
+    );
+    INSERT INTO service_counts (bucket, n)
+        SELECT g.b, count(s.id) FROM generate_series(0, 1023) g(b)
+        LEFT JOIN services s ON s.bucket = g.b GROUP BY g.b;
+    "#,
 ];
 
 // Migration 1 writes the bucket count as a number: it must stay the core's.

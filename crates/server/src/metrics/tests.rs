@@ -183,3 +183,30 @@ fn without_per_service_series_only_the_counts_remain() {
     assert!(!t.contains("healthchecker_service_up"));
     assert!(t.contains("healthchecker_services{state=\"healthy\"} 1\n"));
 }
+
+#[test]
+fn the_postgresql_writer_series_are_exported_from_the_start_and_count() {
+    let m = Metrics::new();
+    let text = m.encode(Format::Classic);
+    for line in [
+        "healthchecker_pg_write_backlog 0",
+        "healthchecker_pg_checks_dropped_total{reason=\"stale\"} 0",
+        "healthchecker_pg_checks_dropped_total{reason=\"backlog_full\"} 0",
+        "healthchecker_pg_leases_given_up_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    // The writer counts on clones of the registered series.
+    let w = m.pg_writer.clone();
+    w.backlog.set(7);
+    w.dropped_stale.inc_by(3);
+    w.leases_given_up.inc();
+    let text = m.encode(Format::Classic);
+    for line in [
+        "healthchecker_pg_write_backlog 7",
+        "healthchecker_pg_checks_dropped_total{reason=\"stale\"} 3",
+        "healthchecker_pg_leases_given_up_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+}

@@ -6,11 +6,12 @@
 //! use.
 //!
 //! Differences by design (docs/cluster.md, "The seam"):
-//! - On PostgreSQL, [`Store::due_notifications`] and
-//!   [`Store::due_deliveries`] *claim* the rows for this node
-//!   (`PgStore::claim_notifications`, `claim_deliveries`, for
-//!   `CLAIM_FOR`): the mail sender and the channel dispatcher of every node
-//!   call them, and each row then goes out from one node only.
+//! - On PostgreSQL, [`Store::due_notifications`],
+//!   [`Store::due_deliveries`] and [`Store::due_digests`] *claim* the rows
+//!   for this node (`PgStore::claim_notifications`, `claim_deliveries`,
+//!   `claim_digests`, for `CLAIM_FOR`): the mail sender and the channel
+//!   dispatcher of every node call them, and each row (each digest) then
+//!   goes out from one node only.
 //! - SQLite-only helpers answer neutrally on PostgreSQL: [`Store::path`]
 //!   is `None`, [`Store::wal_bytes`] is 0 (`pg_stat_wal` is cluster-wide).
 
@@ -180,6 +181,23 @@ impl Store {
         }
     }
 
+    /// Digests of `outbox` due now; on PostgreSQL claimed for this node
+    /// (`PgStore::claim_digests`), as [`Store::due_notifications`]: each
+    /// digest goes out from one node.
+    pub fn due_digests(
+        &self,
+        outbox: &str,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<DigestRecord>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.due_digests(outbox, now, limit),
+            Backend::Pg { store, node } => {
+                store.claim_digests(node, outbox, now, limit, crate::cluster::store::CLAIM_FOR)
+            }
+        }
+    }
+
     /// The services of `buckets` (a cluster node's scheduler runs those of
     /// the buckets it holds). On SQLite, every service whose name falls in
     /// one of them.
@@ -258,8 +276,6 @@ dispatch! {
 
     /// Decides which digests of `outbox` are due (SPEC digests).
     fn decide_digests(&self, outbox: &str, now: i64, rule: DigestRule) -> Result<(usize, usize), StoreError>;
-    /// Digests of `outbox` due now.
-    fn due_digests(&self, outbox: &str, now: i64, limit: usize) -> Result<Vec<DigestRecord>, StoreError>;
     /// Digests, newest first.
     fn digests(&self, destination: Option<&str>, limit: usize) -> Result<Vec<DigestRecord>, StoreError>;
     /// The items of one digest.

@@ -249,6 +249,7 @@ impl Writer {
                 PgWriterTiming {
                     batch_window: timing.batch_window,
                     max_batch: timing.max_batch,
+                    ..PgWriterTiming::default()
                 },
             );
             let stopped = w.stopped();

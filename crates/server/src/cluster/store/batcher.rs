@@ -1,30 +1,64 @@
 //! The PostgreSQL batch writer thread: check results from the scheduler
-//! go through a bounded queue to one thread, which writes them in batches
-//! with [`PgStore::write_batch`], fenced by the node's leases as they are
-//! at each commit. The counterpart of the SQLite `Writer` (the same queue
-//! bound, batch window and batch size as `store/writer.rs`, whose
-//! constants are private to `store/`; `record` and `flush`), for the
-//! dispatching `Store` of the next step to wrap.
+//! go through a queue to one thread, which writes them in batches with
+//! [`PgStore::write_batch`], fenced by the node's leases as they were when
+//! each result was recorded and still are at the commit. The counterpart of the SQLite `Writer` (the same batch
+//! window and batch size as `store/writer.rs`; `record` and `flush`).
 //!
 //! Unlike SQLite's writer it holds nothing back for minutes: every batch
 //! (state changes and plain checks alike) commits within
 //! [`PgWriterTiming::batch_window`] of its first check,
 //! since there is no in-memory overlay for reads to see held checks
-//! through. A failed commit (database unreachable) is retried with
-//! back-off (100 ms doubling to 5 s) while the queue fills; the scheduler
-//! then waits (back-pressure). The bounded queue and the giving up of
-//! leases beyond it (SPEC 19, "Bad input and faults") are still to come.
+//! through.
+//!
+//! # A node cut off from its database (SPEC 19, "Bad input and faults")
+//!
+//! [`PgWriterHandle::record`] never waits: the scheduler goes on checking
+//! from memory (thresholds, transitions) while the database is away. A
+//! failed commit is retried with back-off (100 ms doubling to 5 s), and
+//! results recorded meanwhile wait in the writer's *backlog*, at most
+//! [`PgWriterTiming::backlog`] checks ([`BACKLOG`] = 65,536 by default,
+//! about 20 MB; see docs/cluster.md for the sizing). `/health` fails
+//! meanwhile (the store's last write error). After reconnection the
+//! backlog is written in order, in batches, fenced as usual: the checks of
+//! buckets whose lease was lost meanwhile are dropped, logged and counted
+//! (`healthchecker_pg_checks_dropped_total{reason="stale"}`). Each result
+//! carries the held set of the moment it was recorded (a shared snapshot,
+//! new only when the set changes), and is written only under a lease held
+//! both then and at the commit, at the same epoch: a bucket lost and
+//! claimed again while its old results were queued (another node may have
+//! written in between) does not get them written under the new epoch.
+//!
+//! When the backlog reaches its bound, the node *gives up its leases*
+//! ([`PgFence::give_up`], watched by the lease manager and by the node's
+//! held set in `node.rs`: that set becomes empty at once, so the
+//! scheduler stops checking and drops results in flight; the lease
+//! manager releases the leases and leaves the node list as soon as
+//! PostgreSQL answers, and claims nothing until the backlog has drained
+//! to zero), logs an error naming the reason and counts it
+//! (`healthchecker_pg_leases_given_up_total`). What is queued is not
+//! thrown away: it is written or, its leases being gone, counted as
+//! stale. A result recorded while the backlog is full (one in flight when
+//! the node gave up) is refused and counted
+//! (`healthchecker_pg_checks_dropped_total{reason="backlog_full"}`).
+//! `healthchecker_pg_write_backlog` is the backlog's depth.
 
 use super::{Fencing, PgStore};
 use crate::cluster::{FenceError, Held};
+use crate::metrics::PgWriterSeries;
 use crate::store::CheckWrite;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Queue bound between the scheduler and the writer (SQLite's too).
-pub const QUEUE: usize = 32_768;
+/// Default bound of the backlog, in checks: two lease expiries (10 s) of
+/// a node checking 100,000 services every 30 s (3,333 checks/s) fit in
+/// it, so a node cut off from PostgreSQL normally loses its leases on its
+/// own clock before the bound is reached. A queued check takes about
+/// 300 bytes with its strings: some 20 MB at the bound.
+pub const BACKLOG: usize = 65_536;
 
-/// The writer's periods.
+/// The writer's periods and bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PgWriterTiming {
     /// How long a batch collects after its first check (100 ms, SQLite's
@@ -32,6 +66,10 @@ pub struct PgWriterTiming {
     pub batch_window: Duration,
     /// Most checks per batch (4,096, SQLite's `MAX_BATCH`).
     pub max_batch: usize,
+    /// Most checks recorded and not yet committed or dropped
+    /// ([`BACKLOG`]); when reached, the node gives up its leases (see the
+    /// module docs).
+    pub backlog: usize,
 }
 
 impl Default for PgWriterTiming {
@@ -39,18 +77,40 @@ impl Default for PgWriterTiming {
         PgWriterTiming {
             batch_window: Duration::from_millis(100),
             max_batch: 4096,
+            backlog: BACKLOG,
         }
     }
 }
 
 enum Op {
-    Check(Box<CheckWrite>),
+    /// A result and the leases held when it was recorded.
+    Check(Box<CheckWrite>, Arc<Held>),
     Flush(oneshot::Sender<()>),
 }
 
+/// The held set as the handles last saw it: each recorded result carries
+/// the snapshot of its moment (shared until the set changes).
+struct Seen {
+    rx: Option<watch::Receiver<Held>>,
+    now: Arc<Held>,
+}
+
+impl Seen {
+    /// The held set now.
+    fn current(&mut self) -> Arc<Held> {
+        if let Some(rx) = &mut self.rx {
+            if rx.has_changed().unwrap_or(false) {
+                self.now = Arc::new(rx.borrow_and_update().clone());
+            }
+        }
+        self.now.clone()
+    }
+}
+
 /// What fences a node's batches: its id, its lease manager's published
-/// set, and where the writer reports a bucket whose checks it dropped
-/// because the lease was stale (the scheduler stops running it).
+/// set, where the writer reports a bucket whose checks it dropped because
+/// the lease was stale (the scheduler stops running it), and what it does
+/// when its backlog is full.
 pub struct PgFence {
     /// The node's id (`buckets.owner`).
     pub node: String,
@@ -58,27 +118,117 @@ pub struct PgFence {
     pub held: watch::Receiver<Held>,
     /// Stale buckets, one report per dropped bucket and batch.
     pub stale: mpsc::UnboundedSender<FenceError>,
+    /// Set to `true` when the backlog reaches its bound (the node gives up
+    /// its leases: `LeaseManager::give_up_when`), back to `false` once it
+    /// has drained to zero.
+    pub give_up: Arc<watch::Sender<bool>>,
+    /// The node's `/metrics` series of the writer.
+    pub metrics: PgWriterSeries,
+}
+
+/// What the handles and the thread share: the backlog's depth and bound,
+/// the series, and the give-up signal.
+struct Shared {
+    depth: AtomicUsize,
+    bound: usize,
+    metrics: PgWriterSeries,
+    give_up: Option<Arc<watch::Sender<bool>>>,
+    node: String,
+    seen: std::sync::Mutex<Seen>,
+}
+
+impl Shared {
+    /// Counts `n` checks as no longer waiting; when the backlog is empty
+    /// and the node had given up its leases, it may claim again.
+    fn done(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let before = self.depth.fetch_sub(n, Ordering::AcqRel);
+        self.metrics.backlog.dec_by(n as i64);
+        if before == n {
+            if let Some(g) = &self.give_up {
+                if g.send_if_modified(|g| std::mem::replace(g, false)) {
+                    tracing::info!(
+                        node = %self.node,
+                        "postgresql write backlog drained; claiming leases again"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The backlog reached its bound: give up the leases (once until it
+    /// drains).
+    fn full(&self) {
+        let Some(g) = &self.give_up else { return };
+        if g.send_if_modified(|g| !std::mem::replace(g, true)) {
+            self.metrics.leases_given_up.inc();
+            tracing::error!(
+                node = %self.node,
+                backlog = self.bound,
+                "postgresql write backlog full (the database is unreachable or too slow): \
+                 giving up this node's leases until it drains"
+            );
+        }
+    }
 }
 
 /// Sends check results to the PostgreSQL writer thread.
 #[derive(Clone)]
 pub struct PgWriterHandle {
-    tx: mpsc::Sender<Op>,
+    tx: mpsc::UnboundedSender<Op>,
+    shared: Arc<Shared>,
 }
 
 impl PgWriterHandle {
-    /// Queues a check result; waits if the queue is full.
+    /// Queues a check result; never waits. At the backlog's bound the
+    /// node gives up its leases; a result recorded while the backlog is
+    /// full is dropped, logged and counted (`reason="backlog_full"`).
     pub async fn record(&self, w: CheckWrite) {
-        let _ = self.tx.send(Op::Check(Box::new(w))).await;
+        let s = &self.shared;
+        let depth = s.depth.fetch_add(1, Ordering::AcqRel);
+        if depth >= s.bound {
+            s.depth.fetch_sub(1, Ordering::AcqRel);
+            let n = s.metrics.dropped_full.inc() + 1;
+            // Logged at the 1st, 2nd, 4th, 8th… drop: never silent, never a flood.
+            if n.is_power_of_two() {
+                tracing::error!(
+                    node = %s.node,
+                    service_id = %w.service_id,
+                    backlog = s.bound,
+                    dropped = n,
+                    "postgresql write backlog full: check result dropped"
+                );
+            }
+            s.full();
+            return;
+        }
+        s.metrics.backlog.inc();
+        let held = s.seen.lock().unwrap_or_else(|e| e.into_inner()).current();
+        if self.tx.send(Op::Check(Box::new(w), held)).is_err() {
+            // The thread is gone (the supervisor stops the daemon).
+            s.depth.fetch_sub(1, Ordering::AcqRel);
+            s.metrics.backlog.dec();
+            return;
+        }
+        if depth + 1 >= s.bound {
+            s.full();
+        }
     }
 
     /// Waits until everything queued before this call is committed (or
     /// dropped as stale).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Op::Flush(tx)).await.is_ok() {
+        if self.tx.send(Op::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Checks recorded and not yet committed or dropped.
+    pub fn backlog(&self) -> usize {
+        self.shared.depth.load(Ordering::Acquire)
     }
 }
 
@@ -90,21 +240,41 @@ pub struct PgWriter {
 }
 
 impl PgWriter {
-    /// Starts the thread: unfenced (a single node) without `fence`.
+    /// Starts the thread: unfenced (a single node) without `fence` (then
+    /// nothing is given up at the bound: results beyond it are dropped
+    /// and counted on a detached series).
     pub fn start(
         store: &PgStore,
         fence: Option<PgFence>,
         timing: PgWriterTiming,
     ) -> (PgWriter, PgWriterHandle) {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut held = fence.as_ref().map(|f| f.held.clone());
+        let now = Arc::new(
+            held.as_mut()
+                .map(|h| h.borrow_and_update().clone())
+                .unwrap_or_default(),
+        );
+        let shared = Arc::new(Shared {
+            seen: std::sync::Mutex::new(Seen { rx: held, now }),
+            depth: AtomicUsize::new(0),
+            bound: timing.backlog.max(1),
+            metrics: fence
+                .as_ref()
+                .map(|f| f.metrics.clone())
+                .unwrap_or_default(),
+            give_up: fence.as_ref().map(|f| f.give_up.clone()),
+            node: fence.as_ref().map(|f| f.node.clone()).unwrap_or_default(),
+        });
         let store = store.clone();
         let stopped = tokio_util::sync::CancellationToken::new();
         let guard = stopped.clone().drop_guard();
+        let on_thread = shared.clone();
         let thread = std::thread::Builder::new()
             .name("hc-pg-writer".into())
             .spawn(move || {
                 let _guard = guard;
-                run(&store, rx, fence, timing)
+                run(&store, rx, fence, timing, &on_thread)
             })
             .expect("spawn the PostgreSQL writer thread");
         (
@@ -112,7 +282,7 @@ impl PgWriter {
                 thread: Some(thread),
                 stopped,
             },
-            PgWriterHandle { tx },
+            PgWriterHandle { tx, shared },
         )
     }
 
@@ -132,9 +302,10 @@ impl PgWriter {
 
 fn run(
     store: &PgStore,
-    mut rx: mpsc::Receiver<Op>,
+    mut rx: mpsc::UnboundedReceiver<Op>,
     fence: Option<PgFence>,
     timing: PgWriterTiming,
+    shared: &Shared,
 ) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -145,6 +316,7 @@ fn run(
         // The first write of a batch, then whatever comes within the
         // window (or until a flush, a full batch, the end of the queue).
         let mut batch = Vec::new();
+        let mut helds = Vec::new();
         let mut waiters = Vec::new();
         let Some(first) = rt.block_on(rx.recv()) else {
             break;
@@ -153,7 +325,10 @@ fn run(
         let mut op = Some(first);
         loop {
             match op {
-                Some(Op::Check(c)) => batch.push(*c),
+                Some(Op::Check(c, held)) => {
+                    batch.push(*c);
+                    helds.push(held);
+                }
                 Some(Op::Flush(w)) => waiters.push(w),
                 None => open = false,
             }
@@ -165,24 +340,78 @@ fn run(
                 Err(_) => break,
             };
         }
-        commit(store, &batch, fence.as_ref());
+        commit(store, &batch, &helds, fence.as_ref(), shared);
+        shared.done(batch.len());
         for w in waiters {
             let _ = w.send(());
         }
     }
 }
 
-/// Writes `batch`, retrying a failed commit with back-off until it lands.
-fn commit(store: &PgStore, batch: &[CheckWrite], fence: Option<&PgFence>) {
+/// Writes `batch` in runs of results recorded under one held set (one run,
+/// but at a change of the leases).
+fn commit(
+    store: &PgStore,
+    batch: &[CheckWrite],
+    helds: &[Arc<Held>],
+    fence: Option<&PgFence>,
+    shared: &Shared,
+) {
+    let mut start = 0;
+    while let Some(held) = helds.get(start) {
+        let end = helds[start..]
+            .iter()
+            .position(|h| !Arc::ptr_eq(h, held))
+            .map_or(helds.len(), |n| start + n);
+        commit_run(store, &batch[start..end], held, fence, shared);
+        start = end;
+    }
+}
+
+/// The leases a result recorded under `then` may still be written with:
+/// those held then and now at the same epoch (a bucket lost and claimed
+/// again meanwhile is not: its new owner's state may lie in between).
+fn still_held(then: &Held, now: &Held) -> Held {
+    Held {
+        leases: then
+            .leases
+            .iter()
+            .filter(|(b, e)| now.epoch(**b) == Some(**e))
+            .map(|(b, e)| (*b, *e))
+            .collect(),
+        valid_until: now.valid_until,
+    }
+}
+
+/// Writes one run, retrying a failed commit with back-off until it lands,
+/// fenced by the leases held both when its results were recorded (`then`)
+/// and now; the checks of stale buckets are dropped, reported and counted.
+fn commit_run(
+    store: &PgStore,
+    batch: &[CheckWrite],
+    then: &Held,
+    fence: Option<&PgFence>,
+    shared: &Shared,
+) {
     let mut delay = Duration::from_millis(100);
     loop {
         let fencing = fence.map(|f| Fencing {
             node: f.node.clone(),
-            held: f.held.borrow().clone(),
+            held: still_held(then, &f.held.borrow()),
         });
         match store.write_batch(fencing.as_ref(), batch) {
             Ok(w) => {
+                let dropped = batch.len().saturating_sub(w.checks + w.gone);
                 if let Some(f) = fence {
+                    if dropped > 0 {
+                        shared.metrics.dropped_stale.inc_by(dropped as u64);
+                        tracing::warn!(
+                            node = %f.node,
+                            checks = dropped,
+                            buckets = w.stale.len(),
+                            "checks of buckets no longer held dropped (stale leases)"
+                        );
+                    }
                     for e in w.stale {
                         tracing::warn!(error = %e, "checks of a bucket no longer held dropped");
                         let _ = f.stale.send(e);
@@ -191,7 +420,12 @@ fn commit(store: &PgStore, batch: &[CheckWrite], fence: Option<&PgFence>) {
                 return;
             }
             Err(e) => {
-                tracing::error!(error = %e, checks = batch.len(), "postgresql write failed; retrying");
+                tracing::error!(
+                    error = %e,
+                    checks = batch.len(),
+                    backlog = shared.depth.load(Ordering::Acquire),
+                    "postgresql write failed; retrying"
+                );
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

@@ -231,7 +231,8 @@ impl PgStore {
 
     /// [`PgStore::due_deliveries`] claimed by `node` for `claim_for`, as
     /// [`PgStore::claim_notifications`]: no row is claimed by two nodes,
-    /// and an expired claim is taken over.
+    /// an expired claim is taken over, and a node that decides digests
+    /// claims only decided rows.
     pub fn claim_deliveries(
         &self,
         node: &str,
@@ -246,8 +247,9 @@ impl PgStore {
             &claim_sql("deliveries", "service_id, channel", DELIVERY_COLUMNS),
         )?;
         let ms = claim_for.as_millis() as i64;
+        let decided = self.decides_digests();
         let mut out = row::all(
-            &c.query(&s, &[&now, &node, &(limit as i64), &ms])
+            &c.query(&s, &[&now, &node, &(limit as i64), &ms, &decided])
                 .map_err(pg)?,
             decode_delivery,
         )?;
@@ -279,13 +281,15 @@ impl PgStore {
     }
 
     /// Records delivered rows (the receiver accepted the message); the
-    /// claim ends.
+    /// claim ends. A row claimed before any digest decision reached it
+    /// gets `due_at` = `at`, so its channel's digest book counts it.
     pub fn mark_delivered(&self, ids: &[i64], at: i64) -> Result<(), StoreError> {
         let mut l = self.write_conn()?;
         let (c, _) = l.conn().parts();
         c.execute(
             "UPDATE deliveries SET status = 'sent', sent_at = $1, attempts = attempts + 1, \
-             last_error = NULL, claimed_by = NULL, claim_until = NULL \
+             last_error = NULL, claimed_by = NULL, claim_until = NULL, \
+             due_at = COALESCE(due_at, $1) \
              WHERE id = ANY($2) AND status = 'pending'",
             &[&at, &ids],
         )

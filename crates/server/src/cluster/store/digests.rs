@@ -1,9 +1,25 @@
 //! Digests on PostgreSQL (SPEC section 14), as `store/digests.rs`: which
 //! due outbox rows go out on their own and which are held for one digest
 //! message, and the digests themselves. The decision is
-//! `core::policy::DigestBook`'s; one transaction applies it. In a cluster
-//! two nodes deciding at once take turns on an advisory lock per outbox,
-//! so each row is decided once and each window has one digest.
+//! `core::policy::DigestBook`'s; one transaction applies it.
+//!
+//! In a cluster (docs/cluster.md, "Digests in a cluster"):
+//! - two nodes deciding at once take turns on an advisory lock per outbox,
+//!   so each row is decided once and each window has one digest row;
+//! - a node that decides digests claims only decided outbox rows
+//!   ([`PgStore::decides_digests`]), so no row goes out on its own while
+//!   its destination's digest would hold it;
+//! - a row under a claim anyway (claimed by a node with digests off, or
+//!   before this node's first decision) is not decided: it is going out on
+//!   its own; the decision skips it `FOR UPDATE … SKIP LOCKED`, so a claim
+//!   in flight never waits on a decision nor the other way round, and
+//!   marking it sent gives it its `due_at`, so it still counts towards its
+//!   destination's threshold;
+//! - a due digest is claimed by one node before it is delivered
+//!   ([`PgStore::claim_digests`], `FOR UPDATE SKIP LOCKED` with a claim
+//!   expiry, as the outbox rows): one delivery in normal operation, at
+//!   least one across a node's crash (another node takes it when the claim
+//!   expires), always with the same delivery id.
 
 use super::row::{self, Fields};
 use super::{pg, PgStore};
@@ -13,6 +29,8 @@ use healthchecker_core::policy::{combined_verdict, DigestBook, DigestRule, Diges
 use healthchecker_core::ServiceId;
 use postgres::{GenericClient, Row};
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 /// Digests that were sent or failed are kept this long (as sent mail).
 const RETAIN_DIGESTS_MS: i64 = 90 * 24 * 3_600_000;
@@ -127,7 +145,9 @@ fn digest_for(
 }
 
 /// Decides the undecided due rows of one outbox at `now`, as the SQLite
-/// store's `decide`. Returns (sent on their own, held).
+/// store's `decide`, except the rows under an unexpired claim or locked by
+/// a claim in progress (a node is delivering them on their own). Returns
+/// (sent on their own, held).
 fn decide(
     tx: &mut impl GenericClient,
     outbox: &str,
@@ -139,18 +159,20 @@ fn decide(
             "deliveries",
             "SELECT d.id, d.service_id, d.channel, COALESCE(c.kind, '') FROM deliveries d \
              LEFT JOIN channels c ON c.name = d.channel \
-             WHERE d.status = 'pending' AND d.due_at IS NULL AND EXISTS \
+             WHERE d.status = 'pending' AND d.due_at IS NULL \
+               AND (d.claim_until IS NULL OR d.claim_until < now()) AND EXISTS \
                (SELECT 1 FROM deliveries e WHERE e.status = 'pending' AND e.next_attempt_at <= $1 \
                 AND e.service_id = d.service_id AND e.channel = d.channel) \
-             ORDER BY d.id",
+             ORDER BY d.id FOR UPDATE OF d SKIP LOCKED",
         ),
         _ => (
             "notifications",
             "SELECT n.id, n.service_id, n.recipients, '' FROM notifications n \
-             WHERE n.status = 'pending' AND n.due_at IS NULL AND n.service_id IN \
+             WHERE n.status = 'pending' AND n.due_at IS NULL \
+               AND (n.claim_until IS NULL OR n.claim_until < now()) AND n.service_id IN \
                (SELECT service_id FROM notifications \
                 WHERE status = 'pending' AND next_attempt_at <= $1) \
-             ORDER BY n.id",
+             ORDER BY n.id FOR UPDATE OF n SKIP LOCKED",
         ),
     };
     let rows: Vec<(i64, i64, String, String)> = tx
@@ -256,6 +278,7 @@ impl PgStore {
         now: i64,
         rule: DigestRule,
     ) -> Result<(usize, usize), StoreError> {
+        self.inner.decides_digests.store(true, Relaxed);
         let (table, lock) = if outbox == "channel" {
             ("deliveries", DECIDE_LOCK)
         } else {
@@ -283,7 +306,19 @@ impl PgStore {
         Ok(r)
     }
 
-    /// Digests of `outbox` due at `now` (their window ended), oldest first.
+    /// Whether this node decides digests (it called
+    /// [`PgStore::decide_digests`], which the mail sender and the channel
+    /// dispatcher do before each claim when digests are on): its claims
+    /// then take only rows the decision reached, so that a row that fell
+    /// due between a decision and a claim waits for the next decision
+    /// (one poll, 1 s) instead of going out on its own.
+    pub fn decides_digests(&self) -> bool {
+        self.inner.decides_digests.load(Relaxed)
+    }
+
+    /// Digests of `outbox` due at `now` (their window ended), oldest first
+    /// (unclaimed: a single node's view; a cluster node uses
+    /// [`PgStore::claim_digests`]).
     pub fn due_digests(
         &self,
         outbox: &str,
@@ -303,6 +338,45 @@ impl PgStore {
             &c.query(&s, &[&outbox, &now, &(limit as i64)]).map_err(pg)?,
             decode_digest,
         )
+    }
+
+    /// [`PgStore::due_digests`] claimed by `node` for `claim_for`: digests
+    /// under another node's unexpired claim (or this node's own: it is
+    /// delivering them) are left out, and two nodes claiming at once never
+    /// get the same one (`FOR UPDATE SKIP LOCKED`). Marking the digest
+    /// sent or failed ends the claim; a dead node's claim expires and
+    /// another node delivers the digest, with the same delivery id.
+    pub fn claim_digests(
+        &self,
+        node: &str,
+        outbox: &str,
+        now: i64,
+        limit: usize,
+        claim_for: Duration,
+    ) -> Result<Vec<DigestRecord>, StoreError> {
+        let mut l = self.write_conn()?;
+        let (c, cache) = l.conn().parts();
+        let s = cache.get(
+            c,
+            &format!(
+                "UPDATE digests SET claimed_by = $3, \
+                   claim_until = now() + $5::bigint * interval '1 millisecond' \
+                 WHERE id IN ( \
+                   SELECT id FROM digests WHERE outbox = $1 AND status = 'pending' \
+                     AND next_attempt_at <= $2 \
+                     AND (claim_until IS NULL OR claim_until < now()) \
+                   ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {DIGEST_COLUMNS}"
+            ),
+        )?;
+        let ms = claim_for.as_millis() as i64;
+        let mut out = row::all(
+            &c.query(&s, &[&outbox, &now, &node, &(limit as i64), &ms])
+                .map_err(pg)?,
+            decode_digest,
+        )?;
+        out.sort_by_key(|d| d.id);
+        Ok(out)
     }
 
     /// Digests, newest first, optionally of one destination.
@@ -353,13 +427,14 @@ impl PgStore {
             .collect()
     }
 
-    /// Records a delivered digest.
+    /// Records a delivered digest; the claim ends.
     pub fn mark_digest_sent(&self, id: i64, at: i64) -> Result<(), StoreError> {
         let mut l = self.write_conn()?;
         let (c, _) = l.conn().parts();
         c.execute(
             "UPDATE digests SET status = 'sent', sent_at = $1, attempts = attempts + 1, \
-             last_error = NULL WHERE id = $2 AND status = 'pending'",
+             last_error = NULL, claimed_by = NULL, claim_until = NULL \
+             WHERE id = $2 AND status = 'pending'",
             &[&at, &id],
         )
         .map_err(pg)?;
@@ -367,7 +442,7 @@ impl PgStore {
     }
 
     /// Records a failed digest delivery: retry at `next_attempt_at`, or
-    /// give up.
+    /// give up; the claim ends (any node may retry).
     pub fn mark_digest_failed(
         &self,
         id: i64,
@@ -379,8 +454,8 @@ impl PgStore {
         let (c, _) = l.conn().parts();
         c.execute(
             "UPDATE digests SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, \
-             status = CASE WHEN $3 THEN 'failed' ELSE status END \
-             WHERE id = $4 AND status = 'pending'",
+             status = CASE WHEN $3 THEN 'failed' ELSE status END, \
+             claimed_by = NULL, claim_until = NULL WHERE id = $4 AND status = 'pending'",
             &[&error, &next_attempt_at, &give_up, &id],
         )
         .map_err(pg)?;

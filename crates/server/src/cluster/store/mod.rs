@@ -62,7 +62,14 @@ pub(crate) fn pg(e: postgres::Error) -> StoreError {
 pub(crate) struct Conn {
     client: postgres::Client,
     cache: StmtCache,
+    /// When it was last handed out (`PgStore::ready`).
+    last_used: std::time::Instant,
 }
+
+/// A connection unused for longer is checked before it is handed out.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long that check waits for the server's answer.
+const VALID_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Conn {
     fn open(db: &PgDb) -> Result<Conn, StoreError> {
@@ -71,6 +78,7 @@ impl Conn {
             .map_err(pg)?;
         Ok(Conn {
             client,
+            last_used: std::time::Instant::now(),
             cache: StmtCache(HashMap::new()),
         })
     }
@@ -109,6 +117,9 @@ struct Inner {
     pool: crate::store::ReaderPool,
     keep_checks: std::sync::atomic::AtomicI64,
     write_error: Mutex<Option<String>>,
+    /// This node decides digests (`decide_digests` was called): it claims
+    /// only outbox rows already decided (cluster/store/digests.rs).
+    decides_digests: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Inner {
@@ -183,6 +194,7 @@ impl PgStore {
                 pool: crate::store::ReaderPool::start("pg-reader"),
                 keep_checks: crate::store::RETAIN_CHECKS.into(),
                 write_error: Mutex::new(None),
+                decides_digests: false.into(),
             }),
         })
     }
@@ -195,9 +207,21 @@ impl PgStore {
     /// Opens `slot`'s connection again when it is missing or broke.
     fn ready<'a>(&self, m: &'a Mutex<Option<Conn>>) -> Result<ConnGuard<'a>, StoreError> {
         let mut guard = lock(m);
-        if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
+        // The blocking client reads its socket only while it runs a
+        // statement, so a connection the server ended while it sat idle (a
+        // PostgreSQL restart, a failover) still looks open and would fail
+        // the next statement. A connection idle for a while is asked first
+        // (`is_valid`: an empty query), and opened again if it does not
+        // answer; a busy one costs nothing extra.
+        let broken = guard.as_mut().is_some_and(|c| {
+            c.last_used.elapsed() > IDLE_CHECK && c.client.is_valid(VALID_WITHIN).is_err()
+        });
+        if broken || guard.as_ref().is_none_or(|c| c.client.is_closed()) {
             *guard = None;
             *guard = Some(Conn::open(&self.inner.db)?);
+        }
+        if let Some(c) = guard.as_mut() {
+            c.last_used = std::time::Instant::now();
         }
         Ok(ConnGuard { guard })
     }
@@ -277,12 +301,14 @@ impl PgStore {
         }
     }
 
-    /// Deletes checks beyond the retention rule (SPEC section 18), roll-ups
-    /// beyond theirs, events beyond `RETAIN_EVENTS_MS` and
+    /// Deletes checks beyond the retention rule (SPEC section 18), folds
+    /// the past hours' roll-ups into their days (`fold_hours`), deletes
+    /// roll-ups beyond their retention, events beyond `RETAIN_EVENTS_MS` and
     /// `MAX_EVENTS_PER_SERVICE`, and finished mail and channel deliveries.
     /// Returns the number of checks removed.
     pub fn prune(&self, now: i64) -> Result<usize, StoreError> {
         let removed = self.prune_checks(now)?;
+        self.fold_hours(now)?;
         self.prune_rollups(now)?;
         self.prune_events(now)?;
         self.prune_outbox(now)?;

@@ -51,7 +51,10 @@ pub(crate) fn decode_notification(r: &Row) -> Result<NotificationRecord, StoreEr
 /// pending rows of the groups that have one due at `$1` (a service's rows,
 /// or a service and channel's, travel together), not under an unexpired
 /// claim (not even this node's own: it is delivering them), oldest first, at most `$3`, locked `FOR UPDATE SKIP
-/// LOCKED` so that two nodes claiming at once take different rows; each
+/// LOCKED` so that two nodes claiming at once take different rows, and
+/// when `$5` (the node decides digests) only rows the digest decision
+/// already reached (`due_at` set: a row is never sent on its own while its
+/// destination's digest would hold it); each
 /// gets `claimed_by = $2` and `claim_until = now() + $4 ms` (the
 /// database's clock). Returns the claimed rows with `columns`.
 pub(crate) fn claim_sql(table: &str, group: &str, columns: &str) -> String {
@@ -61,6 +64,7 @@ pub(crate) fn claim_sql(table: &str, group: &str, columns: &str) -> String {
          WHERE id IN ( \
            SELECT d.id FROM {table} d WHERE d.status = 'pending' \
              AND (d.claim_until IS NULL OR d.claim_until < now()) \
+             AND (d.due_at IS NOT NULL OR NOT $5::bool) \
              AND ({group}) IN (SELECT {group} FROM {table} e \
                WHERE e.status = 'pending' AND e.next_attempt_at <= $1) \
            ORDER BY d.id LIMIT $3 FOR UPDATE SKIP LOCKED) \
@@ -135,7 +139,9 @@ impl PgStore {
 
     /// [`PgStore::due_notifications`] claimed by `node` for [`CLAIM_FOR`]
     /// (`claim_for`): rows claimed by another node and unexpired are left
-    /// out, and two nodes claiming at once never get the same row. The
+    /// out, and two nodes claiming at once never get the same row. Once
+    /// this node decides digests ([`PgStore::decide_digests`]), only rows
+    /// the decision reached are claimed. The
     /// node then delivers them and marks them sent or failed, which ends
     /// the claim.
     pub fn claim_notifications(
@@ -152,8 +158,9 @@ impl PgStore {
             &claim_sql("notifications", "service_id", NOTIFICATION_COLUMNS),
         )?;
         let ms = claim_for.as_millis() as i64;
+        let decided = self.decides_digests();
         let mut out = row::all(
-            &c.query(&s, &[&now, &node, &(limit as i64), &ms])
+            &c.query(&s, &[&now, &node, &(limit as i64), &ms, &decided])
                 .map_err(pg)?,
             decode_notification,
         )?;
@@ -162,7 +169,8 @@ impl PgStore {
     }
 
     /// Marks notifications sent (the SMTP server accepted the mail); the
-    /// claim ends.
+    /// claim ends. A row claimed before any digest decision reached it
+    /// gets `due_at` = `at`, so its recipients' digest books count it.
     pub fn mark_sent(&self, ids: &[i64], message_id: &str, at: i64) -> Result<(), StoreError> {
         let batch = ids.iter().max().copied();
         let mut l = self.write_conn()?;
@@ -170,6 +178,7 @@ impl PgStore {
         c.execute(
             "UPDATE notifications SET status = 'sent', sent_at = $1, message_id = $2, \
              attempts = attempts + 1, last_error = NULL, batch_id = $3, \
+             due_at = COALESCE(due_at, $1), \
              claimed_by = NULL, claim_until = NULL WHERE id = ANY($4)",
             &[&at, &message_id, &batch, &ids],
         )

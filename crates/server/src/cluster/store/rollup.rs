@@ -3,11 +3,16 @@
 //! `RETAIN_HOURS`) and per day (`uptime_day`, kept `RETAIN_DAYS`), each
 //! row the packed blob of `store/rollup/pack.rs` as `bytea`.
 //!
+//! A check is added to its hour's row only; each past hour is folded
+//! into its day's row once ([`PgStore::fold_hours`]), and reads of days
+//! add the hours not folded yet.
+//!
 //! The packed format is compiled from the SQLite store's own file (one
 //! format, one source), and rows are **merged in Rust**: the writer
-//! inserts a batch's new rows with `ON CONFLICT DO NOTHING`, then locks
-//! the rows that existed (`FOR UPDATE`, in key order), adds its counts to
-//! them and writes them back. Merging in SQL would need the varint
+//! inserts a batch's new rows with `ON CONFLICT DO NOTHING`, reads the
+//! rows that existed, adds its counts to them and writes them back where
+//! they still hold what was read (no row lock: a lock is a WAL record per
+//! row). Merging in SQL would need the varint
 //! decoder as a PL/pgSQL function installed in the database (a second
 //! implementation of the format to keep in step, and an extension of what
 //! the database user must be allowed to create); merging in Rust costs
@@ -18,7 +23,7 @@ use super::{pg, PgStore};
 use crate::store::{Rollup, StoreError, Uptime, RETAIN_DAYS, RETAIN_HOURS};
 use healthchecker_core::ServiceId;
 use postgres::GenericClient;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 // The packed format is the SQLite store's (one definition for both).
 use crate::store::roll_pack as pack;
@@ -48,19 +53,28 @@ fn corrupt(table: &str, service: i64, period: i64, detail: String) -> StoreError
 
 /// Adds `rolls` (keyed by `(period, service id)`) to `table`'s rows
 /// (`uptime` by `hour`, `uptime_day` by `day`) inside the writer's
-/// transaction.
+/// transaction. Returns the keys whose hour row was already folded into
+/// its day (see [`PgStore::fold_hours`]): the caller adds those rolls to
+/// the day rows too. Always empty for `uptime_day`.
 pub(crate) fn merge_rolls(
     tx: &mut impl GenericClient,
     table: &str,
     key: &str,
     rolls: &BTreeMap<(i64, i64), Roll>,
-) -> Result<(), StoreError> {
+) -> Result<HashSet<(i64, i64)>, StoreError> {
+    let mut late = HashSet::new();
     if rolls.is_empty() {
-        return Ok(());
+        return Ok(late);
     }
+    // Hour rows carry `folded`; day rows have no such flag.
+    let folded = if table == "uptime" {
+        "u.folded"
+    } else {
+        "false"
+    };
     let (periods, ids): (Vec<i64>, Vec<i64>) = rolls.keys().copied().unzip();
     let blobs: Vec<Vec<u8>> = rolls.values().map(pack::encode).collect();
-    let inserted: std::collections::HashSet<(i64, i64)> = tx
+    let inserted: HashSet<(i64, i64)> = tx
         .query(
             &format!(
                 "INSERT INTO {table} ({key}, service_id, roll) \
@@ -73,44 +87,96 @@ pub(crate) fn merge_rolls(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    if inserted.len() == rolls.len() {
-        return Ok(());
-    }
-    let (periods, ids): (Vec<i64>, Vec<i64>) = rolls
+    let mut todo: Vec<(i64, i64)> = rolls
         .keys()
         .filter(|k| !inserted.contains(k))
         .copied()
-        .unzip();
-    let stored = tx
-        .query(
-            &format!(
-                "SELECT u.{key}, u.service_id, u.roll FROM {table} u \
-                 JOIN unnest($1::bigint[], $2::bigint[]) k(p, s) \
-                   ON u.{key} = k.p AND u.service_id = k.s \
-                 ORDER BY u.{key}, u.service_id FOR UPDATE OF u"
-            ),
-            &[&periods, &ids],
-        )
-        .map_err(pg)?;
-    let (mut ps, mut ss, mut bs) = (Vec::new(), Vec::new(), Vec::new());
-    for r in stored {
-        let (p, s, b): (i64, i64, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
-        let mut roll = pack::decode(&b).map_err(|e| corrupt(table, s, p, e.to_string()))?;
-        roll.merge(&rolls[&(p, s)]);
-        ps.push(p);
-        ss.push(s);
-        bs.push(pack::encode(&roll));
+        .collect();
+    // Read, merge, and write back only where the row still holds what was
+    // read (compare-and-set on the roll and the flag): no row lock, which
+    // would cost a WAL record per row. A row changed in between (a fold
+    // committed meanwhile; another writer of the same service cannot, as
+    // the batch's `UPDATE services` already holds that service's row) is
+    // read and merged again.
+    while !todo.is_empty() {
+        let (periods, ids): (Vec<i64>, Vec<i64>) = todo.iter().copied().unzip();
+        let stored = tx
+            .query(
+                &format!(
+                    "SELECT u.{key}, u.service_id, u.roll, {folded} FROM {table} u \
+                     JOIN unnest($1::bigint[], $2::bigint[]) k(p, s) \
+                       ON u.{key} = k.p AND u.service_id = k.s"
+                ),
+                &[&periods, &ids],
+            )
+            .map_err(pg)?;
+        if stored.len() < todo.len() {
+            // A row deleted in between (pruned): insert it again.
+            let found: HashSet<(i64, i64)> = stored.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let missing: BTreeMap<(i64, i64), Roll> = todo
+                .iter()
+                .filter(|k| !found.contains(k))
+                .map(|k| (*k, rolls[k]))
+                .collect();
+            late.extend(merge_rolls(tx, table, key, &missing)?);
+        }
+        let (mut ps, mut ss, mut olds, mut fs, mut news) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in stored {
+            let (p, s, b, f): (i64, i64, Vec<u8>, bool) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            let mut roll = pack::decode(&b).map_err(|e| corrupt(table, s, p, e.to_string()))?;
+            roll.merge(&rolls[&(p, s)]);
+            ps.push(p);
+            ss.push(s);
+            olds.push(b);
+            fs.push(f);
+            news.push(pack::encode(&roll));
+        }
+        let mut written = HashSet::new();
+        for r in tx
+            .query(
+                &format!(
+                    "UPDATE {table} u SET roll = k.r \
+                     FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::boolean[], \
+                       $5::bytea[]) k(p, s, o, f, r) \
+                     WHERE u.{key} = k.p AND u.service_id = k.s AND u.roll = k.o \
+                       AND {folded} = k.f \
+                     RETURNING u.{key}, u.service_id, {folded}"
+                ),
+                &[&ps, &ss, &olds, &fs, &news],
+            )
+            .map_err(pg)?
+        {
+            let k: (i64, i64) = (r.get(0), r.get(1));
+            if r.get::<_, bool>(2) {
+                late.insert(k);
+            }
+            written.insert(k);
+        }
+        todo = ps
+            .into_iter()
+            .zip(ss)
+            .filter(|k| !written.contains(k))
+            .collect();
     }
-    tx.execute(
-        &format!(
-            "UPDATE {table} u SET roll = k.r \
-             FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) k(p, s, r) \
-             WHERE u.{key} = k.p AND u.service_id = k.s"
-        ),
-        &[&ps, &ss, &bs],
-    )
-    .map_err(pg)?;
-    Ok(())
+    Ok(late)
+}
+
+/// The day of an hour (both as periods since the epoch).
+pub(crate) fn day_of_hour(hour: i64) -> i64 {
+    hour.div_euclid(24)
+}
+
+/// Adds each roll of `hours` (keyed by `(hour, service id)`) to its day:
+/// the day rolls keyed by `(day, service id)`.
+pub(crate) fn hours_to_days<'a>(
+    hours: impl IntoIterator<Item = (&'a (i64, i64), &'a Roll)>,
+) -> BTreeMap<(i64, i64), Roll> {
+    let mut days: BTreeMap<(i64, i64), Roll> = BTreeMap::new();
+    for ((h, s), r) in hours {
+        days.entry((day_of_hour(*h), *s)).or_default().merge(r);
+    }
+    days
 }
 
 impl PgStore {
@@ -134,9 +200,12 @@ impl PgStore {
         )?;
         let days = cache.get(
             c,
-            "SELECT u.service_id, u.day, u.roll FROM unnest($1::bigint[]) s(id) \
+            "SELECT u.service_id, u.day, u.roll, false FROM unnest($1::bigint[]) s(id) \
              CROSS JOIN generate_series($2::bigint - 89, $2::bigint) p(x) \
-             JOIN uptime_day u ON u.day = p.x AND u.service_id = s.id",
+             JOIN uptime_day u ON u.day = p.x AND u.service_id = s.id \
+             UNION ALL \
+             SELECT u.service_id, u.hour, u.roll, true FROM uptime u \
+             WHERE NOT u.folded AND u.service_id = ANY($1) AND u.hour >= ($2::bigint - 89) * 24",
         )?;
         let add = |w: &mut (i64, i64), (total, fails): (i64, i64)| {
             w.0 = w.0.saturating_add(total.saturating_sub(fails));
@@ -150,11 +219,24 @@ impl PgStore {
                 pack::decode_counts(&b).map_err(|e| corrupt("uptime", s, p, e.to_string()))?;
             add(d.entry(s).or_default(), counts);
         }
-        let mut w: HashMap<i64, [(i64, i64); 3]> = HashMap::new();
+        // The day rows hold the folded hours; the hours not folded yet
+        // (the last one or two, see `fold_hours`) are added from theirs,
+        // read in the same statement (one snapshot: an hour folded
+        // meanwhile is counted once).
+        let mut rows: Vec<(&str, i64, i64, Vec<u8>)> = Vec::new();
         for r in c.query(&days, &[&raw, &day]).map_err(pg)? {
-            let (s, p, b): (i64, i64, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
+            let (s, p, b, hourly): (i64, i64, Vec<u8>, bool) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            if hourly {
+                rows.push(("uptime", s, day_of_hour(p), b));
+            } else {
+                rows.push(("uptime_day", s, p, b));
+            }
+        }
+        let mut w: HashMap<i64, [(i64, i64); 3]> = HashMap::new();
+        for (table, s, p, b) in rows {
             let counts =
-                pack::decode_counts(&b).map_err(|e| corrupt("uptime_day", s, p, e.to_string()))?;
+                pack::decode_counts(&b).map_err(|e| corrupt(table, s, p, e.to_string()))?;
             let e = w.entry(s).or_default();
             for (w, span) in e.iter_mut().zip([7, 30, 90]) {
                 if p > day - span {
@@ -197,23 +279,74 @@ impl PgStore {
         };
         let mut l = self.read_conn()?;
         let (c, cache) = l.conn().parts();
+        // Days: the day rows, and the hours not folded into them yet
+        // (`fold_hours`), in one statement (one snapshot).
+        let unfolded = if daily {
+            " UNION ALL SELECT hour, roll, true FROM uptime WHERE NOT folded \
+               AND service_id = $1 AND hour >= $2 * 24 AND hour < ($3 + 1) * 24"
+        } else {
+            ""
+        };
         let s = cache.get(
             c,
             &format!(
-                "SELECT u.{key}, u.roll FROM generate_series($2::bigint, $3::bigint) p(x) \
-                 JOIN {table} u ON u.{key} = p.x AND u.service_id = $1 ORDER BY u.{key}"
+                "SELECT u.{key}, u.roll, false FROM generate_series($2::bigint, $3::bigint) p(x) \
+                 JOIN {table} u ON u.{key} = p.x AND u.service_id = $1{unfolded}"
             ),
         )?;
-        c.query(&s, &[&service_id.get(), &from, &to])
-            .map_err(pg)?
-            .iter()
-            .map(|r| {
-                let (p, b): (i64, Vec<u8>) = (r.get(0), r.get(1));
-                let roll = pack::decode(&b)
-                    .map_err(|e| corrupt(table, service_id.get(), p, e.to_string()))?;
-                Ok(roll.rollup(p))
-            })
-            .collect()
+        let mut rolls: BTreeMap<i64, Roll> = BTreeMap::new();
+        for r in c.query(&s, &[&service_id.get(), &from, &to]).map_err(pg)? {
+            let (p, b, hourly): (i64, Vec<u8>, bool) = (r.get(0), r.get(1), r.get(2));
+            let table = if hourly { "uptime" } else { table };
+            let roll =
+                pack::decode(&b).map_err(|e| corrupt(table, service_id.get(), p, e.to_string()))?;
+            let p = if hourly { day_of_hour(p) } else { p };
+            rolls.entry(p).or_default().merge(&roll);
+        }
+        Ok(rolls.iter().map(|(p, r)| r.rollup(*p)).collect())
+    }
+
+    /// Folds the hour rows older than the previous hour into their day
+    /// rows, once each: one transaction marks a set of unfolded hour rows
+    /// `folded` (skipping rows another transaction holds) and adds their
+    /// rolls to the day rows, so a crash folds all of them or none. The
+    /// writer adds each check to its hour only; a check that arrives for
+    /// an hour already folded (a backlog written late) is added to its day
+    /// too by the writer (`merge_rolls` tells it). Reads add the unfolded
+    /// hours to the days. Returns the hour rows folded.
+    pub(crate) fn fold_hours(&self, now: i64) -> Result<usize, StoreError> {
+        const CHUNK: i64 = 5_000;
+        let before = hour_of(now) - 1;
+        let mut folded = 0;
+        loop {
+            let mut l = self.write_conn()?;
+            let (c, _) = l.conn().parts();
+            let mut tx = c.transaction().map_err(pg)?;
+            let rows = tx
+                .query(
+                    "UPDATE uptime u SET folded = true FROM ( \
+                       SELECT hour, service_id FROM uptime \
+                       WHERE NOT folded AND hour < $1 \
+                       ORDER BY service_id, hour LIMIT $2 FOR UPDATE SKIP LOCKED) f \
+                     WHERE u.hour = f.hour AND u.service_id = f.service_id \
+                     RETURNING u.hour, u.service_id, u.roll",
+                    &[&before, &CHUNK],
+                )
+                .map_err(pg)?;
+            let mut hours: BTreeMap<(i64, i64), Roll> = BTreeMap::new();
+            for r in &rows {
+                let (h, sid, b): (i64, i64, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
+                let roll =
+                    pack::decode(&b).map_err(|e| corrupt("uptime", sid, h, e.to_string()))?;
+                hours.insert((h, sid), roll);
+            }
+            merge_rolls(&mut tx, "uptime_day", "day", &hours_to_days(&hours))?;
+            tx.commit().map_err(pg)?;
+            folded += rows.len();
+            if (rows.len() as i64) < CHUNK {
+                return Ok(folded);
+            }
+        }
     }
 
     /// Deletes hourly roll-ups older than `RETAIN_HOURS` and daily ones
@@ -221,9 +354,10 @@ impl PgStore {
     /// rows removed.
     pub(crate) fn prune_rollups(&self, now: i64) -> Result<usize, StoreError> {
         let mut removed = 0;
-        for (table, key, cutoff) in [
-            ("uptime", "hour", hour_of(now) - RETAIN_HOURS),
-            ("uptime_day", "day", day_of(now) - RETAIN_DAYS),
+        // An hour row goes once it is folded into its day.
+        for (table, key, cutoff, done) in [
+            ("uptime", "hour", hour_of(now) - RETAIN_HOURS, "folded"),
+            ("uptime_day", "day", day_of(now) - RETAIN_DAYS, "true"),
         ] {
             loop {
                 let mut l = self.write_conn()?;
@@ -232,7 +366,8 @@ impl PgStore {
                     .execute(
                         &format!(
                             "DELETE FROM {table} WHERE ctid IN \
-                             (SELECT ctid FROM {table} WHERE {key} <= $1 LIMIT 10000)"
+                             (SELECT ctid FROM {table} WHERE {key} <= $1 AND {done} \
+                               LIMIT 10000)"
                         ),
                         &[&cutoff],
                     )

@@ -162,8 +162,12 @@ impl PgStore {
             .map_err(pg)?
             .is_some();
         if !exists {
+            // The per-bucket counts (schema migration 5), not a scan.
             let n: i64 = tx
-                .query_one("SELECT count(*) FROM services", &[])
+                .query_one(
+                    "SELECT coalesce(sum(n), 0)::bigint FROM service_counts",
+                    &[],
+                )
                 .map_err(pg)?
                 .get(0);
             if n as usize >= max_services {
@@ -226,6 +230,13 @@ impl PgStore {
             )
             .map_err(pg)?;
         let (id, created): (i64, bool) = (row.get("id"), row.get("created"));
+        if created {
+            tx.execute(
+                "UPDATE service_counts SET n = n + 1 WHERE bucket = $1",
+                &[&bucket],
+            )
+            .map_err(pg)?;
+        }
         let kind = if created {
             EventKind::Registered
         } else {
@@ -285,14 +296,19 @@ impl PgStore {
         let mut tx = c.transaction().map_err(pg)?;
         let Some(r) = tx
             .query_opt(
-                "DELETE FROM services WHERE name = $1 RETURNING id",
+                "DELETE FROM services WHERE name = $1 RETURNING id, bucket",
                 &[&name],
             )
             .map_err(pg)?
         else {
             return Ok(None);
         };
-        let id: i64 = r.get(0);
+        let (id, bucket): (i64, i32) = (r.get(0), r.get(1));
+        tx.execute(
+            "UPDATE service_counts SET n = n - 1 WHERE bucket = $1",
+            &[&bucket],
+        )
+        .map_err(pg)?;
         tx.execute("DELETE FROM checks WHERE service_id = $1", &[&id])
             .map_err(pg)?;
         insert_event(&mut tx, now, id, name, EventKind::Deleted, None)?;

@@ -25,6 +25,10 @@ use healthchecker_testkit::postgres::Postgres;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+/// A node cut off from PostgreSQL: the writer's backlog and the giving up
+/// of leases beyond it.
+mod backlog;
+
 /// A store on a fresh database; dropped in field order (the store's
 /// connections before the server, the server before its runtime).
 struct Db {
@@ -234,8 +238,22 @@ fn services_register_update_pause_delete_and_list() {
         .map(|e| e.kind)
         .collect();
     assert_eq!(kinds, [EventKind::Paused, EventKind::Registered]);
-    let reborn = s.register(&spec("echo"), "h", 7_000, 10).unwrap();
+    // The deletion made room under a limit of 5 (the per-bucket counts
+    // the limit reads went down), and the counts match the rows.
+    let reborn = s.register(&spec("echo"), "h", 7_000, 5).unwrap();
     assert!(reborn.record.id.get() > echo.get());
+    assert!(matches!(
+        s.register(&spec("foxtrot"), "h", 7_000, 5),
+        Err(StoreError::Limit(5))
+    ));
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM service_counts c \
+             WHERE c.n <> (SELECT count(*) FROM services s WHERE s.bucket = c.bucket)"
+        ),
+        0
+    );
+    assert_eq!(db.count("SELECT sum(n)::bigint FROM service_counts"), 5);
     // Each service's bucket is stored for the lease split.
     let b: i32 = db
         .sql
@@ -669,7 +687,20 @@ fn rollups_uptime_and_retention() {
     let pruned = s.prune(now).unwrap();
     let hours = db.count("SELECT count(*) FROM uptime");
     assert_eq!(hours, 2, "the 40-day-old hour is gone");
-    assert_eq!(db.count("SELECT count(*) FROM uptime_day"), 3);
+    // The past hours were folded into their days (the 40-day-old one
+    // before it went); this hour is not yet, and reads add it to today.
+    assert_eq!(db.count("SELECT count(*) FROM uptime_day"), 2);
+    assert_eq!(db.count("SELECT count(*) FROM uptime WHERE NOT folded"), 1);
+    let days = s
+        .rollups(id, true, now.div_euclid(D) - 50, now.div_euclid(D))
+        .unwrap();
+    let after: Vec<(i64, i64)> = days.iter().map(|d| (d.count, d.failures)).collect();
+    assert_eq!(after, counts, "folding changes no read");
+    let u = s.uptime_ratios(&[id], now).unwrap();
+    assert_eq!(u[&id].week, Some(4.0 / 6.0));
+    assert_eq!(u[&id].quarter, Some(5.0 / 7.0));
+    // Folding again adds nothing twice.
+    assert_eq!(s.fold_hours(now).unwrap(), 0);
     let left: Vec<(i64, String)> = s
         .checks(id, 100)
         .unwrap()
@@ -689,6 +720,153 @@ fn rollups_uptime_and_retention() {
         ]
     );
     assert_eq!(pruned, 2);
+    // A check written late into an hour already folded reaches its day.
+    s.write_batch(
+        None,
+        &[check(
+            id,
+            now - 2 * D + 1,
+            CheckResult::Pass,
+            HealthState::Healthy,
+        )],
+    )
+    .unwrap();
+    let days = s
+        .rollups(id, true, now.div_euclid(D) - 50, now.div_euclid(D))
+        .unwrap();
+    let late: Vec<(i64, i64)> = days.iter().map(|d| (d.count, d.failures)).collect();
+    assert_eq!(late, [(1, 0), (2, 1), (5, 1)]);
+    assert_eq!(db.count("SELECT count(*) FROM uptime WHERE NOT folded"), 1);
+}
+
+#[test]
+fn concurrent_writers_and_folds_lose_and_double_no_roll_up_counts() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    let id = s.register(&spec("cas"), "h", 0, 10).unwrap().record.id;
+    const H: i64 = 3_600_000;
+    let t = 10 * 24 * H + 5 * H;
+    // Four stores (four writer connections, as an old and a new owner in
+    // a takeover, more often) add checks to the same hour while a third folds that
+    // hour into its day (from two hours on, it is a past hour): no
+    // merge may lose another's count, and none may reach the day twice.
+    let folder = PgStore::open(s.db()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let folding = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut folded = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                folded += folder.fold_hours(t + 2 * H).unwrap();
+            }
+            folded
+        })
+    };
+    let writers: Vec<_> = (0..4)
+        .map(|_| PgStore::open(s.db()).unwrap())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .enumerate()
+        .map(|(w, store)| {
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    let at = t + (w as i64) * 10 * 60_000 + i;
+                    store
+                        .write_batch(
+                            None,
+                            &[check(id, at, CheckResult::Pass, HealthState::Healthy)],
+                        )
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let folded = folding.join().unwrap();
+    assert!(folded <= 1, "the hour is folded at most once: {folded}");
+    let hour = s.rollups(id, false, t / H, t / H).unwrap();
+    assert_eq!(hour.len(), 1);
+    assert_eq!(hour[0].count, 600, "no hour count lost");
+    let day = (t / (24 * H), t / (24 * H));
+    let days = s.rollups(id, true, day.0, day.1).unwrap();
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0].count, 600, "each check in its day once");
+    // After a fold (if none ran yet), the same.
+    s.fold_hours(t + 2 * H).unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM uptime WHERE NOT folded"), 0);
+    let days = s.rollups(id, true, day.0, day.1).unwrap();
+    assert_eq!(days[0].count, 600);
+    let u = s.uptime_ratios(&[id], t + 2 * H).unwrap();
+    assert_eq!(u[&id].week, Some(1.0));
+}
+
+#[test]
+fn a_check_written_while_its_hour_is_being_folded_reaches_its_day_once() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    let id = s.register(&spec("fold"), "h", 0, 10).unwrap().record.id;
+    const H: i64 = 3_600_000;
+    let t = 20 * 24 * H + 3 * H;
+    let (hour, day) = (t / H, t / (24 * H));
+    s.write_batch(
+        None,
+        &[check(id, t, CheckResult::Pass, HealthState::Healthy)],
+    )
+    .unwrap();
+    // Another transaction inserts the day row and keeps it uncommitted:
+    // a fold, having marked the hour `folded`, waits on it before its
+    // commit...
+    let mut hold = postgres::Config::from(s.db().config().clone())
+        .connect(postgres::NoTls)
+        .unwrap();
+    let mut tx = hold.transaction().unwrap();
+    tx.execute(
+        "INSERT INTO uptime_day (day, service_id, roll) VALUES ($1, $2, $3)",
+        &[
+            &day,
+            &id.get(),
+            &crate::store::roll_pack::encode(&Default::default()),
+        ],
+    )
+    .unwrap();
+    let waiting = |db: &mut Db| {
+        db.count(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'healthchecker' AND wait_event_type = 'Lock'",
+        )
+    };
+    let folder = PgStore::open(s.db()).unwrap();
+    let folding = std::thread::spawn(move || folder.fold_hours(t + 2 * H).unwrap());
+    while waiting(&mut db) < 1 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // ... and a batch of that hour, having read the row unfolded, waits on
+    // the fold's lock of the hour row.
+    let writer = s.clone();
+    let writing = std::thread::spawn(move || {
+        writer
+            .write_batch(
+                None,
+                &[check(id, t + 1, CheckResult::Fail, HealthState::Healthy)],
+            )
+            .unwrap()
+    });
+    while waiting(&mut db) < 2 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tx.commit().unwrap();
+    assert_eq!(folding.join().unwrap(), 1);
+    assert_eq!(writing.join().unwrap().checks, 1);
+    // The fold took the first check, the batch added the second to the
+    // day itself: both in the day once, none left unfolded.
+    assert_eq!(db.count("SELECT count(*) FROM uptime WHERE NOT folded"), 0);
+    let h = s.rollups(id, false, hour, hour).unwrap();
+    assert_eq!((h[0].count, h[0].failures), (2, 1));
+    let d = s.rollups(id, true, day, day).unwrap();
+    assert_eq!((d[0].count, d[0].failures), (2, 1));
 }
 
 #[test]
@@ -962,6 +1140,172 @@ fn a_channel_flood_is_held_for_one_digest() {
     assert!(s.digests(Some("nope"), 10).unwrap().is_empty());
 }
 
+/// Digests in a cluster (docs/cluster.md, "Digests in a cluster"): a row
+/// a node claimed before the decision goes out on its own and still counts;
+/// a node that decides claims decided rows only; the due digest is claimed by one node, taken over when that node's claim
+/// expires, and retried by any node after a failure.
+#[test]
+fn a_digest_is_claimed_by_one_node_and_a_claimed_row_is_not_digested() {
+    use healthchecker_core::policy::DigestRule;
+    const RULE: DigestRule = DigestRule {
+        threshold: 5,
+        window_ms: 30_000,
+    };
+    let Some(mut db) = db() else { return };
+    db.sql
+        .execute(
+            "INSERT INTO channels (name, kind, is_default, config, created_at, updated_at) \
+             VALUES ('hook', 'webhook', true, '{}', 0, 0)",
+            &[],
+        )
+        .unwrap();
+    let insert = |c: &mut postgres::Client, id: i64, due: i64| {
+        c.execute(
+            "INSERT INTO deliveries (channel, event_id, service_id, service, created_at, \
+               from_state, to_state, reason, target, status, next_attempt_at) \
+             VALUES ('hook', $1, $1, 'svc-' || $1::bigint::text, $2, 'healthy', \
+               'unhealthy', 'refused', 'tcp://x:1', 'pending', $2)",
+            &[&id, &due],
+        )
+        .unwrap();
+    };
+    for id in 1..=8i64 {
+        insert(&mut db.sql, id, 1_000);
+    }
+    let s = db.store.clone();
+    let hour = Duration::from_secs(3600);
+    // Node x claims the first row before any node decided it.
+    let early = s.claim_deliveries("x", 1_000, 1, hour).unwrap();
+    assert_eq!(early.len(), 1);
+    // The decision leaves it alone: five of the other seven on their own,
+    // two held.
+    assert_eq!(s.decide_digests("channel", 1_000, RULE).unwrap(), (5, 2));
+    // A node that decides digests claims decided rows only: the five on
+    // their own, not a row that fell due since (the next decision holds
+    // it for the digest).
+    insert(&mut db.sql, 9, 1_200);
+    let claimed = s.claim_deliveries("y", 1_200, 50, hour).unwrap();
+    assert_eq!(claimed.len(), 5, "{claimed:?}");
+    assert!(claimed.iter().all(|r| r.service != "svc-9"));
+    assert_eq!(s.decide_digests("channel", 1_200, RULE).unwrap(), (0, 1));
+    let due_at = |db: &mut Db, id: i64| -> (Option<i64>, String) {
+        let r = db
+            .sql
+            .query_one(
+                "SELECT due_at, status FROM deliveries WHERE id = $1",
+                &[&id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(due_at(&mut db, early[0].id), (None, "pending".into()));
+    // Delivered, it counts from then on.
+    s.mark_delivered(&[early[0].id], 1_500).unwrap();
+    assert_eq!(due_at(&mut db, early[0].id), (Some(1_500), "sent".into()));
+    // Two nodes ask for the due digest at once: one gets it.
+    let ask = |node: &'static str| {
+        let s = s.clone();
+        std::thread::spawn(move || s.claim_digests(node, "channel", 31_000, 10, hour).unwrap())
+    };
+    let (a, b) = (ask("a"), ask("b"));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert_eq!(a.len() + b.len(), 1, "one claim: {a:?} {b:?}");
+    let (owner, d) = if a.is_empty() {
+        ("b", &b[0])
+    } else {
+        ("a", &a[0])
+    };
+    let items = s.digest_items(d).unwrap();
+    assert_eq!(items.len(), 9);
+    assert_eq!(items.iter().filter(|i| i.held).count(), 3);
+    // Not again while the claim lasts, not even to its node.
+    for node in [owner, "c"] {
+        assert!(s
+            .claim_digests(node, "channel", 31_000, 10, hour)
+            .unwrap()
+            .is_empty());
+    }
+    // Its node died: the claim expires and another node delivers it, with
+    // the same delivery id.
+    db.sql
+        .execute(
+            "UPDATE digests SET claim_until = now() - interval '1 second' WHERE id = $1",
+            &[&d.id],
+        )
+        .unwrap();
+    let again = s.claim_digests("c", "channel", 31_000, 10, hour).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery_id(), d.delivery_id());
+    // A failure ends the claim: any node retries when it is due.
+    s.mark_digest_failed(d.id, "503", 40_000, false).unwrap();
+    assert!(s
+        .claim_digests("d", "channel", 39_999, 10, hour)
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.claim_digests("d", "channel", 40_000, 10, hour)
+            .unwrap()
+            .len(),
+        1
+    );
+    // Sent, it is never claimed again.
+    s.mark_digest_sent(d.id, 41_000).unwrap();
+    db.sql
+        .execute("UPDATE digests SET claim_until = NULL", &[])
+        .unwrap();
+    assert!(s
+        .claim_digests("e", "channel", 100_000, 10, hour)
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.digests(Some("hook"), 10).unwrap()[0].status, "sent");
+}
+
+/// A node paused inside a transaction (`SIGSTOP` in the middle of a
+/// fenced batch) must not keep its lease rows locked: PostgreSQL ends the
+/// idle transaction after `IDLE_IN_TRANSACTION` (cluster/db.rs), and the
+/// other nodes' claims, which skip locked rows, get the bucket.
+#[test]
+fn a_transaction_left_idle_is_ended_and_its_locks_released() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    let mut l = s.write_conn().unwrap();
+    let (c, _) = l.conn().parts();
+    let shown: String = c
+        .query_one("SHOW idle_in_transaction_session_timeout", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, "5s");
+    let mut tx = c.transaction().unwrap();
+    // The fence's lock, then nothing: the node is stopped.
+    tx.query("SELECT bucket FROM buckets WHERE bucket = 7 FOR SHARE", &[])
+        .unwrap();
+    let claim = "SELECT bucket FROM buckets WHERE bucket = 7 FOR UPDATE SKIP LOCKED";
+    let mut other = db.sql.transaction().unwrap();
+    assert!(other.query(claim, &[]).unwrap().is_empty(), "locked");
+    other.rollback().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut other = db.sql.transaction().unwrap();
+        let got = other.query(claim, &[]).unwrap().len();
+        other.rollback().unwrap();
+        if got == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle transaction still holds its lock"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The stopped node's next statement fails; the store opens the
+    // connection again afterwards.
+    assert!(tx.query("SELECT 1", &[]).is_err());
+    drop(tx);
+    drop(l);
+    let _ = s.give_up_unsent(0, "x");
+    assert_eq!(s.give_up_unsent(0, "x").unwrap(), 0);
+}
+
 #[test]
 fn reads_run_on_the_reader_threads_and_broken_connections_are_opened_again() {
     let Some(mut db) = db() else { return };
@@ -977,8 +1321,8 @@ fn reads_run_on_the_reader_threads_and_broken_connections_are_opened_again() {
     assert!(thread.unwrap().starts_with("pg-reader-"));
     assert_eq!(names, ["a"]);
     // PostgreSQL drops every connection of the store (a restart, a
-    // failover): the next use of each opens it again; at most the first
-    // statement on a dead connection fails.
+    // failover): the next use of each opens it again, and no statement
+    // fails on a connection that sat idle meanwhile (it is asked first).
     let killed: i64 = db
         .sql
         .query_one(
@@ -992,13 +1336,21 @@ fn reads_run_on_the_reader_threads_and_broken_connections_are_opened_again() {
         killed >= 2,
         "the writer's and a reader's connection: {killed}"
     );
-    let retry = |f: &dyn Fn() -> Result<(), StoreError>| {
-        if f().is_err() {
-            f().expect("works again on a new connection");
-        }
-    };
-    retry(&|| s.ping());
-    retry(&|| s.register(&spec("b"), "h", 1, 10).map(|_| ()));
+    // Until the ended backends are gone (their sockets closed).
+    while db.count(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE application_name = 'healthchecker' AND pid != pg_backend_pid()",
+    ) > 0
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Idle for longer than the store waits before it asks a connection
+    // whether it still works.
+    std::thread::sleep(IDLE_CHECK + Duration::from_millis(100));
+    s.ping()
+        .expect("a reader works at once on a new connection");
+    s.register(&spec("b"), "h", 1, 10)
+        .expect("the writer's connection works at once");
     assert_eq!(s.load_all().unwrap().len(), 2);
 }
 
@@ -1024,6 +1376,8 @@ fn the_writer_thread_batches_fences_and_reports_stale_buckets() {
         node: "a".into(),
         held: held_rx,
         stale: stale_tx,
+        give_up: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
+        metrics: Default::default(),
     };
     let (writer, handle) = PgWriter::start(&s, Some(fence), PgWriterTiming::default());
     db._rt.block_on(async {

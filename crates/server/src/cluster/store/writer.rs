@@ -15,7 +15,7 @@
 //! [`FenceError::Stale`] in [`Written::stale`]: the caller stops working
 //! on that bucket; the rest of the batch commits.
 
-use super::rollup::{day_of, hour_of, merge_rolls, Roll};
+use super::rollup::{hour_of, hours_to_days, merge_rolls, Roll};
 use super::{pg, PgStore};
 use crate::cluster::{FenceError, Held};
 use crate::store::{CheckWrite, StoreError};
@@ -108,13 +108,16 @@ impl PgStore {
         let (c, cache) = l.conn().parts();
         let mut tx = c.transaction().map_err(pg)?;
         // The batch's services as they are now: name and bucket; a
-        // service deleted meanwhile is missing (and stays so until commit).
+        // service deleted meanwhile is missing. No row lock here (a lock
+        // is a WAL record per row): the `UPDATE services` below locks the
+        // rows it finds before any check is inserted, and drops the checks
+        // of a service deleted in between (see `fold_services`).
         let mut ids: Vec<i64> = batch.iter().map(|w| w.service_id.get()).collect();
         ids.sort_unstable();
         ids.dedup();
         let s = cache.get(
             &mut tx,
-            "SELECT id, name, bucket FROM services WHERE id = ANY($1) ORDER BY id FOR KEY SHARE",
+            "SELECT id, name, bucket FROM services WHERE id = ANY($1)",
         )?;
         let services: HashMap<i64, (String, Bucket)> = tx
             .query(&s, &[&ids])
@@ -166,7 +169,7 @@ impl PgStore {
                 Some(ok)
             }
         };
-        let kept: Vec<&CheckWrite> = batch
+        let mut kept: Vec<&CheckWrite> = batch
             .iter()
             .filter(|w| match services.get(&w.service_id.get()) {
                 None => {
@@ -185,88 +188,15 @@ impl PgStore {
             &mut tx,
             "SELECT nextval('checks_id_seq') FROM generate_series(1, $1::bigint)",
         )?;
-        let check_ids: Vec<i64> = tx
+        let mut check_ids: Vec<i64> = tx
             .query(&s, &[&(kept.len() as i64)])
             .map_err(pg)?
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let s = cache.get(
-            &mut tx,
-            "INSERT INTO checks (id, service_id, at, duration_us, result, reason, http_status, \
-               details, changed) \
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
-               $5::text[], $6::text[], $7::int[], $8::text[], $9::boolean[])",
-        )?;
-        tx.execute(
-            &s,
-            &[
-                &check_ids,
-                &kept.iter().map(|w| w.service_id.get()).collect::<Vec<_>>(),
-                &kept.iter().map(|w| w.at.get()).collect::<Vec<_>>(),
-                &kept.iter().map(|w| w.duration_us).collect::<Vec<_>>(),
-                &kept.iter().map(|w| w.result.as_str()).collect::<Vec<_>>(),
-                &kept.iter().map(|w| w.reason.clone()).collect::<Vec<_>>(),
-                &kept
-                    .iter()
-                    .map(|w| w.http_status.map(i32::from))
-                    .collect::<Vec<_>>(),
-                &kept.iter().map(|w| w.details.clone()).collect::<Vec<_>>(),
-                &kept
-                    .iter()
-                    .map(|w| w.transition.is_some())
-                    .collect::<Vec<_>>(),
-            ],
-        )
-        .map_err(pg)?;
         // Each service's fields after its last check in the batch, and the
         // batch's roll-ups.
-        let mut folds: BTreeMap<i64, Fold> = BTreeMap::new();
-        let mut hours: BTreeMap<(i64, i64), Roll> = BTreeMap::new();
-        let mut days: BTreeMap<(i64, i64), Roll> = BTreeMap::new();
-        let mut tr = Transitions::default();
-        for (w, id) in kept.iter().zip(&check_ids) {
-            let sid = w.service_id.get();
-            let at = w.at.get();
-            let f = folds.entry(sid).or_default();
-            f.state = w.state.as_str().to_string();
-            f.successes = i64::from(w.successes);
-            f.failures = i64::from(w.failures);
-            f.at = at;
-            f.result = w.result.as_str().to_string();
-            f.reason.clone_from(&w.reason);
-            f.duration_us = w.duration_us;
-            if w.state == HealthState::Healthy {
-                f.healthy_at = Some(at);
-            }
-            if w.result != CheckResult::Pass && w.reason.is_some() {
-                f.failure_reason.clone_from(&w.reason);
-            }
-            if w.cert_expires_at.is_some() {
-                f.cert_expires_at = w.cert_expires_at;
-            }
-            f.check_id = *id;
-            if let Some(t) = &w.transition {
-                f.state_since = Some(at);
-                if let Some(n) = &t.notify {
-                    f.notified_at = Some(n.not_before.get());
-                }
-                tr.at.push(at);
-                tr.service_id.push(sid);
-                tr.service.push(services[&sid].0.clone());
-                tr.from.push(t.from.as_str().to_string());
-                tr.to.push(w.state.as_str().to_string());
-                tr.check_id.push(*id);
-                tr.reason.push(w.reason.clone());
-            }
-            hours
-                .entry((hour_of(at), sid))
-                .or_default()
-                .add(w.result, w.duration_us);
-            days.entry((day_of(at), sid))
-                .or_default()
-                .add(w.result, w.duration_us);
-        }
+        let mut folded = fold(&kept, &check_ids, &services);
         let s = cache.get(
             &mut tx,
             "UPDATE services s SET state = u.state, successes = u.successes, \
@@ -283,38 +213,111 @@ impl PgStore {
                $12::bigint[], $13::bigint[], $14::bigint[]) \
                AS u(id, state, successes, failures, at, result, reason, duration_us, healthy_at, \
                  failure_reason, cert_expires_at, state_since, notified_at, check_id) \
-             WHERE s.id = u.id",
+             WHERE s.id = u.id RETURNING s.id",
         )?;
-        let fs: Vec<&Fold> = folds.values().collect();
-        tx.execute(
-            &s,
-            &[
-                &folds.keys().copied().collect::<Vec<_>>(),
-                &fs.iter().map(|f| f.state.as_str()).collect::<Vec<_>>(),
-                &fs.iter().map(|f| f.successes).collect::<Vec<_>>(),
-                &fs.iter().map(|f| f.failures).collect::<Vec<_>>(),
-                &fs.iter().map(|f| f.at).collect::<Vec<_>>(),
-                &fs.iter().map(|f| f.result.as_str()).collect::<Vec<_>>(),
-                &fs.iter().map(|f| f.reason.as_deref()).collect::<Vec<_>>(),
-                &fs.iter().map(|f| f.duration_us).collect::<Vec<_>>(),
-                &fs.iter().map(|f| f.healthy_at).collect::<Vec<_>>(),
-                &fs.iter()
-                    .map(|f| f.failure_reason.as_deref())
-                    .collect::<Vec<_>>(),
-                &fs.iter().map(|f| f.cert_expires_at).collect::<Vec<_>>(),
-                &fs.iter().map(|f| f.state_since).collect::<Vec<_>>(),
-                &fs.iter().map(|f| f.notified_at).collect::<Vec<_>>(),
-                &fs.iter().map(|f| f.check_id).collect::<Vec<_>>(),
-            ],
-        )
-        .map_err(pg)?;
+        let fs: Vec<&Fold> = folded.folds.values().collect();
+        let updated: BTreeSet<i64> = tx
+            .query(
+                &s,
+                &[
+                    &folded.folds.keys().copied().collect::<Vec<_>>(),
+                    &fs.iter().map(|f| f.state.as_str()).collect::<Vec<_>>(),
+                    &fs.iter().map(|f| f.successes).collect::<Vec<_>>(),
+                    &fs.iter().map(|f| f.failures).collect::<Vec<_>>(),
+                    &fs.iter().map(|f| f.at).collect::<Vec<_>>(),
+                    &fs.iter().map(|f| f.result.as_str()).collect::<Vec<_>>(),
+                    &fs.iter().map(|f| f.reason.as_deref()).collect::<Vec<_>>(),
+                    &fs.iter().map(|f| f.duration_us).collect::<Vec<_>>(),
+                    &fs.iter().map(|f| f.healthy_at).collect::<Vec<_>>(),
+                    &fs.iter()
+                        .map(|f| f.failure_reason.as_deref())
+                        .collect::<Vec<_>>(),
+                    &fs.iter().map(|f| f.cert_expires_at).collect::<Vec<_>>(),
+                    &fs.iter().map(|f| f.state_since).collect::<Vec<_>>(),
+                    &fs.iter().map(|f| f.notified_at).collect::<Vec<_>>(),
+                    &fs.iter().map(|f| f.check_id).collect::<Vec<_>>(),
+                ],
+            )
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        // A service deleted since the first SELECT has no row to update:
+        // its checks are dropped (the rows updated stay locked until
+        // commit, so a delete now waits for this batch and then removes
+        // its checks too).
+        if updated.len() < folded.folds.len() {
+            let (mut k, mut ids) = (Vec::new(), Vec::new());
+            for (w, id) in kept.iter().zip(&check_ids) {
+                if updated.contains(&w.service_id.get()) {
+                    k.push(*w);
+                    ids.push(*id);
+                } else {
+                    out.gone += 1;
+                }
+            }
+            (kept, check_ids) = (k, ids);
+            if kept.is_empty() {
+                tx.commit().map_err(pg)?;
+                return Ok(out);
+            }
+            folded = fold(&kept, &check_ids, &services);
+        }
+        // The checks by binary COPY: PostgreSQL writes the rows of a page
+        // as one WAL record (a multi-insert), where `INSERT … SELECT`
+        // writes a record (with its headers, ≈ 45 B) per row.
+        {
+            use postgres::binary_copy::BinaryCopyInWriter;
+            use postgres::types::Type;
+            let sink = tx
+                .copy_in(
+                    "COPY checks (id, service_id, at, duration_us, result, reason, \
+                       http_status, details, changed) FROM STDIN BINARY",
+                )
+                .map_err(pg)?;
+            let mut w = BinaryCopyInWriter::new(
+                sink,
+                &[
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT4,
+                    Type::TEXT,
+                    Type::BOOL,
+                ],
+            );
+            for (c, id) in kept.iter().zip(&check_ids) {
+                w.write(&[
+                    id,
+                    &c.service_id.get(),
+                    &c.at.get(),
+                    &c.duration_us,
+                    &c.result.as_str(),
+                    &c.reason,
+                    &c.http_status.map(i32::from),
+                    &c.details,
+                    &c.transition.is_some(),
+                ])
+                .map_err(pg)?;
+            }
+            w.finish().map_err(pg)?;
+        }
+        let Folded { hours, tr, .. } = folded;
         out.checks = kept.len();
         out.transitions = tr.at.len();
         if !tr.at.is_empty() {
             self.write_transitions(&mut tx, cache, &kept, tr)?;
         }
-        merge_rolls(&mut tx, "uptime", "hour", &hours)?;
-        merge_rolls(&mut tx, "uptime_day", "day", &days)?;
+        // Each check goes to its hour's roll-up only; the hour reaches its
+        // day when folded (`fold_hours`), or now when it already was.
+        let late = merge_rolls(&mut tx, "uptime", "hour", &hours)?;
+        if !late.is_empty() {
+            let late = hours_to_days(hours.iter().filter(|(k, _)| late.contains(k)));
+            merge_rolls(&mut tx, "uptime_day", "day", &late)?;
+        }
         tx.commit().map_err(pg)?;
         Ok(out)
     }
@@ -430,6 +433,67 @@ impl PgStore {
         }
         Ok(())
     }
+}
+
+/// What a batch writes besides its checks, computed from them.
+struct Folded {
+    /// Each service's fields after its last check in the batch.
+    folds: BTreeMap<i64, Fold>,
+    /// The batch's hourly roll-ups, by `(hour, service id)`.
+    hours: BTreeMap<(i64, i64), Roll>,
+    /// The batch's state changes.
+    tr: Transitions,
+}
+
+/// Folds the checks `kept` (with their ids) into [`Folded`].
+fn fold(
+    kept: &[&CheckWrite],
+    check_ids: &[i64],
+    services: &HashMap<i64, (String, Bucket)>,
+) -> Folded {
+    let mut folds: BTreeMap<i64, Fold> = BTreeMap::new();
+    let mut hours: BTreeMap<(i64, i64), Roll> = BTreeMap::new();
+    let mut tr = Transitions::default();
+    for (w, id) in kept.iter().zip(check_ids) {
+        let sid = w.service_id.get();
+        let at = w.at.get();
+        let f = folds.entry(sid).or_default();
+        f.state = w.state.as_str().to_string();
+        f.successes = i64::from(w.successes);
+        f.failures = i64::from(w.failures);
+        f.at = at;
+        f.result = w.result.as_str().to_string();
+        f.reason.clone_from(&w.reason);
+        f.duration_us = w.duration_us;
+        if w.state == HealthState::Healthy {
+            f.healthy_at = Some(at);
+        }
+        if w.result != CheckResult::Pass && w.reason.is_some() {
+            f.failure_reason.clone_from(&w.reason);
+        }
+        if w.cert_expires_at.is_some() {
+            f.cert_expires_at = w.cert_expires_at;
+        }
+        f.check_id = *id;
+        if let Some(t) = &w.transition {
+            f.state_since = Some(at);
+            if let Some(n) = &t.notify {
+                f.notified_at = Some(n.not_before.get());
+            }
+            tr.at.push(at);
+            tr.service_id.push(sid);
+            tr.service.push(services[&sid].0.clone());
+            tr.from.push(t.from.as_str().to_string());
+            tr.to.push(w.state.as_str().to_string());
+            tr.check_id.push(*id);
+            tr.reason.push(w.reason.clone());
+        }
+        hours
+            .entry((hour_of(at), sid))
+            .or_default()
+            .add(w.result, w.duration_us);
+    }
+    Folded { folds, hours, tr }
 }
 
 /// Parallel arrays of outbox rows.
