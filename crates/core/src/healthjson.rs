@@ -143,6 +143,86 @@ pub fn interpret_body(body: &[u8]) -> BodyReport {
     if first != Some(&b'{') {
         return BodyReport::default();
     }
+    // Every check reads its target's body: the members it needs are read
+    // borrowed, with no allocation for the usual `{"status":"pass"}`. A
+    // body the borrowed read refuses (a member given twice) goes the
+    // general way, which gives the same report (`members_read_as_values`).
+    match serde_json::from_slice::<Members<'_>>(body) {
+        Ok(m) => m.report(),
+        Err(_) => interpret_value(body),
+    }
+}
+
+/// The members of a body [`interpret_body`] looks at, as their raw JSON
+/// text (`None`: absent or `null`).
+#[derive(Deserialize)]
+struct Members<'a> {
+    #[serde(borrow, default)]
+    status: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    output: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    message: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    notes: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    checks: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    details: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    components: Option<&'a serde_json::value::RawValue>,
+}
+
+impl Members<'_> {
+    fn report(&self) -> BodyReport {
+        use std::borrow::Cow;
+        // A member's string value (borrowed unless it has escapes).
+        fn text(raw: Option<&serde_json::value::RawValue>) -> Option<Cow<'_, str>> {
+            let raw = raw?.get();
+            if !raw.starts_with('"') {
+                return None;
+            }
+            match serde_json::from_str::<&str>(raw) {
+                Ok(s) => Some(Cow::Borrowed(s)),
+                Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
+            }
+        }
+        let verdict = text(self.status).and_then(|w| status_word(&w));
+        let output = [self.output, self.error, self.message]
+            .into_iter()
+            .find_map(text)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .map(|s| truncate(&s, MAX_TEXT));
+        let mut kept = serde_json::Map::new();
+        for (key, raw) in [
+            ("output", self.output),
+            ("notes", self.notes),
+            ("checks", self.checks),
+            ("details", self.details),
+            ("components", self.components),
+        ] {
+            if let Some(raw) = raw.filter(|r| r.get() != "\"\"") {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(raw.get()) {
+                    kept.insert(key.to_string(), v);
+                }
+            }
+        }
+        let details = (!kept.is_empty())
+            .then(|| serde_json::Value::Object(kept).to_string())
+            .filter(|s| s.len() <= MAX_DETAILS);
+        BodyReport {
+            verdict,
+            output,
+            details,
+        }
+    }
+}
+
+/// [`interpret_body`] over a body read whole as a JSON value.
+fn interpret_value(body: &[u8]) -> BodyReport {
     let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body)
     else {
         return BodyReport::default();
@@ -190,6 +270,39 @@ pub fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_read_as_values() {
+        let long = "x".repeat(MAX_DETAILS);
+        let bodies = [
+            r#"{"status":"pass"}"#.to_string(),
+            r#" {"status":"UP","components":{"db":{"status":"UP"}}}"#.into(),
+            r#"{"status":"fail","output":"  disk \"full\"  "}"#.into(),
+            r#"{"status":"warn","output":"","notes":["a"],"checks":{"c":[{"status":"warn"}]}}"#
+                .into(),
+            r#"{"status":"error","error":"boom","message":"m"}"#.into(),
+            r#"{"status":null,"output":null,"details":null,"message":"only"}"#.into(),
+            r#"{"status":5,"output":7,"details":{"k":1}}"#.into(),
+            r#"{"status":"pass","status":"fail"}"#.into(),
+            r#"{"st\u0061tus":"fail"}"#.into(),
+            r#"{"status":"p\u0061ss","other":{"deep":[1,2,{"x":null}]}}"#.into(),
+            r#"{"status":"pass"} trailing"#.into(),
+            r#"{"status":"pass""#.into(),
+            format!(r#"{{"status":"pass","notes":["{long}"]}}"#),
+        ];
+        for body in &bodies {
+            assert_eq!(
+                interpret_body(body.as_bytes()),
+                interpret_value(body.as_bytes()),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            interpret_body(br#"{"status":"pass","status":"fail"}"#).verdict,
+            Some(CheckResult::Fail),
+            "the last of a member given twice, as before"
+        );
+    }
 
     #[test]
     fn reads_status_words_of_common_frameworks() {

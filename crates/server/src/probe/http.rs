@@ -31,17 +31,28 @@ pub const MAX_HEAD: usize = 128 * 1024;
 /// The most header lines a response may have (hyper's default too).
 const MAX_HEADERS: usize = 100;
 
-pub(crate) async fn get<S>(mut stream: S, spec: &ServiceSpec) -> ProbeOutcome
+pub(crate) async fn get<S>(stream: S, spec: &ServiceSpec) -> ProbeOutcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let request = match request(spec) {
-        Ok(r) => r,
-        Err(reason) => return ProbeOutcome::fail(reason),
-    };
+    match request(spec) {
+        Ok(r) => finish(stream, spec, &r).await,
+        Err(reason) => ProbeOutcome::fail(reason),
+    }
+}
+
+/// Sends what is left of the request (`rest`: the part `connect` did not
+/// send already), then reads and judges the answer.
+pub(crate) async fn finish<S>(mut stream: S, spec: &ServiceSpec, rest: &[u8]) -> ProbeOutcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if let Err(e) = async {
-        stream.write_all(&request).await?;
-        stream.flush().await
+        if !rest.is_empty() {
+            stream.write_all(rest).await?;
+            stream.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
     }
     .await
     {
@@ -56,7 +67,7 @@ where
 /// The request's bytes: `GET`, `Host`, `User-Agent`, `Accept` and
 /// `Connection: close`. A path with a space or a control character (which
 /// would split the request line) is refused, not sent.
-fn request(spec: &ServiceSpec) -> Result<Vec<u8>, String> {
+pub(crate) fn request(spec: &ServiceSpec) -> Result<Vec<u8>, String> {
     let t = &spec.target;
     if let Some(b) = t.path.bytes().find(|b| *b <= b' ' || *b == 0x7f) {
         return Err(format!(
@@ -82,8 +93,8 @@ fn request(spec: &ServiceSpec) -> Result<Vec<u8>, String> {
         r.push(b']');
     }
     if t.port != t.protocol.default_port() {
-        r.push(b':');
-        r.extend_from_slice(t.port.to_string().as_bytes());
+        use std::io::Write;
+        let _ = write!(r, ":{}", t.port);
     }
     r.extend_from_slice(b"\r\nuser-agent: ");
     r.extend_from_slice(USER_AGENT.as_bytes());

@@ -91,11 +91,28 @@ struct Entry {
     last_check: Option<i64>,
 }
 
+/// What every check's task shares, behind one reference count: cloning
+/// its parts for each check (the prober's TLS configurations, the
+/// semaphore, the channel) cost about ten atomic increments and
+/// decrements a check, on cache lines both runtime workers write. A probe
+/// task touches no metric either: its lag goes back with its result, and
+/// `probes_in_flight` is read from the semaphore at scrape time.
+struct ProbeCtx {
+    checker: Checker,
+    sem: Arc<Semaphore>,
+    done: mpsc::UnboundedSender<Done>,
+    clock: crate::clock::Clock,
+}
+
 /// A finished check, from its probe task back to the loop.
 struct Done {
     id: ServiceId,
     generation: u32,
     at: UnixMs,
+    /// From the check's due time to its start (when it got its slot),
+    /// observed by the loop (one writer of the histogram, not every
+    /// probe task).
+    lag: Duration,
     outcome: ProbeOutcome,
 }
 
@@ -154,6 +171,8 @@ fn start_with(
         load: None,
         held_until: None,
     };
+    s.metrics
+        .watch_probe_slots(s.sem.clone(), s.cfg.max_concurrent_probes.max(1));
     tracker.spawn(s.run(services, rx, cancel));
     SchedulerHandle { tx, alive }
 }
@@ -199,7 +218,16 @@ impl Scheduler {
         mut rx: mpsc::Receiver<Command>,
         cancel: CancellationToken,
     ) {
-        let (done_tx, mut done_rx) = mpsc::channel::<Done>(16_384);
+        // Unbounded: a probe holds its slot until it has sent its result,
+        // so at most `max_concurrent_probes` results wait here (and a
+        // bounded channel's permit is two more atomic updates a check).
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let ctx = Arc::new(ProbeCtx {
+            checker: self.checker.clone(),
+            sem: self.sem.clone(),
+            done: done_tx,
+            clock: self.cfg.clock,
+        });
         let (loaded_tx, mut loaded_rx) = mpsc::channel::<owned::Loaded>(64);
         let mut held_rx = self.cfg.ownership.take().map(|o| {
             self.load = o.load;
@@ -251,7 +279,7 @@ impl Scheduler {
                 Some(loaded) = loaded_rx.recv() => self.on_loaded(loaded),
                 _ = tokio::time::sleep_until(next) => {
                     last_fire = Instant::now();
-                    for (id, outcome) in self.fire(&done_tx) {
+                    for (id, outcome) in self.fire(&ctx) {
                         let at = self.cfg.clock.now();
                         self.apply(id, at, outcome).await;
                     }
@@ -267,7 +295,7 @@ impl Scheduler {
         // must not hold up the exit. Probes still running then are dropped
         // with the runtime (they record nothing).
         self.probes.close();
-        drop(done_tx);
+        drop(ctx);
         let deadline = Instant::now() + SHUTDOWN_PROBES;
         loop {
             tokio::select! {
@@ -430,7 +458,7 @@ impl Scheduler {
 
     /// Starts the due probes; returns the heartbeats found overdue, to be
     /// recorded as failed checks.
-    fn fire(&mut self, done_tx: &mpsc::Sender<Done>) -> Vec<(ServiceId, ProbeOutcome)> {
+    fn fire(&mut self, ctx: &Arc<ProbeCtx>) -> Vec<(ServiceId, ProbeOutcome)> {
         self.expire_held_if_due();
         let now = self.mono_ms();
         let wall = self.cfg.clock.now_ms();
@@ -478,39 +506,29 @@ impl Scheduler {
             }
             e.in_flight = true;
             let spec = e.spec.clone();
-            let checker = self.checker.clone();
-            let sem = self.sem.clone();
-            let tx = done_tx.clone();
-            let metrics = self.metrics.clone();
-            let clock = self.cfg.clock;
+            let ctx = ctx.clone();
             let due_at = self.epoch + Duration::from_millis(due.at);
             self.probes.spawn(async move {
-                let Ok(_permit) = sem.acquire_owned().await else {
+                let Ok(_permit) = ctx.sem.acquire().await else {
                     return;
                 };
-                metrics.scheduler_lag.observe(
-                    Instant::now()
-                        .saturating_duration_since(due_at)
-                        .as_secs_f64(),
-                );
-                metrics.probes_in_flight.inc();
-                let at = clock.now();
-                let outcome = checker.check(&spec, at.get()).await;
-                metrics.probes_in_flight.dec();
-                let _ = tx
-                    .send(Done {
-                        id,
-                        generation,
-                        at,
-                        outcome,
-                    })
-                    .await;
+                let lag = Instant::now().saturating_duration_since(due_at);
+                let at = ctx.clock.now();
+                let outcome = ctx.checker.check(&spec, at.get()).await;
+                let _ = ctx.done.send(Done {
+                    id,
+                    generation,
+                    at,
+                    lag,
+                    outcome,
+                });
             });
         }
         overdue
     }
 
     async fn on_done(&mut self, d: Done) {
+        self.metrics.scheduler_lag.observe(d.lag.as_secs_f64());
         self.expire_held_if_due();
         let Some(e) = self.entries.get_mut(&d.id) else {
             return;

@@ -283,7 +283,11 @@ impl SqliteStore {
         )?;
         let mut walked = 0;
         while walked < PRUNE_WALK {
-            let mut doomed = Vec::new();
+            // Runs of doomed rows with no kept row between them, as
+            // `(first id, last id)`: one range delete each (steady state
+            // retires whole stretches of old checks at once).
+            let mut doomed: Vec<(i64, i64)> = Vec::new();
+            let mut open_run = false;
             let mut seen = 0;
             {
                 let conn = self.read_conn();
@@ -298,8 +302,13 @@ impl SqliteStore {
                     seen += 1;
                     let (id, beyond): (i64, bool) = (r.get("id")?, r.get("beyond")?);
                     cursor = id;
-                    if beyond {
-                        doomed.push(id);
+                    match (beyond, doomed.last_mut()) {
+                        (true, Some(run)) if open_run => run.1 = id,
+                        (true, _) => {
+                            doomed.push((id, id));
+                            open_run = true;
+                        }
+                        (false, _) => open_run = false,
                     }
                 }
             }
@@ -308,9 +317,12 @@ impl SqliteStore {
                 let mut conn = lock(&self.writer);
                 let tx = conn.transaction()?;
                 {
-                    let mut stmt = tx.prepare_cached("DELETE FROM checks WHERE id = ?1")?;
-                    for id in &doomed {
-                        removed += stmt.execute([id])?;
+                    // No row can appear inside a run meanwhile: new checks
+                    // get ids above every stored one.
+                    let mut stmt =
+                        tx.prepare_cached("DELETE FROM checks WHERE id BETWEEN ?1 AND ?2")?;
+                    for (first, last) in &doomed {
+                        removed += stmt.execute([first, last])?;
                     }
                 }
                 tx.commit()?;

@@ -152,19 +152,32 @@ pub(super) fn write_check(
     prev: Option<Head>,
 ) -> rusqlite::Result<Option<Head>> {
     let result = c.result.as_str();
-    let row: Option<(String, Option<i64>, i64)> = tx
-        .prepare_cached("SELECT name, last_check_id, check_seq FROM services WHERE id = ?1")?
-        .query_row([c.service_id], |r| {
-            Ok((r.get("name")?, r.get("last_check_id")?, r.get("check_seq")?))
-        })
-        .optional()?;
-    let Some((name, stored_head, stored_seq)) = row else {
-        // Deleted while the check ran: nothing to record.
-        return Ok(None);
-    };
-    let (prev_id, prev_seq) = match prev {
-        Some(p) => (Some(p.check_id), p.seq),
-        None => (stored_head, stored_seq),
+    // The service row is read only when the writer does not know the
+    // service's newest check, or for a state change (its event names the
+    // service). A known head means the row exists: a delete forgets the
+    // head under the connection lock this batch holds (`Overlay::forget`),
+    // so a deleted service never comes here with one. Skipping the read
+    // saves a random look-up in `services` per plain check.
+    let (name, prev_id, prev_seq) = match (prev, &c.transition) {
+        (Some(p), None) => (None, Some(p.check_id), p.seq),
+        _ => {
+            let row: Option<(String, Option<i64>, i64)> = tx
+                .prepare_cached(
+                    "SELECT name, last_check_id, check_seq FROM services WHERE id = ?1",
+                )?
+                .query_row([c.service_id], |r| {
+                    Ok((r.get("name")?, r.get("last_check_id")?, r.get("check_seq")?))
+                })
+                .optional()?;
+            let Some((name, stored_head, stored_seq)) = row else {
+                // Deleted while the check ran: nothing to record.
+                return Ok(None);
+            };
+            match prev {
+                Some(p) => (Some(name), Some(p.check_id), p.seq),
+                None => (Some(name), stored_head, stored_seq),
+            }
+        }
     };
     tx.prepare_cached(
         "INSERT INTO checks (id, service_id, at, duration_us, result, reason, http_status, \
@@ -188,7 +201,7 @@ pub(super) fn write_check(
         check_id,
         seq: prev_seq + 1,
     };
-    let Some(t) = &c.transition else {
+    let (Some(t), Some(name)) = (&c.transition, name) else {
         return Ok(Some(head));
     };
     let not_before = t.notify.as_ref().map(|n| n.not_before);
