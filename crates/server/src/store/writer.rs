@@ -220,22 +220,24 @@ impl Writer {
     /// [`Writer::start`] (there is nothing to fence).
     pub fn start_fenced(store: &Store, fence: Option<PgFence>) -> (Writer, WriterHandle) {
         match store.pg() {
-            Some(pg) => {
-                let (w, h) = PgWriter::start(pg, fence, PgWriterTiming::default());
-                let stopped = w.stopped();
-                (
-                    Writer {
-                        thread: None,
-                        stopped,
-                        pg: Some(w),
-                    },
-                    WriterHandle {
-                        tx: HandleKind::Pg(h),
-                    },
-                )
-            }
+            Some(pg) => Writer::of_pg(PgWriter::start(pg, fence, PgWriterTiming::default())),
             None => Writer::start(store),
         }
+    }
+
+    /// The writer and handle over a started PostgreSQL writer.
+    fn of_pg((w, h): (PgWriter, PgWriterHandle)) -> (Writer, WriterHandle) {
+        let stopped = w.stopped();
+        (
+            Writer {
+                thread: None,
+                stopped,
+                pg: Some(w),
+            },
+            WriterHandle {
+                tx: HandleKind::Pg(h),
+            },
+        )
     }
 
     /// [`Writer::start`] with other periods (tests). On PostgreSQL only
@@ -243,7 +245,7 @@ impl Writer {
     pub fn start_with(store: &Store, timing: WriterTiming) -> (Writer, WriterHandle) {
         let Some(store) = store.sqlite() else {
             let pg = store.pg().expect("a store is SQLite or PostgreSQL");
-            let (w, h) = PgWriter::start(
+            return Writer::of_pg(PgWriter::start(
                 pg,
                 None,
                 PgWriterTiming {
@@ -251,18 +253,7 @@ impl Writer {
                     max_batch: timing.max_batch,
                     ..PgWriterTiming::default()
                 },
-            );
-            let stopped = w.stopped();
-            return (
-                Writer {
-                    thread: None,
-                    stopped,
-                    pg: Some(w),
-                },
-                WriterHandle {
-                    tx: HandleKind::Pg(h),
-                },
-            );
+            ));
         };
         let (tx, rx) = mpsc::channel(QUEUE);
         let conn = store.writer_conn();

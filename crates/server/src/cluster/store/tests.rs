@@ -505,6 +505,16 @@ fn db_expire(s: &PgStore, ids: &[i64]) {
     .unwrap();
 }
 
+/// Node `a` holds `b` at `epoch` for an hour, as the lease table says.
+fn own_bucket(sql: &mut postgres::Client, b: Bucket, epoch: i64) {
+    sql.execute(
+        "UPDATE buckets SET owner = 'a', epoch = $2, expires_at = now() + interval '1 hour' \
+         WHERE bucket = $1",
+        &[&i32::from(b.get()), &epoch],
+    )
+    .unwrap();
+}
+
 fn held(leases: &[(Bucket, i64)]) -> Held {
     Held {
         leases: leases
@@ -1364,12 +1374,7 @@ fn the_writer_thread_batches_fences_and_reports_stale_buckets() {
     let mut sql = postgres::Config::from(s.db().config().clone())
         .connect(NoTls)
         .unwrap();
-    sql.execute(
-        "UPDATE buckets SET owner = 'a', epoch = 1, expires_at = now() + interval '1 hour' \
-         WHERE bucket = $1",
-        &[&i32::from(Bucket::of(x).get())],
-    )
-    .unwrap();
+    own_bucket(&mut sql, Bucket::of(x), 1);
     let (held_tx, held_rx) = tokio::sync::watch::channel(held(&[(Bucket::of(x), 1)]));
     let (stale_tx, mut stale_rx) = tokio::sync::mpsc::unbounded_channel();
     let fence = PgFence {

@@ -55,13 +55,7 @@ fn a_cut_off_writer_keeps_accepting_results_and_writes_them_after_reconnection()
     let s = db.store.clone();
     let id = s.register(&spec("svc-x"), "h", 0, 10).unwrap().record.id;
     let b = Bucket::of("svc-x");
-    db.sql
-        .execute(
-            "UPDATE buckets SET owner = 'a', epoch = 1, expires_at = now() + interval '1 hour' \
-             WHERE bucket = $1",
-            &[&i32::from(b.get())],
-        )
-        .unwrap();
+    own_bucket(&mut db.sql, b, 1);
     let (_held, held_rx) = watch::channel(held(&[(b, 1)]));
     let (stale_tx, mut stale_rx) = mpsc::unbounded_channel();
     let (give_up, give_up_rx) = watch::channel(false);
@@ -136,13 +130,7 @@ fn a_result_recorded_under_a_lease_since_lost_is_not_written_under_the_next_one(
     let b = Bucket::of("svc-x");
     // The table as it is after the node lost the bucket and claimed it
     // again: epoch 2.
-    db.sql
-        .execute(
-            "UPDATE buckets SET owner = 'a', epoch = 2, expires_at = now() + interval '1 hour' \
-             WHERE bucket = $1",
-            &[&i32::from(b.get())],
-        )
-        .unwrap();
+    own_bucket(&mut db.sql, b, 2);
     let (held_tx, held_rx) = watch::channel(held(&[(b, 1)]));
     let (stale_tx, mut stale_rx) = mpsc::unbounded_channel();
     let metrics = PgWriterSeries::default();
