@@ -8,8 +8,8 @@ use std::time::Duration;
 
 /// Conditions are waited for up to this long. After a failed attempt the
 /// delivery's retry backs off (5 s doubling), so under a loaded suite a
-/// second or third failure before the broker is back pushes the next try
-/// past 40 s: one failure of this kind was seen in the full suite.
+/// second or third failure before the broker is back can push the next
+/// try past 40 s (the likely cause of one timeout seen in the full suite).
 const WAIT: Duration = Duration::from_secs(90);
 
 async fn setup(d: &TestDaemon, broker_url: &str) {
