@@ -126,12 +126,19 @@ pub const MAX_DETAILS: usize = 4096;
 /// `warn` warns, `fail`/`error`/`down` fail (case-insensitive, with the
 /// usual synonyms). Unknown words give `None`.
 pub fn status_word(word: &str) -> Option<CheckResult> {
-    let w = word.trim().to_ascii_lowercase();
-    match w.as_str() {
-        "pass" | "ok" | "up" | "healthy" | "green" => Some(CheckResult::Pass),
-        "warn" | "warning" | "degraded" | "yellow" => Some(CheckResult::Warn),
-        "fail" | "failed" | "error" | "down" | "unhealthy" | "out_of_service" | "critical"
-        | "red" => Some(CheckResult::Fail),
+    // Lower-cased on the stack: every check of a health+json target reads
+    // its word, and none of the known words is longer than 16 bytes.
+    let word = word.trim().as_bytes();
+    let mut buf = [0u8; 16];
+    let lower = buf.get_mut(..word.len())?;
+    for (l, b) in lower.iter_mut().zip(word) {
+        *l = b.to_ascii_lowercase();
+    }
+    match &*lower {
+        b"pass" | b"ok" | b"up" | b"healthy" | b"green" => Some(CheckResult::Pass),
+        b"warn" | b"warning" | b"degraded" | b"yellow" => Some(CheckResult::Warn),
+        b"fail" | b"failed" | b"error" | b"down" | b"unhealthy" | b"out_of_service"
+        | b"critical" | b"red" => Some(CheckResult::Fail),
         _ => None,
     }
 }

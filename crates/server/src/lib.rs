@@ -45,6 +45,12 @@ pub mod silences;
 pub mod store;
 pub mod supervisor;
 
+/// A map keyed by service id, for the maps looked up on every check (the
+/// scheduler's entries, the writer's overlay): foldhash instead of
+/// SipHash, since the keys are our own ids.
+pub(crate) type IdMap<V> =
+    std::collections::HashMap<healthchecker_core::ServiceId, V, foldhash::fast::RandomState>;
+
 pub use config::Config;
 pub use serve::{HEADER_READ_TIMEOUT, SHUTDOWN_GRACE};
 

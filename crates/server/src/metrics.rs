@@ -176,12 +176,10 @@ pub struct Metrics {
     pub notifications: Family<OutcomeLabel, Counter>,
     /// Pending notifications (set at scrape time).
     pub outbox_backlog: Gauge,
-    /// Probes running now: set at scrape time from the scheduler's probe
-    /// slots ([`Metrics::watch_probe_slots`]), not counted by every probe
-    /// (two atomic updates a check on a line both runtime workers write).
+    /// Probes running now: set by the scheduler's loop, which counts
+    /// them, not by every probe (two atomic updates a check on a line
+    /// both runtime workers write).
     pub probes_in_flight: Gauge,
-    /// The scheduler's probe semaphore and its size.
-    probe_slots: std::sync::OnceLock<(std::sync::Arc<tokio::sync::Semaphore>, usize)>,
     /// Bytes the store's writer appended to the WAL
     /// ([`Store::wal_bytes`](crate::store::Store::wal_bytes)), brought up
     /// to date at scrape time.
@@ -342,7 +340,6 @@ impl Metrics {
             notifications,
             outbox_backlog,
             probes_in_flight,
-            probe_slots: std::sync::OnceLock::new(),
             store_wal_bytes,
             pg_writer,
         }
@@ -390,20 +387,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Where `probes_in_flight` is read from: the scheduler's probe
-    /// semaphore of `slots` permits (the first scheduler's, in tests that
-    /// run several on one `Metrics`).
-    pub fn watch_probe_slots(&self, sem: std::sync::Arc<tokio::sync::Semaphore>, slots: usize) {
-        let _ = self.probe_slots.set((sem, slots));
-    }
-
-    /// Brings `probes_in_flight` up to date (at scrape time).
-    pub fn refresh_probes_in_flight(&self) {
-        if let Some((sem, slots)) = self.probe_slots.get() {
-            self.probes_in_flight
-                .set(slots.saturating_sub(sem.available_permits()) as i64);
-        }
-    }
     /// Counts one check.
     pub fn record_check(&self, result: CheckResult, seconds: f64) {
         let i = match result {

@@ -239,7 +239,6 @@ async fn metrics(
     );
     let backlog = app.store.read(|store| store.pending_mail()).await?;
     app.metrics.outbox_backlog.set(backlog);
-    app.metrics.refresh_probes_in_flight();
     app.metrics.set_store_wal_bytes(app.store.wal_bytes());
     // Copying megabytes of lines is kept off the async threads the
     // scheduler runs on.

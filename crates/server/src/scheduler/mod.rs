@@ -47,11 +47,11 @@ use healthchecker_core::monitor::{Change, Monitor, Rules};
 use healthchecker_core::schedule::{first_due, jitter_ms, next_due};
 use healthchecker_core::{HealthState, HealthTracker, ServiceId, ServiceSpec, UnixMs};
 use probe::Checker;
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use timetable::{Due, Timetable};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -93,15 +93,21 @@ struct Entry {
 
 /// What every check's task shares, behind one reference count: cloning
 /// its parts for each check (the prober's TLS configurations, the
-/// semaphore, the channel) cost about ten atomic increments and
-/// decrements a check, on cache lines both runtime workers write. A probe
-/// task touches no metric either: its lag goes back with its result, and
-/// `probes_in_flight` is read from the semaphore at scrape time.
+/// channel) cost about ten atomic increments and decrements a check, on
+/// cache lines both runtime workers write. A probe task touches no metric
+/// either: its lag goes back with its result.
 struct ProbeCtx {
     checker: Checker,
-    sem: Arc<Semaphore>,
     done: mpsc::UnboundedSender<Done>,
     clock: crate::clock::Clock,
+}
+
+/// A check that is due while every probe slot is taken: started, in due
+/// order, as running ones finish.
+struct Waiting {
+    id: ServiceId,
+    generation: u32,
+    due_at: Instant,
 }
 
 /// A finished check, from its probe task back to the loop.
@@ -154,15 +160,16 @@ fn start_with(
     let alive = Arc::new(std::sync::atomic::AtomicI64::new(parts.cfg.clock.now_ms()));
     let s = Scheduler {
         epoch: Instant::now(),
-        entries: HashMap::with_capacity(services.len()),
+        entries: crate::IdMap::with_capacity_and_hasher(services.len(), Default::default()),
         deps: None,
         timetable: Timetable::with_capacity(services.len()),
-        sem: Arc::new(Semaphore::new(parts.cfg.max_concurrent_probes.max(1))),
+        slots: parts.cfg.max_concurrent_probes.max(1),
+        running: 0,
+        waiting: VecDeque::new(),
         cfg: parts.cfg,
         checker: parts.checker,
         writer: parts.writer,
         metrics: parts.metrics,
-        probes: TaskTracker::new(),
         alive: alive.clone(),
         held: BucketSet::ALL,
         active: BucketSet::ALL,
@@ -171,8 +178,6 @@ fn start_with(
         load: None,
         held_until: None,
     };
-    s.metrics
-        .watch_probe_slots(s.sem.clone(), s.cfg.max_concurrent_probes.max(1));
     tracker.spawn(s.run(services, rx, cancel));
     SchedulerHandle { tx, alive }
 }
@@ -180,16 +185,23 @@ fn start_with(
 struct Scheduler {
     /// Zero of the monotonic millisecond scale of the timetable.
     epoch: Instant,
-    entries: HashMap<ServiceId, Entry>,
+    entries: crate::IdMap<Entry>,
     /// Dependency waits, rebuilt on demand after services change.
     deps: Option<crate::dependencies::DepIndex>,
     timetable: Timetable,
-    sem: Arc<Semaphore>,
+    /// At most this many probes run at once (`max_concurrent_probes`).
+    /// The loop counts them itself: a semaphore's permit cost a lock of
+    /// its waiter list on every release, and a task tracker two more
+    /// atomic updates, per check.
+    slots: usize,
+    /// Probe tasks spawned whose result has not come back yet.
+    running: usize,
+    /// Due checks waiting for a slot, oldest first.
+    waiting: VecDeque<Waiting>,
     cfg: SchedulerConfig,
     checker: Checker,
     writer: WriterHandle,
     metrics: Arc<Metrics>,
-    probes: TaskTracker,
     alive: Arc<std::sync::atomic::AtomicI64>,
     /// The buckets the node holds ([`BucketSet::ALL`] without a cluster).
     held: BucketSet,
@@ -224,7 +236,6 @@ impl Scheduler {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let ctx = Arc::new(ProbeCtx {
             checker: self.checker.clone(),
-            sem: self.sem.clone(),
             done: done_tx,
             clock: self.cfg.clock,
         });
@@ -263,7 +274,7 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some(done) = done_rx.recv() => self.on_done(done).await,
+                Some(done) = done_rx.recv() => self.on_done(done, Some(&ctx)).await,
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd).await,
                     None => break,
@@ -294,17 +305,17 @@ impl Scheduler {
         // SHUTDOWN_PROBES: a probe with a 60 s timeout against a hung target
         // must not hold up the exit. Probes still running then are dropped
         // with the runtime (they record nothing).
-        self.probes.close();
+        self.waiting.clear();
         drop(ctx);
         let deadline = Instant::now() + SHUTDOWN_PROBES;
         loop {
             tokio::select! {
                 d = done_rx.recv() => match d {
-                    Some(done) => self.on_done(done).await,
+                    Some(done) => self.on_done(done, None).await,
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(running = self.probes.len(), "probes still running at shutdown; abandoning them");
+                    tracing::warn!(running = self.running, "probes still running at shutdown; abandoning them");
                     break;
                 }
             }
@@ -505,29 +516,78 @@ impl Scheduler {
                 continue;
             }
             e.in_flight = true;
-            let spec = e.spec.clone();
-            let ctx = ctx.clone();
             let due_at = self.epoch + Duration::from_millis(due.at);
-            self.probes.spawn(async move {
-                let Ok(_permit) = ctx.sem.acquire().await else {
-                    return;
-                };
-                let lag = Instant::now().saturating_duration_since(due_at);
-                let at = ctx.clock.now();
-                let outcome = ctx.checker.check(&spec, at.get()).await;
-                let _ = ctx.done.send(Done {
+            if self.running < self.slots {
+                let spec = e.spec.clone();
+                self.spawn_probe(ctx, id, generation, due_at, spec);
+            } else {
+                self.waiting.push_back(Waiting {
                     id,
                     generation,
-                    at,
-                    lag,
-                    outcome,
+                    due_at,
                 });
-            });
+            }
         }
+        self.metrics.probes_in_flight.set(self.running as i64);
         overdue
     }
 
-    async fn on_done(&mut self, d: Done) {
+    /// Runs one check in its own task; its result comes back as a [`Done`].
+    fn spawn_probe(
+        &mut self,
+        ctx: &Arc<ProbeCtx>,
+        id: ServiceId,
+        generation: u32,
+        due_at: Instant,
+        spec: Arc<ServiceSpec>,
+    ) {
+        self.running += 1;
+        let ctx = ctx.clone();
+        // Not tracked: shutdown waits for the results (`running`), and
+        // abandons the rest with the runtime.
+        tokio::spawn(async move {
+            let lag = Instant::now().saturating_duration_since(due_at);
+            let at = ctx.clock.now();
+            let outcome = ctx.checker.check(&spec, at.get()).await;
+            let _ = ctx.done.send(Done {
+                id,
+                generation,
+                at,
+                lag,
+                outcome,
+            });
+        });
+    }
+
+    /// Starts waiting checks while slots are free. One whose service was
+    /// rescheduled, paused or deleted meanwhile is dropped (the new
+    /// schedule has its own check).
+    fn start_waiting(&mut self, ctx: &Arc<ProbeCtx>) {
+        while self.running < self.slots {
+            let Some(w) = self.waiting.pop_front() else {
+                break;
+            };
+            let Some(e) = self.entries.get_mut(&w.id) else {
+                continue;
+            };
+            e.in_flight = false;
+            if e.generation != w.generation || e.paused || !self.active.contains(e.bucket) {
+                continue;
+            }
+            e.in_flight = true;
+            let spec = e.spec.clone();
+            self.spawn_probe(ctx, w.id, w.generation, w.due_at, spec);
+        }
+        self.metrics.probes_in_flight.set(self.running as i64);
+    }
+
+    /// A probe's result; `ctx` (none at shutdown) starts the checks that
+    /// waited for its slot.
+    async fn on_done(&mut self, d: Done, ctx: Option<&Arc<ProbeCtx>>) {
+        self.running -= 1;
+        if let Some(ctx) = ctx {
+            self.start_waiting(ctx);
+        }
         self.metrics.scheduler_lag.observe(d.lag.as_secs_f64());
         self.expire_held_if_due();
         let Some(e) = self.entries.get_mut(&d.id) else {

@@ -41,9 +41,20 @@ impl Harness {
         min_gap_ms: i64,
         ownership: Option<Ownership>,
     ) -> Harness {
+        Harness::start_slots(services, script, min_gap_ms, ownership, 16)
+    }
+
+    /// [`Harness::start_owning`] with `slots` probe slots.
+    fn start_slots(
+        services: Vec<ServiceRecord>,
+        script: Script,
+        min_gap_ms: i64,
+        ownership: Option<Ownership>,
+        slots: usize,
+    ) -> Harness {
         let (writer, writes) = WriterHandle::capture();
         let cfg = SchedulerConfig {
-            max_concurrent_probes: 16,
+            max_concurrent_probes: slots,
             notify_min_gap_ms: min_gap_ms,
             outbox_note: None,
             silences: Default::default(),
@@ -799,5 +810,45 @@ async fn a_held_set_received_past_its_deadline_is_nothing_held() {
         }),
     );
     h.quiet_for(Duration::from_secs(600)).await;
+    h.stop().await;
+}
+
+/// With every probe slot taken, a due check waits for one and starts when
+/// a running check ends: never more than `max_concurrent_probes` run at
+/// once, and the waiting services are checked in their turn, not starved
+/// by the next rounds of the running ones.
+#[tokio::test(start_paused = true)]
+async fn checks_beyond_the_probe_slots_wait_for_a_slot() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let script: Script = {
+        let (running, peak) = (running.clone(), peak.clone());
+        Arc::new(move |_| {
+            let (running, peak) = (running.clone(), peak.clone());
+            Box::pin(async move {
+                peak.fetch_max(running.fetch_add(1, SeqCst) + 1, SeqCst);
+                // Longer than the interval: every first check is due
+                // before the first two end.
+                tokio::time::sleep(Duration::from_secs(90)).await;
+                running.fetch_sub(1, SeqCst);
+                ProbeOutcome::pass()
+            })
+        })
+    };
+    let services = (1..=5)
+        .map(|i| {
+            service(
+                i,
+                serde_json::json!({"name": format!("s{i}"), "url": "http://127.0.0.1:9/", "interval": 30}),
+            )
+        })
+        .collect();
+    let mut h = Harness::start_slots(services, script, 0, None, 2);
+    let first = h.next(5).await;
+    let checked: std::collections::BTreeSet<i64> =
+        first.iter().map(|w| w.service_id.get()).collect();
+    assert_eq!(checked, (1..=5).collect(), "each service once, in turn");
+    assert_eq!(peak.load(SeqCst), 2, "two slots, both used, never more");
     h.stop().await;
 }

@@ -317,11 +317,11 @@ struct Held {
 /// read never sees a row older than what the writer knows.
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
-    folds: HashMap<ServiceId, Snapshot>,
-    held: HashMap<ServiceId, Vec<Arc<Held>>>,
+    folds: crate::IdMap<Snapshot>,
+    held: crate::IdMap<Vec<Arc<Held>>>,
     /// Roll-ups (hour and roll, per service) of the checks received but
     /// not yet in the roll-up tables: uptime reads add them.
-    rolls: HashMap<ServiceId, Vec<(i64, Roll)>>,
+    rolls: crate::IdMap<Vec<(i64, Roll)>>,
     /// Counts the roll-up commits, twice each: odd from just before one
     /// commits until `rolls` is cleared after it. A read of the tables and
     /// `rolls` that spanned one is retried.
@@ -619,7 +619,7 @@ fn write_batch(
     }
     // The newest committed check of each service in the batch, as the
     // writer knows it (else its row's).
-    let mut heads: HashMap<ServiceId, Option<Head>> = {
+    let mut heads: crate::IdMap<Option<Head>> = {
         let ov = overlay.lock().unwrap_or_else(|e| e.into_inner());
         st.held
             .iter()
@@ -631,12 +631,13 @@ fn write_batch(
     let mut last: i64 =
         tx.query_row("SELECT COALESCE(MAX(id), 0) FROM checks", [], |r| r.get(0))?;
     let mut gone = HashSet::new();
+    let mut insert = tx.prepare_cached(rows::INSERT_CHECK)?;
     for h in &st.held {
         let c = &h.check;
         let id = h.id.max(last + 1);
         last = id;
         let prev = heads.get(&c.service_id).copied().flatten();
-        match write_check(&tx, id, c, h.fold.as_ref(), prev)? {
+        match write_check(&tx, &mut insert, id, c, h.fold.as_ref(), prev)? {
             Some(head) => {
                 heads.insert(c.service_id, Some(head));
             }
@@ -645,6 +646,7 @@ fn write_batch(
             }
         }
     }
+    drop(insert);
     if snapshot_now {
         let mut ids: Vec<ServiceId> = {
             let ov = overlay.lock().unwrap_or_else(|e| e.into_inner());

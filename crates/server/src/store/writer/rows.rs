@@ -138,6 +138,13 @@ pub(super) fn write_snapshot(
     Ok(n > 0)
 }
 
+/// The insert of a check row, prepared once per batch ([`write_check`]'s
+/// `insert`): looking a cached statement up by its text for every row
+/// hashed this text each time.
+pub(super) const INSERT_CHECK: &str =
+    "INSERT INTO checks (id, service_id, at, duration_us, result, reason, http_status, \
+     details, prev_id, seq, changed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
 /// Inserts one check (row id `id`, chosen by the writer when it received
 /// it) after `prev` (the service's newest committed check, when the writer
 /// knows it; else its row's); with a transition, also writes the service
@@ -146,6 +153,7 @@ pub(super) fn write_snapshot(
 /// the service was deleted meanwhile (nothing is recorded then).
 pub(super) fn write_check(
     tx: &Connection,
+    insert: &mut rusqlite::Statement<'_>,
     id: i64,
     c: &CheckWrite,
     fold: Option<&Snapshot>,
@@ -179,11 +187,7 @@ pub(super) fn write_check(
             }
         }
     };
-    tx.prepare_cached(
-        "INSERT INTO checks (id, service_id, at, duration_us, result, reason, http_status, \
-         details, prev_id, seq, changed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
+    insert.execute(params![
         id,
         c.service_id,
         c.at,
