@@ -101,9 +101,12 @@ impl Record for CheckRecord {
 /// result, reason, duration; the reason as `last_failure_reason` when it
 /// did not pass). What the checks do not hold (the counters, the time last
 /// healthy) stays as the last snapshot wrote it; a state change is always
-/// in its row already (written with its check). The roll-ups of the
-/// checks above `meta.rolled_through` are folded in the same transaction.
-pub(crate) fn recover_heads(conn: &mut Connection) -> rusqlite::Result<()> {
+/// in its row already (written with its check). The same scan rolls up
+/// the checks above `meta.rolled_through`: returned, for the writer's
+/// overlay ([`super::rollup::fold_unmarked`]).
+pub(crate) fn recover_heads(
+    conn: &mut Connection,
+) -> rusqlite::Result<HashMap<(i64, i64), super::rollup::Roll>> {
     let tx = conn.transaction()?;
     let mark: i64 = tx
         .query_row(
@@ -117,7 +120,7 @@ pub(crate) fn recover_heads(conn: &mut Connection) -> rusqlite::Result<()> {
     // one seen of a service is its newest): the roll-ups, and each
     // service's newest check and newest failure reason.
     let mut newest: HashMap<i64, NewestCheck> = HashMap::new();
-    super::rollup::fold_unmarked(&tx, mark, |r| {
+    let rolls = super::rollup::fold_unmarked(&tx, mark, |r| {
         let n = newest.entry(r.get(1)?).or_default();
         n.id = r.get(0)?;
         n.at = r.get(2)?;
@@ -159,7 +162,8 @@ pub(crate) fn recover_heads(conn: &mut Connection) -> rusqlite::Result<()> {
         }
     }
     mark_heads(&tx)?;
-    tx.commit()
+    tx.commit()?;
+    Ok(rolls)
 }
 
 /// A service's newest check seen by [`recover_heads`].

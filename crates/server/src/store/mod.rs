@@ -216,7 +216,7 @@ impl SqliteStore {
         let wal_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         wal::install(&mut writer, path, wal::CHECKPOINT_FRAMES, wal_bytes.clone())?;
         schema::migrate(&mut writer)?.map_err(StoreError::Schema)?;
-        checks::recover_heads(&mut writer)?;
+        let unrolled = checks::recover_heads(&mut writer)?;
         // The writer touches the tail of `checks` every batch and the
         // service rows and roll-ups once per snapshot (5 minutes): 16 MB
         // holds the tail and the tables' upper pages; the rest is read from
@@ -230,7 +230,7 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(SqliteStore {
             write_error: Arc::new(Mutex::new(None)),
-            heads: Arc::default(),
+            heads: Arc::new(Mutex::new(writer::Overlay::recovered(unrolled))),
             keep_checks: Arc::new(RETAIN_CHECKS.into()),
             prune_cursor: Arc::default(),
             path: path.to_path_buf(),

@@ -329,6 +329,20 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
+    /// The overlay at start-up: the roll-ups of the checks a crash left
+    /// out of the roll-up tables (`rollup::fold_unmarked`), per service
+    /// and hour, for the writer's first roll-up commit to write.
+    pub(crate) fn recovered(rolls: HashMap<(i64, i64), Roll>) -> Overlay {
+        let mut ov = Overlay::default();
+        for ((id, hour), roll) in rolls {
+            ov.rolls
+                .entry(ServiceId::new(id))
+                .or_default()
+                .push((hour, roll));
+        }
+        ov
+    }
+
     /// The service's newest committed check, when the writer knows it
     /// better than the service row.
     pub(crate) fn head(&self, id: ServiceId) -> Option<Head> {
@@ -526,13 +540,19 @@ fn run(
         })
         .unwrap_or(1);
     let now = Instant::now();
+    // Roll-ups recovered at start-up wait for the first roll-up commit.
+    let recovered = !overlay
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .rolls
+        .is_empty();
     let mut st = State {
         timing,
         held: Vec::new(),
         durable_due: None,
         plain_due: None,
         dirty: false,
-        unrolled: false,
+        unrolled: recovered,
         next_id,
         last_snapshot: now,
         last_rollup: now,
