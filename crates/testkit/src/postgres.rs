@@ -11,10 +11,26 @@
 //! hold is the server's), in a directory chowned to it. Durability is
 //! switched off (`fsync=off`, `full_page_writes=off`, `initdb --no-sync`):
 //! a test database is not worth a disk flush.
+//!
+//! Every server has a watchdog (`sh`, started with it, as root when we are
+//! root) reading a pipe from the test process: when that process ends
+//! without stopping the server — killed by a timeout, or a server held by
+//! a static, which is never dropped ([`Postgres::shared`]) — the pipe
+//! closes, and the watchdog stops the server by its PID (SIGINT, SIGKILL
+//! after 10 s) and removes its directory. A clean [`Postgres::stop`]
+//! disarms it first.
+//!
+//! [`Postgres::shared`] is the one server of a test process that runs the
+//! API suite on PostgreSQL (`HEALTHCHECKER_TEST_DB=postgres`): started
+//! once, lazily, each daemon on a database of its own
+//! ([`Postgres::create_database`]).
 
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Where Debian installs the server versions (`<version>/bin/initdb`).
@@ -29,6 +45,24 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a fast shutdown may take before the server is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections the shared server accepts: each daemon holds up to 14
+/// (four readers, a writer, a listener, a pool of eight), the suite runs
+/// eight tests at a time, some with several daemons.
+const SHARED_MAX_CONNECTIONS: u32 = 500;
+
+/// The watchdog (`sh -c`, arguments: the server's PID, its directory):
+/// a line on its stdin disarms it ([`Postgres::stop`]); end of file, i.e.
+/// the test process is gone, stops the server and removes the directory.
+/// It ignores the signals a Ctrl-C or a kill of the process group sends,
+/// so that it outlives the test process.
+const WATCHDOG: &str = r#"trap '' INT TERM HUP
+if read -r _; then exit 0; fi
+kill -INT "$1" 2>/dev/null
+i=0
+while kill -0 "$1" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+kill -KILL "$1" 2>/dev/null
+rm -rf "$2""#;
 
 /// The `bin` directory of the newest installed PostgreSQL, if any.
 pub fn bin_dir() -> Option<PathBuf> {
@@ -55,6 +89,10 @@ pub struct Postgres {
     /// `(uid, gid)` to run as when we are root.
     run_as: Option<(u32, u32)>,
     child: Option<Child>,
+    /// The watchdog of the running server and its stdin (see [`WATCHDOG`]).
+    watchdog: Option<(Child, ChildStdin)>,
+    /// Server settings (`-c name=value`) besides the durability ones.
+    settings: Vec<String>,
 }
 
 impl Postgres {
@@ -64,6 +102,10 @@ impl Postgres {
     /// SKIPPED and passes); under CI a missing server fails the test,
     /// because a test that cannot run must not pass.
     pub async fn start() -> Option<Postgres> {
+        Self::start_with_settings(Vec::new()).await
+    }
+
+    async fn start_with_settings(settings: Vec<String>) -> Option<Postgres> {
         let Some(bin) = bin_dir() else {
             let why = "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; \
                        scripts/test.sh installs the Debian package postgresql)";
@@ -93,6 +135,8 @@ impl Postgres {
             dir,
             run_as,
             child: None,
+            watchdog: None,
+            settings,
         };
         pg.initdb();
         pg.spawn().await;
@@ -107,6 +151,85 @@ impl Postgres {
         drop(client);
         let _ = conn.await;
         Some(pg)
+    }
+
+    /// The throwaway server of this test process for the API suite on
+    /// PostgreSQL (`HEALTHCHECKER_TEST_DB=postgres`, testkit's
+    /// `TestDaemon`): started on first use, on a thread of its own (tests
+    /// run on many runtimes), accepting [`SHARED_MAX_CONNECTIONS`]; never
+    /// dropped, so it is stopped by its watchdog when the process ends,
+    /// passed or failed. Panics when PostgreSQL is not installed: the run
+    /// asked for it.
+    pub fn shared() -> &'static Postgres {
+        static SHARED: OnceLock<Postgres> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            if bin_dir().is_none() {
+                panic!(
+                    "HEALTHCHECKER_TEST_DB=postgres needs PostgreSQL (no {PG_LIB}/*/bin/initdb; \
+                     scripts/test.sh installs the Debian package postgresql)"
+                );
+            }
+            let settings = vec![format!("max_connections={SHARED_MAX_CONNECTIONS}")];
+            let started = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime to start PostgreSQL")
+                    .block_on(Self::start_with_settings(settings))
+            })
+            .join();
+            match started {
+                Ok(pg) => pg.expect("PostgreSQL is installed"),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// Creates a new, empty database (`hc_1`, `hc_2`, … per process) and
+    /// returns its URL: each daemon on the shared server gets its own. The
+    /// URL is TCP on 127.0.0.1, or the server's Unix socket when the
+    /// calling thread is in a private network namespace (`netns`), whose
+    /// loopback is not the server's.
+    pub async fn create_database(&self) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        let name = format!("hc_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let url = |db: &str| {
+            if in_private_netns() {
+                self.socket_url_of(db)
+            } else {
+                self.url_of(db)
+            }
+        };
+        let (client, conn) = tokio_postgres::connect(&url("postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the throwaway server");
+        let conn = tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("create the database {name}: {e:?}"));
+        drop(client);
+        let _ = conn.await;
+        url(&name)
+    }
+
+    /// The URL of database `db` through the server's Unix socket (its
+    /// directory percent-encoded as the host).
+    fn socket_url_of(&self, db: &str) -> String {
+        let dir: String = self
+            .socket_dir()
+            .to_str()
+            .expect("a UTF-8 temp dir")
+            .chars()
+            .map(|c| {
+                if c == '/' {
+                    "%2F".to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        format!("postgres://postgres@{dir}:{}/{db}", self.port)
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/healthchecker`.
@@ -186,12 +309,26 @@ impl Postgres {
             .arg(self.dir.path())
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()
             .expect("start postgres");
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("hc-pg-watchdog")
+            .arg(child.id().to_string())
+            .arg(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the watchdog of postgres (sh)");
+        let pipe = watchdog.stdin.take().expect("the watchdog's stdin");
+        self.watchdog = Some((watchdog, pipe));
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         let url = self.url_of("postgres");
@@ -221,6 +358,12 @@ impl Postgres {
     pub fn stop(&mut self) {
         use nix::sys::signal::{kill, Signal};
         use nix::unistd::Pid;
+        if let Some((mut watchdog, mut pipe)) = self.watchdog.take() {
+            // Disarmed: it exits at once.
+            let _ = pipe.write_all(b"stop\n");
+            drop(pipe);
+            let _ = watchdog.wait();
+        }
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -259,6 +402,13 @@ impl Postgres {
     pub fn socket_dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Whether the calling thread is in another network namespace than the
+/// process's first thread (testkit's `netns::in_private_netns`).
+fn in_private_netns() -> bool {
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    ns("/proc/thread-self/ns/net") != ns("/proc/self/ns/net")
 }
 
 /// Whether a server at `url` accepts a TCP connection and answers a query.

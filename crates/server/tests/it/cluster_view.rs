@@ -1,5 +1,5 @@
 //! The cluster's parts that do not touch the store (SPEC section 19):
-//! `GET /api/v1/cluster` and its dashboard page on a SQLite daemon, the
+//! `GET /api/v1/cluster` and its dashboard page on a lone daemon, the
 //! PostgreSQL read of nodes and leases, and the `LISTEN/NOTIFY` wake-ups
 //! across nodes, against a real, throwaway PostgreSQL. Every wait is a
 //! condition with a generous deadline.
@@ -18,17 +18,25 @@ use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
+/// On SQLite the one node is `this`; on PostgreSQL (the suite's second
+/// pass, testkit's `HEALTHCHECKER_TEST_DB`) a one-node cluster, `test-node`,
+/// which `TestDaemon` waits for to hold every bucket.
 #[tokio::test]
-async fn a_sqlite_daemon_is_one_live_node_holding_every_bucket() {
+async fn a_lone_daemon_is_one_live_node_holding_every_bucket() {
     let d = TestDaemon::start().await;
+    let (backend, me) = if healthchecker_testkit::on_postgres() {
+        ("postgresql", "test-node")
+    } else {
+        ("sqlite", "this")
+    };
     let (code, body) = d.get("/api/v1/cluster").await;
     assert_eq!(code, 200, "{body}");
     let c: ClusterStatus = serde_json::from_value(body.clone()).expect("a ClusterStatus");
-    assert_eq!((c.backend.as_str(), c.node.as_str()), ("sqlite", "this"));
+    assert_eq!((c.backend.as_str(), c.node.as_str()), (backend, me));
     assert_eq!(c.buckets, 1024);
     assert_eq!(c.nodes.len(), 1, "{body}");
     let n = &c.nodes[0];
-    assert_eq!(n.id, "this");
+    assert_eq!(n.id, me);
     assert!(n.live);
     assert_eq!(n.leases, 1024);
     assert_eq!(n.held, ["0-1023"]);
@@ -46,7 +54,7 @@ async fn a_sqlite_daemon_is_one_live_node_holding_every_bucket() {
         "no link to the cluster page"
     );
     let page = d.text("/cluster").await;
-    assert!(page.contains("data-node=\"this\""), "{page}");
+    assert!(page.contains(&format!("data-node=\"{me}\"")), "{page}");
     assert!(page.contains("data-leases=\"1024\""), "{page}");
     assert!(page.contains("0-1023"), "{page}");
 }

@@ -2,7 +2,7 @@
 //! success, start, fail and exit-code pings, the per-id limit, token mode,
 //! and a missed deadline on a daemon started after it passed.
 
-use healthchecker_testkit::{enc, status, wait_for, TestDaemon};
+use healthchecker_testkit::{enc, status, wait_for, with_store, TestDaemon};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -229,25 +229,26 @@ async fn the_ping_id_is_the_credential_in_token_mode() {
 async fn a_missed_deadline_makes_it_unhealthy_and_a_ping_recovers_it() {
     // The job registered with period 60 s + grace 60 s, two minutes and a
     // bit ago, and never pinged: a daemon started now finds it overdue.
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("hc.db");
-    let store = healthchecker_server::store::Store::open(&db).unwrap();
     let body = json!({"name": "nightly backup", "kind": "heartbeat", "period": 60, "grace": 60});
     let spec = healthchecker_core::ServiceSpec::try_from(
         healthchecker_core::RegisterRequest::from_json(body.to_string().as_bytes()).unwrap(),
     )
     .unwrap();
-    let reg = store
-        .register(
-            &spec,
-            "",
-            healthchecker_server::clock::now_ms() - 125_000,
-            usize::MAX,
-        )
-        .unwrap();
-    let ping_id = reg.record.ping_id.clone().unwrap();
-    drop(store);
-    let d = TestDaemon::start_with(move |c| c.db = db).await;
+    let mut ping_id = String::new();
+    let d = TestDaemon::start_with(|c| {
+        let reg = with_store(c, |store| {
+            store
+                .register(
+                    &spec,
+                    "",
+                    healthchecker_server::clock::now_ms() - 125_000,
+                    usize::MAX,
+                )
+                .unwrap()
+        });
+        ping_id = reg.record.ping_id.clone().unwrap();
+    })
+    .await;
     d.wait_state("nightly backup", "unhealthy", Duration::from_secs(5))
         .await;
     let c = last_check(&d).await;

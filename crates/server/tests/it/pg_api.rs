@@ -5,6 +5,13 @@
 //! bucket after its first lease round). Without PostgreSQL installed the
 //! PostgreSQL half prints SKIPPED (under CI it fails, as every test of
 //! the testkit's `Postgres`).
+//!
+//! The whole suite runs on PostgreSQL in scripts/test.sh's second pass
+//! (`HEALTHCHECKER_TEST_DB=postgres`, docs/cluster.md "Tests"), which
+//! skips this module (both halves would be PostgreSQL there). It stays for
+//! the first pass: a plain `cargo test` of the suite still puts the core
+//! of the API on PostgreSQL, and `/health` with the database stopped is
+//! tested only here.
 
 use healthchecker_testkit::postgres::Postgres;
 use healthchecker_testkit::{

@@ -1,6 +1,6 @@
 //! What the daemon leaves on disk and refuses as names (SPEC section 12).
 
-use healthchecker_testkit::TestDaemon;
+use healthchecker_testkit::{sqlite_only, TestDaemon};
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 
@@ -14,6 +14,9 @@ fn mode(p: &std::path::Path) -> u32 {
 
 #[tokio::test]
 async fn the_database_directory_is_0700_and_its_files_0600() {
+    if sqlite_only("the modes of the SQLite file, its WAL and directory") {
+        return;
+    }
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("state").join("healthchecker");
     let db = dir.join("hc.db");
