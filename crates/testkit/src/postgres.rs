@@ -20,6 +20,10 @@
 //! after 10 s) and removes its directory. A clean [`Postgres::stop`]
 //! disarms it first.
 //!
+//! [`Postgres::start_tls`] starts one with `ssl=on` and a certificate
+//! of [`crate::tls::TlsCert`] (its key file mode 0600, owned by the
+//! server's user, as PostgreSQL demands), for the tests of `sslmode`.
+//!
 //! [`Postgres::shared`] is the one server of a test process that runs the
 //! API suite on PostgreSQL (`HEALTHCHECKER_TEST_DB=postgres`): started
 //! once, lazily, each daemon on a database of its own
@@ -102,10 +106,21 @@ impl Postgres {
     /// SKIPPED and passes); under CI a missing server fails the test,
     /// because a test that cannot run must not pass.
     pub async fn start() -> Option<Postgres> {
-        Self::start_with_settings(Vec::new()).await
+        Self::start_with_settings(Vec::new(), None).await
     }
 
-    async fn start_with_settings(settings: Vec<String>) -> Option<Postgres> {
+    /// As [`Postgres::start`], with TLS on (`ssl=on`) and `cert` as the
+    /// server's certificate and key; plain connections are still accepted
+    /// (the default `pg_hba.conf` has `host` lines, not `hostssl`), so a
+    /// client's `sslmode` alone decides.
+    pub async fn start_tls(cert: &crate::tls::TlsCert) -> Option<Postgres> {
+        Self::start_with_settings(Vec::new(), Some(cert)).await
+    }
+
+    async fn start_with_settings(
+        mut settings: Vec<String>,
+        tls: Option<&crate::tls::TlsCert>,
+    ) -> Option<Postgres> {
         let Some(bin) = bin_dir() else {
             let why = "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; \
                        scripts/test.sh installs the Debian package postgresql)";
@@ -129,6 +144,9 @@ impl Postgres {
         } else {
             None
         };
+        if let Some(cert) = tls {
+            settings.extend(write_tls_files(dir.path(), cert, run_as));
+        }
         let mut pg = Postgres {
             port: crate::closed_port(),
             bin,
@@ -175,7 +193,7 @@ impl Postgres {
                     .enable_all()
                     .build()
                     .expect("a runtime to start PostgreSQL")
-                    .block_on(Self::start_with_settings(settings))
+                    .block_on(Self::start_with_settings(settings, None))
             })
             .join();
             match started {
@@ -402,6 +420,34 @@ impl Postgres {
     pub fn socket_dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Writes `cert` and its key into `dir` (the key mode 0600, both owned by
+/// `run_as` when set: PostgreSQL refuses a key others can read) and
+/// returns the settings that serve them.
+fn write_tls_files(
+    dir: &Path,
+    cert: &crate::tls::TlsCert,
+    run_as: Option<(u32, u32)>,
+) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let crt = dir.join("server.crt");
+    let key = dir.join("server.key");
+    std::fs::write(&crt, &cert.pem).expect("write server.crt");
+    std::fs::write(&key, &cert.key_pem).expect("write server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod 0600 server.key");
+    if let Some((uid, gid)) = run_as {
+        for f in [&crt, &key] {
+            std::os::unix::fs::chown(f, Some(uid), Some(gid)).expect("chown the TLS files");
+        }
+    }
+    let path = |p: &Path| p.to_str().expect("a UTF-8 temp dir").to_string();
+    vec![
+        "ssl=on".to_string(),
+        format!("ssl_cert_file={}", path(&crt)),
+        format!("ssl_key_file={}", path(&key)),
+    ]
 }
 
 /// Whether the calling thread is in another network namespace than the

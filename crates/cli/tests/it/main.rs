@@ -4,6 +4,7 @@ mod channels;
 mod client_cmds;
 mod cluster;
 mod cluster_nodes;
+mod cluster_tls;
 mod daemon;
 mod faults;
 mod heartbeat;

@@ -65,6 +65,16 @@ pub enum ClusterError {
     /// cause: "error connecting to server: Connection refused").
     #[error("postgresql: {}", with_causes(.0))]
     Db(#[from] tokio_postgres::Error),
+    /// A connection failed in its TLS step (the server offers no TLS under
+    /// `sslmode=require`, or its certificate did not verify); `setting`
+    /// is the URL's `sslmode` and `sslrootcert` ([`db::PgTls`]).
+    #[error("postgresql TLS ({setting}): {}", with_causes(.cause))]
+    Tls {
+        /// `sslmode=…, sslrootcert=…`.
+        setting: String,
+        /// tokio-postgres's error, with the rustls cause.
+        cause: tokio_postgres::Error,
+    },
     /// No connection could be had from the pool.
     #[error("postgresql connection pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),

@@ -34,7 +34,7 @@ use healthchecker_core::{ServiceId, UnixMs};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 /// The notification channel.
@@ -212,7 +212,7 @@ struct Session {
 impl Session {
     async fn open(db: &PgDb) -> Result<Session, ClusterError> {
         let work = async {
-            let (client, mut conn) = db.config().connect(NoTls).await?;
+            let (client, mut conn) = db.config().connect(db.tls()).await?;
             let (tx, rx) = mpsc::channel(1024);
             // Drives the connection; ends (closing `rx`) when it breaks.
             tokio::spawn(async move {
