@@ -298,30 +298,34 @@ async fn connect(
     early: Option<&[u8]>,
 ) -> Result<(TcpStream, usize), String> {
     let policy = &*prober.policy;
-    let mut addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => {
-            // The lookup is a future: dropping it at the check's timeout
-            // frees its socket; nothing of it outlives the check.
-            let budget = timeout.saturating_sub(DNS_REASON_MARGIN);
-            // Boxed: the lookup's future is about 1.5 KB, and unboxed it
-            // would size every check's future (moved into its task), IP
-            // literals included.
-            match tokio::time::timeout(budget, Box::pin(prober.resolver.lookup(host))).await {
-                Ok(Ok(ips)) => ips
-                    .into_iter()
-                    .map(|ip| SocketAddr::new(ip, port))
-                    .collect(),
-                Ok(Err(why)) => return Err(format!("DNS lookup of {host} failed: {why}")),
-                Err(_) => {
-                    return Err(format!(
-                        "DNS lookup of {host} failed: no answer within {}s",
-                        timeout.as_secs()
-                    ))
-                }
-            }
+    // An IP literal (most checks) needs no list of addresses.
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        if let Some(why) = policy.refusal(ip) {
+            return Err(why);
         }
-    };
+        return connect_addr(SocketAddr::new(ip, port), nodelay, early)
+            .await
+            .map_err(|e| connect_reason(&e));
+    }
+    // The lookup is a future: dropping it at the check's timeout frees its
+    // socket; nothing of it outlives the check.
+    let budget = timeout.saturating_sub(DNS_REASON_MARGIN);
+    // Boxed: the lookup's future is about 1.5 KB, and unboxed it would size
+    // every check's future (moved into its task), IP literals included.
+    let mut addrs: Vec<SocketAddr> =
+        match tokio::time::timeout(budget, Box::pin(prober.resolver.lookup(host))).await {
+            Ok(Ok(ips)) => ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
+            Ok(Err(why)) => return Err(format!("DNS lookup of {host} failed: {why}")),
+            Err(_) => {
+                return Err(format!(
+                    "DNS lookup of {host} failed: no answer within {}s",
+                    timeout.as_secs()
+                ))
+            }
+        };
     if addrs.is_empty() {
         return Err(format!("DNS lookup of {host} returned no address"));
     }
