@@ -4,11 +4,17 @@
 //! each result was recorded and still are at the commit. The counterpart of the SQLite `Writer` (the same batch
 //! window and batch size as `store/writer.rs`; `record` and `flush`).
 //!
-//! Unlike SQLite's writer it holds nothing back for minutes: every batch
-//! (state changes and plain checks alike) commits within
-//! [`PgWriterTiming::batch_window`] of its first check,
-//! since there is no in-memory overlay for reads to see held checks
-//! through.
+//! A batch commits within [`PgWriterTiming::batch_window`] (100 ms) of a
+//! state change in it, and a batch of plain checks within
+//! [`PgWriterTiming::plain_window`] (1 s) of its first check, so every
+//! node reads them (the newest check row gives a service's last check and
+//! counters). What the thread holds back, as SQLite's writer does, is the
+//! service rows' per-check fields and the roll-ups ([`Hold`], SPEC 18's
+//! ≤ 200 B of WAL a check): written per service once per
+//! [`PgWriterTiming::hold_for`], at a flush and when the thread stops
+//! (a clean shutdown); what a crash or a takeover leaves held is
+//! recovered from the check rows by whoever owns the bucket next
+//! (`writer.rs`, docs/cluster.md "History").
 //!
 //! # A node cut off from its database (SPEC 19, "Bad input and faults")
 //!
@@ -42,7 +48,7 @@
 //! (`healthchecker_pg_checks_dropped_total{reason="backlog_full"}`).
 //! `healthchecker_pg_write_backlog` is the backlog's depth.
 
-use super::{Fencing, PgStore};
+use super::{Fencing, Hold, PgStore};
 use crate::cluster::{FenceError, Held};
 use crate::metrics::PgWriterSeries;
 use crate::store::CheckWrite;
@@ -61,23 +67,40 @@ pub const BACKLOG: usize = 65_536;
 /// The writer's periods and bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PgWriterTiming {
-    /// How long a batch collects after its first check (100 ms, SQLite's
-    /// `BATCH_WINDOW`): state changes are committed within it.
+    /// How long a batch collects after a state change (100 ms, SQLite's
+    /// `BATCH_WINDOW`): state changes, their events and notifications are
+    /// committed within it.
     pub batch_window: Duration,
+    /// How long a batch of plain checks (no state change) collects after
+    /// its first check (1 s): every check is read on every node within
+    /// it. Longer than `batch_window` because each batch locks the lease
+    /// row of every bucket it writes (`FOR SHARE`, a WAL record each):
+    /// at 4,000 checks/s one node's batches of 100 ms wrote ≈ 50 B of
+    /// lease locks a check.
+    pub plain_window: Duration,
     /// Most checks per batch (4,096, SQLite's `MAX_BATCH`).
     pub max_batch: usize,
     /// Most checks recorded and not yet committed or dropped
     /// ([`BACKLOG`]); when reached, the node gives up its leases (see the
     /// module docs).
     pub backlog: usize,
+    /// How long a service's per-check fields and roll-ups are held after
+    /// its first check not yet in them (5 minutes, SQLite's
+    /// `SNAPSHOT_EVERY` and `ROLLUP_EVERY`).
+    pub hold_for: Duration,
 }
+
+/// Default of [`PgWriterTiming::hold_for`].
+pub const HOLD_FOR: Duration = Duration::from_secs(300);
 
 impl Default for PgWriterTiming {
     fn default() -> Self {
         PgWriterTiming {
             batch_window: Duration::from_millis(100),
+            plain_window: Duration::from_secs(1),
             max_batch: 4096,
             backlog: BACKLOG,
+            hold_for: HOLD_FOR,
         }
     }
 }
@@ -100,7 +123,15 @@ impl Seen {
     fn current(&mut self) -> Arc<Held> {
         if let Some(rx) = &mut self.rx {
             if rx.has_changed().unwrap_or(false) {
-                self.now = Arc::new(rx.borrow_and_update().clone());
+                let held = rx.borrow_and_update().clone();
+                // A renewal (the same leases, a later deadline) keeps the
+                // snapshot, so that it does not split a batch in two
+                // transactions (each locks its buckets' lease rows): a
+                // result is written under the leases of its moment and the
+                // deadline of the commit (`still_held`) either way.
+                if held.leases != self.now.leases {
+                    self.now = Arc::new(held);
+                }
             }
         }
         self.now.clone()
@@ -311,6 +342,9 @@ fn run(
         .enable_time()
         .build()
         .expect("the PostgreSQL writer's timer");
+    let mut hold = Hold::default();
+    // How often what is held is looked at when no check comes.
+    let tick = Duration::from_secs(1).min(timing.hold_for);
     let mut open = true;
     while open {
         // The first write of a batch, then whatever comes within the
@@ -318,14 +352,23 @@ fn run(
         let mut batch = Vec::new();
         let mut helds = Vec::new();
         let mut waiters = Vec::new();
-        let Some(first) = rt.block_on(rx.recv()) else {
-            break;
+        let first = match rt.block_on(async { tokio::time::timeout(tick, rx.recv()).await }) {
+            Ok(Some(op)) => op,
+            Ok(None) => break,
+            Err(_) => {
+                flush_hold(store, &mut hold, fence.as_ref(), due_before(timing));
+                continue;
+            }
         };
-        let due = Instant::now() + timing.batch_window;
+        // A state change shortens the window to `batch_window` after it.
+        let mut due = Instant::now() + timing.plain_window.max(timing.batch_window);
         let mut op = Some(first);
         loop {
             match op {
                 Some(Op::Check(c, held)) => {
+                    if c.transition.is_some() {
+                        due = due.min(Instant::now() + timing.batch_window);
+                    }
                     batch.push(*c);
                     helds.push(held);
                 }
@@ -340,11 +383,49 @@ fn run(
                 Err(_) => break,
             };
         }
-        commit(store, &batch, &helds, fence.as_ref(), shared);
+        commit(store, &batch, &helds, fence.as_ref(), shared, &mut hold);
         shared.done(batch.len());
+        // A flush writes everything held; otherwise what is due.
+        let until = if waiters.is_empty() {
+            due_before(timing)
+        } else {
+            None
+        };
+        flush_hold(store, &mut hold, fence.as_ref(), until);
         for w in waiters {
             let _ = w.send(());
         }
+    }
+    // Every handle dropped (the daemon stops): write everything held.
+    flush_hold(store, &mut hold, fence.as_ref(), None);
+}
+
+/// What is due now: held since `hold_for` ago or earlier (`Some`, never
+/// `None`, which would mean everything).
+fn due_before(timing: PgWriterTiming) -> Option<Instant> {
+    let now = Instant::now();
+    Some(now.checked_sub(timing.hold_for).unwrap_or(now))
+}
+
+/// Writes what is held of the services held since `due` or earlier (all
+/// with `None`), fenced by the leases held now. A failure is logged and
+/// left for the next time: the check rows hold what is held, so a node
+/// that cannot write it loses nothing its bucket's next owner cannot
+/// rebuild.
+fn flush_hold(store: &PgStore, hold: &mut Hold, fence: Option<&PgFence>, due: Option<Instant>) {
+    if hold.is_empty() {
+        return;
+    }
+    let fencing = fence.map(|f| Fencing {
+        node: f.node.clone(),
+        held: f.held.borrow().clone(),
+    });
+    if let Err(e) = store.flush_held(fencing.as_ref(), hold, due) {
+        tracing::warn!(
+            error = %e,
+            held = hold.len(),
+            "postgresql: writing the held service rows and roll-ups failed; retrying later"
+        );
     }
 }
 
@@ -356,6 +437,7 @@ fn commit(
     helds: &[Arc<Held>],
     fence: Option<&PgFence>,
     shared: &Shared,
+    hold: &mut Hold,
 ) {
     let mut start = 0;
     while let Some(held) = helds.get(start) {
@@ -363,7 +445,7 @@ fn commit(
             .iter()
             .position(|h| !Arc::ptr_eq(h, held))
             .map_or(helds.len(), |n| start + n);
-        commit_run(store, &batch[start..end], held, fence, shared);
+        commit_run(store, &batch[start..end], held, fence, shared, hold);
         start = end;
     }
 }
@@ -392,6 +474,7 @@ fn commit_run(
     then: &Held,
     fence: Option<&PgFence>,
     shared: &Shared,
+    hold: &mut Hold,
 ) {
     let mut delay = Duration::from_millis(100);
     loop {
@@ -399,7 +482,7 @@ fn commit_run(
             node: f.node.clone(),
             held: still_held(then, &f.held.borrow()),
         });
-        match store.write_batch(fencing.as_ref(), batch) {
+        match store.write_held(fencing.as_ref(), batch, hold) {
             Ok(w) => {
                 let dropped = batch.len().saturating_sub(w.checks + w.gone);
                 if let Some(f) = fence {

@@ -85,7 +85,9 @@ impl PgStore {
     /// removed. A check goes when its service is gone, or when it is not
     /// among its service's newest `--keep-checks` and is either older than
     /// `RETAIN_MS` or a pass that changed nothing (the SQLite store's
-    /// rule). One pass over the table per prune (a window over the
+    /// rule), and is in the roll-ups (at or below its service's
+    /// `rolled_through`: the checks above it are rolled up later, from the
+    /// raw rows, cluster/store/writer.rs). One pass over the table per prune (a window over the
     /// `(service_id, id)` index); at millions of services the pass is to be
     /// split by bucket (docs/cluster.md).
     pub(crate) fn prune_checks(&self, now: i64) -> Result<usize, StoreError> {
@@ -102,11 +104,12 @@ impl PgStore {
         let beyond = c
             .execute(
                 "DELETE FROM checks WHERE ctid IN ( \
-                   SELECT ctid FROM ( \
-                     SELECT ctid, at, result, changed, \
+                   SELECT x.ctid FROM ( \
+                     SELECT ctid, id, service_id, at, result, changed, \
                        row_number() OVER (PARTITION BY service_id ORDER BY id DESC) AS n \
-                     FROM checks) x \
-                   WHERE x.n > $1 AND (x.at < $2 OR (x.result = 'pass' AND NOT x.changed)))",
+                     FROM checks) x JOIN services s ON s.id = x.service_id \
+                   WHERE x.n > $1 AND x.id <= s.rolled_through \
+                     AND (x.at < $2 OR (x.result = 'pass' AND NOT x.changed)))",
                 &[&keep, &(now - RETAIN_MS)],
             )
             .map_err(pg)?;

@@ -20,9 +20,13 @@
 //! store's pool (`store::ReaderPool`), named `pg-reader-N`.
 //!
 //! Not the same as SQLite, by design:
-//! - Check results are written per batch ([`PgStore::write_batch`]),
-//!   service rows included; there is no in-memory overlay of folds and
-//!   held checks, so every read sees what is committed.
+//! - Check rows are written per batch ([`PgStore::write_held`]); a
+//!   service's row is written with a state change (or a new failure
+//!   reason or certificate expiry), its other per-check fields and its
+//!   roll-ups once per period ([`PgStore::flush_held`]). There is no
+//!   in-memory overlay: reads on every node take the last check and the
+//!   counters from the newest check row and add the checks above each
+//!   service's roll-up mark (`services.rolled_through`) to the roll-ups.
 //! - A batch is fenced: its services' buckets must be held by this node
 //!   at the epochs it names, or that bucket's checks are dropped (the
 //!   rest commits).
@@ -45,11 +49,11 @@ mod writer;
 
 pub use batcher::{PgFence, PgWriter, PgWriterHandle, PgWriterTiming};
 pub use outbox::CLAIM_FOR;
-pub use writer::{Fencing, Written};
+pub use writer::{Fencing, Hold, Written};
 
 use super::{schema, with_causes, PgDb};
 use crate::store::{StoreError, READER_THREADS};
-use postgres::{GenericClient, NoTls, Statement};
+use postgres::{GenericClient, Statement};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -74,7 +78,7 @@ const VALID_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 impl Conn {
     fn open(db: &PgDb) -> Result<Conn, StoreError> {
         let client = postgres::Config::from(db.config().clone())
-            .connect(NoTls)
+            .connect(db.tls())
             .map_err(pg)?;
         Ok(Conn {
             client,
@@ -332,7 +336,7 @@ fn migrate_blocking(db: &PgDb) -> Result<(), StoreError> {
         .build()
         .map_err(|e| StoreError::Postgres(format!("a runtime to migrate: {e}")))?;
     rt.block_on(async {
-        let (mut client, conn) = db.config().connect(tokio_postgres::NoTls).await?;
+        let (mut client, conn) = db.config().connect(db.tls()).await?;
         let conn = tokio::spawn(conn);
         let r = schema::migrate(&mut client).await;
         drop(client);

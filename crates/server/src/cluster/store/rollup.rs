@@ -162,6 +162,23 @@ pub(crate) fn merge_rolls(
     Ok(late)
 }
 
+/// The checks of the services `$1` not in the roll-ups yet (above each
+/// service's `rolled_through`, cluster/store/writer.rs), checked in
+/// `$2..$3` (Unix ms): service, time, result, duration.
+const UNROLLED: &str = "SELECT c.service_id, c.at, c.result, c.duration_us \
+    FROM services s JOIN checks c ON c.service_id = s.id AND c.id > s.rolled_through \
+    WHERE s.id = ANY($1) AND c.at >= $2 AND c.at < $3";
+
+/// A read-only transaction on one snapshot (`REPEATABLE READ`), for reads
+/// that add the raw checks above a mark to the roll-up rows.
+fn snapshot(c: &mut postgres::Client) -> Result<postgres::Transaction<'_>, StoreError> {
+    c.build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(pg)
+}
+
 /// The day of an hour (both as periods since the epoch).
 pub(crate) fn day_of_hour(hour: i64) -> i64 {
     hour.div_euclid(24)
@@ -192,6 +209,11 @@ impl PgStore {
         let (hour, day) = (hour_of(now), day_of(now));
         let mut l = self.read_conn()?;
         let (c, cache) = l.conn().parts();
+        // One snapshot for the rows and the checks not rolled up yet
+        // (above each service's mark): a roll-up committed in between is
+        // counted once.
+        let mut c = snapshot(c)?;
+        let c = &mut c;
         let hours = cache.get(
             c,
             "SELECT u.service_id, u.hour, u.roll FROM unnest($1::bigint[]) s(id) \
@@ -234,15 +256,34 @@ impl PgStore {
             }
         }
         let mut w: HashMap<i64, [(i64, i64); 3]> = HashMap::new();
-        for (table, s, p, b) in rows {
-            let counts =
-                pack::decode_counts(&b).map_err(|e| corrupt(table, s, p, e.to_string()))?;
+        let mut to_windows = |s: i64, p: i64, counts: (i64, i64)| {
             let e = w.entry(s).or_default();
             for (w, span) in e.iter_mut().zip([7, 30, 90]) {
-                if p > day - span {
+                if p > day - span && p <= day {
                     add(w, counts);
                 }
             }
+        };
+        for (table, s, p, b) in rows {
+            let counts =
+                pack::decode_counts(&b).map_err(|e| corrupt(table, s, p, e.to_string()))?;
+            to_windows(s, p, counts);
+        }
+        // The checks not rolled up yet.
+        let unrolled = cache.get(c, UNROLLED)?;
+        for r in c
+            .query(
+                &unrolled,
+                &[&raw, &((day - 89) * DAY_MS), &((day + 1) * DAY_MS)],
+            )
+            .map_err(pg)?
+        {
+            let (s, at, result): (i64, i64, String) = (r.get(0), r.get(1), r.get(2));
+            let counts = (1, i64::from(result == "fail"));
+            if hour_of(at) > hour - 24 && hour_of(at) <= hour {
+                add(d.entry(s).or_default(), counts);
+            }
+            to_windows(s, day_of(at), counts);
         }
         Ok(ids
             .iter()
@@ -279,6 +320,9 @@ impl PgStore {
         };
         let mut l = self.read_conn()?;
         let (c, cache) = l.conn().parts();
+        // One snapshot for the rows and the checks not rolled up yet.
+        let mut c = snapshot(c)?;
+        let c = &mut c;
         // Days: the day rows, and the hours not folded into them yet
         // (`fold_hours`), in one statement (one snapshot).
         let unfolded = if daily {
@@ -302,6 +346,31 @@ impl PgStore {
                 pack::decode(&b).map_err(|e| corrupt(table, service_id.get(), p, e.to_string()))?;
             let p = if hourly { day_of_hour(p) } else { p };
             rolls.entry(p).or_default().merge(&roll);
+        }
+        // The checks not rolled up yet (above the service's mark).
+        let span = if daily { DAY_MS } else { HOUR_MS };
+        let unrolled = cache.get(c, UNROLLED)?;
+        for r in c
+            .query(
+                &unrolled,
+                &[
+                    &vec![service_id.get()],
+                    &from.saturating_mul(span),
+                    &to.saturating_add(1).saturating_mul(span),
+                ],
+            )
+            .map_err(pg)?
+        {
+            let (at, result, d): (i64, String, i64) = (r.get(1), r.get(2), r.get(3));
+            let result = result.parse().map_err(|_| {
+                corrupt(
+                    "checks",
+                    service_id.get(),
+                    at,
+                    format!("{result:?} is not a result"),
+                )
+            })?;
+            rolls.entry(at.div_euclid(span)).or_default().add(result, d);
         }
         Ok(rolls.iter().map(|(p, r)| r.rollup(*p)).collect())
     }

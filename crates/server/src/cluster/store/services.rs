@@ -15,13 +15,64 @@ use healthchecker_core::{HealthState, Protocol, ServiceId, ServiceSpec};
 use postgres::types::ToSql;
 use postgres::Row;
 
-/// The columns [`decode_service`] reads.
+/// The columns [`decode_service`] reads (from `services`, unaliased):
+/// the row, and its newest check (`newest`: id, time, result, reason,
+/// duration and streak as text, one index probe), since the writer
+/// writes a service's copy of its last check and counters once per
+/// period (cluster/store/writer.rs). A scalar subquery rather than a
+/// join, so that PostgreSQL evaluates it after `ORDER BY … LIMIT`, for
+/// the rows of the page only.
 pub(crate) const SERVICE_COLUMNS: &str = "id, protocol, period, grace, last_check_at, \
     last_result, last_reason, last_duration_us, name, host, port, path, emails, timeout, \
     interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \
     cert_warn_days, channels, tags, depends_on, paused, state, successes, failures, state_since, \
     last_healthy_at, last_failure_reason, cert_expires_at, created_at, updated_at, \
-    last_notified_at, ping_id, last_ping_at, last_success_ping_at";
+    last_notified_at, ping_id, last_ping_at, last_success_ping_at, last_check_id, \
+    (SELECT ARRAY[c.id::text, c.at::text, c.result, c.reason, c.duration_us::text, \
+       c.streak::text] FROM checks c WHERE c.service_id = services.id \
+     ORDER BY c.id DESC LIMIT 1) AS newest";
+
+/// The newest check of a service as [`SERVICE_COLUMNS`]' `newest` has it.
+struct Newest {
+    id: i64,
+    last: LastCheck,
+    /// Consecutive successes (a pass or warn) or failures after it.
+    streak: Option<u32>,
+}
+
+fn newest(f: &Fields<'_>) -> Result<Option<Newest>, StoreError> {
+    let Some(v) = f.get::<Option<Vec<Option<String>>>>("newest")? else {
+        return Ok(None);
+    };
+    let bad = || f.corrupt("newest", format!("{v:?} is not a check"));
+    let int = |i: usize| -> Result<Option<i64>, StoreError> {
+        v.get(i)
+            .cloned()
+            .flatten()
+            .map(|x| x.parse::<i64>().map_err(|_| bad()))
+            .transpose()
+    };
+    let (Some(id), Some(at)) = (int(0)?, int(1)?) else {
+        return Err(bad());
+    };
+    let result = v
+        .get(2)
+        .cloned()
+        .flatten()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(bad)?;
+    Ok(Some(Newest {
+        id,
+        last: LastCheck {
+            at,
+            result,
+            reason: v.get(3).cloned().flatten(),
+            duration_us: int(4)?.unwrap_or(0),
+        },
+        // The `u32` stored bit for bit in an `int`.
+        streak: int(5)?.map(|k| k as i32 as u32),
+    }))
+}
 
 /// Decodes a `services` row selected with [`SERVICE_COLUMNS`].
 pub(crate) fn decode_service(r: &Row) -> Result<ServiceRecord, StoreError> {
@@ -43,6 +94,27 @@ pub(crate) fn decode_service(r: &Row) -> Result<ServiceRecord, StoreError> {
         }),
         None => None,
     };
+    let state: HealthState = f.parse("state")?;
+    let (mut successes, mut failures): (u32, u32) = (f.int("successes")?, f.int("failures")?);
+    let mut last_healthy_at: Option<i64> = f.get("last_healthy_at")?;
+    let mut last_check = last_check;
+    // The newest check row, when newer than the row's copy: its time,
+    // result and counters (the row's state is committed with every state
+    // change, so while it is healthy, so was that check).
+    let row_check: Option<i64> = f.get("last_check_id")?;
+    if let Some(n) = newest(&f)?.filter(|n| row_check.is_none_or(|r| n.id > r)) {
+        if let Some(k) = n.streak {
+            (successes, failures) = if n.last.result == healthchecker_core::CheckResult::Fail {
+                (0, k)
+            } else {
+                (k, 0)
+            };
+        }
+        if state == HealthState::Healthy {
+            last_healthy_at = last_healthy_at.max(Some(n.last.at));
+        }
+        last_check = Some(n.last);
+    }
     Ok(ServiceRecord {
         id: ServiceId::new(f.id()),
         spec: ServiceSpec {
@@ -67,12 +139,12 @@ pub(crate) fn decode_service(r: &Row) -> Result<ServiceRecord, StoreError> {
             depends_on: f.json("depends_on")?,
         },
         paused: f.get("paused")?,
-        state: f.parse("state")?,
-        successes: f.int("successes")?,
-        failures: f.int("failures")?,
+        state,
+        successes,
+        failures,
         state_since: f.get("state_since")?,
         last_check,
-        last_healthy_at: f.get("last_healthy_at")?,
+        last_healthy_at,
         last_failure_reason: f.get("last_failure_reason")?,
         cert_expires_at: f.get("cert_expires_at")?,
         created_at: f.get("created_at")?,

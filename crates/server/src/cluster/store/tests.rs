@@ -29,6 +29,10 @@ use std::time::Duration;
 /// of leases beyond it.
 mod backlog;
 
+/// What the writer holds: rows and roll-ups written once per period, reads
+/// current meanwhile, the checks above a mark rolled up exactly once.
+mod hold;
+
 /// A store on a fresh database; dropped in field order (the store's
 /// connections before the server, the server before its runtime).
 struct Db {
@@ -45,7 +49,7 @@ fn db() -> Option<Db> {
     let url = PgDb::parse(&pg.url(), None).expect("testkit URL parses");
     let store = PgStore::open(&url).expect("open and migrate");
     let sql = postgres::Config::from(url.config().clone())
-        .connect(NoTls)
+        .connect(postgres::NoTls)
         .unwrap();
     Some(Db {
         store,
@@ -1372,7 +1376,7 @@ fn the_writer_thread_batches_fences_and_reports_stale_buckets() {
     let ix = s.register(&spec(x), "h", 0, 10).unwrap().record.id;
     let iy = s.register(&spec(y), "h", 0, 10).unwrap().record.id;
     let mut sql = postgres::Config::from(s.db().config().clone())
-        .connect(NoTls)
+        .connect(postgres::NoTls)
         .unwrap();
     own_bucket(&mut sql, Bucket::of(x), 1);
     let (held_tx, held_rx) = tokio::sync::watch::channel(held(&[(Bucket::of(x), 1)]));

@@ -1,9 +1,26 @@
 //! The batch of check results on PostgreSQL: one transaction writes a
-//! batch's checks, its services' per-check fields, and with each state
-//! change its event, notification and channel deliveries (SPEC section 4:
-//! one transaction), and adds the batch to the roll-ups. Every statement
-//! carries the whole batch as arrays (`unnest`), so a batch costs a fixed
-//! number of round trips whatever its size.
+//! batch's checks, and with each state change its service's row, its
+//! event, notification and channel deliveries (SPEC section 4: one
+//! transaction). Every statement carries the whole batch as arrays
+//! (`unnest`), so a batch costs a fixed number of round trips whatever its
+//! size.
+//!
+//! **What the writer thread holds** (SPEC 18, ≤ 200 B of WAL a check;
+//! docs/cluster.md "History"): [`PgStore::write_held`] writes a service's
+//! row only with a state change, or when its failure reason or
+//! certificate expiry changed; the other per-check fields (counters, the
+//! last check, `last_healthy_at`) wait in the writer's [`Hold`], and the
+//! checks reach the roll-ups later. [`PgStore::flush_held`] writes, once
+//! per period (`PgWriterTiming::hold_for`), at a flush and at shutdown,
+//! each held service's row and rolls its checks above its mark
+//! (`services.rolled_through`) up from the raw rows, moving the mark in
+//! the same transaction (compare-and-set on the mark): a node that
+//! restarted or took the bucket over rolls those checks up exactly once,
+//! and nothing held is lost by a crash that the check rows do not hold
+//! (reads take the counters and the last check from the newest check
+//! row, `checks.streak`, and add the checks above the mark to the
+//! roll-ups). [`PgStore::write_batch`] writes everything at once (rows and
+//! roll-ups in the batch's transaction), for callers without a hold.
 //!
 //! **Fencing** (SPEC section 19): a batch written with [`Fencing`] first
 //! checks, in one statement, that this node holds each of the batch's
@@ -16,12 +33,13 @@
 //! on that bucket; the rest of the batch commits.
 
 use super::rollup::{hour_of, hours_to_days, merge_rolls, Roll};
-use super::{pg, PgStore};
+use super::{pg, PgStore, StmtCache};
 use crate::cluster::{FenceError, Held};
 use crate::store::{CheckWrite, StoreError};
 use healthchecker_core::cluster::{Bucket, Epoch};
 use healthchecker_core::{CheckResult, HealthState};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
 
 /// Who writes a batch: the node and the leases it holds (its
 /// `LeaseManager`'s published set).
@@ -48,8 +66,8 @@ pub struct Written {
     pub stale: Vec<FenceError>,
 }
 
-/// A service's per-check fields after the batch's checks of it.
-#[derive(Default)]
+/// A service's per-check fields after some checks of it.
+#[derive(Default, Clone)]
 struct Fold {
     state: String,
     successes: i64,
@@ -66,6 +84,99 @@ struct Fold {
     check_id: i64,
 }
 
+impl Fold {
+    /// Folds the newer fields `n` into these.
+    fn then(&mut self, n: &Fold) {
+        let keep = |old: &mut Option<i64>, new: Option<i64>| {
+            if new.is_some() {
+                *old = new;
+            }
+        };
+        self.state.clone_from(&n.state);
+        self.successes = n.successes;
+        self.failures = n.failures;
+        self.at = n.at;
+        self.result.clone_from(&n.result);
+        self.reason.clone_from(&n.reason);
+        self.duration_us = n.duration_us;
+        self.check_id = n.check_id;
+        keep(&mut self.healthy_at, n.healthy_at);
+        keep(&mut self.cert_expires_at, n.cert_expires_at);
+        keep(&mut self.state_since, n.state_since);
+        keep(&mut self.notified_at, n.notified_at);
+        if n.failure_reason.is_some() {
+            self.failure_reason.clone_from(&n.failure_reason);
+        }
+    }
+}
+
+/// What the writer thread holds between its transactions (see the module
+/// docs): per service, the per-check fields not yet in its row, since
+/// when it has checks not in its row and roll-ups, and the failure reason
+/// and certificate expiry it last wrote (those are written at once when
+/// they change, so that every node reads them current).
+#[derive(Default)]
+pub struct Hold {
+    services: HashMap<i64, HeldService>,
+}
+
+struct HeldService {
+    bucket: Bucket,
+    /// The lease's epoch when this was first held (`Epoch(0)` unfenced): a
+    /// bucket lost and claimed again meanwhile drops what was held.
+    epoch: Epoch,
+    /// The fields not yet written to the row.
+    fold: Option<Fold>,
+    /// When the first check not yet in the row and the roll-ups committed.
+    since: Option<Instant>,
+    /// The failure reason last written (outer `None`: not known).
+    failure_reason: Option<Option<String>>,
+    /// The certificate expiry last written (outer `None`: not known).
+    cert_expires_at: Option<Option<i64>>,
+}
+
+impl HeldService {
+    /// The row was written with `f`.
+    fn wrote(&mut self, f: &Fold) {
+        self.fold = None;
+        if f.failure_reason.is_some() {
+            self.failure_reason = Some(f.failure_reason.clone());
+        }
+        if f.cert_expires_at.is_some() {
+            self.cert_expires_at = Some(f.cert_expires_at);
+        }
+    }
+}
+
+impl Hold {
+    /// Services held (fields or checks not yet written).
+    pub fn len(&self) -> usize {
+        self.services.values().filter(|h| h.since.is_some()).count()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops what is held of buckets not held at the same epoch in `held`
+    /// (taken over, released, lost): their new owner rolls their checks up
+    /// and reads their fields from the check rows.
+    pub fn keep_held(&mut self, held: &Held) {
+        self.services
+            .retain(|_, h| h.epoch == Epoch(0) || held.epoch(h.bucket) == Some(h.epoch));
+    }
+}
+
+/// What [`PgStore::write_batch_once`] wrote besides [`Written`]: each
+/// service's fold of the batch, and the services whose row it wrote with
+/// the fold it wrote.
+struct Outcome {
+    written: Written,
+    folds: BTreeMap<i64, (Bucket, Fold)>,
+    rows: BTreeMap<i64, Fold>,
+}
+
 /// Parallel arrays, one per column, of the rows of one `unnest`.
 #[derive(Default)]
 struct Transitions {
@@ -80,27 +191,160 @@ struct Transitions {
 }
 
 impl PgStore {
-    /// Writes `batch` in one transaction (see the module docs); with
-    /// `fencing`, only the checks of buckets this node holds. A database
-    /// failure rolls everything back and is returned (the caller keeps the
-    /// batch and retries); a stale lease is not a failure but a part of
-    /// [`Written`].
+    /// Writes `batch` in one transaction (see the module docs), with its
+    /// services' rows and roll-ups (their checks above the mark, this
+    /// batch's included): nothing is held. With `fencing`, only the checks
+    /// of buckets this node holds. A database failure rolls everything back
+    /// and is returned (the caller keeps the batch and retries); a stale
+    /// lease is not a failure but a part of [`Written`].
     pub fn write_batch(
         &self,
         fencing: Option<&Fencing>,
         batch: &[CheckWrite],
     ) -> Result<Written, StoreError> {
-        let r = self.write_batch_once(fencing, batch);
+        let r = self.write_batch_once(fencing, batch, None);
         self.note_write(&r);
-        r
+        r.map(|o| o.written)
+    }
+
+    /// Writes `batch` as [`PgStore::write_batch`] does, but a service's
+    /// row only with a state change or a new failure reason or certificate
+    /// expiry, and no roll-ups: the rest waits in `hold` (the writer
+    /// thread's) for [`PgStore::flush_held`]. `hold` changes only when
+    /// the transaction commits.
+    pub fn write_held(
+        &self,
+        fencing: Option<&Fencing>,
+        batch: &[CheckWrite],
+        hold: &mut Hold,
+    ) -> Result<Written, StoreError> {
+        let r = self.write_batch_once(fencing, batch, Some(hold));
+        self.note_write(&r);
+        let o = r?;
+        let now = Instant::now();
+        for (sid, (bucket, f)) in o.folds {
+            let epoch = fencing
+                .and_then(|x| x.held.epoch(bucket))
+                .unwrap_or(Epoch(0));
+            let h = hold.services.entry(sid).or_insert_with(|| HeldService {
+                bucket,
+                epoch,
+                fold: None,
+                since: None,
+                failure_reason: None,
+                cert_expires_at: None,
+            });
+            if h.bucket != bucket || h.epoch != epoch {
+                // Renamed into another bucket, or its lease changed hands
+                // and came back: what was known of its row is not.
+                *h = HeldService {
+                    bucket,
+                    epoch,
+                    fold: None,
+                    since: h.since,
+                    failure_reason: None,
+                    cert_expires_at: None,
+                };
+            }
+            match o.rows.get(&sid) {
+                Some(wrote) => h.wrote(wrote),
+                None => match &mut h.fold {
+                    Some(held) => held.then(&f),
+                    None => h.fold = Some(f),
+                },
+            }
+            h.since.get_or_insert(now);
+        }
+        Ok(o.written)
+    }
+
+    /// Writes what `hold` holds of the services held since `due` or
+    /// earlier (all of them with `None`): their rows, and their checks
+    /// above their marks into the roll-ups with the marks moved, in
+    /// transactions of up to 4,096 services, fenced by `fencing` (what is
+    /// held of a bucket no longer held is dropped: its new owner rolls the
+    /// checks up). Returns the services written.
+    pub fn flush_held(
+        &self,
+        fencing: Option<&Fencing>,
+        hold: &mut Hold,
+        due: Option<Instant>,
+    ) -> Result<usize, StoreError> {
+        if let Some(f) = fencing {
+            hold.keep_held(&f.held);
+        }
+        let mut todo: Vec<(i64, Bucket)> = hold
+            .services
+            .iter()
+            .filter(|(_, h)| h.since.is_some_and(|t| due.is_none_or(|d| t <= d)))
+            .map(|(id, h)| (*id, h.bucket))
+            .collect();
+        todo.sort_unstable();
+        let mut n = 0;
+        for chunk in todo.chunks(4096) {
+            let r = self.flush_chunk(fencing, hold, chunk);
+            self.note_write(&r);
+            n += r?;
+        }
+        Ok(n)
+    }
+
+    fn flush_chunk(
+        &self,
+        fencing: Option<&Fencing>,
+        hold: &mut Hold,
+        chunk: &[(i64, Bucket)],
+    ) -> Result<usize, StoreError> {
+        let mut l = self.write_conn()?;
+        let (c, cache) = l.conn().parts();
+        let mut tx = c.transaction().map_err(pg)?;
+        let ok = match fencing {
+            None => None,
+            Some(f) => Some(fence(
+                &mut tx,
+                cache,
+                f,
+                &chunk.iter().map(|(_, b)| *b).collect(),
+                &mut Vec::new(),
+            )?),
+        };
+        let ids: Vec<i64> = chunk
+            .iter()
+            .filter(|(_, b)| ok.as_ref().is_none_or(|ok| ok.contains(b)))
+            .map(|(id, _)| *id)
+            .collect();
+        let folds: BTreeMap<i64, Fold> = ids
+            .iter()
+            .filter_map(|id| Some((*id, hold.services.get(id)?.fold.clone()?)))
+            .collect();
+        roll_up(&mut tx, cache, &ids, &folds)?;
+        tx.commit().map_err(pg)?;
+        for (id, b) in chunk {
+            if ok.as_ref().is_none_or(|ok| ok.contains(b)) {
+                if let Some(h) = hold.services.get_mut(id) {
+                    if let Some(f) = folds.get(id) {
+                        h.wrote(f);
+                    }
+                    h.since = None;
+                }
+            } else {
+                hold.services.remove(id);
+            }
+        }
+        Ok(ids.len())
     }
 
     fn write_batch_once(
         &self,
         fencing: Option<&Fencing>,
         batch: &[CheckWrite],
-    ) -> Result<Written, StoreError> {
-        let mut out = Written::default();
+        hold: Option<&Hold>,
+    ) -> Result<Outcome, StoreError> {
+        let mut out = Outcome {
+            written: Written::default(),
+            folds: BTreeMap::new(),
+            rows: BTreeMap::new(),
+        };
         if batch.is_empty() {
             return Ok(out);
         }
@@ -109,9 +353,7 @@ impl PgStore {
         let mut tx = c.transaction().map_err(pg)?;
         // The batch's services as they are now: name and bucket; a
         // service deleted meanwhile is missing. No row lock here (a lock
-        // is a WAL record per row): the `UPDATE services` below locks the
-        // rows it finds before any check is inserted, and drops the checks
-        // of a service deleted in between (see `fold_services`).
+        // is a WAL record per row).
         let mut ids: Vec<i64> = batch.iter().map(|w| w.service_id.get()).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -141,44 +383,42 @@ impl PgStore {
             None => None,
             Some(f) => {
                 let wanted: BTreeSet<Bucket> = services.values().map(|(_, b)| *b).collect();
-                let (bs, es): (Vec<i32>, Vec<i64>) = wanted
-                    .iter()
-                    .filter_map(|b| f.held.epoch(*b).map(|e| (i32::from(b.get()), e.0)))
-                    .unzip();
-                let s = cache.get(
-                    &mut tx,
-                    "SELECT b.bucket FROM buckets b \
-                     JOIN unnest($1::int[], $2::bigint[]) h(bucket, epoch) \
-                       ON b.bucket = h.bucket AND b.epoch = h.epoch \
-                     WHERE b.owner = $3 AND b.expires_at > now() \
-                     ORDER BY b.bucket FOR SHARE OF b",
-                )?;
-                let ok: BTreeSet<Bucket> = tx
-                    .query(&s, &[&bs, &es, &f.node])
-                    .map_err(pg)?
-                    .iter()
-                    .filter_map(|r| Bucket::new(i64::from(r.get::<_, i32>(0))))
-                    .collect();
-                for b in wanted.difference(&ok) {
-                    out.stale.push(FenceError::Stale {
-                        bucket: *b,
-                        node: f.node.clone(),
-                        epoch: f.held.epoch(*b).unwrap_or(Epoch(0)),
-                    });
-                }
-                Some(ok)
+                Some(fence(&mut tx, cache, f, &wanted, &mut out.written.stale)?)
             }
         };
         let mut kept: Vec<&CheckWrite> = batch
             .iter()
             .filter(|w| match services.get(&w.service_id.get()) {
                 None => {
-                    out.gone += 1;
+                    out.written.gone += 1;
                     false
                 }
                 Some((_, b)) => allowed.as_ref().is_none_or(|ok| ok.contains(b)),
             })
             .collect();
+        if hold.is_none() && !kept.is_empty() {
+            // Everything written at once: lock the rows before drawing
+            // check ids, so that two such writers of one service take
+            // turns and a check id drawn is above any mark the other set.
+            let mut ids: Vec<i64> = kept.iter().map(|w| w.service_id.get()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let s = cache.get(
+                &mut tx,
+                "SELECT id FROM services WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+            )?;
+            let found: BTreeSet<i64> = tx
+                .query(&s, &[&ids])
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            kept.retain(|w| {
+                let f = found.contains(&w.service_id.get());
+                out.written.gone += usize::from(!f);
+                f
+            });
+        }
         if kept.is_empty() {
             tx.commit().map_err(pg)?;
             return Ok(out);
@@ -194,66 +434,58 @@ impl PgStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        // Each service's fields after its last check in the batch, and the
-        // batch's roll-ups.
+        // Each service's fields after its last check in the batch.
         let mut folded = fold(&kept, &check_ids, &services);
-        let s = cache.get(
-            &mut tx,
-            "UPDATE services s SET state = u.state, successes = u.successes, \
-               failures = u.failures, last_check_at = u.at, last_result = u.result, \
-               last_reason = u.reason, last_duration_us = u.duration_us, \
-               last_healthy_at = COALESCE(u.healthy_at, s.last_healthy_at), \
-               last_failure_reason = COALESCE(u.failure_reason, s.last_failure_reason), \
-               cert_expires_at = COALESCE(u.cert_expires_at, s.cert_expires_at), \
-               state_since = COALESCE(u.state_since, s.state_since), \
-               last_notified_at = COALESCE(u.notified_at, s.last_notified_at), \
-               last_check_id = u.check_id \
-             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
-               $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], \
-               $12::bigint[], $13::bigint[], $14::bigint[]) \
-               AS u(id, state, successes, failures, at, result, reason, duration_us, healthy_at, \
-                 failure_reason, cert_expires_at, state_since, notified_at, check_id) \
-             WHERE s.id = u.id RETURNING s.id",
-        )?;
-        let fs: Vec<&Fold> = folded.folds.values().collect();
-        let updated: BTreeSet<i64> = tx
-            .query(
-                &s,
-                &[
-                    &folded.folds.keys().copied().collect::<Vec<_>>(),
-                    &fs.iter().map(|f| f.state.as_str()).collect::<Vec<_>>(),
-                    &fs.iter().map(|f| f.successes).collect::<Vec<_>>(),
-                    &fs.iter().map(|f| f.failures).collect::<Vec<_>>(),
-                    &fs.iter().map(|f| f.at).collect::<Vec<_>>(),
-                    &fs.iter().map(|f| f.result.as_str()).collect::<Vec<_>>(),
-                    &fs.iter().map(|f| f.reason.as_deref()).collect::<Vec<_>>(),
-                    &fs.iter().map(|f| f.duration_us).collect::<Vec<_>>(),
-                    &fs.iter().map(|f| f.healthy_at).collect::<Vec<_>>(),
-                    &fs.iter()
-                        .map(|f| f.failure_reason.as_deref())
-                        .collect::<Vec<_>>(),
-                    &fs.iter().map(|f| f.cert_expires_at).collect::<Vec<_>>(),
-                    &fs.iter().map(|f| f.state_since).collect::<Vec<_>>(),
-                    &fs.iter().map(|f| f.notified_at).collect::<Vec<_>>(),
-                    &fs.iter().map(|f| f.check_id).collect::<Vec<_>>(),
-                ],
-            )
-            .map_err(pg)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        // The rows to write now, with what they get: all of them without
+        // a hold; with one, those with a state change, or a failure reason
+        // or certificate expiry not known to be in the row, with what is
+        // held of them before the batch.
+        let rows_of = |folded: &Folded| -> BTreeMap<i64, Fold> {
+            folded
+                .folds
+                .iter()
+                .filter_map(|(sid, f)| {
+                    let Some(hold) = hold else {
+                        return Some((*sid, f.clone()));
+                    };
+                    // What is held under another lease (lost and claimed
+                    // again meanwhile) is not this row's any more.
+                    let epoch = fencing
+                        .and_then(|x| x.held.epoch(services[sid].1))
+                        .unwrap_or(Epoch(0));
+                    let h = hold
+                        .services
+                        .get(sid)
+                        .filter(|h| h.epoch == epoch && h.bucket == services[sid].1);
+                    let reason_new = f.failure_reason.is_some()
+                        && h.and_then(|h| h.failure_reason.as_ref()) != Some(&f.failure_reason);
+                    let cert_new = f.cert_expires_at.is_some()
+                        && h.and_then(|h| h.cert_expires_at) != Some(f.cert_expires_at);
+                    if f.state_since.is_none() && !reason_new && !cert_new {
+                        return None;
+                    }
+                    let mut merged = h.and_then(|h| h.fold.clone()).unwrap_or_default();
+                    merged.then(f);
+                    Some((*sid, merged))
+                })
+                .collect()
+        };
+        let mut rows = rows_of(&folded);
+        let updated = update_rows(&mut tx, cache, &rows)?;
         // A service deleted since the first SELECT has no row to update:
         // its checks are dropped (the rows updated stay locked until
         // commit, so a delete now waits for this batch and then removes
-        // its checks too).
-        if updated.len() < folded.folds.len() {
+        // its checks too). Checks of a service whose row is not written
+        // (held) and that is deleted meanwhile are left to pruning.
+        if updated.len() < rows.len() {
             let (mut k, mut ids) = (Vec::new(), Vec::new());
             for (w, id) in kept.iter().zip(&check_ids) {
-                if updated.contains(&w.service_id.get()) {
+                let sid = w.service_id.get();
+                if !rows.contains_key(&sid) || updated.contains(&sid) {
                     k.push(*w);
                     ids.push(*id);
                 } else {
-                    out.gone += 1;
+                    out.written.gone += 1;
                 }
             }
             (kept, check_ids) = (k, ids);
@@ -262,6 +494,7 @@ impl PgStore {
                 return Ok(out);
             }
             folded = fold(&kept, &check_ids, &services);
+            rows.retain(|sid, _| updated.contains(sid));
         }
         // The checks by binary COPY: PostgreSQL writes the rows of a page
         // as one WAL record (a multi-insert), where `INSERT … SELECT`
@@ -272,7 +505,7 @@ impl PgStore {
             let sink = tx
                 .copy_in(
                     "COPY checks (id, service_id, at, duration_us, result, reason, \
-                       http_status, details, changed) FROM STDIN BINARY",
+                       http_status, details, changed, streak) FROM STDIN BINARY",
                 )
                 .map_err(pg)?;
             let mut w = BinaryCopyInWriter::new(
@@ -287,6 +520,7 @@ impl PgStore {
                     Type::INT4,
                     Type::TEXT,
                     Type::BOOL,
+                    Type::INT4,
                 ],
             );
             for (c, id) in kept.iter().zip(&check_ids) {
@@ -300,25 +534,29 @@ impl PgStore {
                     &c.http_status.map(i32::from),
                     &c.details,
                     &c.transition.is_some(),
+                    &streak(c),
                 ])
                 .map_err(pg)?;
             }
             w.finish().map_err(pg)?;
         }
-        let Folded { hours, tr, .. } = folded;
-        out.checks = kept.len();
-        out.transitions = tr.at.len();
+        let Folded { folds, tr, .. } = folded;
+        out.written.checks = kept.len();
+        out.written.transitions = tr.at.len();
         if !tr.at.is_empty() {
             self.write_transitions(&mut tx, cache, &kept, tr)?;
         }
-        // Each check goes to its hour's roll-up only; the hour reaches its
-        // day when folded (`fold_hours`), or now when it already was.
-        let late = merge_rolls(&mut tx, "uptime", "hour", &hours)?;
-        if !late.is_empty() {
-            let late = hours_to_days(hours.iter().filter(|(k, _)| late.contains(k)));
-            merge_rolls(&mut tx, "uptime_day", "day", &late)?;
+        if hold.is_none() {
+            // Everything at once: the roll-ups too (the rows are locked).
+            let ids: Vec<i64> = folds.keys().copied().collect();
+            roll_up(&mut tx, cache, &ids, &BTreeMap::new())?;
         }
         tx.commit().map_err(pg)?;
+        out.folds = folds
+            .into_iter()
+            .map(|(sid, f)| (sid, (services[&sid].1, f)))
+            .collect();
+        out.rows = rows;
         Ok(out)
     }
 
@@ -435,12 +673,242 @@ impl PgStore {
     }
 }
 
+/// The consecutive successes (a pass or warn) or failures (a fail) after
+/// a check, as `checks.streak` stores it (the `u32` bit for bit).
+fn streak(w: &CheckWrite) -> i32 {
+    let n = if w.result == CheckResult::Fail {
+        w.failures
+    } else {
+        w.successes
+    };
+    n as i32
+}
+
+/// Checks that this node holds the buckets `wanted` at the epochs
+/// `f` names, and locks those lease rows `FOR SHARE` in bucket order until
+/// commit; returns the ones held and pushes a [`FenceError::Stale`] per
+/// other one onto `stale`.
+fn fence(
+    tx: &mut postgres::Transaction<'_>,
+    cache: &mut StmtCache,
+    f: &Fencing,
+    wanted: &BTreeSet<Bucket>,
+    stale: &mut Vec<FenceError>,
+) -> Result<BTreeSet<Bucket>, StoreError> {
+    let (bs, es): (Vec<i32>, Vec<i64>) = wanted
+        .iter()
+        .filter_map(|b| f.held.epoch(*b).map(|e| (i32::from(b.get()), e.0)))
+        .unzip();
+    let s = cache.get(
+        tx,
+        "SELECT b.bucket FROM buckets b \
+         JOIN unnest($1::int[], $2::bigint[]) h(bucket, epoch) \
+           ON b.bucket = h.bucket AND b.epoch = h.epoch \
+         WHERE b.owner = $3 AND b.expires_at > now() \
+         ORDER BY b.bucket FOR SHARE OF b",
+    )?;
+    let ok: BTreeSet<Bucket> = tx
+        .query(&s, &[&bs, &es, &f.node])
+        .map_err(pg)?
+        .iter()
+        .filter_map(|r| Bucket::new(i64::from(r.get::<_, i32>(0))))
+        .collect();
+    for b in wanted.difference(&ok) {
+        stale.push(FenceError::Stale {
+            bucket: *b,
+            node: f.node.clone(),
+            epoch: f.held.epoch(*b).unwrap_or(Epoch(0)),
+        });
+    }
+    Ok(ok)
+}
+
+/// Writes the service rows `rows` (state, `state_since` and
+/// `last_notified_at` included); returns the ids of the rows found.
+fn update_rows(
+    tx: &mut postgres::Transaction<'_>,
+    cache: &mut StmtCache,
+    rows: &BTreeMap<i64, Fold>,
+) -> Result<BTreeSet<i64>, StoreError> {
+    if rows.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    // `last_healthy_at`: a service leaving the healthy state without a
+    // healthy check in what this writer held (a node that took it over)
+    // was healthy at its newest check before this batch.
+    let s = cache.get(
+        tx,
+        "UPDATE services s SET state = u.state, successes = u.successes, \
+           failures = u.failures, last_check_at = u.at, last_result = u.result, \
+           last_reason = u.reason, last_duration_us = u.duration_us, \
+           last_healthy_at = COALESCE(u.healthy_at, \
+             CASE WHEN s.state = 'healthy' AND u.state <> 'healthy' THEN \
+               (SELECT max(c.at) FROM checks c WHERE c.service_id = s.id \
+                  AND c.id > COALESCE(s.last_check_id, 0)) END, \
+             s.last_healthy_at), \
+           last_failure_reason = COALESCE(u.failure_reason, s.last_failure_reason), \
+           cert_expires_at = COALESCE(u.cert_expires_at, s.cert_expires_at), \
+           state_since = COALESCE(u.state_since, s.state_since), \
+           last_notified_at = COALESCE(u.notified_at, s.last_notified_at), \
+           last_check_id = u.check_id \
+         FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
+           $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], \
+           $12::bigint[], $13::bigint[], $14::bigint[]) \
+           AS u(id, state, successes, failures, at, result, reason, duration_us, healthy_at, \
+             failure_reason, cert_expires_at, state_since, notified_at, check_id) \
+         WHERE s.id = u.id RETURNING s.id",
+    )?;
+    let fs: Vec<&Fold> = rows.values().collect();
+    Ok(tx
+        .query(
+            &s,
+            &[
+                &rows.keys().copied().collect::<Vec<_>>(),
+                &fs.iter().map(|f| f.state.as_str()).collect::<Vec<_>>(),
+                &fs.iter().map(|f| f.successes).collect::<Vec<_>>(),
+                &fs.iter().map(|f| f.failures).collect::<Vec<_>>(),
+                &fs.iter().map(|f| f.at).collect::<Vec<_>>(),
+                &fs.iter().map(|f| f.result.as_str()).collect::<Vec<_>>(),
+                &fs.iter().map(|f| f.reason.as_deref()).collect::<Vec<_>>(),
+                &fs.iter().map(|f| f.duration_us).collect::<Vec<_>>(),
+                &fs.iter().map(|f| f.healthy_at).collect::<Vec<_>>(),
+                &fs.iter()
+                    .map(|f| f.failure_reason.as_deref())
+                    .collect::<Vec<_>>(),
+                &fs.iter().map(|f| f.cert_expires_at).collect::<Vec<_>>(),
+                &fs.iter().map(|f| f.state_since).collect::<Vec<_>>(),
+                &fs.iter().map(|f| f.notified_at).collect::<Vec<_>>(),
+                &fs.iter().map(|f| f.check_id).collect::<Vec<_>>(),
+            ],
+        )
+        .map_err(pg)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Rolls the checks of the services `ids` above their marks
+/// (`services.rolled_through`) up from the raw rows into their hours (and
+/// into days already folded), writes the held fields `folds` into their
+/// rows, and moves each mark to its newest check read, where the mark is
+/// still what was read (compare-and-set): one transaction (the caller's),
+/// so each check reaches the roll-ups exactly once, whoever rolls it and
+/// whatever crashes. A service whose mark moved meanwhile is left out
+/// (its fields too).
+fn roll_up(
+    tx: &mut postgres::Transaction<'_>,
+    cache: &mut StmtCache,
+    ids: &[i64],
+    folds: &BTreeMap<i64, Fold>,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let s = cache.get(
+        tx,
+        "SELECT s.id, s.rolled_through, c.id, c.at, c.result, c.duration_us \
+         FROM services s LEFT JOIN checks c \
+           ON c.service_id = s.id AND c.id > s.rolled_through \
+         WHERE s.id = ANY($1)",
+    )?;
+    let mut marks: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    let mut hours: BTreeMap<(i64, i64), Roll> = BTreeMap::new();
+    for r in tx.query(&s, &[&ids]).map_err(pg)? {
+        let (sid, old): (i64, i64) = (r.get(0), r.get(1));
+        let m = marks.entry(sid).or_insert((old, old));
+        let Some(cid) = r.get::<_, Option<i64>>(2) else {
+            continue;
+        };
+        m.1 = m.1.max(cid);
+        let (at, result, d): (i64, String, i64) = (r.get(3), r.get(4), r.get(5));
+        let result: CheckResult = result.parse().map_err(|_| {
+            StoreError::Corrupt(crate::store::Corruption {
+                table: "checks".into(),
+                row: Some(cid),
+                column: "result".into(),
+                detail: format!("{result:?} is not a result"),
+            })
+        })?;
+        hours.entry((hour_of(at), sid)).or_default().add(result, d);
+    }
+    let todo: Vec<(i64, (i64, i64), Option<&Fold>)> = marks
+        .iter()
+        .filter(|(sid, (old, new))| new > old || folds.contains_key(sid))
+        .map(|(sid, m)| (*sid, *m, folds.get(sid)))
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let s = cache.get(
+        tx,
+        "UPDATE services s SET successes = COALESCE(u.successes, s.successes), \
+           failures = COALESCE(u.failures, s.failures), \
+           last_check_at = COALESCE(u.at, s.last_check_at), \
+           last_result = COALESCE(u.result, s.last_result), \
+           last_reason = CASE WHEN u.at IS NULL THEN s.last_reason ELSE u.reason END, \
+           last_duration_us = COALESCE(u.duration_us, s.last_duration_us), \
+           last_healthy_at = COALESCE(u.healthy_at, s.last_healthy_at), \
+           last_failure_reason = COALESCE(u.failure_reason, s.last_failure_reason), \
+           cert_expires_at = COALESCE(u.cert_expires_at, s.cert_expires_at), \
+           last_check_id = COALESCE(u.check_id, s.last_check_id), \
+           rolled_through = u.mark \
+         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
+           $6::bigint[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[], \
+           $12::bigint[], $13::bigint[]) \
+           AS u(id, old, mark, successes, failures, at, result, reason, duration_us, \
+             healthy_at, failure_reason, cert_expires_at, check_id) \
+         WHERE s.id = u.id AND s.rolled_through = u.old RETURNING s.id",
+    )?;
+    let f = |g: &dyn Fn(&Fold) -> Option<i64>| -> Vec<Option<i64>> {
+        todo.iter().map(|(_, _, f)| f.and_then(g)).collect()
+    };
+    let done: BTreeSet<i64> = tx
+        .query(
+            &s,
+            &[
+                &todo.iter().map(|t| t.0).collect::<Vec<_>>(),
+                &todo.iter().map(|t| t.1 .0).collect::<Vec<_>>(),
+                &todo.iter().map(|t| t.1 .1).collect::<Vec<_>>(),
+                &f(&|f| Some(f.successes)),
+                &f(&|f| Some(f.failures)),
+                &f(&|f| Some(f.at)),
+                &todo
+                    .iter()
+                    .map(|t| t.2.map(|f| f.result.as_str()))
+                    .collect::<Vec<_>>(),
+                &todo
+                    .iter()
+                    .map(|t| t.2.and_then(|f| f.reason.as_deref()))
+                    .collect::<Vec<_>>(),
+                &f(&|f| Some(f.duration_us)),
+                &f(&|f| f.healthy_at),
+                &todo
+                    .iter()
+                    .map(|t| t.2.and_then(|f| f.failure_reason.as_deref()))
+                    .collect::<Vec<_>>(),
+                &f(&|f| f.cert_expires_at),
+                &f(&|f| Some(f.check_id)),
+            ],
+        )
+        .map_err(pg)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    hours.retain(|(_, sid), _| done.contains(sid));
+    // Each check goes to its hour's roll-up only; the hour reaches its
+    // day when folded (`fold_hours`), or now when it already was.
+    let late = merge_rolls(tx, "uptime", "hour", &hours)?;
+    if !late.is_empty() {
+        let late = hours_to_days(hours.iter().filter(|(k, _)| late.contains(k)));
+        merge_rolls(tx, "uptime_day", "day", &late)?;
+    }
+    Ok(())
+}
+
 /// What a batch writes besides its checks, computed from them.
 struct Folded {
     /// Each service's fields after its last check in the batch.
     folds: BTreeMap<i64, Fold>,
-    /// The batch's hourly roll-ups, by `(hour, service id)`.
-    hours: BTreeMap<(i64, i64), Roll>,
     /// The batch's state changes.
     tr: Transitions,
 }
@@ -452,7 +920,6 @@ fn fold(
     services: &HashMap<i64, (String, Bucket)>,
 ) -> Folded {
     let mut folds: BTreeMap<i64, Fold> = BTreeMap::new();
-    let mut hours: BTreeMap<(i64, i64), Roll> = BTreeMap::new();
     let mut tr = Transitions::default();
     for (w, id) in kept.iter().zip(check_ids) {
         let sid = w.service_id.get();
@@ -488,12 +955,8 @@ fn fold(
             tr.check_id.push(*id);
             tr.reason.push(w.reason.clone());
         }
-        hours
-            .entry((hour_of(at), sid))
-            .or_default()
-            .add(w.result, w.duration_us);
     }
-    Folded { folds, hours, tr }
+    Folded { folds, tr }
 }
 
 /// Parallel arrays of outbox rows.

@@ -24,7 +24,7 @@ const PROMPTLY: Duration = Duration::from_secs(20);
 /// A fresh connection of the test's own (the server was restarted).
 fn connect(s: &PgStore) -> postgres::Client {
     postgres::Config::from(s.db().config().clone())
-        .connect(NoTls)
+        .connect(postgres::NoTls)
         .expect("connect to the restarted server")
 }
 
