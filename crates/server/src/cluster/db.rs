@@ -15,7 +15,6 @@ use super::ClusterError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
 use std::fmt;
@@ -430,7 +429,9 @@ fn client_config(verify: Verify, roots: Option<RootCertStore>) -> Result<ClientC
         .expect("ring supports the default TLS versions");
     let roots = Arc::new(roots.unwrap_or_else(RootCertStore::empty));
     let verifier: Arc<dyn ServerCertVerifier> = match verify {
-        Verify::Nothing => Arc::new(AnyCert(provider)),
+        // `prefer` and `require` without a root: any certificate, the
+        // handshake's signatures still checked (libpq checks nothing more).
+        Verify::Nothing => Arc::new(crate::probe::AcceptAnyCert(provider)),
         Verify::Chain | Verify::Full => {
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
@@ -446,57 +447,6 @@ fn client_config(verify: Verify, roots: Option<RootCertStore>) -> Result<ClientC
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth())
-}
-
-/// `prefer` and `require` without a root: any certificate, the
-/// handshake's signatures still checked with the provider's algorithms
-/// (libpq checks nothing more in these modes).
-#[derive(Debug)]
-struct AnyCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// `verify-ca`: webpki's verification less the host name, which it checks

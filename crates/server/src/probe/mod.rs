@@ -16,6 +16,7 @@ mod http;
 pub mod icmp;
 mod resolve;
 mod tls;
+pub(crate) use tls::AcceptAnyCert;
 
 pub use tls::TlsContext;
 

@@ -93,8 +93,9 @@ impl TlsContext {
 
 /// Accepts any certificate chain but verifies handshake signatures with the
 /// provider's algorithms, so the session is still bound to the key shown.
+/// Also PostgreSQL's `prefer` and `require` (cluster/db.rs).
 #[derive(Debug)]
-struct AcceptAnyCert(Arc<CryptoProvider>);
+pub(crate) struct AcceptAnyCert(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnyCert {
     fn verify_server_cert(

@@ -235,6 +235,30 @@ impl PgStore {
         self.ready(&self.inner.writer)
     }
 
+    /// Runs `op` on the writer's connection, and once more if it failed
+    /// because that connection had been ended by the server: a connection
+    /// used within [`IDLE_CHECK`] is not asked first, so after a
+    /// PostgreSQL restart its next statement fails, and the batch writer
+    /// (every second) or an API write may be the one to find out. For
+    /// operations that may run twice: `op` is one transaction, and one
+    /// whose connection was already closed never reached the new server.
+    pub(crate) fn on_writer_once_more<T>(
+        &self,
+        op: impl Fn(&PgStore) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match op(self) {
+            Err(e)
+                if lock(&self.inner.writer)
+                    .as_ref()
+                    .is_some_and(|c| c.client.is_closed()) =>
+            {
+                tracing::info!(error = %e, "PostgreSQL connection closed; once more on a new one");
+                op(self)
+            }
+            r => r,
+        }
+    }
+
     /// A free reader connection, else the next one in turn.
     pub(crate) fn read_conn(&self) -> Result<ConnGuard<'_>, StoreError> {
         for m in self.inner.readers.iter() {

@@ -218,8 +218,20 @@ impl PgStore {
     /// keeping its state, counters and history. Records a `registered` or
     /// `updated` event. Committed before it returns. Two nodes registering
     /// the same new name at once both succeed, one as the update (the
-    /// statement is an upsert on the name).
+    /// statement is an upsert on the name), which is also why it is run
+    /// again when the database had ended the connection
+    /// ([`PgStore::on_writer_once_more`]).
     pub fn register(
+        &self,
+        spec: &ServiceSpec,
+        token_hash: &str,
+        now: i64,
+        max_services: usize,
+    ) -> Result<Registered, StoreError> {
+        self.on_writer_once_more(|s| s.register_once(spec, token_hash, now, max_services))
+    }
+
+    fn register_once(
         &self,
         spec: &ServiceSpec,
         token_hash: &str,

@@ -1366,6 +1366,29 @@ fn reads_run_on_the_reader_threads_and_broken_connections_are_opened_again() {
     s.register(&spec("b"), "h", 1, 10)
         .expect("the writer's connection works at once");
     assert_eq!(s.load_all().unwrap().len(), 2);
+    // Ended again right after a use (within IDLE_CHECK: not asked first):
+    // the registration's first try fails on the dead connection, and it
+    // runs once more on a new one.
+    let killed: i64 = db
+        .sql
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'healthchecker' AND pid != pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1, "the writer's connection: {killed}");
+    while db.count(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE application_name = 'healthchecker' AND pid != pg_backend_pid()",
+    ) > 0
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.register(&spec("c"), "h", 2, 10)
+        .expect("a registration right after the connection ended");
+    assert_eq!(db.count("SELECT count(*) FROM services"), 3);
 }
 
 #[test]
