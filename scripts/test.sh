@@ -55,11 +55,11 @@ export HEALTHCHECKER_TEST_PYTHON="$PWD/.venv/bin/python"
 # daemons on SQLite, whatever the environment says.
 HEALTHCHECKER_TEST_DB=sqlite cargo test --workspace "$@" -- --test-threads=8
 
-# The second pass: the server's API suite again, every daemon on
-# PostgreSQL (one throwaway server for the run, a database per daemon;
-# testkit's TestDaemon, docs/cluster.md "Tests"). Tests about SQLite itself
-# print "SKIPPED on postgresql: <why>"; the skipped modules already run on
-# PostgreSQL of their own in the first pass.
-HEALTHCHECKER_TEST_DB=postgres cargo test -p healthchecker-server --test it "$@" -- \
+# The second pass: the server's API suite and the client library's tests
+# again, every daemon on PostgreSQL (one throwaway server for the run, a
+# database per daemon; testkit's TestDaemon, docs/cluster.md "Tests").
+# Tests about SQLite itself print "SKIPPED on postgresql: <why>"; the
+# skipped modules already run on PostgreSQL of their own in the first pass.
+HEALTHCHECKER_TEST_DB=postgres cargo test -p healthchecker-server -p healthchecker-client --test it "$@" -- \
   --test-threads=8 --skip pg_api:: --skip cluster:: \
   --skip cluster_view::the_postgresql_read --skip cluster_view::notifications_reach

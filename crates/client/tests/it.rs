@@ -202,7 +202,7 @@ async fn the_example_app_registers_and_unregisters_itself() {
 #[tokio::test]
 async fn list_follows_the_daemon_s_pages_to_the_end() {
     // More than two pages of 1,000.
-    let d = TestDaemon::start_with(|c| healthchecker_testkit::seed_services(&c.db, 2_100)).await;
+    let d = TestDaemon::start_with(|c| healthchecker_testkit::seed_services_in(c, 2_100)).await;
     let all = HealthChecker::at(&d.url).unwrap().list().await.unwrap();
     assert_eq!(all.len(), 2_100);
     assert_eq!(all[0].name, "svc-00000");
