@@ -7,7 +7,9 @@ use crate::daemon::bin;
 use healthchecker_testkit::closed_port;
 use healthchecker_testkit::postgres::Postgres;
 
-fn serve(db: &str) -> (Option<i32>, String, tempfile::TempDir) {
+/// `serve --db db` that is expected to stop at start: its exit code, its
+/// stderr and the directory it ran in.
+pub(crate) fn serve(db: &str) -> (Option<i32>, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
         .args(["serve", "--no-mdns", "--bind", "127.0.0.1:0", "--db", db])

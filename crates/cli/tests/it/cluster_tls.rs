@@ -8,7 +8,7 @@
 //! naming the setting and the cause; `verify-ca` accepts a certificate
 //! for another name where `verify-full` refuses it.
 
-use crate::daemon::{bin, get_json, Proc};
+use crate::daemon::{get_json, Proc};
 use healthchecker_server::cluster::PgDb;
 use healthchecker_testkit::postgres::Postgres;
 use healthchecker_testkit::{wait_for, HttpTarget, Mode, TlsCert};
@@ -30,16 +30,8 @@ fn pem_file(dir: &Path, name: &str, cert: &TlsCert) -> PathBuf {
 
 /// `serve` that is expected to stop at start: its exit code and stderr.
 fn serve_fails(db: &str) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args(["serve", "--no-mdns", "--bind", "127.0.0.1:0", "--db", db])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, err, _dir) = crate::cluster::serve(db);
+    (code, err)
 }
 
 /// A plain connection of the test itself to `url` (sslmode prefer with

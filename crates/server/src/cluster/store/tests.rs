@@ -1320,6 +1320,29 @@ fn a_transaction_left_idle_is_ended_and_its_locks_released() {
     assert_eq!(s.give_up_unsent(0, "x").unwrap(), 0);
 }
 
+/// Ends every connection of the store (as a PostgreSQL restart or a
+/// failover does) and waits until the ended backends are gone (their
+/// sockets closed); returns how many there were.
+fn end_store_connections(db: &mut Db) -> i64 {
+    let killed: i64 = db
+        .sql
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'healthchecker' AND pid != pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    while db.count(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE application_name = 'healthchecker' AND pid != pg_backend_pid()",
+    ) > 0
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed
+}
+
 #[test]
 fn reads_run_on_the_reader_threads_and_broken_connections_are_opened_again() {
     let Some(mut db) = db() else { return };
@@ -1337,27 +1360,11 @@ fn reads_run_on_the_reader_threads_and_broken_connections_are_opened_again() {
     // PostgreSQL drops every connection of the store (a restart, a
     // failover): the next use of each opens it again, and no statement
     // fails on a connection that sat idle meanwhile (it is asked first).
-    let killed: i64 = db
-        .sql
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = 'healthchecker' AND pid != pg_backend_pid()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let killed = end_store_connections(&mut db);
     assert!(
         killed >= 2,
         "the writer's and a reader's connection: {killed}"
     );
-    // Until the ended backends are gone (their sockets closed).
-    while db.count(
-        "SELECT count(*) FROM pg_stat_activity \
-         WHERE application_name = 'healthchecker' AND pid != pg_backend_pid()",
-    ) > 0
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     // Idle for longer than the store waits before it asks a connection
     // whether it still works.
     std::thread::sleep(IDLE_CHECK + Duration::from_millis(100));
@@ -1369,23 +1376,8 @@ fn reads_run_on_the_reader_threads_and_broken_connections_are_opened_again() {
     // Ended again right after a use (within IDLE_CHECK: not asked first):
     // the registration's first try fails on the dead connection, and it
     // runs once more on a new one.
-    let killed: i64 = db
-        .sql
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = 'healthchecker' AND pid != pg_backend_pid()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let killed = end_store_connections(&mut db);
     assert!(killed >= 1, "the writer's connection: {killed}");
-    while db.count(
-        "SELECT count(*) FROM pg_stat_activity \
-         WHERE application_name = 'healthchecker' AND pid != pg_backend_pid()",
-    ) > 0
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     s.register(&spec("c"), "h", 2, 10)
         .expect("a registration right after the connection ended");
     assert_eq!(db.count("SELECT count(*) FROM services"), 3);
