@@ -157,7 +157,17 @@ impl Postgres {
             settings,
         };
         pg.initdb();
-        pg.spawn().await;
+        // The free port may be taken by another test between its choice
+        // and the server's bind: then again on another one.
+        let mut tries = 0;
+        while let Err(log) = pg.spawn_once().await {
+            tries += 1;
+            if tries == 5 || !log.contains("Address already in use") {
+                panic!("postgres exited at start:\n{log}");
+            }
+            pg.stop();
+            pg.port = crate::closed_port();
+        }
         let (client, conn) = tokio_postgres::connect(&pg.url_of("postgres"), tokio_postgres::NoTls)
             .await
             .expect("connect to the throwaway server");
@@ -314,6 +324,14 @@ impl Postgres {
     /// Starts `postgres` on the data directory and port, and waits until it
     /// answers `SELECT 1` (polled, with a deadline).
     async fn spawn(&mut self) {
+        if let Err(log) = self.spawn_once().await {
+            panic!("postgres exited at start:\n{log}");
+        }
+    }
+
+    /// Starts the server and waits until it answers; `Err` with its log
+    /// when it exited at start.
+    async fn spawn_once(&mut self) -> Result<(), String> {
         let log = File::options()
             .create(true)
             .append(true)
@@ -356,10 +374,10 @@ impl Postgres {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("postgres exited with {status} at start:\n{}", self.log());
+                return Err(format!("{status}:\n{}", self.log()));
             }
             if ready(&url).await {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
