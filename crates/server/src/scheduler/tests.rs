@@ -195,6 +195,29 @@ async fn checks_every_interval_without_drift() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_result_is_taken_within_a_round_even_with_nothing_else_due() {
+    // Results are not woken for one by one but taken once a firing round
+    // (`take_done`); with one service at 300 s nothing else is due, and
+    // its result must still reach the writer within FIRE_TICK of the
+    // probe's end, not at the loop's idle tick (1 s) or the next check.
+    let mut h = Harness::start(
+        vec![polled(300, 2, 2)],
+        results(&[Pass], Duration::from_millis(700)),
+        0,
+    );
+    for _ in 0..3 {
+        let w = h.next(1).await;
+        let taken = h.clock.now_ms() - w[0].at.get();
+        let fire_tick = FIRE_TICK.as_millis() as i64;
+        assert!(
+            (700..=700 + fire_tick).contains(&taken),
+            "written {taken} ms after its start (takes 700 ms)"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failing_service_keeps_its_interval() {
     // No back-off: a failing service is checked as often as a healthy one
     // (the SPEC's back-offs are for mail and channel retries).
