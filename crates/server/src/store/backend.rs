@@ -18,12 +18,14 @@
 use super::{
     CheckRecord, DayUptime, DeliveryRecord, DigestItem, DigestRecord, EventRecord,
     NotificationRecord, PingTarget, Registered, Rollup, RoutedService, ServiceFilter, ServiceOrder,
-    ServiceRecord, SqliteStore, StateCounts, StoreError, TaggedPage, Uptime, UptimeWindows,
+    ServiceRecord, SqliteStore, StateCounts, StoreError, StoredPing, TaggedPage, Uptime,
+    UptimeWindows,
 };
 use crate::cluster::PgStore;
 use crate::silences::Silence;
 use healthchecker_core::channel::Channel;
 use healthchecker_core::cluster::Bucket;
+use healthchecker_core::heartbeat::Ping;
 use healthchecker_core::policy::DigestRule;
 use healthchecker_core::{ServiceId, ServiceSpec, UnixMs};
 use std::collections::{BTreeMap, HashMap};
@@ -215,6 +217,17 @@ impl Store {
         }
     }
 
+    /// The heartbeat pings kept for the services of `buckets`, oldest
+    /// first: the node that gains a bucket judges those its services' last
+    /// checks do not cover yet (docs/cluster.md, "Pings without an
+    /// owner"). None on SQLite, where nothing waits for an owner.
+    pub fn pings_in_buckets(&self, buckets: &[Bucket]) -> Result<Vec<StoredPing>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Pg { store, .. } => store.pings_in_buckets(buckets),
+        }
+    }
+
     /// Runs `f` on the SQLite writer connection (tests).
     #[cfg(test)]
     pub(crate) fn with_writer<T>(
@@ -301,8 +314,8 @@ dispatch! {
 
     /// The service a heartbeat ping id belongs to.
     fn service_by_ping_id(&self, ping_id: &str) -> Result<Option<PingTarget>, StoreError>;
-    /// Records a heartbeat ping.
-    fn record_ping(&self, id: ServiceId, at: UnixMs, success: bool) -> Result<(), StoreError>;
+    /// Records a heartbeat ping (on PostgreSQL, kept for its owner too).
+    fn record_ping(&self, id: ServiceId, at: UnixMs, ping: Ping, output: Option<&str>) -> Result<(), StoreError>;
 
     /// Uptime ratios of `ids`.
     fn uptime_ratios(&self, ids: &[ServiceId], now: i64) -> Result<HashMap<ServiceId, Uptime>, StoreError>;

@@ -18,6 +18,7 @@ use crate::store::{
 };
 use healthchecker_core::channel::Channel;
 use healthchecker_core::cluster::{Bucket, Epoch};
+use healthchecker_core::heartbeat::Ping;
 use healthchecker_core::{
     CheckResult, HealthState, RegisterRequest, ServiceId, ServiceSpec, UnixMs,
 };
@@ -280,8 +281,8 @@ fn services_register_update_pause_delete_and_list() {
 
 #[test]
 fn heartbeats_keep_their_ping_id_and_record_pings() {
-    let Some(db) = db() else { return };
-    let s = &db.store;
+    let Some(mut db) = db() else { return };
+    let s = &db.store.clone();
     let hb = spec_of(&serde_json::json!({"name": "job", "kind": "heartbeat", "period": 60}));
     let r = s.register(&hb, "h", 1_000, 10).unwrap().record;
     let ping = r.ping_id.clone().expect("a heartbeat gets a ping id");
@@ -290,13 +291,56 @@ fn heartbeats_keep_their_ping_id_and_record_pings() {
     assert_eq!(again.ping_id.as_deref(), Some(ping.as_str()));
     let target = s.service_by_ping_id(&ping).unwrap().unwrap();
     assert_eq!((target.id, target.name.as_str()), (r.id, "job"));
-    s.record_ping(r.id, UnixMs::new(5_000), false).unwrap();
-    s.record_ping(r.id, UnixMs::new(6_000), true).unwrap();
-    s.record_ping(r.id, UnixMs::new(7_000), false).unwrap();
-    let r = s.get_service("job").unwrap().unwrap();
-    assert_eq!(r.last_ping_at, Some(7_000));
-    assert_eq!(r.last_success_ping_at, Some(6_000));
+    s.record_ping(r.id, UnixMs::new(5_000), Ping::Fail, None)
+        .unwrap();
+    s.record_ping(r.id, UnixMs::new(6_000), Ping::Success, Some("done"))
+        .unwrap();
+    s.record_ping(r.id, UnixMs::new(7_000), Ping::Exit(3), None)
+        .unwrap();
+    let rec = s.get_service("job").unwrap().unwrap();
+    assert_eq!(rec.last_ping_at, Some(7_000));
+    assert_eq!(rec.last_success_ping_at, Some(6_000));
     assert!(s.service_by_ping_id("00").unwrap().is_none());
+    // The pings are kept for the bucket's next owner, oldest first…
+    let kept = |s: &PgStore| {
+        s.pings_in_buckets(&[Bucket::of("job")])
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.at.get(), p.ping, p.output))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        kept(s),
+        [
+            (5_000, Ping::Fail, None),
+            (6_000, Ping::Success, Some("done".to_string())),
+            (7_000, Ping::Exit(3), None)
+        ]
+    );
+    assert!(s
+        .pings_in_buckets(&[Bucket::of("other")])
+        .unwrap()
+        .is_empty());
+    // …for an hour: a ping deletes its service's older ones…
+    let later = 6_500 + super::pings::PING_KEEP_MS;
+    s.record_ping(r.id, UnixMs::new(later), Ping::Start, None)
+        .unwrap();
+    assert_eq!(
+        kept(s),
+        [(7_000, Ping::Exit(3), None), (later, Ping::Start, None)]
+    );
+    // …and a paused service's pings are not kept (it ignores them).
+    s.set_paused("job", true, later).unwrap();
+    s.record_ping(r.id, UnixMs::new(later + 1), Ping::Fail, None)
+        .unwrap();
+    assert_eq!(kept(s).len(), 2);
+    assert_eq!(
+        s.get_service("job").unwrap().unwrap().last_ping_at,
+        Some(later + 1)
+    );
+    // A deleted service's pings go with it.
+    s.delete("job", later + 2).unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM heartbeat_pings"), 0);
 }
 
 #[test]
