@@ -12,6 +12,9 @@
 //!   `claim_digests`, for `CLAIM_FOR`): the mail sender and the channel
 //!   dispatcher of every node call them, and each row (each digest) then
 //!   goes out from one node only.
+//! - On PostgreSQL every method runs once more when a connection it used
+//!   had been ended by the server (`PgStore::once_more`: a restart), so
+//!   that the first read or write after it does not fail.
 //! - SQLite-only helpers answer neutrally on PostgreSQL: [`Store::path`]
 //!   is `None`, [`Store::wal_bytes`] is 0 (`pg_stat_wal` is cluster-wide).
 
@@ -57,7 +60,7 @@ macro_rules! dispatch {
                 pub fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match &self.backend {
                         Backend::Sqlite(s) => s.$name($($arg),*),
-                        Backend::Pg { store, .. } => store.$name($($arg),*),
+                        Backend::Pg { store, .. } => store.once_more(|s| s.$name($($arg),*)),
                     }
                 }
             )*
@@ -135,6 +138,14 @@ impl Store {
         self.sqlite().map_or(0, |s| s.wal_bytes())
     }
 
+    /// Why the last write failed, if it did (cleared by the next success).
+    pub fn write_error(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.write_error(),
+            Backend::Pg { store, .. } => store.write_error(),
+        }
+    }
+
     /// `--keep-checks`: raw checks kept per service.
     pub fn set_keep_checks(&self, n: i64) {
         match &self.backend {
@@ -162,9 +173,9 @@ impl Store {
     ) -> Result<Vec<NotificationRecord>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.due_notifications(now, limit),
-            Backend::Pg { store, node } => {
-                store.claim_notifications(node, now, limit, crate::cluster::store::CLAIM_FOR)
-            }
+            Backend::Pg { store, node } => store.once_more(|s| {
+                s.claim_notifications(node, now, limit, crate::cluster::store::CLAIM_FOR)
+            }),
         }
     }
 
@@ -177,9 +188,9 @@ impl Store {
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.due_deliveries(now, limit),
-            Backend::Pg { store, node } => {
-                store.claim_deliveries(node, now, limit, crate::cluster::store::CLAIM_FOR)
-            }
+            Backend::Pg { store, node } => store.once_more(|s| {
+                s.claim_deliveries(node, now, limit, crate::cluster::store::CLAIM_FOR)
+            }),
         }
     }
 
@@ -194,9 +205,9 @@ impl Store {
     ) -> Result<Vec<DigestRecord>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.due_digests(outbox, now, limit),
-            Backend::Pg { store, node } => {
-                store.claim_digests(node, outbox, now, limit, crate::cluster::store::CLAIM_FOR)
-            }
+            Backend::Pg { store, node } => store.once_more(|s| {
+                s.claim_digests(node, outbox, now, limit, crate::cluster::store::CLAIM_FOR)
+            }),
         }
     }
 
@@ -213,7 +224,7 @@ impl Store {
                 .into_iter()
                 .filter(|r| buckets.contains(&Bucket::of(&r.spec.name)))
                 .collect()),
-            Backend::Pg { store, .. } => store.services_in_buckets(buckets),
+            Backend::Pg { store, .. } => store.once_more(|s| s.services_in_buckets(buckets)),
         }
     }
 
@@ -224,7 +235,7 @@ impl Store {
     pub fn pings_in_buckets(&self, buckets: &[Bucket]) -> Result<Vec<StoredPing>, StoreError> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(Vec::new()),
-            Backend::Pg { store, .. } => store.pings_in_buckets(buckets),
+            Backend::Pg { store, .. } => store.once_more(|s| s.pings_in_buckets(buckets)),
         }
     }
 
@@ -248,8 +259,6 @@ impl Store {
 }
 
 dispatch! {
-    /// Why the last write failed, if it did (cleared by the next success).
-    fn write_error(&self) -> Option<String>;
     /// True when the database answers a trivial query (`/health`).
     fn ping(&self) -> Result<(), StoreError>;
     /// Deletes what the retention rules let go (SPEC section 18); returns

@@ -1428,6 +1428,51 @@ fn reads_run_on_the_reader_threads_and_broken_connections_are_opened_again() {
 }
 
 #[test]
+fn every_read_and_write_runs_once_more_after_the_server_ended_its_connection() {
+    // Issue 18: after a PostgreSQL restart, a connection used within the
+    // last second (not asked first) fails its next statement; only the
+    // registration ran again, so the first read or other write answered
+    // a 500. Through the `Store` seam every one runs once more.
+    let Some(mut db) = db() else { return };
+    let store = crate::store::Store::postgres(db.store.clone(), "n");
+    let hb = spec_of(&serde_json::json!({"name": "job", "kind": "heartbeat", "period": 60}));
+    let id = store.register(&hb, "h", 0, 10).unwrap().record.id;
+    let mut round = |what: &str, f: &dyn Fn(&crate::store::Store) -> Result<(), StoreError>| {
+        // Used just now (within IDLE_CHECK), then ended by the server.
+        f(&store).unwrap_or_else(|e| panic!("{what} before: {e}"));
+        assert!(end_store_connections(&mut db) >= 1);
+        f(&store).unwrap_or_else(|e| panic!("{what} right after its connection ended: {e}"));
+    };
+    round("a read", &|s| {
+        s.get_service("job").map(|r| assert!(r.is_some()))
+    });
+    round("a list", &|s| s.load_all().map(|r| assert_eq!(r.len(), 1)));
+    round("a pause", &|s| s.set_paused("job", false, 1).map(drop));
+    round("a ping", &|s| {
+        s.record_ping(id, UnixMs::new(2), Ping::Fail, None)
+    });
+    round("a claim", &|s| s.due_notifications(3, 10).map(drop));
+    round("a bucket's read", &|s| {
+        s.services_in_buckets(&[Bucket::of("job")]).map(drop)
+    });
+    // Inside a reader closure (the API's reads), on a reader thread.
+    let reader = store.clone();
+    round("a read on a reader thread", &move |_| {
+        db_rt_block_on(reader.read(|s| s.get_service("job").map(drop)))
+    });
+}
+
+/// Runs `f` to completion on a runtime of its own (the test's thread is
+/// not a tokio worker).
+fn db_rt_block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
 fn the_writer_thread_batches_fences_and_reports_stale_buckets() {
     let Some(db) = db() else { return };
     let s = db.store.clone();
