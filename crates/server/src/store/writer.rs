@@ -185,6 +185,17 @@ impl WriterHandle {
         )
     }
 
+    /// The daemon is stopping: on PostgreSQL, failed commits are retried
+    /// for `grace` more at most, then left unwritten, counted and logged
+    /// (`PgWriterHandle::stop_retrying_after`), so that a node whose
+    /// database is unreachable still exits. SQLite's writer writes a local
+    /// file and has nothing to bound.
+    pub fn stop_retrying_after(&self, grace: std::time::Duration) {
+        if let HandleKind::Pg(h) = &self.tx {
+            h.stop_retrying_after(grace);
+        }
+    }
+
     /// Waits until everything queued before this call is committed, held
     /// plain checks, snapshot and roll-ups included.
     pub async fn flush(&self) {

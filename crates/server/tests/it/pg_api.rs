@@ -10,8 +10,8 @@
 //! (`HEALTHCHECKER_TEST_DB=postgres`, docs/cluster.md "Tests"), which
 //! skips this module (both halves would be PostgreSQL there). It stays for
 //! the first pass: a plain `cargo test` of the suite still puts the core
-//! of the API on PostgreSQL, and `/health` with the database stopped is
-//! tested only here.
+//! of the API on PostgreSQL, and `/health` with the database stopped (and
+//! the daemon stopping meanwhile) is tested only here.
 
 use healthchecker_testkit::postgres::Postgres;
 use healthchecker_testkit::{
@@ -282,8 +282,14 @@ async fn a_channel_gets_one_webhook_per_transition_and_a_silence_holds_it() {
     .await;
 }
 
+/// How long a daemon whose database is down may take to stop: the API's
+/// and the writer's grace periods (5 s each), a connection attempt or two,
+/// and a loaded machine's slack. Before the writer's retries were bounded
+/// at shutdown, it never stopped.
+const STOPS_WITHIN: Duration = Duration::from_secs(45);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_fails_while_postgresql_is_unreachable() {
+async fn health_fails_while_postgresql_is_unreachable_and_the_daemon_still_stops() {
     let Some(mut pg) = Postgres::start().await else {
         return;
     };
@@ -291,6 +297,16 @@ async fn health_fails_while_postgresql_is_unreachable() {
     let d = TestDaemon::start_with(move |c| c.postgres = Some(db)).await;
     let (s, h) = d.get("/health").await;
     assert_eq!((s, h["status"].as_str()), (200, Some("pass")), "{h}");
+    // A service checked every 5 s: results keep coming for the writer.
+    let t = HttpTarget::start(Mode::Pass).await;
+    let (s, v) = d
+        .register(json!({
+            "name": "web", "url": t.url("/health"), "email": ["ops@example.com"],
+            "interval": 5, "timeout": 2,
+        }))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    d.wait_state("web", "healthy", WAIT).await;
     tokio::task::block_in_place(|| pg.stop());
     let h = wait_for("/health to fail", WAIT, || async {
         let (s, h) = d.get("/health").await;
@@ -299,6 +315,12 @@ async fn health_fails_while_postgresql_is_unreachable() {
     .await;
     assert_eq!(h["status"], "fail", "{h}");
     assert!(h.to_string().contains("postgresql"), "says why: {h}");
-    // Not stopped cleanly: its writer would wait for the database.
-    drop(d);
+    // A check or two queued while the writer retries, then a clean stop
+    // (SIGTERM's path): it must end although the database never answers.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let stopping = std::time::Instant::now();
+    tokio::time::timeout(STOPS_WITHIN, d.stop())
+        .await
+        .expect("the daemon stops although PostgreSQL is down");
+    eprintln!("stopped in {:?}", stopping.elapsed());
 }
