@@ -298,6 +298,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX heartbeat_pings_service_at ON heartbeat_pings (service_id, at);
     "#,
+    // 8: a node that gave up its leases (its write backlog full) keeps its
+    // row and heartbeats, marked by `given_up_at`, instead of deleting the
+    // row: `GET /api/v1/cluster` shows it (state `given_up`), and the fair
+    // share counts only live nodes without the mark.
+    r#"
+    ALTER TABLE nodes ADD COLUMN given_up_at timestamptz;
+    "#,
 ];
 
 // Migration 1 writes the bucket count as a number: it must stay the core's.

@@ -284,10 +284,13 @@ fn beyond_its_backlog_a_node_gives_up_its_leases_and_counts_what_it_could_not_wr
         (Some("node-a".to_string()), again)
     );
     let nodes: i64 = sql
-        .query_one("SELECT count(*) FROM nodes WHERE id = 'node-a'", &[])
+        .query_one(
+            "SELECT count(*) FROM nodes WHERE id = 'node-a' AND given_up_at IS NULL",
+            &[],
+        )
         .unwrap()
         .get(0);
-    assert_eq!(nodes, 1);
+    assert_eq!(nodes, 1, "listed, and no longer given up");
     // And its checks are written again.
     record(4_000, 1);
     db._rt.block_on(handle.flush());
