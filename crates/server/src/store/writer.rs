@@ -154,11 +154,12 @@ impl WriterHandle {
     }
 
     /// Makes the writer thread exit (fault injection for the supervision
-    /// tests: the daemon must notice and stop). SQLite's writer only.
+    /// tests: the daemon must notice and stop), SQLite's or PostgreSQL's.
     #[cfg(any(test, feature = "fault-injection"))]
     pub(crate) async fn stop_for_tests(&self) {
-        if let HandleKind::Sqlite(tx) = &self.tx {
-            let _ = tx.send(Op::Stop).await;
+        match &self.tx {
+            HandleKind::Sqlite(tx) => drop(tx.send(Op::Stop).await),
+            HandleKind::Pg(h) => h.stop_for_tests(),
         }
     }
 

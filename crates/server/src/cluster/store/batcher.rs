@@ -122,6 +122,10 @@ enum Op {
     /// A result and the leases held when it was recorded.
     Check(Box<CheckWrite>, Arc<Held>),
     Flush(oneshot::Sender<()>),
+    /// Ends the thread after the batch in hand, as if it had died (the
+    /// supervision tests' fault hook, [`PgWriterHandle::stop_for_tests`]).
+    #[cfg(any(test, feature = "fault-injection"))]
+    Stop,
 }
 
 /// The held set as the handles last saw it: each recorded result carries
@@ -294,6 +298,14 @@ impl PgWriterHandle {
         }
     }
 
+    /// Makes the writer thread exit (fault injection for the supervision
+    /// tests: the daemon must notice, fail `/health` and stop), as
+    /// SQLite's `WriterHandle::stop_for_tests` does.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(crate) fn stop_for_tests(&self) {
+        let _ = self.tx.send(Op::Stop);
+    }
+
     /// Checks recorded and not yet committed or dropped.
     pub fn backlog(&self) -> usize {
         self.shared.depth.load(Ordering::Acquire)
@@ -414,6 +426,11 @@ fn run(
                     helds.push(held);
                 }
                 Some(Op::Flush(w)) => waiters.push(w),
+                #[cfg(any(test, feature = "fault-injection"))]
+                Some(Op::Stop) => {
+                    tracing::error!("the PostgreSQL writer thread stops (fault injection)");
+                    open = false;
+                }
                 None => open = false,
             }
             if !open || !waiters.is_empty() || batch.len() >= timing.max_batch {
