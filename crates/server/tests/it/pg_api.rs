@@ -324,3 +324,76 @@ async fn health_fails_while_postgresql_is_unreachable_and_the_daemon_still_stops
         .expect("the daemon stops although PostgreSQL is down");
     eprintln!("stopped in {:?}", stopping.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_ping_served_while_its_bucket_has_no_owner_is_judged_by_the_next_owner() {
+    // Issue 18: a ping served while no node held the service's bucket (a
+    // takeover's gap) was stored but never judged.
+    let Some(pg) = Postgres::start().await else {
+        return;
+    };
+    let db = healthchecker_server::cluster::PgDb::parse(&pg.url(), None).unwrap();
+    let pool = db.pool(1);
+    let d = TestDaemon::start_with(move |c| {
+        c.postgres = Some(db);
+        c.node_id = Some("solo".into());
+    })
+    .await;
+    let leases = |want: u64| {
+        let d = &d;
+        async move {
+            let (_, v) = d.get("/api/v1/cluster").await;
+            let n = v["nodes"]
+                .as_array()
+                .and_then(|ns| ns.iter().find(|n| n["id"] == "solo"))
+                .and_then(|n| n["leases"].as_u64());
+            (n == Some(want)).then_some(())
+        }
+    };
+    wait_for("solo holding every bucket", WAIT, || leases(1024)).await;
+    let name = "nightly";
+    let (s, v) = d
+        .register(json!({"name": name, "kind": "heartbeat", "period": 3600, "grace": 3600}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let url = v["ping_url"].as_str().expect("ping_url").to_string();
+    let (s, _) = d.post_json(&url, &json!({})).await;
+    assert_eq!(s, 200);
+    d.wait_state(name, "healthy", WAIT).await;
+    // Its bucket taken by a node that never works on it ("ghost", a lease
+    // of 10 s): solo loses it at its next round, and nobody judges pings.
+    let bucket = i32::from(healthchecker_core::cluster::Bucket::of(name).get());
+    pool.get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE buckets SET owner = 'ghost', epoch = epoch + 1, \
+             expires_at = now() + interval '10 seconds' WHERE bucket = $1",
+            &[&bucket],
+        )
+        .await
+        .unwrap();
+    // A round (every 2 s) has seen it gone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (s, v) = d.post_json(&format!("{url}/fail"), &json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        d.state(name).await,
+        "healthy",
+        "no owner judged the ping yet (else this test proves nothing)"
+    );
+    // The ghost's lease expires; solo claims the bucket back, reads it,
+    // and judges the ping it missed.
+    d.wait_state(name, "unhealthy", WAIT).await;
+    let (_, v) = d
+        .get(&format!(
+            "/api/v1/services/{}/checks?limit=1",
+            healthchecker_testkit::enc(name)
+        ))
+        .await;
+    assert_eq!(v["checks"][0]["result"], "fail", "{v}");
+    assert_eq!(v["checks"][0]["reason"], "fail ping", "{v}");
+    d.stop().await;
+    drop(pg);
+}
