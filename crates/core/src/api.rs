@@ -424,10 +424,40 @@ pub struct ClusterNode {
     pub heartbeat_at: Option<String>,
     /// Whether its heartbeat is within the lease expiry.
     pub live: bool,
+    /// What it does: `active` (live, takes its share of the buckets),
+    /// `given_up` (live, but it gave up its leases because its PostgreSQL
+    /// write backlog was full; it claims again once that has drained) or
+    /// `down` (no heartbeat within the lease expiry, or its row is gone).
+    pub state: NodeState,
     /// How many bucket leases it holds (unexpired).
     pub leases: usize,
     /// The buckets it holds as ranges, `"0-255"` or `"700"`, in order.
     pub held: Vec<String>,
+}
+
+/// [`ClusterNode::state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Live and taking its share of the buckets.
+    Active,
+    /// Live, but it gave up its leases (its write backlog was full) and
+    /// claims none until the backlog has drained.
+    GivenUp,
+    /// No heartbeat within the lease expiry (stopped, dead or cut off).
+    Down,
+}
+
+impl NodeState {
+    /// The word of the API and the dashboard: `active`, `given_up`, `down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Active => "active",
+            NodeState::GivenUp => "given_up",
+            NodeState::Down => "down",
+        }
+    }
 }
 
 impl ClusterNode {

@@ -123,6 +123,18 @@ impl Ping {
         }
     }
 
+    /// The URL form [`Ping::parse`] reads back: `""` (a success),
+    /// `"start"`, `"fail"` or an exit code. How a ping travels between the
+    /// nodes of a cluster and is stored until its owner judges it.
+    pub fn suffix(self) -> String {
+        match self {
+            Ping::Success => String::new(),
+            Ping::Start => "start".into(),
+            Ping::Fail => "fail".into(),
+            Ping::Exit(c) => c.to_string(),
+        }
+    }
+
     /// The check result it records; `None` for a start.
     pub fn result(self) -> Option<CheckResult> {
         match self {

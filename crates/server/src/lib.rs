@@ -371,6 +371,10 @@ pub async fn run(
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
+    // A database that does not answer must not keep the daemon from
+    // exiting: the writer's retries end after the grace period, and what
+    // is left unwritten is logged with its count.
+    writer_handle.stop_retrying_after(serve::SHUTDOWN_GRACE);
     writer_handle.flush().await;
     drop(writer_handle);
     writer.join();

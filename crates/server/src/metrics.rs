@@ -202,6 +202,10 @@ pub struct PgWriterSeries {
     /// `healthchecker_pg_checks_dropped_total{reason="backlog_full"}`:
     /// results refused because the backlog was at its bound.
     pub dropped_full: Counter,
+    /// `healthchecker_pg_checks_dropped_total{reason="shutdown"}`: results
+    /// left unwritten because the database did not answer within the
+    /// shutdown's grace period.
+    pub dropped_shutdown: Counter,
     /// `healthchecker_pg_leases_given_up_total`: times the backlog reached
     /// its bound and the node gave up its leases.
     pub leases_given_up: Counter,
@@ -210,7 +214,7 @@ pub struct PgWriterSeries {
 /// `reason` label of `healthchecker_pg_checks_dropped_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// `stale` or `backlog_full`.
+    /// `stale`, `backlog_full` or `shutdown`.
     pub reason: String,
 }
 
@@ -304,19 +308,21 @@ impl Metrics {
             "Check results a cluster node did not write to PostgreSQL, by reason",
             dropped.clone(),
         );
-        // Both reasons exist from the start (at 0); the writer counts on
+        // Every reason exists from the start (at 0); the writer counts on
         // clones of the family's own counters.
-        let [dropped_stale, dropped_full] = ["stale", "backlog_full"].map(|reason| {
-            dropped
-                .get_or_create(&ReasonLabel {
-                    reason: reason.into(),
-                })
-                .clone()
-        });
+        let [dropped_stale, dropped_full, dropped_shutdown] = ["stale", "backlog_full", "shutdown"]
+            .map(|reason| {
+                dropped
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.into(),
+                    })
+                    .clone()
+            });
         let pg_writer = PgWriterSeries {
             backlog: Gauge::default(),
             dropped_stale,
             dropped_full,
+            dropped_shutdown,
             leases_given_up: Counter::default(),
         };
         registry.register(

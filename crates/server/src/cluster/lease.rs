@@ -24,9 +24,10 @@
 //! while the signal is set (the writer's backlog is full, PostgreSQL
 //! being unreachable or too slow: `store/batcher.rs`), the published set
 //! is empty at once, and each round, once the database answers, releases
-//! every lease of the node and deletes its node row (so that the others
-//! count it out of the fair share and claim its buckets at their next
-//! round) instead of renewing and claiming. One such round runs after the
+//! every lease of the node and marks its node row given up
+//! (`nodes.given_up_at`, with a heartbeat: the others count it out of the
+//! fair share and claim its buckets at their next round, and the cluster
+//! view shows it as `given_up`) instead of renewing and claiming. One such round runs after the
 //! signal clears too, even if the database was unreachable throughout, so
 //! the node never renews a lease it stopped working on; the round after
 //! that claims as usual, each claim at a new epoch.
@@ -227,7 +228,8 @@ impl LeaseManager {
         tx.execute(
             "INSERT INTO nodes (id, addr) VALUES ($1, $2)
              ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, heartbeat_at = now(),
-                 started_at = CASE WHEN $3 THEN now() ELSE nodes.started_at END",
+                 started_at = CASE WHEN $3 THEN now() ELSE nodes.started_at END,
+                 given_up_at = NULL",
             &[&me, &self.cfg.addr, &self.first],
         )
         .await?;
@@ -237,7 +239,8 @@ impl LeaseManager {
             .get(0);
         let live: Vec<String> = tx
             .query(
-                "SELECT id FROM nodes WHERE heartbeat_at > now() - make_interval(secs => $1)",
+                "SELECT id FROM nodes
+                 WHERE heartbeat_at > now() - make_interval(secs => $1) AND given_up_at IS NULL",
                 &[&expiry_s],
             )
             .await?
@@ -347,8 +350,10 @@ impl LeaseManager {
     }
 
     /// The round of a node that gave up its leases: releases every lease
-    /// of the node and deletes its node row, in one transaction; the node
-    /// heartbeats (and sets `started_at`) again when it next claims.
+    /// of the node and marks its node row given up (`given_up_at`, kept
+    /// from the first such round) with a heartbeat, in one transaction:
+    /// the others count it out of the fair share, and the cluster view
+    /// shows it as `given_up`. Its next claiming round clears the mark.
     async fn release_on(
         &mut self,
         client: &mut deadpool_postgres::Client,
@@ -360,8 +365,13 @@ impl LeaseManager {
                 &[&self.cfg.node],
             )
             .await?;
-        tx.execute("DELETE FROM nodes WHERE id = $1", &[&self.cfg.node])
-            .await?;
+        tx.execute(
+            "INSERT INTO nodes (id, addr, given_up_at) VALUES ($1, $2, now())
+             ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, heartbeat_at = now(),
+                 given_up_at = coalesce(nodes.given_up_at, now())",
+            &[&self.cfg.node, &self.cfg.addr],
+        )
+        .await?;
         tx.commit().await?;
         if released > 0 {
             tracing::warn!(
@@ -371,7 +381,7 @@ impl LeaseManager {
             );
         }
         self.must_release = self.giving_up();
-        self.first = true;
+        self.first = false;
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use super::wake::{Event, Listener, Notifier, Wake};
 use super::{FenceError, Held, PgDb, PgStore};
 use crate::http::ClusterSource;
 use crate::metrics::Metrics;
-use crate::scheduler::{Command, LoadBuckets, Ownership, SchedulerHandle};
+use crate::scheduler::{BucketsRead, Command, LoadBuckets, Ownership, SchedulerHandle};
 use crate::store::Store;
 use deadpool_postgres::Pool;
 use healthchecker_core::ServiceId;
@@ -82,14 +82,22 @@ impl Node {
     }
 
     /// The scheduler's ownership: the held buckets, and their services read
-    /// again when gained.
+    /// again when gained, with the heartbeat pings the store kept for them
+    /// (the scheduler judges those no owner judged).
     pub fn ownership(&self) -> Ownership {
         let store = self.store.clone();
         let load: LoadBuckets = Arc::new(move |buckets| {
             let store = store.clone();
             Box::pin(async move {
                 store
-                    .read(move |s| s.services_in_buckets(&buckets))
+                    .read(move |s| {
+                        // Services first: a ping committed after their
+                        // read is newer than their last checks, so it is
+                        // judged, whichever read sees it.
+                        let services = s.services_in_buckets(&buckets)?;
+                        let pings = s.pings_in_buckets(&buckets)?;
+                        Ok(BucketsRead { services, pings })
+                    })
                     .await
                     .map_err(|e| e.to_string())
             })

@@ -281,6 +281,30 @@ const MIGRATIONS: &[&str] = &[
     UPDATE services SET rolled_through =
         (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM checks_id_seq);
     "#,
+    // 7: heartbeat pings kept until their service's owner judged them. A
+    // ping served while no node holds the service's bucket (start-up, a
+    // takeover's gap) reaches no scheduler; the node that gains the bucket
+    // judges the kept pings newer than the service's last check
+    // (docs/cluster.md, "Pings without an owner"). Each ping deletes its
+    // service's rows older than an hour (`PING_KEEP_MS`), so a service has
+    // at most an hour of pings here (30 a minute by the ping limit).
+    r#"
+    CREATE TABLE heartbeat_pings (
+        seq bigserial PRIMARY KEY,
+        service_id bigint NOT NULL REFERENCES services (id) ON DELETE CASCADE,
+        at bigint NOT NULL,
+        ping text NOT NULL,
+        output text
+    );
+    CREATE INDEX heartbeat_pings_service_at ON heartbeat_pings (service_id, at);
+    "#,
+    // 8: a node that gave up its leases (its write backlog full) keeps its
+    // row and heartbeats, marked by `given_up_at`, instead of deleting the
+    // row: `GET /api/v1/cluster` shows it (state `given_up`), and the fair
+    // share counts only live nodes without the mark.
+    r#"
+    ALTER TABLE nodes ADD COLUMN given_up_at timestamptz;
+    "#,
 ];
 
 // Migration 1 writes the bucket count as a number: it must stay the core's.

@@ -4,7 +4,7 @@
 
 use super::ClusterError;
 use deadpool_postgres::Pool;
-use healthchecker_core::api::{ClusterNode, ClusterStatus};
+use healthchecker_core::api::{ClusterNode, ClusterStatus, NodeState};
 use healthchecker_core::cluster::{Bucket, BucketSet, BUCKETS};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,7 +16,8 @@ pub const SQLITE: &str = "sqlite";
 
 /// The cluster as the tables say now: every node with a row, or with a
 /// lease that has not expired, by id; a node is live while its heartbeat
-/// is younger than `expiry` (the lease expiry). `me` is the answering
+/// is younger than `expiry` (the lease expiry), and `given_up` while live
+/// with its leases given up (`nodes.given_up_at`, `lease.rs`). `me` is the answering
 /// node. Times are PostgreSQL's.
 pub async fn read(pool: &Pool, me: &str, expiry: Duration) -> Result<ClusterStatus, ClusterError> {
     let mut client = pool.get().await?;
@@ -34,7 +35,8 @@ pub async fn read(pool: &Pool, me: &str, expiry: Duration) -> Result<ClusterStat
                 "SELECT id, addr,
                         (extract(epoch FROM started_at) * 1000)::bigint,
                         (extract(epoch FROM heartbeat_at) * 1000)::bigint,
-                        heartbeat_at > now() - make_interval(secs => $1)
+                        heartbeat_at > now() - make_interval(secs => $1),
+                        given_up_at IS NOT NULL
                  FROM nodes ORDER BY id",
                 &[&expiry_s],
             )
@@ -62,6 +64,12 @@ pub async fn read(pool: &Pool, me: &str, expiry: Duration) -> Result<ClusterStat
     let mut out: BTreeMap<String, ClusterNode> = BTreeMap::new();
     for r in &nodes {
         let id: String = r.get(0);
+        let live = r.get::<_, Option<bool>>(4).unwrap_or(false);
+        let state = match (live, r.get::<_, bool>(5)) {
+            (false, _) => NodeState::Down,
+            (true, true) => NodeState::GivenUp,
+            (true, false) => NodeState::Active,
+        };
         out.insert(
             id.clone(),
             ClusterNode {
@@ -69,7 +77,8 @@ pub async fn read(pool: &Pool, me: &str, expiry: Duration) -> Result<ClusterStat
                 addr: r.get(1),
                 started_at: r.get::<_, Option<i64>>(2).map(crate::clock::rfc3339),
                 heartbeat_at: r.get::<_, Option<i64>>(3).map(crate::clock::rfc3339),
-                live: r.get::<_, Option<bool>>(4).unwrap_or(false),
+                live,
+                state,
                 leases: 0,
                 held: Vec::new(),
             },
@@ -82,6 +91,7 @@ pub async fn read(pool: &Pool, me: &str, expiry: Duration) -> Result<ClusterStat
             started_at: None,
             heartbeat_at: None,
             live: false,
+            state: NodeState::Down,
             leases: 0,
             held: Vec::new(),
         });
@@ -109,6 +119,7 @@ pub fn single(addr: &str, started_at: i64, now: i64) -> ClusterStatus {
             started_at: Some(crate::clock::rfc3339(started_at)),
             heartbeat_at: Some(crate::clock::rfc3339(now)),
             live: true,
+            state: NodeState::Active,
             leases: usize::from(BUCKETS),
             held: ClusterNode::ranges_text(&BucketSet::ALL.ranges()),
         }],

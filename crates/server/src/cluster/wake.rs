@@ -95,17 +95,6 @@ pub enum Event {
 /// The listener's callback, awaited for each event in order.
 pub type OnEvent = Arc<dyn Fn(Event) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// The URL form of a ping (`""`, `"start"`, `"fail"`, an exit code), as
-/// [`Ping::parse`] reads it.
-fn ping_text(p: Ping) -> String {
-    match p {
-        Ping::Success => String::new(),
-        Ping::Start => "start".into(),
-        Ping::Fail => "fail".into(),
-        Ping::Exit(c) => c.to_string(),
-    }
-}
-
 /// The last `max` bytes of `s`, cut at a character boundary.
 fn tail(s: &str, max: usize) -> &str {
     let mut start = s.len().saturating_sub(max);
@@ -132,7 +121,7 @@ impl Wake {
                 at,
                 output,
             } => serde_json::json!({
-                "from": from, "id": id.get(), "name": name, "ping": ping_text(*ping),
+                "from": from, "id": id.get(), "name": name, "ping": ping.suffix(),
                 "at": at.get(), "output": output.as_deref().map(|o| tail(o, MAX_OUTPUT)),
             }),
         };

@@ -10,8 +10,10 @@
 //! nothing about which ids exist. The by-name route is a change like pause
 //! or resume: in token mode it needs the admin or the service's token.
 //!
-//! A ping is recorded in the store (its time) and handed to the scheduler,
-//! which judges it and writes the check; this module decides nothing.
+//! A ping is recorded in the store (its time; on PostgreSQL the ping too,
+//! for a node that gains the service's bucket later) and handed to the
+//! scheduler, which judges it and writes the check; this module decides
+//! nothing.
 
 use super::auth::Caller;
 use super::extract::{Body, ServiceName};
@@ -223,12 +225,13 @@ async fn deliver(
     body: &[u8],
 ) -> Result<Json<PingAnswer>, ApiError> {
     let at = crate::clock::now();
-    let success = ping.result() == Some(healthchecker_core::CheckResult::Pass);
+    let output = (!body.is_empty()).then(|| body_tail(body));
     let store = app.store.clone();
-    let r = tokio::task::spawn_blocking(move || store.record_ping(id, at, success)).await?;
+    let kept = output.clone();
+    let r = tokio::task::spawn_blocking(move || store.record_ping(id, at, ping, kept.as_deref()))
+        .await?;
     app.store.note_write(&r);
     r?;
-    let output = (!body.is_empty()).then(|| body_tail(body));
     if !app
         .scheduler
         .send(Command::Ping {

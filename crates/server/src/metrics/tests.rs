@@ -192,6 +192,7 @@ fn the_postgresql_writer_series_are_exported_from_the_start_and_count() {
         "healthchecker_pg_write_backlog 0",
         "healthchecker_pg_checks_dropped_total{reason=\"stale\"} 0",
         "healthchecker_pg_checks_dropped_total{reason=\"backlog_full\"} 0",
+        "healthchecker_pg_checks_dropped_total{reason=\"shutdown\"} 0",
         "healthchecker_pg_leases_given_up_total 0",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");

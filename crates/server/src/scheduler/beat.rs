@@ -71,8 +71,15 @@ impl Scheduler {
             return;
         }
         if !self.active.contains(e.bucket) {
-            // Another node runs this service (SPEC section 19): the ping
-            // reaches it through the cluster's wake-ups.
+            let bucket = e.bucket;
+            if self.held.contains(bucket) && self.loading[usize::from(bucket.get())] != 0 {
+                // Gained, its services still being read: the read may
+                // have missed this ping, so it waits for the read.
+                self.await_ping(bucket, id, ping, when, output);
+            }
+            // Otherwise another node runs this service (SPEC section 19):
+            // the ping reaches it through the cluster's wake-ups, or the
+            // node that gains its bucket judges it from the store.
             return;
         }
         let generation = e.generation;

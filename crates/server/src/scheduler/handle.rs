@@ -2,7 +2,7 @@
 //! the handle the API holds.
 
 use crate::clock::Clock;
-use crate::store::ServiceRecord;
+use crate::store::{ServiceRecord, StoredPing};
 use healthchecker_core::heartbeat::Ping;
 use healthchecker_core::{ServiceId, UnixMs};
 use std::sync::Arc;
@@ -81,15 +81,38 @@ pub struct Ownership {
     pub load: Option<LoadBuckets>,
 }
 
-/// Reads the current records of every service in the given buckets (an
-/// error is logged and the read retried with back-off).
+/// Reads the current records of every service in the given buckets, and
+/// the heartbeat pings kept for them (an error is logged and the read
+/// retried with back-off).
 pub type LoadBuckets = Arc<
     dyn Fn(
             Vec<healthchecker_core::cluster::Bucket>,
-        ) -> futures_util::future::BoxFuture<'static, Result<Vec<ServiceRecord>, String>>
+        ) -> futures_util::future::BoxFuture<'static, Result<BucketsRead, String>>
         + Send
         + Sync,
 >;
+
+/// What [`LoadBuckets`] reads for gained buckets.
+#[derive(Debug, Default)]
+pub struct BucketsRead {
+    /// Every service of the buckets, as stored.
+    pub services: Vec<ServiceRecord>,
+    /// The heartbeat pings the store kept for them, oldest first
+    /// (`Store::pings_in_buckets`): the scheduler judges those after each
+    /// service's stored last check, which no owner judged (a ping served
+    /// while the bucket had none).
+    pub pings: Vec<StoredPing>,
+}
+
+impl From<Vec<ServiceRecord>> for BucketsRead {
+    /// Services without kept pings.
+    fn from(services: Vec<ServiceRecord>) -> Self {
+        BucketsRead {
+            services,
+            pings: Vec::new(),
+        }
+    }
+}
 
 impl std::fmt::Debug for Ownership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -34,7 +34,7 @@ mod record;
 mod tests;
 mod timetable;
 
-pub use handle::{Command, LoadBuckets, Ownership, SchedulerConfig, SchedulerHandle};
+pub use handle::{BucketsRead, Command, LoadBuckets, Ownership, SchedulerConfig, SchedulerHandle};
 pub use probe::INTERNAL_ERROR;
 
 use crate::metrics::Metrics;
@@ -177,6 +177,7 @@ fn start_with(
         load_seq: 0,
         load: None,
         held_until: None,
+        awaiting_pings: Vec::new(),
     };
     tracker.spawn(s.run(services, rx, cancel));
     SchedulerHandle { tx, alive }
@@ -217,6 +218,11 @@ struct Scheduler {
     /// ([`Held::valid_until`](crate::cluster::Held::valid_until)): past
     /// it, nothing is fired or applied, whatever the channel says yet.
     held_until: Option<Instant>,
+    /// Pings of services whose bucket is held but still being read (a
+    /// wake-up that came after the read): judged with the read's kept
+    /// pings once it arrives (`owned.rs`), at most
+    /// [`owned::MAX_AWAITING_PINGS`].
+    awaiting_pings: Vec<(Bucket, crate::store::StoredPing)>,
 }
 
 impl Scheduler {
@@ -302,7 +308,7 @@ impl Scheduler {
                     let (set, until) = held.unwrap_or((BucketSet::EMPTY, None));
                     self.on_held(set, until, &loaded_tx, &cancel);
                 }
-                Some(loaded) = loaded_rx.recv() => self.on_loaded(loaded),
+                Some(loaded) = loaded_rx.recv() => self.on_loaded(loaded).await,
                 _ = tokio::time::sleep_until(next) => {
                     last_fire = Instant::now();
                     self.take_done(&mut done_rx, &ctx).await;

@@ -12,6 +12,14 @@
 //! Each change walks the entries once: changes of the held set are rare
 //! (a node joining, leaving or dying), checks are not.
 //!
+//! A heartbeat ping served while no node held the service's bucket (a
+//! takeover's gap, start-up) reached no scheduler; the store keeps it
+//! (`heartbeat_pings`), and the read of a gained bucket brings the kept
+//! pings: those after the service's stored last check were judged by no
+//! owner, and are judged here once the bucket is active, in the order
+//! received ([`Scheduler::on_loaded`]). A ping that arrives while the read
+//! runs waits for it. docs/cluster.md, "Pings without an owner".
+//!
 //! The held set also carries its deadline on the local monotonic clock
 //! ([`Held::valid_until`]); the loop checks it before each firing round
 //! and before applying a result ([`Scheduler::expire_held_if_due`]), not
@@ -20,12 +28,13 @@
 //! stopped, whichever of its tasks the runtime wakes first.
 
 use super::timetable::Due;
-use super::{LoadBuckets, Scheduler};
+use super::{BucketsRead, LoadBuckets, Scheduler};
 use crate::cluster::Held;
-use crate::store::ServiceRecord;
+use crate::store::{ServiceRecord, StoredPing};
 use healthchecker_core::cluster::{Bucket, BucketSet};
+use healthchecker_core::heartbeat::Ping;
 use healthchecker_core::schedule::first_due;
-use healthchecker_core::ServiceId;
+use healthchecker_core::{ServiceId, UnixMs};
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -37,11 +46,17 @@ use tokio_util::sync::CancellationToken;
 const LOAD_RETRY: Duration = Duration::from_millis(250);
 const LOAD_RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// The services read for gained buckets.
+/// Pings that may wait for the read of their gained bucket: a read takes
+/// milliseconds, and a service sends at most 30 pings a minute; beyond
+/// this many (a read retried for long) a ping is dropped with a warning.
+pub(super) const MAX_AWAITING_PINGS: usize = 4_096;
+
+/// The services read for gained buckets, and their kept pings.
 pub(super) struct Loaded {
     seq: u64,
     buckets: Vec<Bucket>,
     records: Vec<ServiceRecord>,
+    pings: Vec<StoredPing>,
 }
 
 /// The buckets of a held set.
@@ -145,12 +160,42 @@ impl Scheduler {
         }
     }
 
+    /// Keeps a ping of a service whose gained bucket is still being read,
+    /// for [`Scheduler::on_loaded`].
+    pub(super) fn await_ping(
+        &mut self,
+        bucket: Bucket,
+        id: ServiceId,
+        ping: Ping,
+        at: UnixMs,
+        output: Option<String>,
+    ) {
+        if self.awaiting_pings.len() >= MAX_AWAITING_PINGS {
+            tracing::warn!(
+                service = id.get(),
+                "too many pings wait for their buckets' reads: one dropped"
+            );
+            return;
+        }
+        self.awaiting_pings.push((
+            bucket,
+            StoredPing {
+                service: id,
+                at,
+                ping,
+                output,
+            },
+        ));
+    }
+
     /// `lost` leaves the active set; its services get a new generation
     /// (their timetable entries and results in flight are dropped).
     fn lose(&mut self, lost: BucketSet) {
         if lost.is_empty() {
             return;
         }
+        // The next owner judges them from the store.
+        self.awaiting_pings.retain(|(b, _)| !lost.contains(*b));
         self.active = self.active.minus(&lost);
         for b in lost.iter() {
             self.loading[usize::from(b.get())] = 0;
@@ -168,8 +213,9 @@ impl Scheduler {
 
     /// The services of gained buckets as stored: the entries of the
     /// buckets still awaited are replaced (state, counters, heartbeat
-    /// clock), those deleted meanwhile removed, and the buckets activated.
-    pub(super) fn on_loaded(&mut self, loaded: Loaded) {
+    /// clock), those deleted meanwhile removed, and the buckets activated;
+    /// then the pings no owner judged are judged ([`unjudged`]).
+    pub(super) async fn on_loaded(&mut self, loaded: Loaded) {
         let mut fresh = BucketSet::EMPTY;
         for b in loaded.buckets {
             let slot = &mut self.loading[usize::from(b.get())];
@@ -210,7 +256,33 @@ impl Scheduler {
             self.entries.insert(id, entry);
         }
         self.deps = None;
+        let mut pings = loaded.pings;
+        let mut waited = Vec::new();
+        for (b, p) in std::mem::take(&mut self.awaiting_pings) {
+            if fresh.contains(b) {
+                pings.push(p);
+            } else if self.loading[usize::from(b.get())] != 0 {
+                waited.push((b, p));
+            }
+        }
+        self.awaiting_pings = waited;
+        let pings = unjudged(pings, |id| {
+            self.entries
+                .get(&id)
+                .filter(|e| fresh.contains(e.bucket) && e.beat.is_some() && !e.paused)
+                .map(|e| e.last_check)
+        });
         self.activate(fresh);
+        if !pings.is_empty() {
+            tracing::info!(
+                pings = pings.len(),
+                "judging heartbeat pings received while their buckets had no owner"
+            );
+        }
+        let now = self.mono_ms();
+        for p in pings {
+            self.on_ping(p.service, p.ping, p.at, p.output, now).await;
+        }
     }
 
     /// Starts the services of `buckets`: a polled one on its previous
@@ -249,6 +321,27 @@ impl Scheduler {
     }
 }
 
+/// The pings of `pings` (kept by the store, or waiting for a read) that
+/// no owner judged, in the order received: each once (the store's copy
+/// and the wake-up's of one ping are the same ping), of a service
+/// `last_check` knows (`Some(its stored last check)`: a heartbeat of a
+/// fresh bucket, not paused), and after that last check (a judged ping's
+/// check is stored at the ping's time; the old owner's writes are
+/// fenced, so once this node holds the bucket the stored last check is
+/// final).
+pub(super) fn unjudged(
+    mut pings: Vec<StoredPing>,
+    last_check: impl Fn(ServiceId) -> Option<Option<i64>>,
+) -> Vec<StoredPing> {
+    pings.sort_by_key(|p| (p.at, p.service, p.ping.suffix()));
+    pings.dedup_by(|a, b| (a.at, a.service, a.ping) == (b.at, b.service, b.ping));
+    pings.retain(|p| match last_check(p.service) {
+        Some(last) => last.is_none_or(|l| p.at.get() > l),
+        None => false,
+    });
+    pings
+}
+
 /// Reads the services of `buckets` until it works (or the scheduler
 /// stops), then hands them to the loop.
 async fn load_until_read(
@@ -265,12 +358,13 @@ async fn load_until_read(
             r = load(buckets.clone()) => r,
         };
         match read {
-            Ok(records) => {
+            Ok(BucketsRead { services, pings }) => {
                 let _ = tx
                     .send(Loaded {
                         seq,
                         buckets,
-                        records,
+                        records: services,
+                        pings,
                     })
                     .await;
                 return;

@@ -605,7 +605,7 @@ async fn a_gained_bucket_starts_from_the_state_its_previous_owner_stored() {
     let load: LoadBuckets = Arc::new(move |buckets| {
         seen.lock().unwrap().push(buckets);
         let rec = stored.clone();
-        Box::pin(async move { Ok(vec![rec]) })
+        Box::pin(async move { Ok(vec![rec].into()) })
     });
     let (held, rx) = tokio::sync::watch::channel(holding(&[]));
     let mut h = Harness::start_owning(
@@ -700,7 +700,7 @@ async fn gain_web(
     let at = gain.clone();
     let load: LoadBuckets = Arc::new(move |_| {
         let rec = stored(*at.lock().unwrap());
-        Box::pin(async move { Ok(vec![rec]) })
+        Box::pin(async move { Ok(vec![rec].into()) })
     });
     let (held, rx) = tokio::sync::watch::channel(holding(&[]));
     let mut h = Harness::start_owning(
@@ -873,5 +873,134 @@ async fn checks_beyond_the_probe_slots_wait_for_a_slot() {
         first.iter().map(|w| w.service_id.get()).collect();
     assert_eq!(checked, (1..=5).collect(), "each service once, in turn");
     assert_eq!(peak.load(SeqCst), 2, "two slots, both used, never more");
+    h.stop().await;
+}
+
+/// The heartbeat "backup" (id 9, a period and grace of an hour: no
+/// deadline falls within these tests), stored healthy, last checked at
+/// `T0 + 10 s`.
+fn backup_checked() -> ServiceRecord {
+    let mut hb = service(
+        9,
+        serde_json::json!({"name": "backup", "kind": "heartbeat", "period": 3600, "grace": 3600}),
+    );
+    hb.state = Healthy;
+    hb.last_check = Some(crate::store::LastCheck {
+        at: T0 + 10_000,
+        result: Pass,
+        reason: None,
+        duration_us: 0,
+    });
+    hb
+}
+
+fn kept(service: i64, at: i64, ping: Ping) -> crate::store::StoredPing {
+    crate::store::StoredPing {
+        service: ServiceId::new(service),
+        at: UnixMs::new(at),
+        ping,
+        output: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn pings_served_while_a_bucket_had_no_owner_are_judged_by_the_node_that_gains_it() {
+    // Stored while nobody held the bucket: a success the previous owner
+    // judged (before the last check), then a failure, a start and an exit
+    // code 0 that nobody judged, and a ping of a service not known here.
+    let read = BucketsRead {
+        services: vec![backup_checked()],
+        pings: vec![
+            kept(9, T0 + 5_000, Ping::Success),
+            kept(9, T0 + 20_000, Ping::Fail),
+            kept(9, T0 + 30_000, Ping::Start),
+            kept(9, T0 + 32_000, Ping::Exit(0)),
+            kept(42, T0 + 33_000, Ping::Fail),
+        ],
+    };
+    let read = Arc::new(Mutex::new(Some(read)));
+    let load: LoadBuckets = Arc::new(move |_| {
+        let r = read.lock().unwrap().take().unwrap_or_default();
+        Box::pin(async move { Ok(r) })
+    });
+    let (held, rx) = tokio::sync::watch::channel(holding(&[]));
+    let mut h = Harness::start_owning(
+        vec![backup_checked()],
+        results(&[Pass], Duration::ZERO),
+        0,
+        Some(Ownership {
+            held: rx,
+            load: Some(load),
+        }),
+    );
+    h.quiet_for(Duration::from_secs(60)).await;
+    held.send(holding(&["backup"])).unwrap();
+    let w = h.next(2).await;
+    assert_eq!(
+        (w[0].at.get(), w[0].result, w[0].state),
+        (T0 + 20_000, Fail, Unhealthy),
+        "the fail ping becomes a check at its time: {w:?}"
+    );
+    assert_eq!(w[0].reason.as_deref(), Some("fail ping"));
+    assert!(w[0].transition.is_some(), "healthy -> unhealthy");
+    assert_eq!(
+        (w[1].at.get(), w[1].result, w[1].state, w[1].duration_us),
+        (T0 + 32_000, Pass, Healthy, 2_000_000),
+        "the run opened by the start ping"
+    );
+    // Each once: the success before the last check was judged already.
+    h.quiet_for(Duration::from_secs(600)).await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ping_that_arrives_while_its_gained_bucket_is_read_is_judged_once_after_the_read() {
+    // The read takes a second; the fail ping comes meanwhile (its wake-up)
+    // and is in the read too (committed before it): one check.
+    let load: LoadBuckets = Arc::new(move |_| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(BucketsRead {
+                services: vec![backup_checked()],
+                pings: vec![kept(9, T0 + 60_000, Ping::Fail)],
+            })
+        })
+    });
+    let (held, rx) = tokio::sync::watch::channel(holding(&[]));
+    let mut h = Harness::start_owning(
+        vec![backup_checked()],
+        results(&[Pass], Duration::ZERO),
+        0,
+        Some(Ownership {
+            held: rx,
+            load: Some(load),
+        }),
+    );
+    h.quiet_for(Duration::from_secs(60)).await;
+    held.send(holding(&["backup"])).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for (at, ping) in [(T0 + 60_000, Ping::Fail), (T0 + 60_050, Ping::Exit(2))] {
+        assert!(
+            h.handle
+                .send(Command::Ping {
+                    id: ServiceId::new(9),
+                    ping,
+                    at: UnixMs::new(at),
+                    output: None,
+                })
+                .await
+        );
+    }
+    let w = h.next(2).await;
+    assert_eq!(
+        (w[0].at.get(), w[0].result, w[0].state),
+        (T0 + 60_000, Fail, Unhealthy)
+    );
+    assert_eq!(
+        (w[1].at.get(), w[1].reason.as_deref()),
+        (T0 + 60_050, Some("exit code 2")),
+        "the ping only the wake-up brought"
+    );
+    h.quiet_for(Duration::from_secs(600)).await;
     h.stop().await;
 }

@@ -12,18 +12,23 @@
 //!   `claim_digests`, for `CLAIM_FOR`): the mail sender and the channel
 //!   dispatcher of every node call them, and each row (each digest) then
 //!   goes out from one node only.
+//! - On PostgreSQL every method runs once more when a connection it used
+//!   had been ended by the server (`PgStore::once_more`: a restart), so
+//!   that the first read or write after it does not fail.
 //! - SQLite-only helpers answer neutrally on PostgreSQL: [`Store::path`]
 //!   is `None`, [`Store::wal_bytes`] is 0 (`pg_stat_wal` is cluster-wide).
 
 use super::{
     CheckRecord, DayUptime, DeliveryRecord, DigestItem, DigestRecord, EventRecord,
     NotificationRecord, PingTarget, Registered, Rollup, RoutedService, ServiceFilter, ServiceOrder,
-    ServiceRecord, SqliteStore, StateCounts, StoreError, TaggedPage, Uptime, UptimeWindows,
+    ServiceRecord, SqliteStore, StateCounts, StoreError, StoredPing, TaggedPage, Uptime,
+    UptimeWindows,
 };
 use crate::cluster::PgStore;
 use crate::silences::Silence;
 use healthchecker_core::channel::Channel;
 use healthchecker_core::cluster::Bucket;
+use healthchecker_core::heartbeat::Ping;
 use healthchecker_core::policy::DigestRule;
 use healthchecker_core::{ServiceId, ServiceSpec, UnixMs};
 use std::collections::{BTreeMap, HashMap};
@@ -55,7 +60,7 @@ macro_rules! dispatch {
                 pub fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match &self.backend {
                         Backend::Sqlite(s) => s.$name($($arg),*),
-                        Backend::Pg { store, .. } => store.$name($($arg),*),
+                        Backend::Pg { store, .. } => store.once_more(|s| s.$name($($arg),*)),
                     }
                 }
             )*
@@ -133,6 +138,14 @@ impl Store {
         self.sqlite().map_or(0, |s| s.wal_bytes())
     }
 
+    /// Why the last write failed, if it did (cleared by the next success).
+    pub fn write_error(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.write_error(),
+            Backend::Pg { store, .. } => store.write_error(),
+        }
+    }
+
     /// `--keep-checks`: raw checks kept per service.
     pub fn set_keep_checks(&self, n: i64) {
         match &self.backend {
@@ -160,9 +173,9 @@ impl Store {
     ) -> Result<Vec<NotificationRecord>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.due_notifications(now, limit),
-            Backend::Pg { store, node } => {
-                store.claim_notifications(node, now, limit, crate::cluster::store::CLAIM_FOR)
-            }
+            Backend::Pg { store, node } => store.once_more(|s| {
+                s.claim_notifications(node, now, limit, crate::cluster::store::CLAIM_FOR)
+            }),
         }
     }
 
@@ -175,9 +188,9 @@ impl Store {
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.due_deliveries(now, limit),
-            Backend::Pg { store, node } => {
-                store.claim_deliveries(node, now, limit, crate::cluster::store::CLAIM_FOR)
-            }
+            Backend::Pg { store, node } => store.once_more(|s| {
+                s.claim_deliveries(node, now, limit, crate::cluster::store::CLAIM_FOR)
+            }),
         }
     }
 
@@ -192,9 +205,9 @@ impl Store {
     ) -> Result<Vec<DigestRecord>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.due_digests(outbox, now, limit),
-            Backend::Pg { store, node } => {
-                store.claim_digests(node, outbox, now, limit, crate::cluster::store::CLAIM_FOR)
-            }
+            Backend::Pg { store, node } => store.once_more(|s| {
+                s.claim_digests(node, outbox, now, limit, crate::cluster::store::CLAIM_FOR)
+            }),
         }
     }
 
@@ -211,7 +224,18 @@ impl Store {
                 .into_iter()
                 .filter(|r| buckets.contains(&Bucket::of(&r.spec.name)))
                 .collect()),
-            Backend::Pg { store, .. } => store.services_in_buckets(buckets),
+            Backend::Pg { store, .. } => store.once_more(|s| s.services_in_buckets(buckets)),
+        }
+    }
+
+    /// The heartbeat pings kept for the services of `buckets`, oldest
+    /// first: the node that gains a bucket judges those its services' last
+    /// checks do not cover yet (docs/cluster.md, "Pings without an
+    /// owner"). None on SQLite, where nothing waits for an owner.
+    pub fn pings_in_buckets(&self, buckets: &[Bucket]) -> Result<Vec<StoredPing>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Pg { store, .. } => store.once_more(|s| s.pings_in_buckets(buckets)),
         }
     }
 
@@ -235,8 +259,6 @@ impl Store {
 }
 
 dispatch! {
-    /// Why the last write failed, if it did (cleared by the next success).
-    fn write_error(&self) -> Option<String>;
     /// True when the database answers a trivial query (`/health`).
     fn ping(&self) -> Result<(), StoreError>;
     /// Deletes what the retention rules let go (SPEC section 18); returns
@@ -301,8 +323,8 @@ dispatch! {
 
     /// The service a heartbeat ping id belongs to.
     fn service_by_ping_id(&self, ping_id: &str) -> Result<Option<PingTarget>, StoreError>;
-    /// Records a heartbeat ping.
-    fn record_ping(&self, id: ServiceId, at: UnixMs, success: bool) -> Result<(), StoreError>;
+    /// Records a heartbeat ping (on PostgreSQL, kept for its owner too).
+    fn record_ping(&self, id: ServiceId, at: UnixMs, ping: Ping, output: Option<&str>) -> Result<(), StoreError>;
 
     /// Uptime ratios of `ids`.
     fn uptime_ratios(&self, ids: &[ServiceId], now: i64) -> Result<HashMap<ServiceId, Uptime>, StoreError>;

@@ -49,7 +49,7 @@ pub use events::{EventKind, EventRecord, MAX_EVENTS_PER_SERVICE, RETAIN_EVENTS_M
 pub use outbox::{
     NotificationRecord, NotificationStatus, GIVE_UP_UNSENT_MS, RETAIN_FAILED_MAIL_MS,
 };
-pub use pings::PingTarget;
+pub use pings::{PingTarget, StoredPing};
 pub(crate) use readers::ReaderPool;
 pub use readers::{ReadFailure, READER_THREADS, READ_QUEUE};
 pub use rollup::{Rollup, Uptime, BOUNDS_US, RETAIN_DAYS, RETAIN_HOURS};

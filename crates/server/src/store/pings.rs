@@ -1,7 +1,8 @@
 //! Heartbeat services' ping ids and ping times (SPEC section 15).
 
 use super::{lock, SqliteStore, StoreError};
-use healthchecker_core::{ServiceId, UnixMs};
+use healthchecker_core::heartbeat::Ping;
+use healthchecker_core::{CheckResult, ServiceId, UnixMs};
 use rusqlite::{params, OptionalExtension};
 
 /// The service a ping id belongs to.
@@ -11,6 +12,22 @@ pub struct PingTarget {
     pub id: ServiceId,
     /// Name.
     pub name: String,
+}
+
+/// A heartbeat ping as the PostgreSQL store keeps it until the service's
+/// owner has judged it (`heartbeat_pings`, docs/cluster.md, "Pings
+/// without an owner"): a node that gains the service's bucket judges the
+/// ones newer than the service's last check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPing {
+    /// The heartbeat service.
+    pub service: ServiceId,
+    /// When it was received (Unix ms).
+    pub at: UnixMs,
+    /// What it said.
+    pub ping: Ping,
+    /// The tail of its body, if it had one.
+    pub output: Option<String>,
 }
 
 /// A new ping id: 128 random bits, hex (SPEC section 15).
@@ -39,7 +56,16 @@ impl SqliteStore {
 
     /// Records a heartbeat's ping time (and, for a success, its new
     /// deadline base); the check itself goes through the batch writer.
-    pub fn record_ping(&self, id: ServiceId, at: UnixMs, success: bool) -> Result<(), StoreError> {
+    /// The ping and its output are not kept: the one scheduler of a SQLite
+    /// daemon runs every service, so no ping waits for an owner.
+    pub fn record_ping(
+        &self,
+        id: ServiceId,
+        at: UnixMs,
+        ping: Ping,
+        _output: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let success = ping.result() == Some(CheckResult::Pass);
         let conn = lock(&self.writer);
         conn.prepare_cached(
             "UPDATE services SET last_ping_at = ?2, \

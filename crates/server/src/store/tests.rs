@@ -1,5 +1,6 @@
 use super::*;
 use crate::store::writer::Writer;
+use healthchecker_core::heartbeat::Ping;
 use healthchecker_core::{
     CheckResult, HealthState, Protocol, RegisterRequest, ServiceId, ServiceSpec, UnixMs,
 };
@@ -495,10 +496,10 @@ fn a_heartbeat_keeps_its_ping_id_and_records_its_pings() {
     assert_eq!((found.id, found.name.as_str()), (reg.record.id, "job"));
     assert!(store.service_by_ping_id("nope").unwrap().is_none());
     store
-        .record_ping(found.id, UnixMs::new(5_000), true)
+        .record_ping(found.id, UnixMs::new(5_000), Ping::Success, None)
         .unwrap();
     store
-        .record_ping(found.id, UnixMs::new(6_000), false)
+        .record_ping(found.id, UnixMs::new(6_000), Ping::Fail, Some("out"))
         .unwrap();
     let rec = store.get_service("job").unwrap().unwrap();
     assert_eq!(

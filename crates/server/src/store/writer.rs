@@ -154,11 +154,12 @@ impl WriterHandle {
     }
 
     /// Makes the writer thread exit (fault injection for the supervision
-    /// tests: the daemon must notice and stop). SQLite's writer only.
+    /// tests: the daemon must notice and stop), SQLite's or PostgreSQL's.
     #[cfg(any(test, feature = "fault-injection"))]
     pub(crate) async fn stop_for_tests(&self) {
-        if let HandleKind::Sqlite(tx) = &self.tx {
-            let _ = tx.send(Op::Stop).await;
+        match &self.tx {
+            HandleKind::Sqlite(tx) => drop(tx.send(Op::Stop).await),
+            HandleKind::Pg(h) => h.stop_for_tests(),
         }
     }
 
@@ -183,6 +184,17 @@ impl WriterHandle {
             },
             captured,
         )
+    }
+
+    /// The daemon is stopping: on PostgreSQL, failed commits are retried
+    /// for `grace` more at most, then left unwritten, counted and logged
+    /// (`PgWriterHandle::stop_retrying_after`), so that a node whose
+    /// database is unreachable still exits. SQLite's writer writes a local
+    /// file and has nothing to bound.
+    pub fn stop_retrying_after(&self, grace: std::time::Duration) {
+        if let HandleKind::Pg(h) = &self.tx {
+            h.stop_retrying_after(grace);
+        }
     }
 
     /// Waits until everything queued before this call is committed, held

@@ -4,7 +4,7 @@
 //! across nodes, against a real, throwaway PostgreSQL. Every wait is a
 //! condition with a generous deadline.
 
-use healthchecker_core::api::ClusterStatus;
+use healthchecker_core::api::{ClusterStatus, NodeState};
 use healthchecker_core::heartbeat::Ping;
 use healthchecker_core::{ServiceId, UnixMs};
 use healthchecker_server::cluster::wake::{self, Event, Listener, OnEvent, Wake};
@@ -38,6 +38,7 @@ async fn a_lone_daemon_is_one_live_node_holding_every_bucket() {
     let n = &c.nodes[0];
     assert_eq!(n.id, me);
     assert!(n.live);
+    assert_eq!(n.state, NodeState::Active);
     assert_eq!(n.leases, 1024);
     assert_eq!(n.held, ["0-1023"]);
     for t in [&n.started_at, &n.heartbeat_at] {
@@ -56,6 +57,7 @@ async fn a_lone_daemon_is_one_live_node_holding_every_bucket() {
     let page = d.text("/cluster").await;
     assert!(page.contains(&format!("data-node=\"{me}\"")), "{page}");
     assert!(page.contains("data-leases=\"1024\""), "{page}");
+    assert!(page.contains("data-state=\"active\""), "{page}");
     assert!(page.contains("0-1023"), "{page}");
 }
 
@@ -132,6 +134,94 @@ async fn the_postgresql_read_lists_both_nodes_with_their_leases() {
     })
     .await;
     a.stop().await;
+}
+
+#[tokio::test]
+async fn the_postgresql_read_shows_a_node_that_gave_up_its_leases() {
+    // Issue 18: a node that gave up its leases (its write backlog full)
+    // deleted its row, so `GET /api/v1/cluster` and the dashboard did not
+    // list it at all while it was alive and heartbeating.
+    let Some((_pg, db)) = postgres().await else {
+        return;
+    };
+    let expiry = Duration::from_secs(2);
+    let node = |id: &str, give_up: Option<tokio::sync::watch::Receiver<bool>>| {
+        let cfg = LeaseConfig {
+            heartbeat: Duration::from_millis(200),
+            expiry,
+            ..LeaseConfig::new(id, format!("http://{id}.test:8484"))
+        };
+        let m = LeaseManager::new(db.pool(2), cfg);
+        match give_up {
+            Some(g) => m.give_up_when(g),
+            None => m,
+        }
+        .spawn(CancellationToken::new())
+    };
+    let (give_up, give_up_rx) = tokio::sync::watch::channel(false);
+    let (a, b) = (node("node-a", Some(give_up_rx)), node("node-b", None));
+    let pool = db.pool(2);
+    let read = |want: fn(&ClusterStatus) -> bool| {
+        let pool = pool.clone();
+        async move {
+            let c = status::read(&pool, "node-b", expiry).await.expect("read");
+            want(&c).then_some(c)
+        }
+    };
+    let c = wait_for("a 512/512 split", PATIENCE, || {
+        read(|c| c.nodes.len() == 2 && c.nodes.iter().all(|n| n.leases == 512))
+    })
+    .await;
+    assert!(
+        c.nodes.iter().all(|n| n.state == NodeState::Active),
+        "{c:?}"
+    );
+    // node-a's writer gives up: node-a stays listed, live and given up,
+    // with no lease, and node-b takes every bucket (node-a is out of the
+    // fair share).
+    give_up.send(true).unwrap();
+    let c = wait_for(
+        "node-a given up, node-b holding everything",
+        PATIENCE,
+        || {
+            read(|c| {
+                c.nodes.len() == 2
+                    && c.nodes[0].state == NodeState::GivenUp
+                    && c.nodes[1].leases == 1024
+            })
+        },
+    )
+    .await;
+    let a_row = &c.nodes[0];
+    assert_eq!(a_row.id, "node-a");
+    assert!(a_row.live, "it still heartbeats: {a_row:?}");
+    assert_eq!((a_row.leases, a_row.held.len()), (0, 0), "{a_row:?}");
+    assert!(a_row.started_at.is_some() && a_row.heartbeat_at.is_some());
+    // Still heartbeating a few rounds later (not a leftover row).
+    let first = a_row.heartbeat_at.clone();
+    wait_for("node-a's heartbeat moves on", PATIENCE, || {
+        let pool = pool.clone();
+        let first = first.clone();
+        async move {
+            let c = status::read(&pool, "node-b", expiry).await.expect("read");
+            (c.nodes[0].state == NodeState::GivenUp && c.nodes[0].heartbeat_at != first)
+                .then_some(())
+        }
+    })
+    .await;
+    // Drained: node-a is active again and takes its share back.
+    give_up.send(false).unwrap();
+    wait_for("both active, 512 each again", PATIENCE, || {
+        read(|c| {
+            c.nodes.len() == 2
+                && c.nodes
+                    .iter()
+                    .all(|n| n.state == NodeState::Active && n.leases == 512)
+        })
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
 }
 
 /// A listener whose events arrive on a channel.

@@ -10,8 +10,8 @@
 //! (`HEALTHCHECKER_TEST_DB=postgres`, docs/cluster.md "Tests"), which
 //! skips this module (both halves would be PostgreSQL there). It stays for
 //! the first pass: a plain `cargo test` of the suite still puts the core
-//! of the API on PostgreSQL, and `/health` with the database stopped is
-//! tested only here.
+//! of the API on PostgreSQL, and `/health` with the database stopped (and
+//! the daemon stopping meanwhile) is tested only here.
 
 use healthchecker_testkit::postgres::Postgres;
 use healthchecker_testkit::{
@@ -282,8 +282,14 @@ async fn a_channel_gets_one_webhook_per_transition_and_a_silence_holds_it() {
     .await;
 }
 
+/// How long a daemon whose database is down may take to stop: the API's
+/// and the writer's grace periods (5 s each), a connection attempt or two,
+/// and a loaded machine's slack. Before the writer's retries were bounded
+/// at shutdown, it never stopped.
+const STOPS_WITHIN: Duration = Duration::from_secs(45);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_fails_while_postgresql_is_unreachable() {
+async fn health_fails_while_postgresql_is_unreachable_and_the_daemon_still_stops() {
     let Some(mut pg) = Postgres::start().await else {
         return;
     };
@@ -291,6 +297,16 @@ async fn health_fails_while_postgresql_is_unreachable() {
     let d = TestDaemon::start_with(move |c| c.postgres = Some(db)).await;
     let (s, h) = d.get("/health").await;
     assert_eq!((s, h["status"].as_str()), (200, Some("pass")), "{h}");
+    // A service checked every 5 s: results keep coming for the writer.
+    let t = HttpTarget::start(Mode::Pass).await;
+    let (s, v) = d
+        .register(json!({
+            "name": "web", "url": t.url("/health"), "email": ["ops@example.com"],
+            "interval": 5, "timeout": 2,
+        }))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    d.wait_state("web", "healthy", WAIT).await;
     tokio::task::block_in_place(|| pg.stop());
     let h = wait_for("/health to fail", WAIT, || async {
         let (s, h) = d.get("/health").await;
@@ -299,6 +315,85 @@ async fn health_fails_while_postgresql_is_unreachable() {
     .await;
     assert_eq!(h["status"], "fail", "{h}");
     assert!(h.to_string().contains("postgresql"), "says why: {h}");
-    // Not stopped cleanly: its writer would wait for the database.
-    drop(d);
+    // A check or two queued while the writer retries, then a clean stop
+    // (SIGTERM's path): it must end although the database never answers.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let stopping = std::time::Instant::now();
+    tokio::time::timeout(STOPS_WITHIN, d.stop())
+        .await
+        .expect("the daemon stops although PostgreSQL is down");
+    eprintln!("stopped in {:?}", stopping.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_ping_served_while_its_bucket_has_no_owner_is_judged_by_the_next_owner() {
+    // Issue 18: a ping served while no node held the service's bucket (a
+    // takeover's gap) was stored but never judged.
+    let Some(pg) = Postgres::start().await else {
+        return;
+    };
+    let db = healthchecker_server::cluster::PgDb::parse(&pg.url(), None).unwrap();
+    let pool = db.pool(1);
+    let d = TestDaemon::start_with(move |c| {
+        c.postgres = Some(db);
+        c.node_id = Some("solo".into());
+    })
+    .await;
+    let leases = |want: u64| {
+        let d = &d;
+        async move {
+            let (_, v) = d.get("/api/v1/cluster").await;
+            let n = v["nodes"]
+                .as_array()
+                .and_then(|ns| ns.iter().find(|n| n["id"] == "solo"))
+                .and_then(|n| n["leases"].as_u64());
+            (n == Some(want)).then_some(())
+        }
+    };
+    wait_for("solo holding every bucket", WAIT, || leases(1024)).await;
+    let name = "nightly";
+    let (s, v) = d
+        .register(json!({"name": name, "kind": "heartbeat", "period": 3600, "grace": 3600}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let url = v["ping_url"].as_str().expect("ping_url").to_string();
+    let (s, _) = d.post_json(&url, &json!({})).await;
+    assert_eq!(s, 200);
+    d.wait_state(name, "healthy", WAIT).await;
+    // Its bucket taken by a node that never works on it ("ghost", a lease
+    // of 10 s): solo loses it at its next round, and nobody judges pings.
+    let bucket = i32::from(healthchecker_core::cluster::Bucket::of(name).get());
+    pool.get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE buckets SET owner = 'ghost', epoch = epoch + 1, \
+             expires_at = now() + interval '10 seconds' WHERE bucket = $1",
+            &[&bucket],
+        )
+        .await
+        .unwrap();
+    // A round (every 2 s) has seen it gone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (s, v) = d.post_json(&format!("{url}/fail"), &json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        d.state(name).await,
+        "healthy",
+        "no owner judged the ping yet (else this test proves nothing)"
+    );
+    // The ghost's lease expires; solo claims the bucket back, reads it,
+    // and judges the ping it missed.
+    d.wait_state(name, "unhealthy", WAIT).await;
+    let (_, v) = d
+        .get(&format!(
+            "/api/v1/services/{}/checks?limit=1",
+            healthchecker_testkit::enc(name)
+        ))
+        .await;
+    assert_eq!(v["checks"][0]["result"], "fail", "{v}");
+    assert_eq!(v["checks"][0]["reason"], "fail ping", "{v}");
+    d.stop().await;
+    drop(pg);
 }

@@ -5,7 +5,7 @@
 
 use healthchecker_server::fault::{PANIC_PROBE_HOST, PANIC_ROUTE, STOP_WRITER_HOST};
 use healthchecker_server::ServerError;
-use healthchecker_testkit::{sqlite_only, wait_for, TestDaemon};
+use healthchecker_testkit::{wait_for, TestDaemon};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -79,12 +79,8 @@ async fn health_reports_each_essential_task() {
 
 #[tokio::test]
 async fn a_stopped_writer_fails_health_and_ends_the_daemon_with_an_error() {
-    if sqlite_only(
-        "the fault hook that stops the writer thread (WriterHandle::stop_for_tests) \
-         exists in SQLite's writer only",
-    ) {
-        return;
-    }
+    // Both writers have the fault hook (WriterHandle::stop_for_tests): the
+    // SQLite thread, and PostgreSQL's PgWriter in the suite's second pass.
     let mut d = TestDaemon::start().await;
     let (st, _) = d
         .register(json!({"name": "kill-writer", "url": format!("http://{STOP_WRITER_HOST}:8080/"), "interval": 5, "timeout": 2}))

@@ -47,6 +47,19 @@
 //! the node gave up) is refused and counted
 //! (`healthchecker_pg_checks_dropped_total{reason="backlog_full"}`).
 //! `healthchecker_pg_write_backlog` is the backlog's depth.
+//!
+//! # Stopping while the database is away
+//!
+//! A commit is retried until it lands, except at shutdown:
+//! [`PgWriterHandle::stop_retrying_after`] (the daemon calls it with its
+//! shutdown grace period when it stops) bounds the retries. Past that
+//! deadline each batch is tried once more, no longer retried; what is not
+//! written then is counted
+//! (`healthchecker_pg_checks_dropped_total{reason="shutdown"}`), and when
+//! the thread ends an error names how many check results were left
+//! unwritten (the check rows are what a
+//! bucket's next owner reads, so they are lost, and the log says how
+//! many). A flush answers once its results are written or given up.
 
 use super::{Fencing, Hold, PgStore};
 use crate::cluster::{FenceError, Held};
@@ -109,6 +122,10 @@ enum Op {
     /// A result and the leases held when it was recorded.
     Check(Box<CheckWrite>, Arc<Held>),
     Flush(oneshot::Sender<()>),
+    /// Ends the thread after the batch in hand, as if it had died (the
+    /// supervision tests' fault hook, [`PgWriterHandle::stop_for_tests`]).
+    #[cfg(any(test, feature = "fault-injection"))]
+    Stop,
 }
 
 /// The held set as the handles last saw it: each recorded result carries
@@ -166,9 +183,17 @@ struct Shared {
     give_up: Option<Arc<watch::Sender<bool>>>,
     node: String,
     seen: std::sync::Mutex<Seen>,
+    /// Past this instant a failed commit is not retried (the daemon is
+    /// stopping: [`PgWriterHandle::stop_retrying_after`]).
+    stop_by: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Shared {
+    /// The shutdown's deadline for retries, if the daemon is stopping.
+    fn stop_by(&self) -> Option<Instant> {
+        *self.stop_by.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Counts `n` checks as no longer waiting; when the backlog is empty
     /// and the node had given up its leases, it may claim again.
     fn done(&self, n: usize) {
@@ -257,6 +282,30 @@ impl PgWriterHandle {
         }
     }
 
+    /// The daemon is stopping: failed commits are retried for `grace`
+    /// more at most, then each batch is tried once and what fails is left
+    /// unwritten (counted and logged when the thread ends), so that a node
+    /// whose database is unreachable still exits.
+    pub fn stop_retrying_after(&self, grace: Duration) {
+        let by = Instant::now() + grace;
+        let mut s = self
+            .shared
+            .stop_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if s.is_none_or(|t| by < t) {
+            *s = Some(by);
+        }
+    }
+
+    /// Makes the writer thread exit (fault injection for the supervision
+    /// tests: the daemon must notice, fail `/health` and stop), as
+    /// SQLite's `WriterHandle::stop_for_tests` does.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(crate) fn stop_for_tests(&self) {
+        let _ = self.tx.send(Op::Stop);
+    }
+
     /// Checks recorded and not yet committed or dropped.
     pub fn backlog(&self) -> usize {
         self.shared.depth.load(Ordering::Acquire)
@@ -296,6 +345,7 @@ impl PgWriter {
                 .unwrap_or_default(),
             give_up: fence.as_ref().map(|f| f.give_up.clone()),
             node: fence.as_ref().map(|f| f.node.clone()).unwrap_or_default(),
+            stop_by: std::sync::Mutex::new(None),
         });
         let store = store.clone();
         let stopped = tokio_util::sync::CancellationToken::new();
@@ -343,6 +393,9 @@ fn run(
         .build()
         .expect("the PostgreSQL writer's timer");
     let mut hold = Hold::default();
+    // Check results given up at shutdown (the database did not answer
+    // within the grace period).
+    let mut unwritten = 0;
     // How often what is held is looked at when no check comes.
     let tick = Duration::from_secs(1).min(timing.hold_for);
     let mut open = true;
@@ -373,6 +426,11 @@ fn run(
                     helds.push(held);
                 }
                 Some(Op::Flush(w)) => waiters.push(w),
+                #[cfg(any(test, feature = "fault-injection"))]
+                Some(Op::Stop) => {
+                    tracing::error!("the PostgreSQL writer thread stops (fault injection)");
+                    open = false;
+                }
                 None => open = false,
             }
             if !open || !waiters.is_empty() || batch.len() >= timing.max_batch {
@@ -383,7 +441,9 @@ fn run(
                 Err(_) => break,
             };
         }
-        commit(store, &batch, &helds, fence.as_ref(), shared, &mut hold);
+        let given_up = commit(store, &batch, &helds, fence.as_ref(), shared, &mut hold);
+        shared.metrics.dropped_shutdown.inc_by(given_up as u64);
+        unwritten += given_up;
         shared.done(batch.len());
         // A flush writes everything held; otherwise what is due.
         let until = if waiters.is_empty() {
@@ -398,6 +458,13 @@ fn run(
     }
     // Every handle dropped (the daemon stops): write everything held.
     flush_hold(store, &mut hold, fence.as_ref(), None);
+    if unwritten > 0 {
+        tracing::error!(
+            node = %shared.node,
+            unwritten,
+            "postgresql unreachable at shutdown: check results left unwritten"
+        );
+    }
 }
 
 /// What is due now: held since `hold_for` ago or earlier (`Some`, never
@@ -430,7 +497,8 @@ fn flush_hold(store: &PgStore, hold: &mut Hold, fence: Option<&PgFence>, due: Op
 }
 
 /// Writes `batch` in runs of results recorded under one held set (one run,
-/// but at a change of the leases).
+/// but at a change of the leases); returns how many results were given up
+/// unwritten (only at shutdown, [`PgWriterHandle::stop_retrying_after`]).
 fn commit(
     store: &PgStore,
     batch: &[CheckWrite],
@@ -438,16 +506,20 @@ fn commit(
     fence: Option<&PgFence>,
     shared: &Shared,
     hold: &mut Hold,
-) {
+) -> usize {
     let mut start = 0;
+    let mut unwritten = 0;
     while let Some(held) = helds.get(start) {
         let end = helds[start..]
             .iter()
             .position(|h| !Arc::ptr_eq(h, held))
             .map_or(helds.len(), |n| start + n);
-        commit_run(store, &batch[start..end], held, fence, shared, hold);
+        if !commit_run(store, &batch[start..end], held, fence, shared, hold) {
+            unwritten += end - start;
+        }
         start = end;
     }
+    unwritten
 }
 
 /// The leases a result recorded under `then` may still be written with:
@@ -468,6 +540,8 @@ fn still_held(then: &Held, now: &Held) -> Held {
 /// Writes one run, retrying a failed commit with back-off until it lands,
 /// fenced by the leases held both when its results were recorded (`then`)
 /// and now; the checks of stale buckets are dropped, reported and counted.
+/// At shutdown, past the deadline of [`PgWriterHandle::stop_retrying_after`],
+/// a failed commit is not retried: false, the run is left unwritten.
 fn commit_run(
     store: &PgStore,
     batch: &[CheckWrite],
@@ -475,7 +549,7 @@ fn commit_run(
     fence: Option<&PgFence>,
     shared: &Shared,
     hold: &mut Hold,
-) {
+) -> bool {
     let mut delay = Duration::from_millis(100);
     loop {
         let fencing = fence.map(|f| Fencing {
@@ -500,16 +574,27 @@ fn commit_run(
                         let _ = f.stale.send(e);
                     }
                 }
-                return;
+                return true;
             }
             Err(e) => {
+                let now = Instant::now();
+                let stop_by = shared.stop_by();
+                if stop_by.is_some_and(|t| now >= t) {
+                    tracing::error!(
+                        error = %e,
+                        checks = batch.len(),
+                        "postgresql write failed while the daemon stops: not retried"
+                    );
+                    return false;
+                }
                 tracing::error!(
                     error = %e,
                     checks = batch.len(),
                     backlog = shared.depth.load(Ordering::Acquire),
                     "postgresql write failed; retrying"
                 );
-                std::thread::sleep(delay);
+                // Never past the shutdown's deadline: one last try then.
+                std::thread::sleep(stop_by.map_or(delay, |t| delay.min(t - now)));
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }

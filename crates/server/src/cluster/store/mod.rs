@@ -166,6 +166,34 @@ pub(crate) struct ConnGuard<'a> {
     guard: MutexGuard<'a, Option<Conn>>,
 }
 
+thread_local! {
+    /// Set when a connection handed out on this thread was found ended by
+    /// the server as it was given back (`ConnGuard`'s drop): what
+    /// [`PgStore::once_more`] asks after a failure.
+    static ENDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// True inside [`PgStore::once_more`] on this thread: an inner call
+    /// runs its operation once, the outermost one decides.
+    static IN_ONCE_MORE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        if self.guard.as_ref().is_some_and(|c| c.client.is_closed()) {
+            ENDED.set(true);
+        }
+    }
+}
+
+/// Clears [`IN_ONCE_MORE`] when the outermost `once_more` ends, also when
+/// its operation panics.
+struct OnceMoreScope;
+
+impl Drop for OnceMoreScope {
+    fn drop(&mut self) {
+        IN_ONCE_MORE.set(false);
+    }
+}
+
 impl ConnGuard<'_> {
     /// The connection.
     pub(crate) fn conn(&mut self) -> &mut Conn {
@@ -235,24 +263,32 @@ impl PgStore {
         self.ready(&self.inner.writer)
     }
 
-    /// Runs `op` on the writer's connection, and once more if it failed
-    /// because that connection had been ended by the server: a connection
-    /// used within [`IDLE_CHECK`] is not asked first, so after a
-    /// PostgreSQL restart its next statement fails, and the batch writer
-    /// (every second) or an API write may be the one to find out. For
-    /// operations that may run twice: `op` is one transaction, and one
-    /// whose connection was already closed never reached the new server.
-    pub(crate) fn on_writer_once_more<T>(
+    /// Runs `op`, and once more if it failed because a connection it used
+    /// had been ended by the server: a connection used within
+    /// [`IDLE_CHECK`] is not asked first, so after a PostgreSQL restart
+    /// its next statement fails, and whichever read or write comes first
+    /// would answer an error (a 500) for a database that is back. Every
+    /// `Store` method on PostgreSQL runs through it (`store/backend.rs`),
+    /// so reads inside `Store::read` closures are covered call by call;
+    /// nested calls run once, the outermost retries. For operations that
+    /// may run twice: each is one transaction or several that each
+    /// commit, and a statement sent on a connection the server had ended
+    /// never ran (a commit whose answer was lost with the connection could
+    /// run twice; the registration is an upsert, the writes that mark rows
+    /// are idempotent, a kept ping doubled is judged once).
+    pub(crate) fn once_more<T>(
         &self,
         op: impl Fn(&PgStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if IN_ONCE_MORE.get() {
+            return op(self);
+        }
+        IN_ONCE_MORE.set(true);
+        let _scope = OnceMoreScope;
+        ENDED.set(false);
         match op(self) {
-            Err(e)
-                if lock(&self.inner.writer)
-                    .as_ref()
-                    .is_some_and(|c| c.client.is_closed()) =>
-            {
-                tracing::info!(error = %e, "PostgreSQL connection closed; once more on a new one");
+            Err(e @ StoreError::Postgres(_)) if ENDED.get() => {
+                tracing::info!(error = %e, "PostgreSQL connection ended by the server; once more on a new one");
                 op(self)
             }
             r => r,

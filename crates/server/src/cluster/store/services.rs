@@ -220,7 +220,7 @@ impl PgStore {
     /// the same new name at once both succeed, one as the update (the
     /// statement is an upsert on the name), which is also why it is run
     /// again when the database had ended the connection
-    /// ([`PgStore::on_writer_once_more`]).
+    /// ([`PgStore::once_more`]).
     pub fn register(
         &self,
         spec: &ServiceSpec,
@@ -228,7 +228,7 @@ impl PgStore {
         now: i64,
         max_services: usize,
     ) -> Result<Registered, StoreError> {
-        self.on_writer_once_more(|s| s.register_once(spec, token_hash, now, max_services))
+        self.once_more(|s| s.register_once(spec, token_hash, now, max_services))
     }
 
     fn register_once(

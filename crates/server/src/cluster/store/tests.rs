@@ -18,6 +18,7 @@ use crate::store::{
 };
 use healthchecker_core::channel::Channel;
 use healthchecker_core::cluster::{Bucket, Epoch};
+use healthchecker_core::heartbeat::Ping;
 use healthchecker_core::{
     CheckResult, HealthState, RegisterRequest, ServiceId, ServiceSpec, UnixMs,
 };
@@ -280,8 +281,8 @@ fn services_register_update_pause_delete_and_list() {
 
 #[test]
 fn heartbeats_keep_their_ping_id_and_record_pings() {
-    let Some(db) = db() else { return };
-    let s = &db.store;
+    let Some(mut db) = db() else { return };
+    let s = &db.store.clone();
     let hb = spec_of(&serde_json::json!({"name": "job", "kind": "heartbeat", "period": 60}));
     let r = s.register(&hb, "h", 1_000, 10).unwrap().record;
     let ping = r.ping_id.clone().expect("a heartbeat gets a ping id");
@@ -290,13 +291,56 @@ fn heartbeats_keep_their_ping_id_and_record_pings() {
     assert_eq!(again.ping_id.as_deref(), Some(ping.as_str()));
     let target = s.service_by_ping_id(&ping).unwrap().unwrap();
     assert_eq!((target.id, target.name.as_str()), (r.id, "job"));
-    s.record_ping(r.id, UnixMs::new(5_000), false).unwrap();
-    s.record_ping(r.id, UnixMs::new(6_000), true).unwrap();
-    s.record_ping(r.id, UnixMs::new(7_000), false).unwrap();
-    let r = s.get_service("job").unwrap().unwrap();
-    assert_eq!(r.last_ping_at, Some(7_000));
-    assert_eq!(r.last_success_ping_at, Some(6_000));
+    s.record_ping(r.id, UnixMs::new(5_000), Ping::Fail, None)
+        .unwrap();
+    s.record_ping(r.id, UnixMs::new(6_000), Ping::Success, Some("done"))
+        .unwrap();
+    s.record_ping(r.id, UnixMs::new(7_000), Ping::Exit(3), None)
+        .unwrap();
+    let rec = s.get_service("job").unwrap().unwrap();
+    assert_eq!(rec.last_ping_at, Some(7_000));
+    assert_eq!(rec.last_success_ping_at, Some(6_000));
     assert!(s.service_by_ping_id("00").unwrap().is_none());
+    // The pings are kept for the bucket's next owner, oldest first…
+    let kept = |s: &PgStore| {
+        s.pings_in_buckets(&[Bucket::of("job")])
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.at.get(), p.ping, p.output))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        kept(s),
+        [
+            (5_000, Ping::Fail, None),
+            (6_000, Ping::Success, Some("done".to_string())),
+            (7_000, Ping::Exit(3), None)
+        ]
+    );
+    assert!(s
+        .pings_in_buckets(&[Bucket::of("other")])
+        .unwrap()
+        .is_empty());
+    // …for an hour: a ping deletes its service's older ones…
+    let later = 6_500 + super::pings::PING_KEEP_MS;
+    s.record_ping(r.id, UnixMs::new(later), Ping::Start, None)
+        .unwrap();
+    assert_eq!(
+        kept(s),
+        [(7_000, Ping::Exit(3), None), (later, Ping::Start, None)]
+    );
+    // …and a paused service's pings are not kept (it ignores them).
+    s.set_paused("job", true, later).unwrap();
+    s.record_ping(r.id, UnixMs::new(later + 1), Ping::Fail, None)
+        .unwrap();
+    assert_eq!(kept(s).len(), 2);
+    assert_eq!(
+        s.get_service("job").unwrap().unwrap().last_ping_at,
+        Some(later + 1)
+    );
+    // A deleted service's pings go with it.
+    s.delete("job", later + 2).unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM heartbeat_pings"), 0);
 }
 
 #[test]
@@ -1381,6 +1425,51 @@ fn reads_run_on_the_reader_threads_and_broken_connections_are_opened_again() {
     s.register(&spec("c"), "h", 2, 10)
         .expect("a registration right after the connection ended");
     assert_eq!(db.count("SELECT count(*) FROM services"), 3);
+}
+
+#[test]
+fn every_read_and_write_runs_once_more_after_the_server_ended_its_connection() {
+    // Issue 18: after a PostgreSQL restart, a connection used within the
+    // last second (not asked first) fails its next statement; only the
+    // registration ran again, so the first read or other write answered
+    // a 500. Through the `Store` seam every one runs once more.
+    let Some(mut db) = db() else { return };
+    let store = crate::store::Store::postgres(db.store.clone(), "n");
+    let hb = spec_of(&serde_json::json!({"name": "job", "kind": "heartbeat", "period": 60}));
+    let id = store.register(&hb, "h", 0, 10).unwrap().record.id;
+    let mut round = |what: &str, f: &dyn Fn(&crate::store::Store) -> Result<(), StoreError>| {
+        // Used just now (within IDLE_CHECK), then ended by the server.
+        f(&store).unwrap_or_else(|e| panic!("{what} before: {e}"));
+        assert!(end_store_connections(&mut db) >= 1);
+        f(&store).unwrap_or_else(|e| panic!("{what} right after its connection ended: {e}"));
+    };
+    round("a read", &|s| {
+        s.get_service("job").map(|r| assert!(r.is_some()))
+    });
+    round("a list", &|s| s.load_all().map(|r| assert_eq!(r.len(), 1)));
+    round("a pause", &|s| s.set_paused("job", false, 1).map(drop));
+    round("a ping", &|s| {
+        s.record_ping(id, UnixMs::new(2), Ping::Fail, None)
+    });
+    round("a claim", &|s| s.due_notifications(3, 10).map(drop));
+    round("a bucket's read", &|s| {
+        s.services_in_buckets(&[Bucket::of("job")]).map(drop)
+    });
+    // Inside a reader closure (the API's reads), on a reader thread.
+    let reader = store.clone();
+    round("a read on a reader thread", &move |_| {
+        db_rt_block_on(reader.read(|s| s.get_service("job").map(drop)))
+    });
+}
+
+/// Runs `f` to completion on a runtime of its own (the test's thread is
+/// not a tokio worker).
+fn db_rt_block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 #[test]

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use healthchecker_core::api::NodeState;
 use maud::html;
 
 pub(super) fn router() -> Router<AppState> {
@@ -48,7 +49,7 @@ async fn cluster_page(State(app): State<AppState>, caller: Caller) -> Result<Res
         table class="cluster" {
             thead { tr {
                 th { "node" } th class="hide-narrow" { "address" } th class="hide-narrow" { "started" } th { "last heartbeat" }
-                th { "live" } th { "leases" } th class="hide-narrow" { "buckets" }
+                th { "live" } th { "state" } th { "leases" } th class="hide-narrow" { "buckets" }
             } }
             tbody {
                 @for n in &c.nodes {
@@ -58,6 +59,10 @@ async fn cluster_page(State(app): State<AppState>, caller: Caller) -> Result<Res
                         td class="hide-narrow" { (at(&n.started_at)) }
                         td { (at(&n.heartbeat_at)) }
                         td { @if n.live { "yes" } @else { strong { "no" } } }
+                        td data-state=(n.state.as_str()) {
+                            @if n.state == NodeState::Active { (n.state.as_str()) }
+                            @else { strong { (n.state.as_str()) } }
+                        }
                         td data-leases=(n.leases) { (n.leases) }
                         td class="hide-narrow" { (n.held.join(", ")) }
                     }

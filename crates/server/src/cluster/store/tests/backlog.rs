@@ -11,6 +11,7 @@ use crate::cluster::{LeaseConfig, LeaseManager};
 use crate::metrics::PgWriterSeries;
 use healthchecker_testkit::wait_for;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -283,10 +284,13 @@ fn beyond_its_backlog_a_node_gives_up_its_leases_and_counts_what_it_could_not_wr
         (Some("node-a".to_string()), again)
     );
     let nodes: i64 = sql
-        .query_one("SELECT count(*) FROM nodes WHERE id = 'node-a'", &[])
+        .query_one(
+            "SELECT count(*) FROM nodes WHERE id = 'node-a' AND given_up_at IS NULL",
+            &[],
+        )
         .unwrap()
         .get(0);
-    assert_eq!(nodes, 1);
+    assert_eq!(nodes, 1, "listed, and no longer given up");
     // And its checks are written again.
     record(4_000, 1);
     db._rt.block_on(handle.flush());
@@ -295,4 +299,78 @@ fn beyond_its_backlog_a_node_gives_up_its_leases_and_counts_what_it_could_not_wr
     db._rt.block_on(leases.stop());
     drop(handle);
     writer.join();
+}
+
+#[test]
+fn a_stopping_writer_gives_up_after_its_grace_period_while_postgresql_is_down() {
+    // Issue 18: at shutdown the writer retried forever when PostgreSQL
+    // was unreachable, so the daemon never exited.
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    let id = s.register(&spec("svc-x"), "h", 0, 10).unwrap().record.id;
+    let b = Bucket::of("svc-x");
+    own_bucket(&mut db.sql, b, 1);
+    let (_held, held_rx) = watch::channel(held(&[(b, 1)]));
+    let (stale_tx, _stale_rx) = mpsc::unbounded_channel();
+    let metrics = PgWriterSeries::default();
+    let fence = PgFence {
+        node: "a".into(),
+        held: held_rx,
+        stale: stale_tx,
+        give_up: Arc::new(watch::channel(false).0),
+        metrics: metrics.clone(),
+    };
+    let (writer, handle) = PgWriter::start(&s, Some(fence), PgWriterTiming::default());
+    db._pg.stop();
+    const N: i64 = 300;
+    db._rt.block_on(async {
+        for i in 0..N {
+            handle
+                .record(check(
+                    id,
+                    1_000 + i,
+                    CheckResult::Pass,
+                    HealthState::Healthy,
+                ))
+                .await;
+        }
+    });
+    db._rt
+        .block_on(wait_for("a failed commit", PATIENCE, || async {
+            s.write_error().map(|_| ())
+        }));
+    // The daemon stops: a grace period of 1 s, then nothing is retried.
+    let grace = Duration::from_secs(1);
+    let stopping = Instant::now();
+    handle.stop_retrying_after(grace);
+    db._rt.block_on(async {
+        tokio::time::timeout(PROMPTLY, handle.flush())
+            .await
+            .expect("a flush answers once the grace period is over")
+    });
+    // A result recorded after the deadline is tried once, not retried.
+    db._rt.block_on(handle.record(check(
+        id,
+        1_000 + N,
+        CheckResult::Pass,
+        HealthState::Healthy,
+    )));
+    drop(handle);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        writer.join();
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(PROMPTLY)
+        .expect("the writer thread ends although PostgreSQL is down");
+    let took = stopping.elapsed();
+    assert!(took >= grace, "retried for the grace period: {took:?}");
+    assert!(took < PROMPTLY, "{took:?}");
+    assert_eq!(
+        metrics.dropped_shutdown.get(),
+        N as u64 + 1,
+        "every result left unwritten is counted"
+    );
+    assert_eq!(metrics.backlog.get(), 0);
 }
