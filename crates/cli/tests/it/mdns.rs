@@ -204,6 +204,24 @@ fn second_interface() {
         sh(&["ip", "link", "set", l, "up"]);
         sh(&["ip", "link", "set", l, "multicast", "on"]);
     }
+    // The kernel's link watcher brings a new link's carrier and queue up
+    // asynchronously (later on a loaded machine): a packet sent before that
+    // is dropped, and a capture would miss an IGMP join. Wait for both ends.
+    let up = |l: &str| {
+        let out = Command::new("ip")
+            .args(["-o", "link", "show", "dev", l])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout).contains("state UP")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(up("veth0") && up("veth1")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "veth0/veth1 not up after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The mDNS and IGMP packets seen on `veth1` while `run` runs.
