@@ -1591,3 +1591,42 @@ fn a_corrupt_row_is_reported_with_its_table_row_and_column() {
         ("uptime".into(), None, "roll".into())
     );
 }
+
+/// Uptime counts the checks not rolled up yet (above the service's mark)
+/// in their hours and days, at the windows' edges: the last 24 hours are
+/// the current hour and the 23 before it, the 7/30/90 days end today.
+#[test]
+fn uptime_counts_checks_not_rolled_up_at_the_windows_edges() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    const H: i64 = 3_600_000;
+    const D: i64 = 24 * H;
+    let id = s.register(&spec("u"), "h", 0, 10).unwrap().record.id;
+    let none = s.register(&spec("v"), "h", 0, 10).unwrap().record.id;
+    let now = 100 * D + 12 * H + H / 2;
+    // Nothing rolled up (the mark at 0): every check is read raw.
+    for (ago, result) in [
+        (95 * D, "pass"),         // beyond 90 days: nowhere
+        (60 * D, "fail"),         // the quarter
+        (20 * D, "pass"),         // the month
+        (3 * D, "fail"),          // the week
+        (24 * H + H / 2, "fail"), // 24 hours before this hour: the week, not the day
+        (23 * H + H / 2, "pass"), // the 23rd hour before this one: the day
+        (2 * H, "fail"),
+        (1_000, "pass"),
+    ] {
+        db.sql
+            .execute(
+                "INSERT INTO checks (service_id, at, duration_us, result) VALUES ($1, $2, 1, $3)",
+                &[&id.get(), &(now - ago), &result],
+            )
+            .unwrap();
+    }
+    let u = s.uptime_ratios(&[id, none], now).unwrap();
+    assert_eq!(u[&id].day, Some(2.0 / 3.0));
+    assert_eq!(u[&id].week, Some(2.0 / 5.0));
+    assert_eq!(u[&id].month, Some(3.0 / 6.0));
+    assert_eq!(u[&id].quarter, Some(3.0 / 7.0));
+    assert_eq!(u[&none].day, None);
+    assert_eq!(u[&none].quarter, None);
+}
