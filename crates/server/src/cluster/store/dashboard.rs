@@ -11,7 +11,10 @@ use crate::store::{
 use healthchecker_core::{HealthState, ServiceId};
 use std::collections::HashMap;
 
-fn order_sql(order: ServiceOrder) -> &'static str {
+/// `ORDER BY` of a page in `order`. Each is an index of migration 9
+/// (cluster/schema.rs): the state order's `CASE` is the index's
+/// expression, matched by the planner term for term; change both.
+pub(super) fn order_sql(order: ServiceOrder) -> &'static str {
     match order {
         ServiceOrder::Name => " ORDER BY name COLLATE \"C\"",
         ServiceOrder::State => {

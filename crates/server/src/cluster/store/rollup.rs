@@ -169,6 +169,36 @@ const UNROLLED: &str = "SELECT c.service_id, c.at, c.result, c.duration_us \
     FROM services s JOIN checks c ON c.service_id = s.id AND c.id > s.rolled_through \
     WHERE s.id = ANY($1) AND c.at >= $2 AND c.at < $3";
 
+/// The rows of [`UPTIME`] by their first column.
+const UPTIME_HOUR: i32 = 0;
+const UPTIME_DAY: i32 = 1;
+const UPTIME_UNFOLDED: i32 = 2;
+const UPTIME_UNROLLED: i32 = 3;
+
+/// What [`PgStore::uptime_ratios`] reads for the services `$1` at hour
+/// `$2` and day `$3`, as `(kind, service, period, roll, checks,
+/// failures)`: their hour rows of the last 24 hours (one point lookup
+/// each), their day rows of the last 90 days, their hours not folded into
+/// their days yet, and their checks not rolled up yet
+/// (counted per hour, the hour as `hour_of`: a floor division;
+/// between `$4` and `$5`): a row per service and hour, not per check.
+const UPTIME: &str = "SELECT 0, u.service_id, u.hour, u.roll, 0::bigint, 0::bigint \
+      FROM unnest($1::bigint[]) s(id) \
+      CROSS JOIN generate_series($2::bigint - 23, $2::bigint) p(x) \
+      JOIN uptime u ON u.hour = p.x AND u.service_id = s.id \
+    UNION ALL \
+    SELECT 1, u.service_id, u.day, u.roll, 0, 0 FROM unnest($1::bigint[]) s(id) \
+      CROSS JOIN generate_series($3::bigint - 89, $3::bigint) p(x) \
+      JOIN uptime_day u ON u.day = p.x AND u.service_id = s.id \
+    UNION ALL \
+    SELECT 2, u.service_id, u.hour, u.roll, 0, 0 FROM uptime u \
+      WHERE NOT u.folded AND u.service_id = ANY($1) AND u.hour >= ($3::bigint - 89) * 24 \
+    UNION ALL \
+    SELECT 3, c.service_id, c.at / 3600000 - (c.at % 3600000 < 0)::int, NULL, \
+      count(*), count(*) FILTER (WHERE c.result = 'fail') \
+    FROM services s JOIN checks c ON c.service_id = s.id AND c.id > s.rolled_through \
+    WHERE s.id = ANY($1) AND c.at >= $4 AND c.at < $5 GROUP BY 2, 3";
+
 /// A read-only transaction on one snapshot (`REPEATABLE READ`), for reads
 /// that add the raw checks above a mark to the roll-up rows.
 fn snapshot(c: &mut postgres::Client) -> Result<postgres::Transaction<'_>, StoreError> {
@@ -198,8 +228,9 @@ pub(crate) fn hours_to_days<'a>(
 
 impl PgStore {
     /// Uptime over 24 h / 7 d / 30 d / 90 d of each service in `ids`, read
-    /// from the roll-ups (one point lookup per service and period, in two
-    /// statements). Services without checks in any window map to all `None`.
+    /// from the roll-ups (one point lookup per service and period) and the
+    /// checks not rolled up yet, in one statement ([`UPTIME`]). Services
+    /// without checks in any window map to all `None`.
     pub fn uptime_ratios(
         &self,
         ids: &[ServiceId],
@@ -209,52 +240,31 @@ impl PgStore {
         let (hour, day) = (hour_of(now), day_of(now));
         let mut l = self.read_conn()?;
         let (c, cache) = l.conn().parts();
-        // One snapshot for the rows and the checks not rolled up yet
-        // (above each service's mark): a roll-up committed in between is
-        // counted once.
-        let mut c = snapshot(c)?;
-        let c = &mut c;
-        let hours = cache.get(
-            c,
-            "SELECT u.service_id, u.hour, u.roll FROM unnest($1::bigint[]) s(id) \
-             CROSS JOIN generate_series($2::bigint - 23, $2::bigint) p(x) \
-             JOIN uptime u ON u.hour = p.x AND u.service_id = s.id",
-        )?;
-        let days = cache.get(
-            c,
-            "SELECT u.service_id, u.day, u.roll, false FROM unnest($1::bigint[]) s(id) \
-             CROSS JOIN generate_series($2::bigint - 89, $2::bigint) p(x) \
-             JOIN uptime_day u ON u.day = p.x AND u.service_id = s.id \
-             UNION ALL \
-             SELECT u.service_id, u.hour, u.roll, true FROM uptime u \
-             WHERE NOT u.folded AND u.service_id = ANY($1) AND u.hour >= ($2::bigint - 89) * 24",
-        )?;
+        // One statement, so one snapshot for the rows and the checks not
+        // rolled up yet (a roll-up committed in between is counted once),
+        // and one round trip (was a `REPEATABLE READ` transaction of three
+        // statements: five round trips, each a wake-up of the backend on a
+        // machine busy checking).
+        let s = cache.get(c, UPTIME)?;
+        let rows = c
+            .query(
+                &s,
+                &[
+                    &raw,
+                    &hour,
+                    &day,
+                    &((day - 89) * DAY_MS),
+                    &((day + 1) * DAY_MS),
+                ],
+            )
+            .map_err(pg)?;
         let add = |w: &mut (i64, i64), (total, fails): (i64, i64)| {
             w.0 = w.0.saturating_add(total.saturating_sub(fails));
             w.1 = w.1.saturating_add(total);
         };
         let ratio = |(ok, total): (i64, i64)| (total > 0).then(|| ok as f64 / total as f64);
+        // The last 24 hours, and the 7/30/90 days, per service.
         let mut d: HashMap<i64, (i64, i64)> = HashMap::new();
-        for r in c.query(&hours, &[&raw, &hour]).map_err(pg)? {
-            let (s, p, b): (i64, i64, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
-            let counts =
-                pack::decode_counts(&b).map_err(|e| corrupt("uptime", s, p, e.to_string()))?;
-            add(d.entry(s).or_default(), counts);
-        }
-        // The day rows hold the folded hours; the hours not folded yet
-        // (the last one or two, see `fold_hours`) are added from theirs,
-        // read in the same statement (one snapshot: an hour folded
-        // meanwhile is counted once).
-        let mut rows: Vec<(&str, i64, i64, Vec<u8>)> = Vec::new();
-        for r in c.query(&days, &[&raw, &day]).map_err(pg)? {
-            let (s, p, b, hourly): (i64, i64, Vec<u8>, bool) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
-            if hourly {
-                rows.push(("uptime", s, day_of_hour(p), b));
-            } else {
-                rows.push(("uptime_day", s, p, b));
-            }
-        }
         let mut w: HashMap<i64, [(i64, i64); 3]> = HashMap::new();
         let mut to_windows = |s: i64, p: i64, counts: (i64, i64)| {
             let e = w.entry(s).or_default();
@@ -264,26 +274,35 @@ impl PgStore {
                 }
             }
         };
-        for (table, s, p, b) in rows {
-            let counts =
-                pack::decode_counts(&b).map_err(|e| corrupt(table, s, p, e.to_string()))?;
-            to_windows(s, p, counts);
-        }
-        // The checks not rolled up yet.
-        let unrolled = cache.get(c, UNROLLED)?;
-        for r in c
-            .query(
-                &unrolled,
-                &[&raw, &((day - 89) * DAY_MS), &((day + 1) * DAY_MS)],
-            )
-            .map_err(pg)?
-        {
-            let (s, at, result): (i64, i64, String) = (r.get(0), r.get(1), r.get(2));
-            let counts = (1, i64::from(result == "fail"));
-            if hour_of(at) > hour - 24 && hour_of(at) <= hour {
-                add(d.entry(s).or_default(), counts);
+        for r in &rows {
+            let (kind, s, p): (i32, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            let counts = match kind {
+                // The checks not rolled up yet, counted per hour.
+                UPTIME_UNROLLED => (r.get(4), r.get(5)),
+                _ => {
+                    let table = if kind == UPTIME_DAY {
+                        "uptime_day"
+                    } else {
+                        "uptime"
+                    };
+                    let b: Vec<u8> = r.get(3);
+                    pack::decode_counts(&b).map_err(|e| corrupt(table, s, p, e.to_string()))?
+                }
+            };
+            match kind {
+                UPTIME_HOUR => add(d.entry(s).or_default(), counts),
+                UPTIME_DAY => to_windows(s, p, counts),
+                // The day rows hold the folded hours; the hours not folded
+                // yet (the last one or two, see `fold_hours`) are added to
+                // their days.
+                UPTIME_UNFOLDED => to_windows(s, day_of_hour(p), counts),
+                _ => {
+                    if p > hour - 24 && p <= hour {
+                        add(d.entry(s).or_default(), counts);
+                    }
+                    to_windows(s, day_of_hour(p), counts);
+                }
             }
-            to_windows(s, day_of(at), counts);
         }
         Ok(ids
             .iter()

@@ -14,7 +14,7 @@ use crate::cluster::{FenceError, Held};
 use crate::silences::{Silence, Window};
 use crate::store::{
     CheckWrite, EventKind, NotificationStatus, NotifyWrite, ServiceFilter, ServiceOrder,
-    TransitionWrite,
+    TransitionWrite, RETAIN_MS,
 };
 use healthchecker_core::channel::Channel;
 use healthchecker_core::cluster::{Bucket, Epoch};
@@ -1590,4 +1590,233 @@ fn a_corrupt_row_is_reported_with_its_table_row_and_column() {
         corrupt(s.rollups(id, false, hour, hour).map(|_| ())),
         ("uptime".into(), None, "roll".into())
     );
+}
+
+/// The prune by bucket slices (`checks.rs`, `PRUNE_BEYOND`) removes exactly
+/// the rows the former single statement named (a window ranking every
+/// check of every service): same rule, checked row by row on services of
+/// many buckets with every edge of it, the former statement as the oracle.
+#[test]
+fn pruning_by_slices_removes_exactly_what_the_ranking_named() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    const D: i64 = 24 * 3_600_000;
+    let now = 100 * D;
+    let keep: i64 = 5;
+    s.set_keep_checks(keep);
+    // Ages at the edges of the 7 days (the rule keeps `at >= now -
+    // RETAIN_MS`), and results and `changed` flags of every kind.
+    let ages = [
+        30 * D,
+        8 * D,
+        RETAIN_MS + 1,
+        RETAIN_MS,
+        RETAIN_MS - 1,
+        D,
+        60_000,
+        1_000,
+        0,
+    ];
+    let kinds = [
+        ("pass", false),
+        ("pass", true),
+        ("warn", false),
+        ("fail", false),
+        ("fail", true),
+    ];
+    // Services spread over many buckets, with 0, 1, keep, keep + 1 and
+    // more checks; their checks written round robin (ids interleave as a
+    // batch's do), oldest first.
+    let mut ids = Vec::new();
+    let mut rows: Vec<Vec<(i64, &str, bool)>> = Vec::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) % n
+    };
+    for i in 0..40 {
+        let id = s
+            .register(&spec(&format!("p{i}")), "h", 0, 1_000)
+            .unwrap()
+            .record
+            .id;
+        ids.push(id.get());
+        let n = [0, 1, keep as u64, keep as u64 + 1, 12, 30][i % 6] as usize;
+        let mut own: Vec<(i64, &str, bool)> = (0..n)
+            .map(|_| {
+                let (r, c) = kinds[next(kinds.len() as u64) as usize];
+                (now - ages[next(ages.len() as u64) as usize], r, c)
+            })
+            .collect();
+        own.sort_by_key(|c| c.0);
+        rows.push(own);
+    }
+    // And checks of a service that is gone.
+    ids.push(1_000_000);
+    rows.push(vec![(now - 30 * D, "pass", false), (now, "fail", true)]);
+    let longest = rows.iter().map(Vec::len).max().unwrap();
+    for k in 0..longest {
+        for (id, own) in ids.iter().zip(&rows) {
+            if let Some((at, result, changed)) = own.get(k) {
+                db.sql
+                    .execute(
+                        "INSERT INTO checks (service_id, at, duration_us, result, changed) \
+                         VALUES ($1, $2, 1000, $3, $4)",
+                        &[id, at, result, changed],
+                    )
+                    .unwrap();
+            }
+        }
+    }
+    // Rolled up: none, some (a mark inside the checks: the check at the
+    // mark may go, the ones above may not), all.
+    for (i, id) in ids.iter().enumerate() {
+        let mark = match (i / 6) % 3 {
+            0 => "0",
+            1 => {
+                "(SELECT coalesce(min(id) + (max(id) - min(id)) / 2, 0) \
+                  FROM checks WHERE service_id = $1)"
+            }
+            _ => "(SELECT coalesce(max(id), 0) FROM checks WHERE service_id = $1)",
+        };
+        db.sql
+            .execute(
+                &format!("UPDATE services SET rolled_through = {mark} WHERE id = $1"),
+                &[id],
+            )
+            .unwrap();
+    }
+    let buckets = db.count("SELECT count(DISTINCT bucket) FROM services");
+    assert!(buckets > 30, "services in {buckets} buckets");
+    // The former statement, as a query: what it would have deleted.
+    let named: BTreeSet<i64> = db
+        .sql
+        .query(
+            "SELECT c.id FROM checks c WHERE NOT EXISTS \
+               (SELECT 1 FROM services s WHERE s.id = c.service_id) \
+             UNION ALL \
+             SELECT x.id FROM ( \
+               SELECT id, service_id, at, result, changed, \
+                 row_number() OVER (PARTITION BY service_id ORDER BY id DESC) AS n \
+               FROM checks) x JOIN services s ON s.id = x.service_id \
+             WHERE x.n > $1 AND x.id <= s.rolled_through \
+               AND (x.at < $2 OR (x.result = 'pass' AND NOT x.changed))",
+            &[&keep, &(now - RETAIN_MS)],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let before: BTreeSet<i64> = db
+        .sql
+        .query("SELECT id FROM checks", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // The data names enough, and keeps enough, to tell rules apart.
+    assert!(named.len() > 20, "{} named", named.len());
+    assert!(
+        before.len() - named.len() > 100,
+        "{} kept",
+        before.len() - named.len()
+    );
+
+    assert_eq!(s.prune_checks(now).unwrap(), named.len());
+    let after: BTreeSet<i64> = db
+        .sql
+        .query("SELECT id FROM checks", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(after, &before - &named);
+    // A second pass finds nothing more.
+    assert_eq!(s.prune_checks(now).unwrap(), 0);
+}
+
+/// Uptime counts the checks not rolled up yet (above the service's mark)
+/// in their hours and days, at the windows' edges: the last 24 hours are
+/// the current hour and the 23 before it, the 7/30/90 days end today.
+#[test]
+fn uptime_counts_checks_not_rolled_up_at_the_windows_edges() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    const H: i64 = 3_600_000;
+    const D: i64 = 24 * H;
+    let id = s.register(&spec("u"), "h", 0, 10).unwrap().record.id;
+    let none = s.register(&spec("v"), "h", 0, 10).unwrap().record.id;
+    let now = 100 * D + 12 * H + H / 2;
+    // Nothing rolled up (the mark at 0): every check is read raw.
+    for (ago, result) in [
+        (95 * D, "pass"),         // beyond 90 days: nowhere
+        (60 * D, "fail"),         // the quarter
+        (20 * D, "pass"),         // the month
+        (3 * D, "fail"),          // the week
+        (24 * H + H / 2, "fail"), // 24 hours before this hour: the week, not the day
+        (23 * H + H / 2, "pass"), // the 23rd hour before this one: the day
+        (2 * H, "fail"),
+        (1_000, "pass"),
+    ] {
+        db.sql
+            .execute(
+                "INSERT INTO checks (service_id, at, duration_us, result) VALUES ($1, $2, 1, $3)",
+                &[&id.get(), &(now - ago), &result],
+            )
+            .unwrap();
+    }
+    let u = s.uptime_ratios(&[id, none], now).unwrap();
+    assert_eq!(u[&id].day, Some(2.0 / 3.0));
+    assert_eq!(u[&id].week, Some(2.0 / 5.0));
+    assert_eq!(u[&id].month, Some(3.0 / 6.0));
+    assert_eq!(u[&id].quarter, Some(3.0 / 7.0));
+    assert_eq!(u[&none].day, None);
+    assert_eq!(u[&none].quarter, None);
+}
+
+/// Every order a page of services asks for is read by an index that stops
+/// at the page's `LIMIT` (migration 9), with or without a state filter:
+/// the plan has no sort. Fails when `dashboard.rs`'s `order_sql` and the
+/// index's expression drift apart (the planner matches them expression
+/// for expression), or when a page sorts by a collation no index has.
+#[test]
+fn every_order_of_a_page_is_read_by_index_without_a_sort() {
+    let Some(mut db) = db() else { return };
+    for i in 0..50 {
+        db.store
+            .register(&spec(&format!("o{i}")), "h", 0, 1_000)
+            .unwrap();
+    }
+    // A handful of rows: without this the planner reads the table (or a
+    // bitmap of it) and sorts it, as it should at this size; what is
+    // asked here is whether an ordered index path exists.
+    db.sql
+        .batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .unwrap();
+    let orders = [
+        ServiceOrder::Name,
+        ServiceOrder::State,
+        ServiceOrder::LastChange,
+    ];
+    let mut pages: Vec<String> = orders
+        .iter()
+        .map(|o| format!("WHERE true{} LIMIT 100", super::dashboard::order_sql(*o)))
+        .collect();
+    // The list API's cursor, and a state filter.
+    pages.push("WHERE name COLLATE \"C\" > 'o1' ORDER BY name COLLATE \"C\" LIMIT 101".into());
+    pages.push("WHERE state = 'healthy' ORDER BY name COLLATE \"C\" LIMIT 101".into());
+    for page in pages {
+        let plan: Vec<String> = db
+            .sql
+            .query(&format!("EXPLAIN SELECT id FROM services {page}"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains("Sort") && plan.contains("Index"),
+            "{page}:\n{plan}"
+        );
+    }
 }
