@@ -923,18 +923,7 @@ async fn pings_served_while_a_bucket_had_no_owner_are_judged_by_the_node_that_ga
         let r = read.lock().unwrap().take().unwrap_or_default();
         Box::pin(async move { Ok(r) })
     });
-    let (held, rx) = tokio::sync::watch::channel(holding(&[]));
-    let mut h = Harness::start_owning(
-        vec![backup_checked()],
-        results(&[Pass], Duration::ZERO),
-        0,
-        Some(Ownership {
-            held: rx,
-            load: Some(load),
-        }),
-    );
-    h.quiet_for(Duration::from_secs(60)).await;
-    held.send(holding(&["backup"])).unwrap();
+    let (_held, mut h) = backup_gained_after_a_minute(load).await;
     let w = h.next(2).await;
     assert_eq!(
         (w[0].at.get(), w[0].result, w[0].state),
@@ -953,6 +942,27 @@ async fn pings_served_while_a_bucket_had_no_owner_are_judged_by_the_node_that_ga
     h.stop().await;
 }
 
+/// A node running the backup service that holds no bucket for a minute
+/// (nothing is checked), then gains its bucket, read by `load`; the held
+/// set's sender is returned to be kept.
+async fn backup_gained_after_a_minute(
+    load: LoadBuckets,
+) -> (tokio::sync::watch::Sender<crate::cluster::Held>, Harness) {
+    let (held, rx) = tokio::sync::watch::channel(holding(&[]));
+    let mut h = Harness::start_owning(
+        vec![backup_checked()],
+        results(&[Pass], Duration::ZERO),
+        0,
+        Some(Ownership {
+            held: rx,
+            load: Some(load),
+        }),
+    );
+    h.quiet_for(Duration::from_secs(60)).await;
+    held.send(holding(&["backup"])).unwrap();
+    (held, h)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_ping_that_arrives_while_its_gained_bucket_is_read_is_judged_once_after_the_read() {
     // The read takes a second; the fail ping comes meanwhile (its wake-up)
@@ -966,18 +976,7 @@ async fn a_ping_that_arrives_while_its_gained_bucket_is_read_is_judged_once_afte
             })
         })
     });
-    let (held, rx) = tokio::sync::watch::channel(holding(&[]));
-    let mut h = Harness::start_owning(
-        vec![backup_checked()],
-        results(&[Pass], Duration::ZERO),
-        0,
-        Some(Ownership {
-            held: rx,
-            load: Some(load),
-        }),
-    );
-    h.quiet_for(Duration::from_secs(60)).await;
-    held.send(holding(&["backup"])).unwrap();
+    let (_held, mut h) = backup_gained_after_a_minute(load).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     for (at, ping) in [(T0 + 60_000, Ping::Fail), (T0 + 60_050, Ping::Exit(2))] {
         assert!(

@@ -1596,6 +1596,15 @@ fn a_corrupt_row_is_reported_with_its_table_row_and_column() {
 /// the rows the former single statement named (a window ranking every
 /// check of every service): same rule, checked row by row on services of
 /// many buckets with every edge of it, the former statement as the oracle.
+/// Every check row's id.
+fn check_ids(sql: &mut postgres::Client) -> BTreeSet<i64> {
+    sql.query("SELECT id FROM checks", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 #[test]
 fn pruning_by_slices_removes_exactly_what_the_ranking_named() {
     let Some(mut db) = db() else { return };
@@ -1707,13 +1716,7 @@ fn pruning_by_slices_removes_exactly_what_the_ranking_named() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let before: BTreeSet<i64> = db
-        .sql
-        .query("SELECT id FROM checks", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let before = check_ids(&mut db.sql);
     // The data names enough, and keeps enough, to tell rules apart.
     assert!(named.len() > 20, "{} named", named.len());
     assert!(
@@ -1723,13 +1726,7 @@ fn pruning_by_slices_removes_exactly_what_the_ranking_named() {
     );
 
     assert_eq!(s.prune_checks(now).unwrap(), named.len());
-    let after: BTreeSet<i64> = db
-        .sql
-        .query("SELECT id FROM checks", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let after = check_ids(&mut db.sql);
     assert_eq!(after, &before - &named);
     // A second pass finds nothing more.
     assert_eq!(s.prune_checks(now).unwrap(), 0);
