@@ -131,7 +131,9 @@ async fn no_delivery_is_lost_to_a_receiver_outage_and_a_crash() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    wait_for("a refused attempt", Duration::from_secs(30), || async {
+    // Two checks 5 s apart, then the delivery: ~10 s alone, but three
+    // times that with the suite's cluster and install tests on two cores.
+    wait_for("a refused attempt", Duration::from_secs(60), || async {
         (!rx.received().is_empty()).then_some(())
     })
     .await;
