@@ -41,7 +41,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Services to register.
     pub services: usize,
@@ -62,6 +62,15 @@ pub struct Options {
     pub db: Db,
     /// Daemon processes on that database (more than one: PostgreSQL only).
     pub nodes: usize,
+    /// Seconds from the last registration to the window [default: the
+    /// interval times the healthy threshold plus one]. A longer one lets
+    /// pruning and the roll-ups' period reach their steady state.
+    pub warmup: Option<u64>,
+    /// More arguments for every daemon (e.g. `--keep-checks 20`).
+    pub daemon_args: Vec<String>,
+    /// PostgreSQL server settings (`name=value`) after the testkit's
+    /// `fsync=off` and `full_page_writes=off`.
+    pub pg_settings: Vec<String>,
 }
 
 /// The backend a run measures.
@@ -394,7 +403,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir()?;
     let sqlite = dir.path().join("bench.db");
     let pg = match opts.db {
-        Db::Postgres => Some(pg::Pg::start().await?),
+        Db::Postgres => Some(pg::Pg::start(opts.pg_settings.clone()).await?),
         Db::Sqlite => None,
     };
     let db: std::ffi::OsString = match &pg {
@@ -415,10 +424,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         urls: Vec::new(),
     };
     for i in 0..opts.nodes {
-        let extra = match opts.db {
+        let mut extra = match opts.db {
             Db::Postgres => vec!["--node-id".to_string(), format!("bench-{i}")],
             Db::Sqlite => Vec::new(),
         };
+        extra.extend(opts.daemon_args.iter().cloned());
         let started = start_daemon(opts, &db, "127.0.0.1:0", &extra);
         let (p, url) = match (started, &pg) {
             (Ok(v), _) => v,
@@ -442,7 +452,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     };
     r.registrations_per_s = register_all(&http, &nodes.urls, opts, &targets).await?;
     r.scheduled_per_s = opts.services as f64 / opts.interval as f64;
-    let warm_up = opts.interval as u64 * (HEALTHY_THRESHOLD as u64 + 1);
+    let warm_up = opts
+        .warmup
+        .unwrap_or(opts.interval as u64 * (HEALTHY_THRESHOLD as u64 + 1));
     eprintln!(
         "registered {} services at {:.0}/s through {} node(s); warming up {} s",
         opts.services, r.registrations_per_s, opts.nodes, warm_up
@@ -490,6 +502,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
             rows_inserted_per_check: per_check((b.inserted - a.inserted) as f64),
             rows_updated_per_check: per_check((b.updated - a.updated) as f64),
             rows_deleted_per_check: per_check((b.deleted - a.deleted) as f64),
+            full_page_images_per_check: per_check((b.fpi - a.fpi) as f64),
+            checkpoints: b.checkpoints - a.checkpoints,
+            fpi_bytes_per_check: pg.fpi_bytes(&a.lsn, &b.lsn).await.map(per_check),
             tables: b
                 .tables
                 .iter()

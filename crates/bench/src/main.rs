@@ -66,6 +66,18 @@ struct RunArgs {
     /// Daemon processes on the database (several: --db postgres only)
     #[arg(long, default_value_t = 1)]
     nodes: usize,
+    /// Seconds between the last registration and the window [default:
+    /// the interval times the healthy threshold plus one]
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// One more argument for every daemon, e.g. `--daemon-arg=--keep-checks
+    /// --daemon-arg=20` (repeat)
+    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    daemon_args: Vec<String>,
+    /// A PostgreSQL server setting `name=value` (repeat), after the
+    /// throwaway server's `fsync=off` and `full_page_writes=off`
+    #[arg(long = "pg-set")]
+    pg_settings: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,6 +112,9 @@ fn main() -> anyhow::Result<()> {
                     _ => Db::Sqlite,
                 },
                 nodes: cli.opts.nodes,
+                warmup: cli.opts.warmup,
+                daemon_args: cli.opts.daemon_args,
+                pg_settings: cli.opts.pg_settings,
             };
             let report = rt.block_on(run(&opts))?;
             println!("{}", report.table());

@@ -31,6 +31,10 @@ pub struct PgSample {
     pub deleted: i64,
     /// `pg_database_size` of the daemon's database, bytes.
     pub db_bytes: i64,
+    /// Full-page images written to the WAL (`pg_stat_wal.wal_fpi`).
+    pub fpi: i64,
+    /// Checkpoints done (`pg_stat_bgwriter`, timed and requested).
+    pub checkpoints: i64,
     /// user+sys CPU seconds of the postmaster, its reaped children and its
     /// live children.
     pub cpu_s: f64,
@@ -44,8 +48,8 @@ pub struct PgSample {
 impl Pg {
     /// Starts the server (fails when PostgreSQL is not installed; under
     /// `CI` the testkit panics instead).
-    pub async fn start() -> anyhow::Result<Pg> {
-        let server = Postgres::start().await.context(
+    pub async fn start(settings: Vec<String>) -> anyhow::Result<Pg> {
+        let server = Postgres::start_with(settings).await.context(
             "PostgreSQL is not installed (apt-get install postgresql; /usr/lib/postgresql/*/bin)",
         )?;
         let postmaster = postmaster_pid(&server.data_dir())?;
@@ -53,6 +57,11 @@ impl Pg {
             .await
             .context("connect to the throwaway PostgreSQL")?;
         tokio::spawn(conn);
+        // For the full-page images' share of the WAL (contrib; a run goes
+        // on without it).
+        let _ = client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+            .await;
         Ok(Pg {
             server,
             client,
@@ -72,7 +81,9 @@ impl Pg {
             .client
             .query_one(
                 "SELECT pg_current_wal_lsn()::text, tup_inserted, tup_updated, tup_deleted, \
-                 pg_database_size(current_database()) \
+                 pg_database_size(current_database()), \
+                 (SELECT wal_fpi FROM pg_stat_wal), \
+                 (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) \
                  FROM pg_stat_database WHERE datname = current_database()",
                 &[],
             )
@@ -100,6 +111,8 @@ impl Pg {
             updated: row.get(2),
             deleted: row.get(3),
             db_bytes: row.get(4),
+            fpi: row.get(5),
+            checkpoints: row.get(6),
             cpu_s: tree_cpu_seconds(self.postmaster),
         })
     }
@@ -115,6 +128,21 @@ impl Pg {
             .await
             .context("pg_wal_lsn_diff")?;
         Ok(row.get(0))
+    }
+
+    /// Bytes of full-page images in the WAL between two LSNs
+    /// (`pg_walinspect`'s `pg_get_wal_stats`); `None` when the extension
+    /// is missing or the WAL was recycled (keep it: `--pg-set
+    /// wal_keep_size=4GB`).
+    pub async fn fpi_bytes(&self, from: &str, to: &str) -> Option<f64> {
+        self.client
+            .query_one(
+                "SELECT sum(fpi_size)::float8 FROM pg_get_wal_stats($1::text::pg_lsn, $2::text::pg_lsn)",
+                &[&from, &to],
+            )
+            .await
+            .ok()
+            .and_then(|r| r.get(0))
     }
 
     /// The server's log (for an error message).

@@ -31,6 +31,13 @@ pub struct PgFigures {
     pub rows_updated_per_check: f64,
     /// `tup_deleted` growth.
     pub rows_deleted_per_check: f64,
+    /// Full-page images in the WAL (`pg_stat_wal.wal_fpi` growth): none
+    /// with the testkit's `full_page_writes=off`.
+    pub full_page_images_per_check: f64,
+    /// Checkpoints in the window (full-page images follow each one).
+    pub checkpoints: i64,
+    /// Bytes of those images per check (`pg_walinspect`), when known.
+    pub fpi_bytes_per_check: Option<f64>,
     /// Per table with any change (`pg_stat_user_tables`), per check: rows
     /// inserted, updated, of those HOT-updated, deleted.
     pub tables: Vec<(String, [f64; 4])>,
@@ -166,11 +173,15 @@ impl Report {
         if let Some(pg) = &self.postgres {
             out.push_str(&format!(
                 "\npostgres CPU per check   {:.1} us (daemons + postgres {:.1} us)\
-                 \npostgres WAL per check   {:.0} B (pg_current_wal_lsn)\
+                 \npostgres WAL per check   {:.0} B (pg_current_wal_lsn), {:.4} full-page images ({} B), {} checkpoint(s) in the window\
                  \npostgres rows per check  {:.3} inserted, {:.3} updated, {:.3} deleted",
                 pg.cpu_us_per_check,
                 self.cpu_us_per_check + pg.cpu_us_per_check,
                 pg.wal_bytes_per_check,
+                pg.full_page_images_per_check,
+                pg.fpi_bytes_per_check
+                    .map_or_else(|| "-".to_string(), |b| format!("{b:.0}")),
+                pg.checkpoints,
                 pg.rows_inserted_per_check,
                 pg.rows_updated_per_check,
                 pg.rows_deleted_per_check,
@@ -225,6 +236,9 @@ impl Report {
             "cpu_us_per_check": self.cpu_us_per_check,
             "postgres_cpu_us_per_check": pg.map(|p| p.cpu_us_per_check),
             "postgres_wal_bytes_per_check": pg.map(|p| p.wal_bytes_per_check),
+            "postgres_full_page_images_per_check": pg.map(|p| p.full_page_images_per_check),
+            "postgres_checkpoints": pg.map(|p| p.checkpoints),
+            "postgres_fpi_bytes_per_check": pg.and_then(|p| p.fpi_bytes_per_check),
             "postgres_rows_inserted_per_check": pg.map(|p| p.rows_inserted_per_check),
             "postgres_rows_updated_per_check": pg.map(|p| p.rows_updated_per_check),
             "postgres_rows_deleted_per_check": pg.map(|p| p.rows_deleted_per_check),

@@ -30,6 +30,7 @@ fn a_small_benchmark_run_completes() {
         restart: true,
         db: healthchecker_bench::Db::Sqlite,
         nodes: 1,
+        ..Default::default()
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let report = rt
@@ -82,6 +83,7 @@ fn a_small_postgres_run_reads_the_servers_figures() {
         restart: false,
         db: healthchecker_bench::Db::Postgres,
         nodes: 1,
+        ..Default::default()
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let report = rt

@@ -109,6 +109,14 @@ impl Postgres {
         Self::start_with_settings(Vec::new(), None).await
     }
 
+    /// As [`Postgres::start`], with more server settings (`name=value`,
+    /// each passed as `-c`). They come after the durability ones, so
+    /// `full_page_writes=on` turns full-page images back on (the
+    /// benchmark's steady-state WAL: docs/performance.md).
+    pub async fn start_with(settings: Vec<String>) -> Option<Postgres> {
+        Self::start_with_settings(settings, None).await
+    }
+
     /// As [`Postgres::start`], with TLS on (`ssl=on`) and `cert` as the
     /// server's certificate and key; plain connections are still accepted
     /// (the default `pg_hba.conf` has `host` lines, not `hostssl`), so a
