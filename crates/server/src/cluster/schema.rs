@@ -326,7 +326,58 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX services_by_change;
     CREATE INDEX services_by_change ON services (state_since DESC, name COLLATE "C");
     "#,
+    // 10: raw checks in a ring of slots, emptied a slot at a time
+    // (docs/cluster.md, "Raw checks in slots"). `checks` is partitioned by
+    // `slot`: the writer appends to the current slot (0..7); a pruning pass
+    // closes it after a while, and empties a slot closed long enough ago
+    // with one `TRUNCATE` after copying the checks the retention rule
+    // still keeps into `checks_kept` (slot -1), which is pruned row by row
+    // as the whole table was. Deleting every check row by row cost 66 B of
+    // WAL a check, and the inserts into one index over every kept check
+    // wrote a full-page image of most of its leaves after each checkpoint.
+    // The former table becomes slot 0, the current one: nothing is copied.
+    // Rows written without a slot (by hand, by tests) go to `checks_kept`.
+    r#"
+    ALTER TABLE checks RENAME TO checks_s0;
+    ALTER INDEX checks_by_service RENAME TO checks_s0_by_service;
+    ALTER TABLE checks_s0 ADD COLUMN slot int NOT NULL DEFAULT 0;
+    CREATE TABLE checks (
+        id bigint NOT NULL DEFAULT nextval('checks_id_seq'),
+        service_id bigint NOT NULL,
+        at bigint NOT NULL,
+        duration_us bigint NOT NULL,
+        result text NOT NULL,
+        reason text,
+        http_status int,
+        details text,
+        changed boolean NOT NULL DEFAULT false,
+        streak int,
+        slot int NOT NULL DEFAULT -1
+    ) PARTITION BY LIST (slot);
+    ALTER SEQUENCE checks_id_seq OWNED BY checks.id;
+    ALTER TABLE checks ATTACH PARTITION checks_s0 FOR VALUES IN (0);
+    CREATE TABLE checks_kept PARTITION OF checks FOR VALUES IN (-1);
+    CREATE TABLE checks_s1 PARTITION OF checks FOR VALUES IN (1);
+    CREATE TABLE checks_s2 PARTITION OF checks FOR VALUES IN (2);
+    CREATE TABLE checks_s3 PARTITION OF checks FOR VALUES IN (3);
+    CREATE TABLE checks_s4 PARTITION OF checks FOR VALUES IN (4);
+    CREATE TABLE checks_s5 PARTITION OF checks FOR VALUES IN (5);
+    CREATE TABLE checks_s6 PARTITION OF checks FOR VALUES IN (6);
+    CREATE TABLE checks_s7 PARTITION OF checks FOR VALUES IN (7);
+    CREATE INDEX checks_by_service ON checks (service_id, id);
+    CREATE TABLE check_slots (
+        slot int PRIMARY KEY CHECK (slot >= 0 AND slot < 8),
+        current boolean NOT NULL DEFAULT false,
+        opened_at bigint,
+        closed_at bigint
+    );
+    CREATE UNIQUE INDEX check_slots_one_current ON check_slots ((true)) WHERE current;
+    INSERT INTO check_slots (slot, current) SELECT s, s = 0 FROM generate_series(0, 7) s;
+    "#,
 ];
+
+/// The slots of `checks` (migration 10): `checks_s0` … `checks_s7`.
+pub const CHECK_SLOTS: i32 = 8;
 
 // Migration 1 writes the bucket count as a number: it must stay the core's.
 const _: () = assert!(BUCKETS == 1024);
@@ -342,6 +393,15 @@ const MIGRATION_LOCK: i64 = 0x0068_632d_6d69_6772;
 /// Refuses a database written by a newer build. Running it again is a
 /// no-op.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), ClusterError> {
+    migrate_to(client, VERSION).await
+}
+
+/// As [`migrate`], up to schema version `target` only: the upgrade tests
+/// write a database as an older build left it.
+pub async fn migrate_to(
+    client: &mut tokio_postgres::Client,
+    target: i64,
+) -> Result<(), ClusterError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -365,7 +425,13 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), ClusterE
             ours: VERSION,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    let upto = target.clamp(0, VERSION) as usize;
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(upto)
+        .skip(current as usize)
+    {
         tx.batch_execute(sql).await?;
         tx.execute(
             "INSERT INTO schema_migrations (version) VALUES ($1)",

@@ -167,6 +167,93 @@ async fn migrations_are_versioned_and_idempotent() {
     assert!(e.to_string().contains("newer than this build"), "{e}");
 }
 
+/// Migration 10 turns `checks` into slots: a database as version 9 left it
+/// keeps every check, in the current slot (`checks_s0`), read by the same
+/// index; ids go on from the same sequence.
+#[tokio::test]
+async fn the_checks_of_an_older_database_become_its_current_slot() {
+    let Some(pg) = Postgres::start().await else {
+        return;
+    };
+    let db = PgDb::parse(&pg.url(), None).expect("testkit URL parses");
+    let pool = db.pool(2);
+    let mut client = pool.get().await.unwrap();
+    schema::migrate_to(&mut client, 9)
+        .await
+        .expect("migrate to 9");
+    assert_eq!(schema::version(&client).await.unwrap(), 9);
+    client
+        .batch_execute(
+            "INSERT INTO services (name, bucket, protocol, host, port, path, emails, timeout, \
+               interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \
+               cert_warn_days, token_hash, state_since, created_at, updated_at) \
+             VALUES ('old', 1, 'http', 'h', 80, '/', '[]', 5, 30, 2, 2, '200', true, 14, 'x', 0, 0, 0); \
+             INSERT INTO checks (service_id, at, duration_us, result, streak) \
+               SELECT 1, g, 1000, CASE WHEN g % 3 = 0 THEN 'fail' ELSE 'pass' END, 1 \
+               FROM generate_series(1, 50) g;",
+        )
+        .await
+        .unwrap();
+    let before: Vec<(i64, i64, String)> = client
+        .query("SELECT id, at, result FROM checks ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(before.len(), 50);
+
+    schema::migrate(&mut client)
+        .await
+        .expect("migrate to the newest");
+    assert_eq!(schema::version(&client).await.unwrap(), schema::VERSION);
+    let after: Vec<(i64, i64, String)> = client
+        .query("SELECT id, at, result FROM checks_s0 ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(after, before, "every check, in slot 0");
+    let current: i32 = client
+        .query_one("SELECT slot FROM check_slots WHERE current", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(current, 0);
+    // The newest checks of a service by the index of every slot.
+    let plan: String = client
+        .query(
+            "EXPLAIN SELECT id FROM checks WHERE service_id = 1 ORDER BY id DESC LIMIT 5",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan.contains("checks_s0_by_service"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    // A row written without a slot goes to the kept slot, with the next id.
+    let id: i64 = client
+        .query_one(
+            "INSERT INTO checks (service_id, at, duration_us, result) \
+             VALUES (1, 51, 1000, 'pass') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(id, before.last().unwrap().0 + 1);
+    let kept: i64 = client
+        .query_one("SELECT count(*) FROM checks_kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1);
+}
+
 #[tokio::test]
 async fn nodes_split_the_buckets_fairly_and_a_joining_node_gets_its_share() {
     let Some(c) = cluster().await else { return };

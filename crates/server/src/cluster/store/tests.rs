@@ -9,6 +9,7 @@
 //! the test's thread. Without PostgreSQL installed a test prints SKIPPED
 //! and passes (under CI it fails: the testkit's rule).
 
+use super::checks::slot_retention;
 use super::*;
 use crate::cluster::{FenceError, Held};
 use crate::silences::{Silence, Window};
@@ -63,6 +64,22 @@ fn db() -> Option<Db> {
 impl Db {
     fn count(&mut self, query: &str) -> i64 {
         self.sql.query_one(query, &[]).unwrap().get(0)
+    }
+
+    /// Closes the current slot of `checks` as if long ago and makes an
+    /// empty one current, so that the next prune empties the closed one
+    /// (keeping what the rule keeps), as it does once a retention has
+    /// passed (`raw_checks_go_a_slot_at_a_time_keeping_what_the_rule_keeps`
+    /// turns them by the clock).
+    fn close_slot(&mut self) {
+        self.sql
+            .batch_execute(
+                "UPDATE check_slots SET current = false, closed_at = 0 WHERE current; \
+                 UPDATE check_slots SET current = true, opened_at = NULL \
+                 WHERE slot = (SELECT min(slot) FROM check_slots \
+                               WHERE NOT current AND closed_at IS NULL)",
+            )
+            .unwrap();
     }
 }
 
@@ -742,6 +759,7 @@ fn rollups_uptime_and_retention() {
     // Retention: roll-ups beyond theirs, raw checks beyond --keep-checks
     // unless failing or state-changing and recent.
     s.set_keep_checks(3);
+    db.close_slot();
     let pruned = s.prune(now).unwrap();
     let hours = db.count("SELECT count(*) FROM uptime");
     assert_eq!(hours, 2, "the 40-day-old hour is gone");
@@ -1596,6 +1614,28 @@ fn a_corrupt_row_is_reported_with_its_table_row_and_column() {
 /// the rows the former single statement named (a window ranking every
 /// check of every service): same rule, checked row by row on services of
 /// many buckets with every edge of it, the former statement as the oracle.
+/// What the retention rule removes at `now`, as the former single
+/// statement named it (a window ranking every check of every service):
+/// the oracle of the prune's tests.
+fn named_by_the_ranking(sql: &mut postgres::Client, keep: i64, now: i64) -> BTreeSet<i64> {
+    sql.query(
+        "SELECT c.id FROM checks c WHERE NOT EXISTS \
+           (SELECT 1 FROM services s WHERE s.id = c.service_id) \
+         UNION ALL \
+         SELECT x.id FROM ( \
+           SELECT id, service_id, at, result, changed, \
+             row_number() OVER (PARTITION BY service_id ORDER BY id DESC) AS n \
+           FROM checks) x JOIN services s ON s.id = x.service_id \
+         WHERE x.n > $1 AND x.id <= s.rolled_through \
+           AND (x.at < $2 OR (x.result = 'pass' AND NOT x.changed))",
+        &[&keep, &(now - RETAIN_MS)],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
 /// Every check row's id.
 fn check_ids(sql: &mut postgres::Client) -> BTreeSet<i64> {
     sql.query("SELECT id FROM checks", &[])
@@ -1697,25 +1737,7 @@ fn pruning_by_slices_removes_exactly_what_the_ranking_named() {
     }
     let buckets = db.count("SELECT count(DISTINCT bucket) FROM services");
     assert!(buckets > 30, "services in {buckets} buckets");
-    // The former statement, as a query: what it would have deleted.
-    let named: BTreeSet<i64> = db
-        .sql
-        .query(
-            "SELECT c.id FROM checks c WHERE NOT EXISTS \
-               (SELECT 1 FROM services s WHERE s.id = c.service_id) \
-             UNION ALL \
-             SELECT x.id FROM ( \
-               SELECT id, service_id, at, result, changed, \
-                 row_number() OVER (PARTITION BY service_id ORDER BY id DESC) AS n \
-               FROM checks) x JOIN services s ON s.id = x.service_id \
-             WHERE x.n > $1 AND x.id <= s.rolled_through \
-               AND (x.at < $2 OR (x.result = 'pass' AND NOT x.changed))",
-            &[&keep, &(now - RETAIN_MS)],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let named = named_by_the_ranking(&mut db.sql, keep, now);
     let before = check_ids(&mut db.sql);
     // The data names enough, and keeps enough, to tell rules apart.
     assert!(named.len() > 20, "{} named", named.len());
@@ -1730,6 +1752,123 @@ fn pruning_by_slices_removes_exactly_what_the_ranking_named() {
     assert_eq!(after, &before - &named);
     // A second pass finds nothing more.
     assert_eq!(s.prune_checks(now).unwrap(), 0);
+}
+
+/// Raw checks go a slot at a time (`checks.rs`, `turn_slots`), by the
+/// clock: the current slot is closed once it has been current for a
+/// period, and emptied a retention later, after what the rule keeps of it
+/// was copied into `checks_kept`. What is left is what the ranking keeps
+/// of the emptied slot, and the newer slot untouched.
+#[test]
+fn raw_checks_go_a_slot_at_a_time_keeping_what_the_rule_keeps() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    let keep = 3;
+    s.set_keep_checks(keep);
+    let t0 = 1_700_000_000_000;
+    let fast = s.register(&spec("fast"), "h", t0, 10).unwrap().record.id;
+    let slow_spec = spec_of(&serde_json::json!({
+        "name": "slow", "url": "http://127.0.0.1:9/health", "interval": 300,
+        "email": "a@example.com"
+    }));
+    let slow = s.register(&slow_spec, "h", t0, 10).unwrap().record.id;
+    let (retain, period) = slot_retention(keep, 300, 2, 1.0 / 30.0 + 1.0 / 300.0);
+    assert_eq!(
+        (retain, period),
+        (20 * 60_000, 4 * 60_000),
+        "the slow service does not hold the fast one's checks for hours"
+    );
+    let current = |db: &mut Db| {
+        db.sql
+            .query_one("SELECT slot, opened_at FROM check_slots WHERE current", &[])
+            .map(|r| (r.get::<_, i32>(0), r.get::<_, Option<i64>>(1)))
+            .unwrap()
+    };
+    assert_eq!(current(&mut db), (0, None));
+    s.prune(t0).unwrap();
+    assert_eq!(current(&mut db), (0, Some(t0)), "the first pass dates it");
+
+    let results = [
+        CheckResult::Pass,
+        CheckResult::Fail,
+        CheckResult::Pass,
+        CheckResult::Pass,
+        CheckResult::Pass,
+    ];
+    let mut batch: Vec<CheckWrite> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| check(fast, t0 + 1_000 * i as i64, *r, HealthState::Healthy))
+        .collect();
+    batch.push(check(slow, t0, CheckResult::Pass, HealthState::Healthy));
+    batch.push(check(slow, t0 + 1, CheckResult::Pass, HealthState::Healthy));
+    s.write_batch(None, &batch).unwrap();
+    let first = db.count("SELECT count(*) FROM checks_s0");
+    assert_eq!(first, 7);
+
+    s.prune(t0 + period - 1).unwrap();
+    assert_eq!(current(&mut db), (0, Some(t0)));
+    s.prune(t0 + period).unwrap();
+    assert_eq!(
+        current(&mut db),
+        (1, Some(t0 + period)),
+        "closed after a period"
+    );
+    // The fast service's newest three now in slot 1.
+    let newer: Vec<CheckWrite> = (0..3)
+        .map(|i| {
+            check(
+                fast,
+                t0 + period + i,
+                CheckResult::Pass,
+                HealthState::Healthy,
+            )
+        })
+        .collect();
+    s.write_batch(None, &newer).unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM checks_s1"), 3);
+
+    let emptied_at = t0 + period + retain;
+    s.prune(emptied_at - 1).unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM checks_s0"), first, "not yet");
+    let before = check_ids(&mut db.sql);
+    let in_first: BTreeSet<i64> = db
+        .sql
+        .query("SELECT id FROM checks_s0", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let named = &named_by_the_ranking(&mut db.sql, keep, emptied_at) & &in_first;
+    // The fast service's four passes go; its failure (younger than 7
+    // days) and the slow service's two (among its newest three) stay.
+    assert_eq!(named.len(), 4);
+    assert_eq!(s.prune(emptied_at).unwrap(), named.len());
+    assert_eq!(check_ids(&mut db.sql), &before - &named);
+    assert_eq!(
+        db.count("SELECT count(*) FROM checks_s0"),
+        0,
+        "emptied whole"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM checks_kept"), 3);
+    assert_eq!(
+        db.count("SELECT count(*) FROM check_slots WHERE slot = 0 AND opened_at IS NULL AND closed_at IS NULL AND NOT current"),
+        1
+    );
+    // And slot 1, current for more than a period by the pass before,
+    // was closed then for slot 2.
+    assert_eq!(current(&mut db), (2, Some(emptied_at - 1)));
+    let fast_left: Vec<&str> = s
+        .checks(fast, 100)
+        .unwrap()
+        .iter()
+        .map(|c| c.result.as_str())
+        .collect();
+    assert_eq!(fast_left, ["pass", "pass", "pass", "fail"]);
+    assert_eq!(s.checks(slow, 100).unwrap().len(), 2);
+    // Nothing more to remove, and a pass changes nothing.
+    assert_eq!(s.prune(emptied_at + 1).unwrap(), 0);
+    assert_eq!(check_ids(&mut db.sql), &before - &named);
 }
 
 /// Uptime counts the checks not rolled up yet (above the service's mark)

@@ -423,17 +423,22 @@ impl PgStore {
             tx.commit().map_err(pg)?;
             return Ok(out);
         }
-        // Check ids in the batch's order (the events name them).
+        // Check ids in the batch's order (the events name them), and the
+        // current slot of `checks` (schema.rs, migration 10) in the same
+        // round trip.
         let s = cache.get(
             &mut tx,
-            "SELECT nextval('checks_id_seq') FROM generate_series(1, $1::bigint)",
+            "SELECT nextval('checks_id_seq'), \
+               (SELECT slot FROM check_slots WHERE current) \
+             FROM generate_series(1, $1::bigint)",
         )?;
-        let mut check_ids: Vec<i64> = tx
-            .query(&s, &[&(kept.len() as i64)])
-            .map_err(pg)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let drawn = tx.query(&s, &[&(kept.len() as i64)]).map_err(pg)?;
+        // No current slot (a database edited by hand): the kept slot.
+        let slot: i32 = drawn
+            .first()
+            .and_then(|r| r.get::<_, Option<i32>>(1))
+            .unwrap_or(-1);
+        let mut check_ids: Vec<i64> = drawn.iter().map(|r| r.get(0)).collect();
         // Each service's fields after its last check in the batch.
         let mut folded = fold(&kept, &check_ids, &services);
         // The rows to write now, with what they get: all of them without
@@ -505,7 +510,7 @@ impl PgStore {
             let sink = tx
                 .copy_in(
                     "COPY checks (id, service_id, at, duration_us, result, reason, \
-                       http_status, details, changed, streak) FROM STDIN BINARY",
+                       http_status, details, changed, streak, slot) FROM STDIN BINARY",
                 )
                 .map_err(pg)?;
             let mut w = BinaryCopyInWriter::new(
@@ -521,6 +526,7 @@ impl PgStore {
                     Type::TEXT,
                     Type::BOOL,
                     Type::INT4,
+                    Type::INT4,
                 ],
             );
             for (c, id) in kept.iter().zip(&check_ids) {
@@ -535,6 +541,7 @@ impl PgStore {
                     &c.details,
                     &c.transition.is_some(),
                     &streak(c),
+                    &slot,
                 ])
                 .map_err(pg)?;
             }

@@ -200,6 +200,7 @@ fn checks_above_the_mark_are_rolled_up_exactly_once_after_a_crash_or_a_takeover(
     assert_eq!(rolled(&mut db, id), 3);
     // Pruning keeps the checks above the mark, whatever `--keep-checks`.
     s.set_keep_checks(1);
+    db.close_slot();
     s.prune(t + 10_000).unwrap();
     assert_eq!(db.count("SELECT count(*) FROM checks"), 2);
     assert_eq!(counted(&s, id, t), 5);
@@ -253,6 +254,7 @@ fn checks_above_the_mark_are_rolled_up_exactly_once_after_a_crash_or_a_takeover(
     assert_eq!(rolled(&mut db, id), 7);
     assert_eq!(counted(&s, id, t), 7);
     // Rolled up: now pruning may take them.
+    db.close_slot();
     s.prune(t + 10_000).unwrap();
     assert_eq!(db.count("SELECT count(*) FROM checks"), 1);
     assert_eq!(counted(&s, id, t), 7);
@@ -395,9 +397,11 @@ fn wal_of_a_flush() {
             wrote / N as i64
         );
     }
-    // Pruning the rolled-up checks (all but the newest of each service),
-    // then the vacuum that reclaims them.
+    // Pruning the rolled-up checks (all but the newest of each service):
+    // their slot emptied whole, the newest copied into `checks_kept`;
+    // then the vacuum.
     s.set_keep_checks(1);
+    db.close_slot();
     let before = lsn(&mut db);
     let deleted = s.prune(t + 600_000).unwrap() as i64;
     let pruned = lsn(&mut db) - before;
@@ -405,7 +409,7 @@ fn wal_of_a_flush() {
     db.sql.batch_execute("VACUUM checks").unwrap();
     let vacuumed = lsn(&mut db) - before;
     println!(
-        "prune: {} checks deleted, {} B a check, vacuum {} B a check",
+        "prune: {} checks removed, {} B a check, vacuum {} B a check",
         deleted,
         pruned / deleted.max(1),
         vacuumed / deleted.max(1)
