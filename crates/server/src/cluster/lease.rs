@@ -5,8 +5,10 @@
 //! One round is one transaction: upsert the node's heartbeat, read
 //! PostgreSQL's `now()`, the live nodes and the lease table, let
 //! [`plan_round`] decide, then renew (conditional on owner and epoch, rows
-//! locked in bucket order), release the excess and claim free or expired
-//! buckets with `FOR UPDATE SKIP LOCKED`, each claim bumping the epoch.
+//! locked in bucket order), release the excess (after this node's fenced
+//! writes in flight: its fence lock, [`super::fence`]) and claim free or
+//! expired buckets with `FOR UPDATE SKIP LOCKED`, skipping those whose
+//! owner is writing (its fence lock, tried), each claim bumping the epoch.
 //! Every time is the database's, so nodes need no synchronised clocks.
 //!
 //! What the channel says is conservative: buckets are removed *before* a
@@ -32,6 +34,7 @@
 //! the node never renews a lease it stopped working on; the round after
 //! that claims as usual, each claim at a new epoch.
 
+use super::fence::{FENCE_EXCLUSIVE, FENCE_LOCK};
 use super::ClusterError;
 use deadpool_postgres::Pool;
 use healthchecker_core::cluster::{plan_round, Bucket, Epoch, Lease};
@@ -305,6 +308,8 @@ impl LeaseManager {
         self.publish(still);
 
         if !plan.release.is_empty() {
+            // After this node's writes in flight (their fence lock).
+            tx.execute(FENCE_EXCLUSIVE, &[&FENCE_LOCK, &me]).await?;
             let release: Vec<i32> = plan.release.iter().map(|b| i32::from(b.get())).collect();
             tx.execute(
                 "UPDATE buckets SET owner = NULL, expires_at = NULL
@@ -319,7 +324,7 @@ impl LeaseManager {
             for r in tx
                 .query(
                     "WITH c AS (
-                         SELECT bucket FROM buckets
+                         SELECT bucket, owner FROM buckets
                          WHERE bucket = ANY($1::int[])
                            AND (owner IS NULL OR expires_at IS NULL OR expires_at <= now())
                          ORDER BY array_position($1::int[], bucket)
@@ -328,8 +333,9 @@ impl LeaseManager {
                      UPDATE buckets b SET owner = $3, epoch = b.epoch + 1,
                          expires_at = now() + make_interval(secs => $4)
                      FROM c WHERE b.bucket = c.bucket
+                       AND (c.owner IS NULL OR pg_try_advisory_xact_lock($5, hashtext(c.owner)))
                      RETURNING b.bucket, b.epoch",
-                    &[&candidates, &limit, &me, &expiry_s],
+                    &[&candidates, &limit, &me, &expiry_s, &FENCE_LOCK],
                 )
                 .await?
             {
@@ -359,6 +365,8 @@ impl LeaseManager {
         client: &mut deadpool_postgres::Client,
     ) -> Result<(), ClusterError> {
         let tx = client.transaction().await?;
+        tx.execute(FENCE_EXCLUSIVE, &[&FENCE_LOCK, &self.cfg.node])
+            .await?;
         let released = tx
             .execute(
                 "UPDATE buckets SET owner = NULL, expires_at = NULL WHERE owner = $1",
@@ -392,16 +400,18 @@ impl LeaseManager {
         self.valid_until = None;
         self.publish(Held::default());
         let work = async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "UPDATE buckets SET owner = NULL, expires_at = NULL WHERE owner = $1",
-                    &[&self.cfg.node],
-                )
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.execute(FENCE_EXCLUSIVE, &[&FENCE_LOCK, &self.cfg.node])
                 .await?;
-            client
-                .execute("DELETE FROM nodes WHERE id = $1", &[&self.cfg.node])
+            tx.execute(
+                "UPDATE buckets SET owner = NULL, expires_at = NULL WHERE owner = $1",
+                &[&self.cfg.node],
+            )
+            .await?;
+            tx.execute("DELETE FROM nodes WHERE id = $1", &[&self.cfg.node])
                 .await?;
+            tx.commit().await?;
             Ok::<(), ClusterError>(())
         };
         tokio::time::timeout(self.cfg.heartbeat.max(Duration::from_secs(1)), work)

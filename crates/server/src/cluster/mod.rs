@@ -37,7 +37,7 @@ pub mod store;
 pub mod wake;
 
 pub use db::PgDb;
-pub use fence::{fence, FenceError};
+pub use fence::{fence, FenceError, FENCE_LOCK};
 pub use lease::{Held, LeaseConfig, LeaseHandle, LeaseManager};
 pub use store::PgStore;
 

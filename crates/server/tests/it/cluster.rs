@@ -387,6 +387,56 @@ async fn a_crashed_nodes_buckets_are_taken_over_and_its_stale_writes_refused() {
     }
 }
 
+/// A fenced write in flight holds its node's fence lock (an advisory
+/// lock, no row lock): while it does, no other node claims that node's
+/// buckets even once their leases have run out, so the write commits
+/// under the lease it checked; the claims come after it.
+#[tokio::test]
+async fn no_bucket_changes_hands_while_its_owners_fenced_write_is_in_flight() {
+    let Some(c) = cluster().await else { return };
+    let cc = c.node("node-c");
+    wait_settled(&c, &[&cc], "node c to hold every bucket").await;
+    let before = c.owners().await["node-c"].clone();
+    let (&bucket, &epoch) = before.iter().next().unwrap();
+    let mut client = c.pool.get().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE fenced_writes (bucket int, node text, epoch bigint)")
+        .await
+        .unwrap();
+    let tx = client.transaction().await.unwrap();
+    fence(&tx, "node-c", bucket, epoch)
+        .await
+        .expect("c's write under its lease");
+    // c stops (no release), its leases run out, and b starts.
+    cc.abort().await;
+    let b = c.node("node-b");
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert!(
+        !c.owners().await.contains_key("node-b"),
+        "b claimed c's buckets while c's write was in flight"
+    );
+    tx.execute(
+        "INSERT INTO fenced_writes VALUES ($1, 'node-c', $2)",
+        &[&i32::from(bucket.get()), &epoch.0],
+    )
+    .await
+    .unwrap();
+    tx.commit()
+        .await
+        .expect("the write commits under its lease");
+    wait_settled(&c, &[&b], "b to take c's buckets after the write").await;
+    let after = c.owners().await;
+    assert!(after["node-b"][&bucket] > epoch);
+    // And c's next write is refused.
+    let tx = client.transaction().await.unwrap();
+    assert!(matches!(
+        fence(&tx, "node-c", bucket, epoch).await,
+        Err(FenceError::Stale { .. })
+    ));
+    drop(tx);
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn a_lease_manager_reconnects_after_postgresql_restarts_and_outages() {
     let Some(mut c) = cluster().await else { return };

@@ -86,10 +86,11 @@ pub struct PgWriterTiming {
     pub batch_window: Duration,
     /// How long a batch of plain checks (no state change) collects after
     /// its first check (1 s): every check is read on every node within
-    /// it. Longer than `batch_window` because each batch locks the lease
-    /// row of every bucket it writes (`FOR SHARE`, a WAL record each):
-    /// at 4,000 checks/s one node's batches of 100 ms wrote ≈ 50 B of
-    /// lease locks a check.
+    /// it. Longer than `batch_window` because each batch was a
+    /// transaction's fixed costs and, until its fence took an advisory
+    /// lock, locked the lease row of every bucket it writes (`FOR SHARE`,
+    /// a WAL record each): at 4,000 checks/s one node's batches of 100 ms
+    /// wrote ≈ 50 B of lease locks a check.
     pub plain_window: Duration,
     /// Most checks per batch (4,096, SQLite's `MAX_BATCH`).
     pub max_batch: usize,

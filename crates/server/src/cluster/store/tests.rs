@@ -11,7 +11,8 @@
 
 use super::checks::slot_retention;
 use super::*;
-use crate::cluster::{FenceError, Held};
+use crate::cluster::fence::FENCE_SHARED;
+use crate::cluster::{FenceError, Held, FENCE_LOCK};
 use crate::silences::{Silence, Window};
 use crate::store::{
     CheckWrite, EventKind, NotificationStatus, NotifyWrite, ServiceFilter, ServiceOrder,
@@ -1337,9 +1338,9 @@ fn a_digest_is_claimed_by_one_node_and_a_claimed_row_is_not_digested() {
 }
 
 /// A node paused inside a transaction (`SIGSTOP` in the middle of a
-/// fenced batch) must not keep its lease rows locked: PostgreSQL ends the
-/// idle transaction after `IDLE_IN_TRANSACTION` (cluster/db.rs), and the
-/// other nodes' claims, which skip locked rows, get the bucket.
+/// fenced batch) must not keep its fence lock: PostgreSQL ends the idle
+/// transaction after `IDLE_IN_TRANSACTION` (cluster/db.rs), and the other
+/// nodes' claims, which try that lock, get its buckets.
 #[test]
 fn a_transaction_left_idle_is_ended_and_its_locks_released() {
     let Some(mut db) = db() else { return };
@@ -1352,19 +1353,20 @@ fn a_transaction_left_idle_is_ended_and_its_locks_released() {
         .get(0);
     assert_eq!(shown, "5s");
     let mut tx = c.transaction().unwrap();
-    // The fence's lock, then nothing: the node is stopped.
-    tx.query("SELECT bucket FROM buckets WHERE bucket = 7 FOR SHARE", &[])
-        .unwrap();
-    let claim = "SELECT bucket FROM buckets WHERE bucket = 7 FOR UPDATE SKIP LOCKED";
+    // The fence's lock (node a's), then nothing: the node is stopped.
+    tx.execute(FENCE_SHARED, &[&FENCE_LOCK, &"a"]).unwrap();
+    // What a claim of one of a's buckets tries.
+    let claim = "SELECT pg_try_advisory_xact_lock($1, hashtext('a'))";
     let mut other = db.sql.transaction().unwrap();
-    assert!(other.query(claim, &[]).unwrap().is_empty(), "locked");
+    let got: bool = other.query_one(claim, &[&FENCE_LOCK]).unwrap().get(0);
+    assert!(!got, "locked");
     other.rollback().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let mut other = db.sql.transaction().unwrap();
-        let got = other.query(claim, &[]).unwrap().len();
+        let got: bool = other.query_one(claim, &[&FENCE_LOCK]).unwrap().get(0);
         other.rollback().unwrap();
-        if got == 1 {
+        if got {
             break;
         }
         assert!(

@@ -23,18 +23,19 @@
 //! roll-ups in the batch's transaction), for callers without a hold.
 //!
 //! **Fencing** (SPEC section 19): a batch written with [`Fencing`] first
-//! checks, in one statement, that this node holds each of the batch's
-//! buckets at the epoch it names, and locks those lease rows `FOR SHARE`
-//! in bucket order until commit (as `cluster::fence` does for one
-//! bucket: a claim skips locked rows, so no lease changes hands before
-//! the commit). The checks of a bucket that is not held (taken over,
+//! takes this node's fence lock shared until commit, then checks, in one
+//! statement, that this node holds each of the batch's buckets at the
+//! epoch it names (as `cluster::fence` does for one bucket: a claim of
+//! them skips them while the lock is held, and a release waits for it, so
+//! no lease changes hands before the commit). The checks of a bucket that is not held (taken over,
 //! expired, released) are dropped and reported as
 //! [`FenceError::Stale`] in [`Written::stale`]: the caller stops working
 //! on that bucket; the rest of the batch commits.
 
 use super::rollup::{hour_of, hours_to_days, merge_rolls, Roll};
 use super::{pg, PgStore, StmtCache};
-use crate::cluster::{FenceError, Held};
+use crate::cluster::fence::FENCE_SHARED;
+use crate::cluster::{FenceError, Held, FENCE_LOCK};
 use crate::store::{CheckWrite, StoreError};
 use healthchecker_core::cluster::{Bucket, Epoch};
 use healthchecker_core::{CheckResult, HealthState};
@@ -691,10 +692,11 @@ fn streak(w: &CheckWrite) -> i32 {
     n as i32
 }
 
-/// Checks that this node holds the buckets `wanted` at the epochs
-/// `f` names, and locks those lease rows `FOR SHARE` in bucket order until
-/// commit; returns the ones held and pushes a [`FenceError::Stale`] per
-/// other one onto `stale`.
+/// Takes this node's fence lock shared until commit, then checks that
+/// this node holds the buckets `wanted` at the epochs `f` names (a later
+/// statement: its snapshot sees every claim committed before the lock
+/// was granted); returns the ones held and pushes a
+/// [`FenceError::Stale`] per other one onto `stale`.
 fn fence(
     tx: &mut postgres::Transaction<'_>,
     cache: &mut StmtCache,
@@ -706,13 +708,14 @@ fn fence(
         .iter()
         .filter_map(|b| f.held.epoch(*b).map(|e| (i32::from(b.get()), e.0)))
         .unzip();
+    let lock = cache.get(tx, FENCE_SHARED)?;
+    tx.execute(&lock, &[&FENCE_LOCK, &f.node]).map_err(pg)?;
     let s = cache.get(
         tx,
         "SELECT b.bucket FROM buckets b \
          JOIN unnest($1::int[], $2::bigint[]) h(bucket, epoch) \
            ON b.bucket = h.bucket AND b.epoch = h.epoch \
-         WHERE b.owner = $3 AND b.expires_at > now() \
-         ORDER BY b.bucket FOR SHARE OF b",
+         WHERE b.owner = $3 AND b.expires_at > now()",
     )?;
     let ok: BTreeSet<Bucket> = tx
         .query(&s, &[&bs, &es, &f.node])
