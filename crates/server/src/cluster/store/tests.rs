@@ -1829,6 +1829,17 @@ fn raw_checks_go_a_slot_at_a_time_keeping_what_the_rule_keeps() {
         .collect();
     s.write_batch(None, &newer).unwrap();
     assert_eq!(db.count("SELECT count(*) FROM checks_s1"), 3);
+    // A service's newest check: from the current slot when it has one
+    // there, from the others when not (`SERVICE_COLUMNS`).
+    let last_at = |name: &str| {
+        s.get_service(name)
+            .unwrap()
+            .unwrap()
+            .last_check
+            .map(|c| c.at)
+    };
+    assert_eq!(last_at("fast"), Some(t0 + period + 2));
+    assert_eq!(last_at("slow"), Some(t0 + 1));
 
     let emptied_at = t0 + period + retain;
     s.prune(emptied_at - 1).unwrap();
@@ -1868,6 +1879,7 @@ fn raw_checks_go_a_slot_at_a_time_keeping_what_the_rule_keeps() {
         .collect();
     assert_eq!(fast_left, ["pass", "pass", "pass", "fail"]);
     assert_eq!(s.checks(slow, 100).unwrap().len(), 2);
+    assert_eq!(last_at("slow"), Some(t0 + 1), "from checks_kept");
     // Nothing more to remove, and a pass changes nothing.
     assert_eq!(s.prune(emptied_at + 1).unwrap(), 0);
     assert_eq!(check_ids(&mut db.sql), &before - &named);
