@@ -194,26 +194,26 @@ async fn the_checks_of_an_older_database_become_its_current_slot() {
         )
         .await
         .unwrap();
-    let before: Vec<(i64, i64, String)> = client
-        .query("SELECT id, at, result FROM checks ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    async fn checks_of(client: &tokio_postgres::Client, table: &str) -> Vec<(i64, i64, String)> {
+        client
+            .query(
+                &format!("SELECT id, at, result FROM {table} ORDER BY id"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+    let before = checks_of(&client, "checks").await;
     assert_eq!(before.len(), 50);
 
     schema::migrate(&mut client)
         .await
         .expect("migrate to the newest");
     assert_eq!(schema::version(&client).await.unwrap(), schema::VERSION);
-    let after: Vec<(i64, i64, String)> = client
-        .query("SELECT id, at, result FROM checks_s0 ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let after = checks_of(&client, "checks_s0").await;
     assert_eq!(after, before, "every check, in slot 0");
     let current: i32 = client
         .query_one("SELECT slot FROM check_slots WHERE current", &[])
