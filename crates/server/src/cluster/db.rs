@@ -31,10 +31,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a session may sit idle inside an open transaction before
 /// PostgreSQL ends it (`idle_in_transaction_session_timeout`, set on every
 /// connection of the node). A node paused mid-transaction (`SIGSTOP`, a
-/// frozen VM) would otherwise keep the locks it took — the fence's
-/// `FOR SHARE` on its lease rows, the lease round's `FOR UPDATE` — and the
-/// other nodes' claims, which skip locked rows, could not take those
-/// buckets over until it resumed. Shorter than the 10 s lease expiry, so
+/// frozen VM) would otherwise keep the locks it took — the fence lock of
+/// its writes (cluster/fence.rs), the lease round's `FOR UPDATE` — and the
+/// other nodes' claims, which skip those, could not take its buckets over
+/// until it resumed. (PostgreSQL does not apply it to a session in the
+/// middle of a `COPY`: a node paused inside the writer's `COPY` keeps its
+/// fence lock until it resumes or its connection is cut.) Shorter than the 10 s lease expiry, so
 /// the locks are gone when the leases expire; the paused node's next
 /// statement then fails, its connection is opened again, and its stale
 /// writes are refused by the fence. No statement of the daemon keeps a

@@ -5,7 +5,9 @@
 //! [`fence`] first takes the writing node's *fence lock* shared (a
 //! transaction-scoped advisory lock keyed by the node's id,
 //! [`FENCE_LOCK`]), then checks, in a later statement (so its snapshot
-//! sees every claim committed before the lock was granted), that the
+//! sees every claim committed before the lock was granted: the
+//! transaction must be `READ COMMITTED`, as the batch writer starts its
+//! own), that the
 //! bucket's lease is still this node's, with this epoch, and unexpired on
 //! the database's clock. Whoever changes a lease's owner takes that
 //! owner's fence lock exclusive in the same transaction: a claim of a

@@ -22,7 +22,8 @@ use postgres::Row;
 /// (cluster/store/writer.rs). A scalar subquery rather than a join, so
 /// that PostgreSQL evaluates it after `ORDER BY … LIMIT`, for the rows of
 /// the page only. It probes the current slot of `checks` first (one
-/// index: PostgreSQL prunes the other partitions when the query starts):
+/// index: PostgreSQL skips the other partitions at run time, once the
+/// slot is known; they are still locked):
 /// a service's checks there are newer than all its others, since the
 /// writer takes the slot with the batch's ids and a service's checks are
 /// written in order. Only a service with no check in the current slot

@@ -1885,6 +1885,54 @@ fn raw_checks_go_a_slot_at_a_time_keeping_what_the_rule_keeps() {
     assert_eq!(check_ids(&mut db.sql), &before - &named);
 }
 
+/// A write still in flight into the slot being emptied (a node stalled
+/// for a whole retention) is waited for, and what it committed is judged
+/// by the rule like the rest: its failing check is kept, not truncated.
+#[test]
+fn a_write_in_flight_into_the_slot_being_emptied_is_waited_for() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    s.set_keep_checks(1);
+    let t0 = 1_700_000_000_000;
+    let id = s.register(&spec("late"), "h", t0, 10).unwrap().record.id;
+    s.write_batch(
+        None,
+        &[
+            check(id, t0, CheckResult::Pass, HealthState::Healthy),
+            check(id, t0 + 1, CheckResult::Pass, HealthState::Healthy),
+        ],
+    )
+    .unwrap();
+    db.close_slot();
+    // The stalled writer: a failing check into slot 0, not committed yet.
+    let url = PgDb::parse(&db._pg.url(), None).unwrap();
+    let mut late = postgres::Config::from(url.config().clone())
+        .connect(postgres::NoTls)
+        .unwrap();
+    let mut tx = late.transaction().unwrap();
+    tx.execute(
+        "INSERT INTO checks (service_id, at, duration_us, result, slot) VALUES ($1, $2, 1, 'fail', 0)",
+        &[&id.get(), &(t0 + 2)],
+    )
+    .unwrap();
+    let pass = std::thread::spawn(move || s.prune(t0 + 10_000).unwrap());
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert!(!pass.is_finished(), "the pass waits for the write");
+    tx.commit().unwrap();
+    pass.join().unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM checks_s0"), 0, "emptied");
+    let kept: Vec<String> = db
+        .sql
+        .query("SELECT result FROM checks_kept ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // The late failure is kept (7 days), and is its service's newest;
+    // the two passes beyond the newest one go.
+    assert_eq!(kept, ["fail"]);
+}
+
 /// Uptime counts the checks not rolled up yet (above the service's mark)
 /// in their hours and days, at the windows' edges: the last 24 hours are
 /// the current hour and the 23 before it, the 7/30/90 days end today.

@@ -298,7 +298,13 @@ impl PgStore {
     ) -> Result<usize, StoreError> {
         let mut l = self.write_conn()?;
         let (c, cache) = l.conn().parts();
-        let mut tx = c.transaction().map_err(pg)?;
+        // READ COMMITTED whatever the server's default: the fence's check
+        // must see claims committed while it waited for its lock.
+        let mut tx = c
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .map_err(pg)?;
         let ok = match fencing {
             None => None,
             Some(f) => Some(fence(
@@ -351,7 +357,13 @@ impl PgStore {
         }
         let mut l = self.write_conn()?;
         let (c, cache) = l.conn().parts();
-        let mut tx = c.transaction().map_err(pg)?;
+        // READ COMMITTED whatever the server's default: the fence's check
+        // must see claims committed while it waited for its lock.
+        let mut tx = c
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .map_err(pg)?;
         // The batch's services as they are now: name and bucket; a
         // service deleted meanwhile is missing. No row lock here (a lock
         // is a WAL record per row).
