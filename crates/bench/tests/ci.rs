@@ -83,6 +83,9 @@ fn a_small_postgres_run_reads_the_servers_figures() {
         restart: false,
         db: healthchecker_bench::Db::Postgres,
         nodes: 1,
+        // Passed through to the daemon (which exits on an argument it
+        // does not take, failing the run).
+        daemon_args: vec!["--keep-checks".into(), "20".into()],
         ..Default::default()
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -107,5 +110,8 @@ fn a_small_postgres_run_reads_the_servers_figures() {
         pg.rows_inserted_per_check
     );
     assert!(pg.cpu_us_per_check > 0.0, "PostgreSQL's CPU was read");
+    // The full-page images' bytes come from pg_walinspect (in Debian's
+    // postgresql); none with the throwaway server's full_page_writes=off.
+    assert_eq!(pg.fpi_bytes_per_check, Some(0.0), "read by pg_walinspect");
     assert!(report.cpu_us_per_check > 0.0, "the node's CPU was read");
 }

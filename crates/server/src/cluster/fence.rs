@@ -7,9 +7,8 @@
 //! [`FENCE_LOCK`]), then checks, in a later statement (so its snapshot
 //! sees every claim committed before the lock was granted: the
 //! transaction must be `READ COMMITTED`, as the batch writer starts its
-//! own), that the
-//! bucket's lease is still this node's, with this epoch, and unexpired on
-//! the database's clock. Whoever changes a lease's owner takes that
+//! own), that the bucket's lease is still this node's, with this epoch,
+//! and unexpired on the database's clock. Whoever changes a lease's owner takes that
 //! owner's fence lock exclusive in the same transaction: a claim of a
 //! bucket whose owner is writing skips it (`pg_try_advisory_xact_lock`,
 //! as `SKIP LOCKED`), a release or a give-up by the owner waits for its

@@ -198,43 +198,21 @@ fn turn_slots(c: &mut postgres::Client, keep: i64, now: i64) -> Result<usize, St
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
-    let cutoff = now - RETAIN_MS;
-    let mut removed = 0;
-    let mut empty = Vec::new();
     let oldest = slots
         .iter()
         .filter(|s| !s.1 && s.3.is_some_and(|at| now - at >= retain))
         .min_by_key(|s| s.3)
         .map(|s| s.0);
-    for &(slot, current, opened, closed) in &slots {
-        match closed {
-            Some(_) if Some(slot) == oldest => {
-                tx.batch_execute(&format!("LOCK TABLE checks_s{slot} IN SHARE MODE"))
-                    .map_err(pg)?;
-                let n: i64 = tx
-                    .query_one(&format!("SELECT count(*) FROM checks_s{slot}"), &[])
-                    .map_err(pg)?
-                    .get(0);
-                let kept = tx
-                    .execute(
-                        &KEEP_OF_SLOT.replace("{slot}", &slot.to_string()),
-                        &[&keep, &cutoff],
-                    )
-                    .map_err(pg)?;
-                tx.batch_execute(&format!("TRUNCATE checks_s{slot}"))
-                    .map_err(pg)?;
-                tx.execute(
-                    "UPDATE check_slots SET opened_at = NULL, closed_at = NULL WHERE slot = $1",
-                    &[&slot],
-                )
-                .map_err(pg)?;
-                removed += (n - kept as i64).max(0) as usize;
-                empty.push(slot);
-            }
-            None if !current && opened.is_none() => empty.push(slot),
-            _ => {}
-        }
-    }
+    let removed = match oldest {
+        Some(slot) => empty_slot(&mut tx, slot, keep, now - RETAIN_MS)?,
+        None => 0,
+    };
+    // Empty: neither current nor dated, or just emptied.
+    let empty: Vec<i32> = slots
+        .iter()
+        .filter(|s| (!s.1 && s.2.is_none() && s.3.is_none()) || Some(s.0) == oldest)
+        .map(|s| s.0)
+        .collect();
     if let Some(&(cur, _, opened, _)) = slots.iter().find(|s| s.1) {
         match opened {
             None => {
@@ -269,6 +247,39 @@ fn turn_slots(c: &mut postgres::Client, keep: i64, now: i64) -> Result<usize, St
     }
     tx.commit().map_err(pg)?;
     Ok(removed)
+}
+
+/// Empties `slot` in `tx`: locks it `SHARE` (a write in flight into it
+/// is waited for, none can start), copies what the rule keeps into
+/// `checks_kept` ([`KEEP_OF_SLOT`], failing or state-changing checks from
+/// `cutoff` on), truncates it and marks it empty. Returns the checks
+/// removed.
+fn empty_slot(
+    tx: &mut postgres::Transaction<'_>,
+    slot: i32,
+    keep: i64,
+    cutoff: i64,
+) -> Result<usize, StoreError> {
+    tx.batch_execute(&format!("LOCK TABLE checks_s{slot} IN SHARE MODE"))
+        .map_err(pg)?;
+    let n: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM checks_s{slot}"), &[])
+        .map_err(pg)?
+        .get(0);
+    let kept = tx
+        .execute(
+            &KEEP_OF_SLOT.replace("{slot}", &slot.to_string()),
+            &[&keep, &cutoff],
+        )
+        .map_err(pg)?;
+    tx.batch_execute(&format!("TRUNCATE checks_s{slot}"))
+        .map_err(pg)?;
+    tx.execute(
+        "UPDATE check_slots SET opened_at = NULL, closed_at = NULL WHERE slot = $1",
+        &[&slot],
+    )
+    .map_err(pg)?;
+    Ok((n - kept as i64).max(0) as usize)
 }
 
 /// Copies the checks of slot `{slot}` that the rule keeps into

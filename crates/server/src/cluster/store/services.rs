@@ -28,8 +28,9 @@ use postgres::Row;
 /// writer takes the slot with the batch's ids and a service's checks are
 /// written in order. Only a service with no check in the current slot
 /// (a slot just turned, a paused service) is probed in every slot, a
-/// merge of nine indexes: 4.3 → 1.3 ms for a page of 101 services with
-/// five slots holding rows.
+/// merge of nine indexes (`EXPLAIN ANALYZE` of the probe alone, a page of
+/// 101 services, five slots holding rows: 4.3 ms merged, 1.3 ms in the
+/// current slot).
 pub(crate) const SERVICE_COLUMNS: &str = "id, protocol, period, grace, last_check_at, \
     last_result, last_reason, last_duration_us, name, host, port, path, emails, timeout, \
     interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \

@@ -27,8 +27,8 @@
 //! statement, that this node holds each of the batch's buckets at the
 //! epoch it names (as `cluster::fence` does for one bucket: a claim of
 //! them skips them while the lock is held, and a release waits for it, so
-//! no lease changes hands before the commit). The checks of a bucket that is not held (taken over,
-//! expired, released) are dropped and reported as
+//! no lease changes hands before the commit). The checks of a bucket that
+//! is not held (taken over, expired, released) are dropped and reported as
 //! [`FenceError::Stale`] in [`Written::stale`]: the caller stops working
 //! on that bucket; the rest of the batch commits.
 
@@ -298,13 +298,7 @@ impl PgStore {
     ) -> Result<usize, StoreError> {
         let mut l = self.write_conn()?;
         let (c, cache) = l.conn().parts();
-        // READ COMMITTED whatever the server's default: the fence's check
-        // must see claims committed while it waited for its lock.
-        let mut tx = c
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::ReadCommitted)
-            .start()
-            .map_err(pg)?;
+        let mut tx = fenced_transaction(c)?;
         let ok = match fencing {
             None => None,
             Some(f) => Some(fence(
@@ -357,13 +351,7 @@ impl PgStore {
         }
         let mut l = self.write_conn()?;
         let (c, cache) = l.conn().parts();
-        // READ COMMITTED whatever the server's default: the fence's check
-        // must see claims committed while it waited for its lock.
-        let mut tx = c
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::ReadCommitted)
-            .start()
-            .map_err(pg)?;
+        let mut tx = fenced_transaction(c)?;
         // The batch's services as they are now: name and bucket; a
         // service deleted meanwhile is missing. No row lock here (a lock
         // is a WAL record per row).
@@ -702,6 +690,16 @@ fn streak(w: &CheckWrite) -> i32 {
         w.successes
     };
     n as i32
+}
+
+/// A transaction for a fenced write: `READ COMMITTED` whatever the
+/// server's default, so that the fence's check sees the claims committed
+/// while it waited for its lock.
+fn fenced_transaction(c: &mut postgres::Client) -> Result<postgres::Transaction<'_>, StoreError> {
+    c.build_transaction()
+        .isolation_level(postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .map_err(pg)
 }
 
 /// Takes this node's fence lock shared until commit, then checks that
