@@ -175,14 +175,53 @@ const UPTIME_DAY: i32 = 1;
 const UPTIME_UNFOLDED: i32 = 2;
 const UPTIME_UNROLLED: i32 = 3;
 
+/// The services `$1` with their mark and what their newest check above
+/// it counted (`k`: its time, `checks.unrolled`, `checks.unrolled_failed`;
+/// NULL without a check above the mark): a `WITH` query's first part, for
+/// [`UPTIME`] and [`UNROLLED_COUNTS`]. Probes the current
+/// slot first, as `services.rs`' `SERVICE_COLUMNS` does, so that a
+/// service costs one index probe and one heap page whatever the number
+/// of checks above its mark (migration 11).
+macro_rules! newest_above_mark {
+    () => {
+        "n AS (SELECT s.id, s.rolled_through AS mark, coalesce( \
+      (SELECT ARRAY[c.at, c.unrolled, c.unrolled_failed] FROM checks c \
+       WHERE c.service_id = s.id AND c.id > s.rolled_through \
+         AND c.slot = (SELECT slot FROM check_slots WHERE current) \
+       ORDER BY c.id DESC LIMIT 1), \
+      (SELECT ARRAY[c.at, c.unrolled, c.unrolled_failed] FROM checks c \
+       WHERE c.service_id = s.id AND c.id > s.rolled_through \
+       ORDER BY c.id DESC LIMIT 1)) AS k \
+    FROM services s WHERE s.id = ANY($1))"
+    };
+}
+
+/// The checks of each service `$1` above its mark, and how many failed:
+/// the newest one's counts, or the rows counted when it has none.
+pub(crate) const UNROLLED_COUNTS: &str = concat!(
+    "WITH ",
+    newest_above_mark!(),
+    " \
+         SELECT n.id, coalesce(n.k[2], r.n), coalesce(n.k[3], r.f) FROM n \
+         CROSS JOIN LATERAL (SELECT count(*) AS n, count(*) FILTER (WHERE c.result = 'fail') AS f \
+           FROM checks c WHERE n.k IS NOT NULL AND n.k[2] IS NULL \
+             AND c.service_id = n.id AND c.id > n.mark) r"
+);
+
 /// What [`PgStore::uptime_ratios`] reads for the services `$1` at hour
 /// `$2` and day `$3`, as `(kind, service, period, roll, checks,
 /// failures)`: their hour rows of the last 24 hours (one point lookup
 /// each), their day rows of the last 90 days, their hours not folded into
-/// their days yet, and their checks not rolled up yet
-/// (counted per hour, the hour as `hour_of`: a floor division;
-/// between `$4` and `$5`): a row per service and hour, not per check.
-const UPTIME: &str = "SELECT 0, u.service_id, u.hour, u.roll, 0::bigint, 0::bigint \
+/// their days yet, and their checks not rolled up yet, between `$4` and
+/// `$5`: the counts their newest such check carries, as one row in its
+/// hour (they are minutes old, so they fall in the same windows), or,
+/// where it carries none, the rows counted per hour (the hour as
+/// `hour_of`: a floor division).
+const UPTIME: &str = concat!(
+    "WITH ",
+    newest_above_mark!(),
+    " \
+    SELECT 0, u.service_id, u.hour, u.roll, 0::bigint, 0::bigint \
       FROM unnest($1::bigint[]) s(id) \
       CROSS JOIN generate_series($2::bigint - 23, $2::bigint) p(x) \
       JOIN uptime u ON u.hour = p.x AND u.service_id = s.id \
@@ -194,10 +233,15 @@ const UPTIME: &str = "SELECT 0, u.service_id, u.hour, u.roll, 0::bigint, 0::bigi
     SELECT 2, u.service_id, u.hour, u.roll, 0, 0 FROM uptime u \
       WHERE NOT u.folded AND u.service_id = ANY($1) AND u.hour >= ($3::bigint - 89) * 24 \
     UNION ALL \
-    SELECT 3, c.service_id, c.at / 3600000 - (c.at % 3600000 < 0)::int, NULL, \
+    SELECT 3, n.id, n.k[1] / 3600000 - (n.k[1] % 3600000 < 0)::int, NULL, n.k[2], n.k[3] \
+    FROM n WHERE n.k[2] IS NOT NULL AND n.k[1] >= $4 AND n.k[1] < $5 \
+    UNION ALL \
+    SELECT 3, n.id, c.at / 3600000 - (c.at % 3600000 < 0)::int, NULL, \
       count(*), count(*) FILTER (WHERE c.result = 'fail') \
-    FROM services s JOIN checks c ON c.service_id = s.id AND c.id > s.rolled_through \
-    WHERE s.id = ANY($1) AND c.at >= $4 AND c.at < $5 GROUP BY 2, 3";
+    FROM n CROSS JOIN LATERAL (SELECT c.at, c.result FROM checks c \
+      WHERE c.service_id = n.id AND c.id > n.mark AND c.at >= $4 AND c.at < $5) c \
+    WHERE n.k IS NOT NULL AND n.k[2] IS NULL GROUP BY 2, 3"
+);
 
 /// A read-only transaction on one snapshot (`REPEATABLE READ`), for reads
 /// that add the raw checks above a mark to the roll-up rows.

@@ -32,7 +32,7 @@
 //! [`FenceError::Stale`] in [`Written::stale`]: the caller stops working
 //! on that bucket; the rest of the batch commits.
 
-use super::rollup::{hour_of, hours_to_days, merge_rolls, Roll};
+use super::rollup::{hour_of, hours_to_days, merge_rolls, Roll, UNROLLED_COUNTS};
 use super::{pg, PgStore, StmtCache};
 use crate::cluster::fence::FENCE_SHARED;
 use crate::cluster::{FenceError, Held, FENCE_LOCK};
@@ -134,6 +134,10 @@ struct HeldService {
     failure_reason: Option<Option<String>>,
     /// The certificate expiry last written (outer `None`: not known).
     cert_expires_at: Option<Option<i64>>,
+    /// Its checks above its mark, and how many failed, as written into
+    /// its newest check row (`checks.unrolled`, migration 11; `None`: not
+    /// known, read from the database before the next check is written).
+    unrolled: Option<(i64, i64)>,
 }
 
 impl HeldService {
@@ -176,6 +180,9 @@ struct Outcome {
     written: Written,
     folds: BTreeMap<i64, (Bucket, Fold)>,
     rows: BTreeMap<i64, Fold>,
+    /// Each service's checks above its mark after the batch, and how many
+    /// failed (with a hold).
+    unrolled: HashMap<i64, (i64, i64)>,
 }
 
 /// Parallel arrays, one per column, of the rows of one `unnest`.
@@ -234,6 +241,7 @@ impl PgStore {
                 since: None,
                 failure_reason: None,
                 cert_expires_at: None,
+                unrolled: None,
             });
             if h.bucket != bucket || h.epoch != epoch {
                 // Renamed into another bucket, or its lease changed hands
@@ -245,8 +253,10 @@ impl PgStore {
                     since: h.since,
                     failure_reason: None,
                     cert_expires_at: None,
+                    unrolled: None,
                 };
             }
+            h.unrolled = o.unrolled.get(&sid).copied();
             match o.rows.get(&sid) {
                 Some(wrote) => h.wrote(wrote),
                 None => match &mut h.fold {
@@ -318,7 +328,7 @@ impl PgStore {
             .iter()
             .filter_map(|id| Some((*id, hold.services.get(id)?.fold.clone()?)))
             .collect();
-        roll_up(&mut tx, cache, &ids, &folds)?;
+        let rolled = roll_up(&mut tx, cache, &ids, &folds)?;
         tx.commit().map_err(pg)?;
         for (id, b) in chunk {
             if ok.as_ref().is_none_or(|ok| ok.contains(b)) {
@@ -327,6 +337,9 @@ impl PgStore {
                         h.wrote(f);
                     }
                     h.since = None;
+                    // Every check this thread wrote is at or below the
+                    // mark now, unless another node moved it meanwhile.
+                    h.unrolled = rolled.contains(id).then_some((0, 0));
                 }
             } else {
                 hold.services.remove(id);
@@ -345,6 +358,7 @@ impl PgStore {
             written: Written::default(),
             folds: BTreeMap::new(),
             rows: BTreeMap::new(),
+            unrolled: HashMap::new(),
         };
         if batch.is_empty() {
             return Ok(out);
@@ -502,6 +516,35 @@ impl PgStore {
             folded = fold(&kept, &check_ids, &services);
             rows.retain(|sid, _| updated.contains(sid));
         }
+        // With a hold, each service's checks above its mark before the
+        // batch: as this thread wrote them, or read (a service new to
+        // this thread, or its bucket taken over or claimed again).
+        let mut unrolled: HashMap<i64, (i64, i64)> = HashMap::new();
+        if let Some(hold) = hold {
+            let mut unknown: Vec<i64> = Vec::new();
+            for sid in folded.folds.keys() {
+                let epoch = fencing
+                    .and_then(|x| x.held.epoch(services[sid].1))
+                    .unwrap_or(Epoch(0));
+                match hold
+                    .services
+                    .get(sid)
+                    .filter(|h| h.epoch == epoch && h.bucket == services[sid].1)
+                    .and_then(|h| h.unrolled)
+                {
+                    Some(u) => {
+                        unrolled.insert(*sid, u);
+                    }
+                    None => unknown.push(*sid),
+                }
+            }
+            if !unknown.is_empty() {
+                let s = cache.get(&mut tx, UNROLLED_COUNTS)?;
+                for r in tx.query(&s, &[&unknown]).map_err(pg)? {
+                    unrolled.insert(r.get(0), (r.get(1), r.get(2)));
+                }
+            }
+        }
         // The checks by binary COPY: PostgreSQL writes the rows of a page
         // as one WAL record (a multi-insert), where `INSERT … SELECT`
         // writes a record (with its headers, ≈ 45 B) per row.
@@ -511,7 +554,8 @@ impl PgStore {
             let sink = tx
                 .copy_in(
                     "COPY checks (id, service_id, at, duration_us, result, reason, \
-                       http_status, details, changed, streak, slot) FROM STDIN BINARY",
+                       http_status, details, changed, streak, slot, unrolled, \
+                       unrolled_failed) FROM STDIN BINARY",
                 )
                 .map_err(pg)?;
             let mut w = BinaryCopyInWriter::new(
@@ -528,9 +572,22 @@ impl PgStore {
                     Type::BOOL,
                     Type::INT4,
                     Type::INT4,
+                    Type::INT2,
+                    Type::INT2,
                 ],
             );
             for (c, id) in kept.iter().zip(&check_ids) {
+                // Counted through this check (none without a hold: the
+                // batch rolls everything up; none beyond `smallint`).
+                let (n, failed) = match unrolled.get_mut(&c.service_id.get()) {
+                    Some(u) => {
+                        u.0 += 1;
+                        u.1 += i64::from(c.result == CheckResult::Fail);
+                        (i16::try_from(u.0).ok(), i16::try_from(u.1).ok())
+                    }
+                    None => (None, None),
+                };
+                let (n, failed) = n.zip(failed).unzip();
                 w.write(&[
                     id,
                     &c.service_id.get(),
@@ -543,6 +600,8 @@ impl PgStore {
                     &c.transition.is_some(),
                     &streak(c),
                     &slot,
+                    &n,
+                    &failed,
                 ])
                 .map_err(pg)?;
             }
@@ -565,6 +624,7 @@ impl PgStore {
             .map(|(sid, f)| (sid, (services[&sid].1, f)))
             .collect();
         out.rows = rows;
+        out.unrolled = unrolled;
         Ok(out)
     }
 
@@ -814,15 +874,16 @@ fn update_rows(
 /// still what was read (compare-and-set): one transaction (the caller's),
 /// so each check reaches the roll-ups exactly once, whoever rolls it and
 /// whatever crashes. A service whose mark moved meanwhile is left out
-/// (its fields too).
+/// (its fields too). Returns the services with no check above their
+/// mark now.
 fn roll_up(
     tx: &mut postgres::Transaction<'_>,
     cache: &mut StmtCache,
     ids: &[i64],
     folds: &BTreeMap<i64, Fold>,
-) -> Result<(), StoreError> {
+) -> Result<BTreeSet<i64>, StoreError> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(BTreeSet::new());
     }
     let s = cache.get(
         tx,
@@ -856,8 +917,14 @@ fn roll_up(
         .filter(|(sid, (old, new))| new > old || folds.contains_key(sid))
         .map(|(sid, m)| (*sid, *m, folds.get(sid)))
         .collect();
+    // A service with no check above its mark and nothing to write.
+    let mut rolled: BTreeSet<i64> = marks
+        .iter()
+        .filter(|(sid, (old, new))| new == old && !folds.contains_key(sid))
+        .map(|(sid, _)| *sid)
+        .collect();
     if todo.is_empty() {
-        return Ok(());
+        return Ok(rolled);
     }
     let s = cache.get(
         tx,
@@ -922,7 +989,8 @@ fn roll_up(
         let late = hours_to_days(hours.iter().filter(|(k, _)| late.contains(k)));
         merge_rolls(tx, "uptime_day", "day", &late)?;
     }
-    Ok(())
+    rolled.extend(done);
+    Ok(rolled)
 }
 
 /// What a batch writes besides its checks, computed from them.

@@ -415,3 +415,113 @@ fn wal_of_a_flush() {
         vacuumed / deleted.max(1)
     );
 }
+
+/// `(unrolled, unrolled_failed)` of each check of `id`, oldest first.
+fn unrolled(db: &mut Db, id: ServiceId) -> Vec<(Option<i16>, Option<i16>)> {
+    db.sql
+        .query(
+            "SELECT unrolled, unrolled_failed FROM checks WHERE service_id = $1 ORDER BY id",
+            &[&id.get()],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[test]
+fn each_check_row_counts_the_checks_above_the_mark_that_uptime_adds() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    let id = s.register(&spec("svc-u"), "h", 0, 10).unwrap().record.id;
+    let t = 1_700_000_000_000;
+    let now = t + 60_000;
+    let results = [
+        CheckResult::Pass,
+        CheckResult::Fail,
+        CheckResult::Warn,
+        CheckResult::Fail,
+    ];
+    let mut hold = Hold::default();
+    // Two in one batch, then one at a time.
+    let batch: Vec<CheckWrite> = (0..2)
+        .map(|i| plain(id, t + i * 1_000, results[i as usize], 1))
+        .collect();
+    s.write_held(None, &batch, &mut hold).unwrap();
+    for i in 2..4 {
+        s.write_held(
+            None,
+            &[plain(id, t + i * 1_000, results[i as usize], 1)],
+            &mut hold,
+        )
+        .unwrap();
+    }
+    let some = |n: i16, f: i16| (Some(n), Some(f));
+    assert_eq!(
+        unrolled(&mut db, id),
+        [some(1, 0), some(2, 1), some(3, 1), some(4, 2)]
+    );
+    // Uptime reads the newest row's counts: the same as counting the rows
+    // (what a row without counts gets, e.g. one written before migration 11).
+    let from_counts = s.uptime_ratios(&[id], now).unwrap()[&id];
+    assert_eq!(from_counts.day, Some(0.5));
+    assert_eq!(from_counts.quarter, Some(0.5));
+    db.sql
+        .execute(
+            "UPDATE checks SET unrolled = NULL, unrolled_failed = NULL WHERE service_id = $1",
+            &[&id.get()],
+        )
+        .unwrap();
+    assert_eq!(s.uptime_ratios(&[id], now).unwrap()[&id], from_counts);
+    // A writer that does not know them (another node took the bucket, or
+    // this one restarted) reads them: here by counting the rows…
+    let mut fresh = Hold::default();
+    s.write_held(
+        None,
+        &[plain(id, t + 4_000, CheckResult::Pass, 1)],
+        &mut fresh,
+    )
+    .unwrap();
+    assert_eq!(unrolled(&mut db, id)[4], some(5, 2));
+    // …and here from the newest row.
+    let mut fresh = Hold::default();
+    s.write_held(
+        None,
+        &[plain(id, t + 5_000, CheckResult::Fail, 1)],
+        &mut fresh,
+    )
+    .unwrap();
+    assert_eq!(unrolled(&mut db, id)[5], some(6, 3));
+    assert_eq!(s.uptime_ratios(&[id], now).unwrap()[&id].day, Some(0.5));
+    // After a flush the mark is at the newest check: the counts start
+    // again, and uptime reads the roll-ups plus the new check's counts.
+    assert_eq!(s.flush_held(None, &mut fresh, None).unwrap(), 1);
+    s.write_held(
+        None,
+        &[plain(id, t + 6_000, CheckResult::Fail, 2)],
+        &mut fresh,
+    )
+    .unwrap();
+    assert_eq!(unrolled(&mut db, id)[6], some(1, 1));
+    assert_eq!(
+        s.uptime_ratios(&[id], now).unwrap()[&id].day,
+        Some(3.0 / 7.0)
+    );
+    // The first writer's counts are stale now (the mark moved under it):
+    // its flush rolls up from the rows whatever it counted, and its counts
+    // start again from the mark it moved.
+    assert_eq!(rolled(&mut db, id), 6);
+    s.flush_held(None, &mut hold, None).unwrap();
+    s.write_held(
+        None,
+        &[plain(id, t + 7_000, CheckResult::Pass, 1)],
+        &mut hold,
+    )
+    .unwrap();
+    assert_eq!(rolled(&mut db, id), 7);
+    assert_eq!(unrolled(&mut db, id)[7], some(1, 0));
+    assert_eq!(
+        s.uptime_ratios(&[id], now).unwrap()[&id].day,
+        Some(4.0 / 8.0)
+    );
+}
