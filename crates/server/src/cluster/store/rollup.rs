@@ -178,21 +178,22 @@ const UPTIME_UNROLLED: i32 = 3;
 /// The services `$1` with their mark and what their newest check above
 /// it counted (`k`: its time, `checks.unrolled`, `checks.unrolled_failed`;
 /// NULL without a check above the mark): a `WITH` query's first part, for
-/// [`UPTIME`] and [`UNROLLED_COUNTS`]. Probes the current
-/// slot first, as `services.rs`' `SERVICE_COLUMNS` does, so that a
-/// service costs one index probe and one heap page whatever the number
-/// of checks above its mark (migration 11).
+/// [`UPTIME`] and [`UNROLLED_COUNTS`]. It finds each service's newest
+/// check as `services.rs`' `SERVICE_COLUMNS` does (in the current slot
+/// first: one index probe and one heap page, whatever the number of
+/// checks above the mark; every slot only when the current one has none
+/// of the service), then keeps it if it is above the mark (migration 11).
 macro_rules! newest_above_mark {
     () => {
-        "n AS (SELECT s.id, s.rolled_through AS mark, coalesce( \
-      (SELECT ARRAY[c.at, c.unrolled, c.unrolled_failed] FROM checks c \
-       WHERE c.service_id = s.id AND c.id > s.rolled_through \
+        "n0 AS (SELECT s.id, s.rolled_through AS mark, coalesce( \
+      (SELECT ARRAY[c.id, c.at, c.unrolled, c.unrolled_failed] FROM checks c \
+       WHERE c.service_id = s.id \
          AND c.slot = (SELECT slot FROM check_slots WHERE current) \
        ORDER BY c.id DESC LIMIT 1), \
-      (SELECT ARRAY[c.at, c.unrolled, c.unrolled_failed] FROM checks c \
-       WHERE c.service_id = s.id AND c.id > s.rolled_through \
-       ORDER BY c.id DESC LIMIT 1)) AS k \
-    FROM services s WHERE s.id = ANY($1))"
+      (SELECT ARRAY[c.id, c.at, c.unrolled, c.unrolled_failed] FROM checks c \
+       WHERE c.service_id = s.id ORDER BY c.id DESC LIMIT 1)) AS k \
+    FROM services s WHERE s.id = ANY($1)), \
+    n AS (SELECT id, mark, CASE WHEN k[1] > mark THEN k[2:4] END AS k FROM n0)"
     };
 }
 
