@@ -98,14 +98,22 @@ pub struct PgWriterTiming {
     /// ([`BACKLOG`]); when reached, the node gives up its leases (see the
     /// module docs).
     pub backlog: usize,
-    /// How long a service's per-check fields and roll-ups are held after
-    /// its first check not yet in them (5 minutes, SQLite's
-    /// `SNAPSHOT_EVERY` and `ROLLUP_EVERY`).
+    /// The period of the sweep that writes the services' held per-check
+    /// fields and roll-ups ([`PgStore::flush_swept`]): about how long
+    /// each is held after its first check not yet in them.
     pub hold_for: Duration,
 }
 
-/// Default of [`PgWriterTiming::hold_for`].
-pub const HOLD_FOR: Duration = Duration::from_secs(300);
+/// Default of [`PgWriterTiming::hold_for`]: 15 minutes (SQLite holds 5,
+/// its `SNAPSHOT_EVERY` and `ROLLUP_EVERY`). A flush costs ≈ 320 B of WAL
+/// a service, and each page of `services` and `uptime` that the flushes
+/// touch between two checkpoints is written whole once: a third of the
+/// pages at PostgreSQL's default 5-minute checkpoints, where a 5-minute
+/// hold touched them all (docs/cluster.md, "The sweep"). Reads do not
+/// depend on it (the newest check row carries the counters and the
+/// checks above the mark); it must stay below the slots' shortest
+/// retention (`checks.rs`).
+pub const HOLD_FOR: Duration = Duration::from_secs(15 * 60);
 
 impl Default for PgWriterTiming {
     fn default() -> Self {
@@ -410,7 +418,7 @@ fn run(
             Ok(Some(op)) => op,
             Ok(None) => break,
             Err(_) => {
-                flush_hold(store, &mut hold, fence.as_ref(), due_before(timing));
+                flush_hold(store, &mut hold, fence.as_ref(), Some(timing.hold_for));
                 continue;
             }
         };
@@ -446,13 +454,9 @@ fn run(
         shared.metrics.dropped_shutdown.inc_by(given_up as u64);
         unwritten += given_up;
         shared.done(batch.len());
-        // A flush writes everything held; otherwise what is due.
-        let until = if waiters.is_empty() {
-            due_before(timing)
-        } else {
-            None
-        };
-        flush_hold(store, &mut hold, fence.as_ref(), until);
+        // A flush writes everything held; otherwise the sweep moves on.
+        let sweep = waiters.is_empty().then_some(timing.hold_for);
+        flush_hold(store, &mut hold, fence.as_ref(), sweep);
         for w in waiters {
             let _ = w.send(());
         }
@@ -468,19 +472,13 @@ fn run(
     }
 }
 
-/// What is due now: held since `hold_for` ago or earlier (`Some`, never
-/// `None`, which would mean everything).
-fn due_before(timing: PgWriterTiming) -> Option<Instant> {
-    let now = Instant::now();
-    Some(now.checked_sub(timing.hold_for).unwrap_or(now))
-}
-
-/// Writes what is held of the services held since `due` or earlier (all
-/// with `None`), fenced by the leases held now. A failure is logged and
+/// Writes what is held of the services the sweep passes (`Some` of its
+/// period, [`PgStore::flush_swept`]), or of all of them (`None`), fenced by
+/// the leases held now. A failure is logged and
 /// left for the next time: the check rows hold what is held, so a node
 /// that cannot write it loses nothing its bucket's next owner cannot
 /// rebuild.
-fn flush_hold(store: &PgStore, hold: &mut Hold, fence: Option<&PgFence>, due: Option<Instant>) {
+fn flush_hold(store: &PgStore, hold: &mut Hold, fence: Option<&PgFence>, sweep: Option<Duration>) {
     if hold.is_empty() {
         return;
     }
@@ -488,7 +486,11 @@ fn flush_hold(store: &PgStore, hold: &mut Hold, fence: Option<&PgFence>, due: Op
         node: f.node.clone(),
         held: f.held.borrow().clone(),
     });
-    if let Err(e) = store.flush_held(fencing.as_ref(), hold, due) {
+    let r = match sweep {
+        Some(period) => store.flush_swept(fencing.as_ref(), hold, period, Instant::now()),
+        None => store.flush_held(fencing.as_ref(), hold, None),
+    };
+    if let Err(e) = r {
         tracing::warn!(
             error = %e,
             held = hold.len(),

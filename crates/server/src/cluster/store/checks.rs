@@ -133,6 +133,12 @@ const SLOTS_LOCK: i64 = 0x6863_2d73_6c6f_7473;
 /// A slot is emptied this long after it was closed at the least.
 const MIN_RETAIN_MS: i64 = 20 * 60_000;
 
+/// A check is rolled up within this long of being written: the writer's
+/// hold (the sweep's period, `batcher.rs`'s `HOLD_FOR`), and 5 minutes
+/// for a flush late or retried. Not above [`MIN_RETAIN_MS`].
+const ROLLED_UP_WITHIN_MS: i64 = super::batcher::HOLD_FOR.as_millis() as i64 + 5 * 60_000;
+const _: () = assert!(ROLLED_UP_WITHIN_MS <= MIN_RETAIN_MS);
+
 /// How long the checks of a closed slot are kept whole, and how long a
 /// slot stays current, in ms, from `--keep-checks` and the services
 /// (`services` of them, `per_s` checks a second in all, their 90th
@@ -140,9 +146,9 @@ const MIN_RETAIN_MS: i64 = 20 * 60_000;
 /// slot emptied is beyond the newest `keep` of nine services in ten (the
 /// rest have theirs copied into `checks_kept`), but no more than twice
 /// `keep` checks a service on average (so that a few slow services do not
-/// keep every fast one's checks for days), plus 10 minutes (the roll-ups'
-/// hold, so that what is emptied is rolled up), within 20 minutes and 7
-/// days. A slot is current for a fifth of that: about six slots hold
+/// keep every fast one's checks for days), plus the roll-ups' hold and
+/// 5 minutes ([`ROLLED_UP_WITHIN_MS`]: what is emptied is rolled up),
+/// within 20 minutes and 7 days. A slot is current for a fifth of that: about six slots hold
 /// checks, and the ring of eight always has an empty one.
 pub(crate) fn slot_retention(keep: i64, p90_s: i64, services: i64, per_s: f64) -> (i64, i64) {
     let mut retain = keep.saturating_mul(p90_s).saturating_mul(1_000);
@@ -151,7 +157,7 @@ pub(crate) fn slot_retention(keep: i64, p90_s: i64, services: i64, per_s: f64) -
         retain = retain.min(cap as i64);
     }
     let retain = retain
-        .saturating_add(10 * 60_000)
+        .saturating_add(ROLLED_UP_WITHIN_MS)
         .clamp(MIN_RETAIN_MS, RETAIN_MS);
     (retain, (retain / 5).max(60_000))
 }
@@ -349,12 +355,12 @@ mod tests {
         // 100,000 services at 30 s: the newest 100 checks span 50 minutes.
         assert_eq!(
             slot_retention(100, 30, 100_000, 100_000.0 / 30.0),
-            (60 * MIN, 12 * MIN)
+            (70 * MIN, 14 * MIN)
         );
-        // A home lab at 60 s: 100 minutes.
+        // A home lab at 60 s: 120 minutes.
         assert_eq!(
             slot_retention(100, 60, 1_000, 1_000.0 / 60.0),
-            (110 * MIN, 22 * MIN)
+            (120 * MIN, 24 * MIN)
         );
         // One service in ten hourly: its checks are copied to the kept
         // slot rather than every service's kept for 100 hours; twice 100
@@ -362,11 +368,14 @@ mod tests {
         let per_s = 90_000.0 / 30.0 + 10_000.0 / 3_600.0;
         let (retain, _) = slot_retention(100, 3_600, 100_000, per_s);
         let cap = (2.0 * 100.0 * 100_000.0 / per_s * 1_000.0) as i64;
-        assert_eq!(retain, cap + 10 * MIN);
+        assert_eq!(retain, cap + 20 * MIN);
         assert!(retain < 3 * 60 * MIN, "{retain}");
         // Bounds: 20 minutes at the least, 7 days at the most.
         assert_eq!(slot_retention(0, 30, 10, 1.0 / 3.0), (20 * MIN, 4 * MIN));
-        assert_eq!(slot_retention(3, 10, 1, 0.1), (20 * MIN, 4 * MIN));
+        assert_eq!(
+            slot_retention(3, 10, 1, 0.1),
+            (20 * MIN + 30_000, (20 * MIN + 30_000) / 5)
+        );
         assert_eq!(
             slot_retention(100_000, 86_400, 1, 0.0),
             (RETAIN_MS, RETAIN_MS / 5)

@@ -1775,10 +1775,9 @@ fn raw_checks_go_a_slot_at_a_time_keeping_what_the_rule_keeps() {
     }));
     let slow = s.register(&slow_spec, "h", t0, 10).unwrap().record.id;
     let (retain, period) = slot_retention(keep, 300, 2, 1.0 / 30.0 + 1.0 / 300.0);
-    assert_eq!(
-        (retain, period),
-        (20 * 60_000, 4 * 60_000),
-        "the slow service does not hold the fast one's checks for hours"
+    assert!(
+        retain < 30 * 60_000 && period == retain / 5,
+        "the slow service does not hold the fast one's checks for hours: {retain} ms"
     );
     let current = |db: &mut Db| {
         db.sql

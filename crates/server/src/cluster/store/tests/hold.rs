@@ -525,3 +525,59 @@ fn each_check_row_counts_the_checks_above_the_mark_that_uptime_adds() {
         Some(4.0 / 8.0)
     );
 }
+
+#[test]
+fn the_sweep_flushes_each_held_service_once_a_period_in_id_order() {
+    let Some(mut db) = db() else { return };
+    let s = db.store.clone();
+    let ids: Vec<ServiceId> = (0..10)
+        .map(|i| {
+            s.register(&spec(&format!("svc-{i}")), "h", 0, 10)
+                .unwrap()
+                .record
+                .id
+        })
+        .collect();
+    let t = 1_700_000_000_000;
+    let mut hold = Hold::default();
+    let batch: Vec<CheckWrite> = ids
+        .iter()
+        .map(|id| plain(*id, t, CheckResult::Pass, 1))
+        .collect();
+    s.write_held(None, &batch, &mut hold).unwrap();
+    // Which services have their row written (the mark moved).
+    let flushed = |db: &mut Db| -> Vec<bool> { ids.iter().map(|id| row(db, *id).2 > 0).collect() };
+    let period = Duration::from_secs(100);
+    let t0 = std::time::Instant::now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    // The first call starts the sweep; 9 s later it has not passed one
+    // service in ten yet.
+    assert_eq!(s.flush_swept(None, &mut hold, period, at(0)).unwrap(), 0);
+    assert_eq!(s.flush_swept(None, &mut hold, period, at(9)).unwrap(), 0);
+    assert_eq!(flushed(&mut db), [false; 10]);
+    // At 10 s, the first in id order; at 50 s, the next four.
+    assert_eq!(s.flush_swept(None, &mut hold, period, at(10)).unwrap(), 1);
+    let mut want = [false; 10];
+    want[0] = true;
+    assert_eq!(flushed(&mut db), want);
+    assert_eq!(s.flush_swept(None, &mut hold, period, at(50)).unwrap(), 4);
+    want[1..5].fill(true);
+    assert_eq!(flushed(&mut db), want);
+    // A service checked again after its flush waits for the sweep to come
+    // round: the rest are flushed first, then it, a period after its own.
+    s.write_held(
+        None,
+        &[plain(ids[0], t + 10_000, CheckResult::Pass, 2)],
+        &mut hold,
+    )
+    .unwrap();
+    assert_eq!(s.flush_swept(None, &mut hold, period, at(100)).unwrap(), 5);
+    assert_eq!(flushed(&mut db), [true; 10]);
+    assert!(row(&mut db, ids[0]).2 < db.count("SELECT max(id) FROM checks"));
+    assert_eq!(s.flush_swept(None, &mut hold, period, at(110)).unwrap(), 1);
+    assert_eq!(
+        row(&mut db, ids[0]).2,
+        db.count("SELECT max(id) FROM checks")
+    );
+    assert!(hold.is_empty());
+}
