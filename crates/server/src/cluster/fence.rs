@@ -1,6 +1,8 @@
 //! Fencing: the check every write of a bucket's data makes inside its own
 //! transaction, so that a node whose lease was taken (paused, partitioned,
-//! slow) cannot write over its successor.
+//! slow) cannot write over its successor. A lease is valid while its
+//! owner's node row says so (`nodes.lease_until`, renewed by each of the
+//! node's rounds: one row a node, not one a bucket; migration 12).
 //!
 //! [`fence`] first takes the writing node's *fence lock* shared (a
 //! transaction-scoped advisory lock keyed by the node's id,
@@ -69,8 +71,8 @@ pub async fn fence(
     tx.execute(FENCE_SHARED, &[&FENCE_LOCK, &node]).await?;
     let row = tx
         .query_opt(
-            "SELECT 1 FROM buckets
-             WHERE bucket = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()",
+            "SELECT 1 FROM buckets b JOIN nodes n ON n.id = b.owner
+             WHERE b.bucket = $1 AND b.owner = $2 AND b.epoch = $3 AND n.lease_until > now()",
             &[&i32::from(bucket.get()), &node, &epoch.0],
         )
         .await?;

@@ -2,14 +2,19 @@
 //! [`LeaseConfig::heartbeat`], and the set of `(bucket, epoch)` it holds,
 //! published on a `tokio::sync::watch` channel for the scheduler.
 //!
-//! One round is one transaction: upsert the node's heartbeat, read
-//! PostgreSQL's `now()`, the live nodes and the lease table, let
-//! [`plan_round`] decide, then renew (conditional on owner and epoch, rows
-//! locked in bucket order), release the excess (after this node's fenced
-//! writes in flight: its fence lock, [`super::fence`]) and claim free or
-//! expired buckets with `FOR UPDATE SKIP LOCKED`, skipping those whose
-//! owner is writing (its fence lock, tried), each claim bumping the epoch.
-//! Every time is the database's, so nodes need no synchronised clocks.
+//! One round is one transaction: take this node's fence lock shared
+//! ([`super::fence`]), upsert the node's heartbeat with its lease expiry
+//! (`nodes.lease_until`: every lease of the node lasts until then, one
+//! row a node rather than one a bucket), read PostgreSQL's `now()`, the
+//! live nodes and the lease table, let [`plan_round`] decide, then release
+//! the excess (after this node's fenced writes in flight: its fence lock
+//! exclusive) and claim free or expired buckets with `FOR UPDATE SKIP
+//! LOCKED`, each claim bumping the epoch. An expired bucket is claimed
+//! only after its owner's fence lock was taken (tried, so an owner that
+//! is writing or in its own round is skipped) and its expiry read again
+//! in a later statement: an owner's round and a claim of its buckets take
+//! turns. Every time is the database's, so nodes need no synchronised
+//! clocks.
 //!
 //! What the channel says is conservative: buckets are removed *before* a
 //! release commits, and everything is removed when the last successful
@@ -34,7 +39,7 @@
 //! the node never renews a lease it stopped working on; the round after
 //! that claims as usual, each claim at a new epoch.
 
-use super::fence::{FENCE_EXCLUSIVE, FENCE_LOCK};
+use super::fence::{FENCE_EXCLUSIVE, FENCE_LOCK, FENCE_SHARED};
 use super::ClusterError;
 use deadpool_postgres::Pool;
 use healthchecker_core::cluster::{plan_round, Bucket, Epoch, Lease};
@@ -228,12 +233,20 @@ impl LeaseManager {
         let me = self.cfg.node.clone();
         let expiry_s = self.cfg.expiry.as_secs_f64();
         let tx = client.transaction().await?;
+        // This node's fence lock, shared, first: a claim of its buckets
+        // tries it exclusive before it reads their expiry, so either the
+        // claim commits before this round reads the leases, or it reads
+        // the expiry this round renews.
+        tx.execute(FENCE_SHARED, &[&FENCE_LOCK, &me]).await?;
+        // The heartbeat renews every lease of the node (migration 12).
         tx.execute(
-            "INSERT INTO nodes (id, addr) VALUES ($1, $2)
+            "INSERT INTO nodes (id, addr, lease_until)
+             VALUES ($1, $2, now() + make_interval(secs => $4))
              ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, heartbeat_at = now(),
+                 lease_until = excluded.lease_until,
                  started_at = CASE WHEN $3 THEN now() ELSE nodes.started_at END,
                  given_up_at = NULL",
-            &[&me, &self.cfg.addr, &self.first],
+            &[&me, &self.cfg.addr, &self.first, &expiry_s],
         )
         .await?;
         let now: i64 = tx
@@ -252,8 +265,9 @@ impl LeaseManager {
             .collect();
         let leases = tx
             .query(
-                "SELECT bucket, owner, epoch, (extract(epoch FROM expires_at) * 1000)::bigint
-                 FROM buckets",
+                "SELECT b.bucket, b.owner, b.epoch,
+                        (extract(epoch FROM n.lease_until) * 1000)::bigint
+                 FROM buckets b LEFT JOIN nodes n ON n.id = b.owner",
                 &[],
             )
             .await?
@@ -276,29 +290,12 @@ impl LeaseManager {
             live.iter().map(String::as_str),
         );
 
-        let (buckets, epochs): (Vec<i32>, Vec<i64>) = plan
-            .renew
-            .iter()
-            .map(|(b, e)| (i32::from(b.get()), e.0))
-            .unzip();
+        // Renewed with the heartbeat above: what the plan keeps is held
+        // (no claim of it can commit before this transaction does, as the
+        // fence lock is held).
         let mut kept = Held::default();
-        for r in tx
-            .query(
-                "WITH mine AS (
-                     SELECT b.bucket FROM buckets b
-                     JOIN unnest($1::int[], $2::bigint[]) AS u(bucket, epoch)
-                       ON b.bucket = u.bucket AND b.epoch = u.epoch
-                     WHERE b.owner = $3 AND b.expires_at > now()
-                     ORDER BY b.bucket
-                     FOR UPDATE OF b)
-                 UPDATE buckets SET expires_at = now() + make_interval(secs => $4)
-                 FROM mine WHERE buckets.bucket = mine.bucket
-                 RETURNING buckets.bucket, buckets.epoch",
-                &[&buckets, &epochs, &me, &expiry_s],
-            )
-            .await?
-        {
-            kept.leases.insert(bucket_of(r.get(0))?, Epoch(r.get(1)));
+        for (b, e) in &plan.renew {
+            kept.leases.insert(*b, *e);
         }
         // Stop working on what is given up or was lost before the release
         // commits: nobody may claim it while we still act on it. Only
@@ -312,8 +309,7 @@ impl LeaseManager {
             tx.execute(FENCE_EXCLUSIVE, &[&FENCE_LOCK, &me]).await?;
             let release: Vec<i32> = plan.release.iter().map(|b| i32::from(b.get())).collect();
             tx.execute(
-                "UPDATE buckets SET owner = NULL, expires_at = NULL
-                 WHERE bucket = ANY($1::int[]) AND owner = $2",
+                "UPDATE buckets SET owner = NULL WHERE bucket = ANY($1::int[]) AND owner = $2",
                 &[&release, &me],
             )
             .await?;
@@ -321,21 +317,42 @@ impl LeaseManager {
         if plan.claim_limit > 0 {
             let candidates: Vec<i32> = plan.claim.iter().map(|b| i32::from(b.get())).collect();
             let limit = plan.claim_limit as i64;
+            // The owners whose leases have run out, as this statement
+            // reads them, that are not renewing nor writing: their fence
+            // locks, tried exclusive and held until commit. The claim reads
+            // their expiry again after that (a later statement: it sees a
+            // round of theirs that committed meanwhile), and none of them
+            // can renew before this commits.
+            let expired: Vec<String> = tx
+                .query(
+                    "WITH o AS MATERIALIZED (
+                         SELECT DISTINCT b.owner FROM buckets b
+                         LEFT JOIN nodes n ON n.id = b.owner
+                         WHERE b.bucket = ANY($1::int[]) AND b.owner IS NOT NULL
+                           AND b.owner <> $2
+                           AND (n.lease_until IS NULL OR n.lease_until <= now()))
+                     SELECT owner FROM o WHERE pg_try_advisory_xact_lock($3, hashtext(owner))",
+                    &[&candidates, &me, &FENCE_LOCK],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
             for r in tx
                 .query(
                     "WITH c AS (
-                         SELECT bucket, owner FROM buckets
-                         WHERE bucket = ANY($1::int[])
-                           AND (owner IS NULL OR expires_at IS NULL OR expires_at <= now())
-                         ORDER BY array_position($1::int[], bucket)
+                         SELECT b.bucket FROM buckets b
+                         LEFT JOIN nodes n ON n.id = b.owner
+                         WHERE b.bucket = ANY($1::int[])
+                           AND (b.owner IS NULL OR (b.owner = ANY($4::text[])
+                             AND (n.lease_until IS NULL OR n.lease_until <= now())))
+                         ORDER BY array_position($1::int[], b.bucket)
                          LIMIT $2
-                         FOR UPDATE SKIP LOCKED)
-                     UPDATE buckets b SET owner = $3, epoch = b.epoch + 1,
-                         expires_at = now() + make_interval(secs => $4)
+                         FOR UPDATE OF b SKIP LOCKED)
+                     UPDATE buckets b SET owner = $3, epoch = b.epoch + 1
                      FROM c WHERE b.bucket = c.bucket
-                       AND (c.owner IS NULL OR pg_try_advisory_xact_lock($5, hashtext(c.owner)))
                      RETURNING b.bucket, b.epoch",
-                    &[&candidates, &limit, &me, &expiry_s, &FENCE_LOCK],
+                    &[&candidates, &limit, &me, &expired],
                 )
                 .await?
             {
@@ -369,14 +386,14 @@ impl LeaseManager {
             .await?;
         let released = tx
             .execute(
-                "UPDATE buckets SET owner = NULL, expires_at = NULL WHERE owner = $1",
+                "UPDATE buckets SET owner = NULL WHERE owner = $1",
                 &[&self.cfg.node],
             )
             .await?;
         tx.execute(
             "INSERT INTO nodes (id, addr, given_up_at) VALUES ($1, $2, now())
              ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, heartbeat_at = now(),
-                 given_up_at = coalesce(nodes.given_up_at, now())",
+                 lease_until = NULL, given_up_at = coalesce(nodes.given_up_at, now())",
             &[&self.cfg.node, &self.cfg.addr],
         )
         .await?;
@@ -405,7 +422,7 @@ impl LeaseManager {
             tx.execute(FENCE_EXCLUSIVE, &[&FENCE_LOCK, &self.cfg.node])
                 .await?;
             tx.execute(
-                "UPDATE buckets SET owner = NULL, expires_at = NULL WHERE owner = $1",
+                "UPDATE buckets SET owner = NULL WHERE owner = $1",
                 &[&self.cfg.node],
             )
             .await?;

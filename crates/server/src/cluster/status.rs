@@ -43,8 +43,8 @@ pub async fn read(pool: &Pool, me: &str, expiry: Duration) -> Result<ClusterStat
             .await?;
         let leases = client
             .query(
-                "SELECT owner, bucket FROM buckets
-                 WHERE owner IS NOT NULL AND expires_at > now() ORDER BY owner, bucket",
+                "SELECT b.owner, b.bucket FROM buckets b JOIN nodes n ON n.id = b.owner
+                 WHERE n.lease_until > now() ORDER BY b.owner, b.bucket",
                 &[],
             )
             .await?;

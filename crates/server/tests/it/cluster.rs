@@ -51,8 +51,8 @@ impl Cluster {
         let mut out: BTreeMap<String, BTreeMap<Bucket, Epoch>> = BTreeMap::new();
         for r in client
             .query(
-                "SELECT bucket, owner, epoch FROM buckets
-                 WHERE owner IS NOT NULL AND expires_at > now()",
+                "SELECT b.bucket, b.owner, b.epoch FROM buckets b JOIN nodes n ON n.id = b.owner
+                 WHERE n.lease_until > now()",
                 &[],
             )
             .await

@@ -363,16 +363,19 @@ async fn a_fail_ping_served_while_its_bucket_has_no_owner_is_judged_by_the_next_
     // Its bucket taken by a node that never works on it ("ghost", a lease
     // of 10 s): solo loses it at its next round, and nobody judges pings.
     let bucket = i32::from(healthchecker_core::cluster::Bucket::of(name).get());
-    pool.get()
-        .await
-        .unwrap()
-        .execute(
-            "UPDATE buckets SET owner = 'ghost', epoch = epoch + 1, \
-             expires_at = now() + interval '10 seconds' WHERE bucket = $1",
-            &[&bucket],
-        )
-        .await
-        .unwrap();
+    let c = pool.get().await.unwrap();
+    c.execute(
+        "INSERT INTO nodes (id, lease_until) VALUES ('ghost', now() + interval '10 seconds')",
+        &[],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE buckets SET owner = 'ghost', epoch = epoch + 1 WHERE bucket = $1",
+        &[&bucket],
+    )
+    .await
+    .unwrap();
     // A round (every 2 s) has seen it gone.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (s, v) = d.post_json(&format!("{url}/fail"), &json!({})).await;

@@ -573,10 +573,20 @@ fn db_expire(s: &PgStore, ids: &[i64]) {
 
 /// Node `a` holds `b` at `epoch` for an hour, as the lease table says.
 fn own_bucket(sql: &mut postgres::Client, b: Bucket, epoch: i64) {
+    lease_bucket(sql, b, "a", epoch);
+}
+
+/// `node` holds `b` at `epoch`, and its leases last an hour.
+fn lease_bucket(sql: &mut postgres::Client, b: Bucket, node: &str, epoch: i64) {
     sql.execute(
-        "UPDATE buckets SET owner = 'a', epoch = $2, expires_at = now() + interval '1 hour' \
-         WHERE bucket = $1",
-        &[&i32::from(b.get()), &epoch],
+        "UPDATE buckets SET owner = $1, epoch = $2 WHERE bucket = $3",
+        &[&node, &epoch, &i32::from(b.get())],
+    )
+    .unwrap();
+    sql.execute(
+        "INSERT INTO nodes (id, lease_until) VALUES ($1, now() + interval '1 hour') \
+         ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until",
+        &[&node],
     )
     .unwrap();
 }
@@ -601,16 +611,8 @@ fn a_batch_of_a_stale_lease_is_dropped_and_the_rest_commits() {
     let (bx, by) = (Bucket::of(x), Bucket::of(y));
     let ix = s.register(&spec(x), "h", 0, 10).unwrap().record.id;
     let iy = s.register(&spec(y), "h", 0, 10).unwrap().record.id;
-    let lease = |sql: &mut postgres::Client, b: Bucket, owner: &str, epoch: i64| {
-        sql.execute(
-            "UPDATE buckets SET owner = $1, epoch = $2, expires_at = now() + interval '1 hour' \
-             WHERE bucket = $3",
-            &[&owner, &epoch, &i32::from(b.get())],
-        )
-        .unwrap();
-    };
-    lease(&mut db.sql, bx, "a", 5);
-    lease(&mut db.sql, by, "a", 3);
+    lease_bucket(&mut db.sql, bx, "a", 5);
+    lease_bucket(&mut db.sql, by, "a", 3);
     let a = Fencing {
         node: "a".into(),
         held: held(&[(bx, 5), (by, 3)]),
@@ -630,7 +632,7 @@ fn a_batch_of_a_stale_lease_is_dropped_and_the_rest_commits() {
     assert!(w.stale.is_empty());
 
     // Node b takes bucket x over (its claim bumps the epoch).
-    lease(&mut db.sql, bx, "b", 6);
+    lease_bucket(&mut db.sql, bx, "b", 6);
     let events = db.count("SELECT count(*) FROM events");
     let mail = db.count("SELECT count(*) FROM notifications");
     let up = |id, at| {
@@ -676,11 +678,12 @@ fn a_batch_of_a_stale_lease_is_dropped_and_the_rest_commits() {
         s.get_service(x).unwrap().unwrap().state,
         HealthState::Healthy
     );
-    // An expired lease is stale too, and so is a bucket not held at all.
+    // An expired lease is stale too (its node's expiry passed), and so is
+    // a bucket not held at all.
     db.sql
         .execute(
-            "UPDATE buckets SET expires_at = now() - interval '1 second' WHERE bucket = $1",
-            &[&i32::from(bx.get())],
+            "UPDATE nodes SET lease_until = now() - interval '1 second' WHERE id = 'b'",
+            &[],
         )
         .unwrap();
     let w = s

@@ -849,7 +849,8 @@ fn fence(
         "SELECT b.bucket FROM buckets b \
          JOIN unnest($1::int[], $2::bigint[]) h(bucket, epoch) \
            ON b.bucket = h.bucket AND b.epoch = h.epoch \
-         WHERE b.owner = $3 AND b.expires_at > now()",
+         JOIN nodes n ON n.id = b.owner \
+         WHERE b.owner = $3 AND n.lease_until > now()",
     )?;
     let ok: BTreeSet<Bucket> = tx
         .query(&s, &[&bs, &es, &f.node])

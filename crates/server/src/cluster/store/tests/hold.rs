@@ -207,12 +207,7 @@ fn checks_above_the_mark_are_rolled_up_exactly_once_after_a_crash_or_a_takeover(
 
     // Node b takes the bucket over (a new epoch), checks once and flushes:
     // its roll-up takes a's two held checks too, and moves the mark.
-    db.sql
-        .execute(
-            "UPDATE buckets SET owner = 'b', epoch = 2 WHERE bucket = $1",
-            &[&i32::from(b.get())],
-        )
-        .unwrap();
+    lease_bucket(&mut db.sql, b, "b", 2);
     let bf = Fencing {
         node: "b".into(),
         held: held(&[(b, 2)]),
