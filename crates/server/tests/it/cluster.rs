@@ -7,7 +7,7 @@
 
 use healthchecker_core::cluster::{fair_share, Bucket, Epoch, BUCKETS};
 use healthchecker_server::cluster::{
-    fence, schema, FenceError, Held, LeaseConfig, LeaseHandle, LeaseManager, PgDb,
+    fence, schema, FenceError, Held, LeaseConfig, LeaseHandle, LeaseManager, PgDb, FENCE_LOCK,
 };
 use healthchecker_testkit::postgres::Postgres;
 use healthchecker_testkit::wait_for;
@@ -435,6 +435,90 @@ async fn no_bucket_changes_hands_while_its_owners_fenced_write_is_in_flight() {
     ));
     drop(tx);
     b.stop().await;
+}
+
+/// Every bucket's owner and epoch, as the table says (live or not).
+async fn table(c: &Cluster) -> BTreeMap<Bucket, (Option<String>, Epoch)> {
+    let client = c.pool.get().await.unwrap();
+    client
+        .query("SELECT bucket, owner, epoch FROM buckets", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                Bucket::new(i64::from(r.get::<_, i32>(0))).unwrap(),
+                (r.get(1), Epoch(r.get(2))),
+            )
+        })
+        .collect()
+}
+
+/// One expiry a node (migration 12): a claim of a node's lapsed leases
+/// waits while the node's round holds its fence lock, and sees the
+/// expiry that round renewed; a node whose lapsed leases nobody claimed
+/// keeps them at the same epoch.
+#[tokio::test]
+async fn a_claim_waits_for_the_owners_round_and_lapsed_leases_nobody_took_keep_their_epoch() {
+    let Some(c) = cluster().await else { return };
+    let cc = c.node("node-c");
+    wait_settled(&c, &[&cc], "node c to hold every bucket").await;
+    cc.abort().await;
+    let before = table(&c).await;
+    assert!(before.values().all(|(o, _)| o.as_deref() == Some("node-c")));
+    // c's lease has run out, and c is in a round: its fence lock shared.
+    let mut client = c.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE nodes SET lease_until = now() - interval '1 second' WHERE id = 'node-c'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let round = client.transaction().await.unwrap();
+    round
+        .execute(
+            "SELECT pg_advisory_xact_lock_shared($1, hashtext('node-c'))",
+            &[&FENCE_LOCK],
+        )
+        .await
+        .unwrap();
+    // b's rounds (every 200 ms) claim none of c's buckets meanwhile…
+    let b = c.node("node-b");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(table(&c).await, before, "b claimed during c's round");
+    assert!(b.held().borrow().is_empty());
+    // …nor after c's round renews its lease and commits.
+    round
+        .execute(
+            "UPDATE nodes SET lease_until = now() + interval '1 hour' WHERE id = 'node-c'",
+            &[],
+        )
+        .await
+        .unwrap();
+    round.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(table(&c).await, before, "b claimed a renewed lease");
+    b.abort().await;
+    // c's lease runs out again and nobody claims: c, back, keeps every
+    // bucket at the epoch it had.
+    client
+        .execute(
+            "UPDATE nodes SET lease_until = now() - interval '1 second' WHERE id = 'node-c'",
+            &[],
+        )
+        .await
+        .unwrap();
+    client
+        .execute("DELETE FROM nodes WHERE id = 'node-b'", &[])
+        .await
+        .unwrap();
+    let cc = c.node("node-c");
+    wait_settled(&c, &[&cc], "node c to hold every bucket again").await;
+    let held = cc.held().borrow().clone();
+    let epochs: BTreeMap<Bucket, Epoch> = before.iter().map(|(b, (_, e))| (*b, *e)).collect();
+    assert_eq!(held.leases, epochs);
+    cc.stop().await;
 }
 
 #[tokio::test]
