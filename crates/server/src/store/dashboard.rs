@@ -159,41 +159,6 @@ impl CountsCache {
     }
 }
 
-#[cfg(test)]
-mod counts_tests {
-    use super::*;
-
-    #[test]
-    fn counts_older_than_the_ttl_are_served_while_a_thread_counts_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("x.db")).unwrap();
-        let register = |name: &str| {
-            let spec = crate::store::history_tests::spec(name);
-            store.register(&spec, "h", 0, 1_000).unwrap();
-        };
-        let total = |c: &StateCounts| c.by_state.iter().map(|(_, n)| n).sum::<i64>();
-        register("a");
-        let cache = CountsCache::default();
-        let t = 1_000_000;
-        assert_eq!(total(&cache.get(&store, t).unwrap()), 1);
-        register("b");
-        // Within the TTL: the same counts.
-        assert_eq!(total(&cache.get(&store, t + COUNTS_TTL_MS - 1).unwrap()), 1);
-        // Beyond it: still those, at once, and a thread counts again…
-        assert_eq!(total(&cache.get(&store, t + COUNTS_TTL_MS).unwrap()), 1);
-        // …whose counts the next reads get.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while total(&cache.get(&store, t + COUNTS_TTL_MS + 1).unwrap()) != 2 {
-            assert!(std::time::Instant::now() < deadline, "never counted again");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        // A change from the dashboard clears them: the next read counts.
-        register("c");
-        cache.clear();
-        assert_eq!(total(&cache.get(&store, t + COUNTS_TTL_MS + 2).unwrap()), 3);
-    }
-}
-
 impl SqliteStore {
     /// A page of services as [`Store::list_services`] filters them, in `order`.
     pub fn list_services_ordered(
@@ -311,5 +276,40 @@ impl SqliteStore {
             })?
             .collect::<Result<_, _>>()?;
         Ok(TaggedPage { services, counts })
+    }
+}
+
+#[cfg(test)]
+mod counts_tests {
+    use super::*;
+
+    #[test]
+    fn counts_older_than_the_ttl_are_served_while_a_thread_counts_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("x.db")).unwrap();
+        let register = |name: &str| {
+            let spec = crate::store::history_tests::spec(name);
+            store.register(&spec, "h", 0, 1_000).unwrap();
+        };
+        let total = |c: &StateCounts| c.by_state.iter().map(|(_, n)| n).sum::<i64>();
+        register("a");
+        let cache = CountsCache::default();
+        let t = 1_000_000;
+        assert_eq!(total(&cache.get(&store, t).unwrap()), 1);
+        register("b");
+        // Within the TTL: the same counts.
+        assert_eq!(total(&cache.get(&store, t + COUNTS_TTL_MS - 1).unwrap()), 1);
+        // Beyond it: still those, at once, and a thread counts again…
+        assert_eq!(total(&cache.get(&store, t + COUNTS_TTL_MS).unwrap()), 1);
+        // …whose counts the next reads get.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while total(&cache.get(&store, t + COUNTS_TTL_MS + 1).unwrap()) != 2 {
+            assert!(std::time::Instant::now() < deadline, "never counted again");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // A change from the dashboard clears them: the next read counts.
+        register("c");
+        cache.clear();
+        assert_eq!(total(&cache.get(&store, t + COUNTS_TTL_MS + 2).unwrap()), 3);
     }
 }
