@@ -232,7 +232,15 @@ impl LeaseManager {
     ) -> Result<(), ClusterError> {
         let me = self.cfg.node.clone();
         let expiry_s = self.cfg.expiry.as_secs_f64();
-        let tx = client.transaction().await?;
+        // A snapshot per statement, whatever the server's default: the
+        // lease read after the fence lock must see the claims committed
+        // while it waited, and a claim's second statement the renewals
+        // committed after its first.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .await?;
         // This node's fence lock, shared, first: a claim of its buckets
         // tries it exclusive before it reads their expiry, so either the
         // claim commits before this round reads the leases, or it reads

@@ -112,6 +112,19 @@ struct Counts {
 /// How long counts by state are served without counting again, milliseconds.
 pub const COUNTS_TTL_MS: i64 = 5_000;
 
+/// Counts older than this are not served at all: the page counts first
+/// (a dashboard nobody looked at for a while).
+pub const COUNTS_STALE_MS: i64 = 60_000;
+
+/// Clears the refreshing flag however the counting thread ends.
+struct Refreshing(CountsCache);
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        self.0.lock().refreshing = false;
+    }
+}
+
 impl CountsCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -129,15 +142,19 @@ impl CountsCache {
     pub fn get(&self, store: &Store, now: i64) -> Result<StateCounts, StoreError> {
         {
             let mut g = self.lock();
-            if let Some((at, c)) = &g.counts {
+            if let Some((at, c)) = g
+                .counts
+                .as_ref()
+                .filter(|(at, _)| now - at < COUNTS_STALE_MS)
+            {
                 let c = c.clone();
                 if !(0..COUNTS_TTL_MS).contains(&(now - at)) && !g.refreshing {
                     g.refreshing = true;
                     let (cache, store) = (self.clone(), store.clone());
                     std::thread::spawn(move || {
+                        let _flag = Refreshing(cache.clone());
                         let r = store.count_by_state();
                         let mut g = cache.lock();
-                        g.refreshing = false;
                         match r {
                             // Unless cleared or counted anew meanwhile.
                             Ok(c) if g.counts.as_ref().is_some_and(|(t, _)| *t < now) => {
@@ -311,5 +328,9 @@ mod counts_tests {
         register("c");
         cache.clear();
         assert_eq!(total(&cache.get(&store, t + COUNTS_TTL_MS + 2).unwrap()), 3);
+        // Counts a minute old are not served: the read counts first.
+        register("d");
+        let later = t + COUNTS_TTL_MS + 2 + COUNTS_STALE_MS;
+        assert_eq!(total(&cache.get(&store, later).unwrap()), 4);
     }
 }

@@ -300,9 +300,9 @@ const KEEP_OF_SLOT: &str = "WITH b AS MATERIALIZED ( \
           ORDER BY x.id DESC OFFSET $1 LIMIT 1) AS bound \
        FROM services s WHERE s.id IN (SELECT DISTINCT service_id FROM checks_s{slot})) \
      INSERT INTO checks (id, service_id, at, duration_us, result, reason, http_status, \
-       details, changed, streak, slot) \
+       details, changed, streak, unrolled, unrolled_failed, slot) \
      SELECT k.id, k.service_id, k.at, k.duration_us, k.result, k.reason, k.http_status, \
-       k.details, k.changed, k.streak, -1 \
+       k.details, k.changed, k.streak, k.unrolled, k.unrolled_failed, -1 \
      FROM checks_s{slot} k JOIN b ON b.id = k.service_id \
      WHERE b.bound IS NULL OR k.id > b.bound OR k.id > b.rolled_through \
        OR (k.at >= $2 AND NOT (k.result = 'pass' AND NOT k.changed))";

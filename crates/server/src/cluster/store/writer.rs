@@ -329,7 +329,13 @@ impl PgStore {
             written += r?;
         }
         hold.cursor = passed.last().copied().unwrap_or(cursor);
-        hold.swept_at = Some(now);
+        // The time the services passed stand for, so that what a call
+        // does not pass (a fraction of a service) carries over.
+        hold.swept_at = Some(if k == n {
+            now
+        } else {
+            last + period.mul_f64(k as f64 / n as f64)
+        });
         Ok(written)
     }
 

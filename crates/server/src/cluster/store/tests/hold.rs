@@ -575,4 +575,9 @@ fn the_sweep_flushes_each_held_service_once_a_period_in_id_order() {
         db.count("SELECT max(id) FROM checks")
     );
     assert!(hold.is_empty());
+    // What a call does not pass carries over: 15 s is a service and a
+    // half, so the next 15 s make two.
+    s.write_held(None, &batch, &mut hold).unwrap();
+    assert_eq!(s.flush_swept(None, &mut hold, period, at(125)).unwrap(), 1);
+    assert_eq!(s.flush_swept(None, &mut hold, period, at(140)).unwrap(), 2);
 }
