@@ -136,7 +136,7 @@ async fn a_browser_sees_a_state_change_without_reloading() {
     assert_eq!(state(c.clone()).await.as_deref(), Some("unknown"));
     wait_for(
         "the browser to show healthy",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
             let c = c.clone();
             async move { (state(c).await.as_deref() == Some("healthy")).then_some(()) }
@@ -146,7 +146,7 @@ async fn a_browser_sees_a_state_change_without_reloading() {
     t.set(Mode::Fail("db down".into()));
     wait_for(
         "the browser to show unhealthy",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
             let c = c.clone();
             async move { (state(c).await.as_deref() == Some("unhealthy")).then_some(()) }
