@@ -454,6 +454,17 @@ async fn table(c: &Cluster) -> BTreeMap<Bucket, (Option<String>, Epoch)> {
         .collect()
 }
 
+/// Makes `node`'s leases lapse (its expiry a second ago).
+async fn lapse(client: &tokio_postgres::Client, node: &str) {
+    client
+        .execute(
+            "UPDATE nodes SET lease_until = now() - interval '1 second' WHERE id = $1",
+            &[&node],
+        )
+        .await
+        .unwrap();
+}
+
 /// One expiry a node (migration 12): a claim of a node's lapsed leases
 /// waits while the node's round holds its fence lock, and sees the
 /// expiry that round renewed; a node whose lapsed leases nobody claimed
@@ -468,13 +479,7 @@ async fn a_claim_waits_for_the_owners_round_and_lapsed_leases_nobody_took_keep_t
     assert!(before.values().all(|(o, _)| o.as_deref() == Some("node-c")));
     // c's lease has run out, and c is in a round: its fence lock shared.
     let mut client = c.pool.get().await.unwrap();
-    client
-        .execute(
-            "UPDATE nodes SET lease_until = now() - interval '1 second' WHERE id = 'node-c'",
-            &[],
-        )
-        .await
-        .unwrap();
+    lapse(&client, "node-c").await;
     let round = client.transaction().await.unwrap();
     round
         .execute(
@@ -502,13 +507,7 @@ async fn a_claim_waits_for_the_owners_round_and_lapsed_leases_nobody_took_keep_t
     b.abort().await;
     // c's lease runs out again and nobody claims: c, back, keeps every
     // bucket at the epoch it had.
-    client
-        .execute(
-            "UPDATE nodes SET lease_until = now() - interval '1 second' WHERE id = 'node-c'",
-            &[],
-        )
-        .await
-        .unwrap();
+    lapse(&client, "node-c").await;
     client
         .execute("DELETE FROM nodes WHERE id = 'node-b'", &[])
         .await

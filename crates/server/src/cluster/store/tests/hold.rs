@@ -411,6 +411,12 @@ fn wal_of_a_flush() {
     );
 }
 
+/// Writes one plain check of `id` with `hold` (unfenced).
+fn write_one(s: &PgStore, hold: &mut Hold, id: ServiceId, at: i64, result: CheckResult, n: u32) {
+    s.write_held(None, &[plain(id, at, result, n)], hold)
+        .unwrap();
+}
+
 /// `(unrolled, unrolled_failed)` of each check of `id`, oldest first.
 fn unrolled(db: &mut Db, id: ServiceId) -> Vec<(Option<i16>, Option<i16>)> {
     db.sql
@@ -471,32 +477,17 @@ fn each_check_row_counts_the_checks_above_the_mark_that_uptime_adds() {
     // A writer that does not know them (another node took the bucket, or
     // this one restarted) reads them: here by counting the rows…
     let mut fresh = Hold::default();
-    s.write_held(
-        None,
-        &[plain(id, t + 4_000, CheckResult::Pass, 1)],
-        &mut fresh,
-    )
-    .unwrap();
+    write_one(&s, &mut fresh, id, t + 4_000, CheckResult::Pass, 1);
     assert_eq!(unrolled(&mut db, id)[4], some(5, 2));
     // …and here from the newest row.
     let mut fresh = Hold::default();
-    s.write_held(
-        None,
-        &[plain(id, t + 5_000, CheckResult::Fail, 1)],
-        &mut fresh,
-    )
-    .unwrap();
+    write_one(&s, &mut fresh, id, t + 5_000, CheckResult::Fail, 1);
     assert_eq!(unrolled(&mut db, id)[5], some(6, 3));
     assert_eq!(s.uptime_ratios(&[id], now).unwrap()[&id].day, Some(0.5));
     // After a flush the mark is at the newest check: the counts start
     // again, and uptime reads the roll-ups plus the new check's counts.
     assert_eq!(s.flush_held(None, &mut fresh, None).unwrap(), 1);
-    s.write_held(
-        None,
-        &[plain(id, t + 6_000, CheckResult::Fail, 2)],
-        &mut fresh,
-    )
-    .unwrap();
+    write_one(&s, &mut fresh, id, t + 6_000, CheckResult::Fail, 2);
     assert_eq!(unrolled(&mut db, id)[6], some(1, 1));
     assert_eq!(
         s.uptime_ratios(&[id], now).unwrap()[&id].day,
@@ -507,12 +498,7 @@ fn each_check_row_counts_the_checks_above_the_mark_that_uptime_adds() {
     // start again from the mark it moved.
     assert_eq!(rolled(&mut db, id), 6);
     s.flush_held(None, &mut hold, None).unwrap();
-    s.write_held(
-        None,
-        &[plain(id, t + 7_000, CheckResult::Pass, 1)],
-        &mut hold,
-    )
-    .unwrap();
+    write_one(&s, &mut hold, id, t + 7_000, CheckResult::Pass, 1);
     assert_eq!(rolled(&mut db, id), 7);
     assert_eq!(unrolled(&mut db, id)[7], some(1, 0));
     assert_eq!(
