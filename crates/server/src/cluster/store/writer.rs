@@ -320,14 +320,7 @@ impl PgStore {
                 h.since.is_some().then_some((*id, h.bucket))
             })
             .collect();
-        let mut written = 0;
-        let mut sorted = todo;
-        sorted.sort_unstable();
-        for chunk in sorted.chunks(4096) {
-            let r = self.flush_chunk(fencing, hold, chunk);
-            self.note_write(&r);
-            written += r?;
-        }
+        let written = self.flush_services(fencing, hold, todo)?;
         hold.cursor = passed.last().copied().unwrap_or(cursor);
         // The time the services passed stand for, so that what a call
         // does not pass (a fraction of a service) carries over.
@@ -354,12 +347,23 @@ impl PgStore {
         if let Some(f) = fencing {
             hold.keep_held(&f.held);
         }
-        let mut todo: Vec<(i64, Bucket)> = hold
+        let todo: Vec<(i64, Bucket)> = hold
             .services
             .iter()
             .filter(|(_, h)| h.since.is_some_and(|t| due.is_none_or(|d| t <= d)))
             .map(|(id, h)| (*id, h.bucket))
             .collect();
+        self.flush_services(fencing, hold, todo)
+    }
+
+    /// Writes what `hold` holds of the services `todo`, in id order, in
+    /// transactions of up to 4,096 services; returns the services written.
+    fn flush_services(
+        &self,
+        fencing: Option<&Fencing>,
+        hold: &mut Hold,
+        mut todo: Vec<(i64, Bucket)>,
+    ) -> Result<usize, StoreError> {
         todo.sort_unstable();
         let mut n = 0;
         for chunk in todo.chunks(4096) {
