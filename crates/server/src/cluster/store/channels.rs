@@ -112,7 +112,7 @@ impl PgStore {
             "topic_prefix": c.topic_prefix,
             "discovery_prefix": c.discovery_prefix,
         });
-        let mut l = self.write_conn()?;
+        let mut l = self.api_conn()?;
         let (conn, _) = l.conn().parts();
         let r = conn
             .query_one(
@@ -187,7 +187,7 @@ impl PgStore {
 
     /// Deletes a channel; its pending deliveries fail with that reason.
     pub fn delete_channel(&self, name: &str) -> Result<bool, StoreError> {
-        let mut l = self.write_conn()?;
+        let mut l = self.api_conn()?;
         let (c, _) = l.conn().parts();
         let mut tx = c.transaction().map_err(pg)?;
         let n = tx

@@ -70,6 +70,9 @@ pub(crate) struct Conn {
     last_used: std::time::Instant,
 }
 
+/// Connections for the API's writes ([`PgStore::api_conn`]).
+pub(crate) const API_WRITERS: usize = 4;
+
 /// A connection unused for longer is checked before it is handed out.
 const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long that check waits for the server's answer.
@@ -118,6 +121,11 @@ struct Inner {
     writer: Mutex<Option<Conn>>,
     readers: Box<[Mutex<Option<Conn>>]>,
     next_reader: std::sync::atomic::AtomicUsize,
+    /// The API's writes ([`PgStore::api_conn`]), opened on first use.
+    api: Box<[Mutex<Option<Conn>>]>,
+    next_api: std::sync::atomic::AtomicUsize,
+    /// The count of services the registration limit reads.
+    service_count: services::ServiceCount,
     pool: crate::store::ReaderPool,
     keep_checks: std::sync::atomic::AtomicI64,
     write_error: Mutex<Option<String>>,
@@ -134,6 +142,7 @@ impl Drop for Inner {
         let mut conns: Vec<Conn> = self
             .readers
             .iter_mut()
+            .chain(self.api.iter_mut())
             .filter_map(|m| m.get_mut().unwrap_or_else(|e| e.into_inner()).take())
             .collect();
         conns.extend(
@@ -223,6 +232,9 @@ impl PgStore {
                 writer: Mutex::new(Some(writer)),
                 readers: readers.into(),
                 next_reader: Default::default(),
+                api: (0..API_WRITERS).map(|_| Mutex::new(None)).collect(),
+                next_api: Default::default(),
+                service_count: Default::default(),
                 pool: crate::store::ReaderPool::start("pg-reader"),
                 keep_checks: crate::store::RETAIN_CHECKS.into(),
                 write_error: Mutex::new(None),
@@ -258,7 +270,8 @@ impl PgStore {
         Ok(ConnGuard { guard })
     }
 
-    /// The writer's connection (registrations, batches, outbox updates).
+    /// The writer's connection (the batches of checks, the outbox, roll-ups
+    /// and pruning); the API writes on [`PgStore::api_conn`].
     pub(crate) fn write_conn(&self) -> Result<ConnGuard<'_>, StoreError> {
         self.ready(&self.inner.writer)
     }
@@ -297,17 +310,34 @@ impl PgStore {
 
     /// A free reader connection, else the next one in turn.
     pub(crate) fn read_conn(&self) -> Result<ConnGuard<'_>, StoreError> {
-        for m in self.inner.readers.iter() {
+        self.free_or_next(&self.inner.readers, &self.inner.next_reader)
+    }
+
+    /// A connection for the API's writes (registrations, pauses,
+    /// deletions, channels, silences, pings), one of [`API_WRITERS`]: a
+    /// free one, else the next in turn. Not the writer's connection, so
+    /// that concurrent registrations run side by side on the server
+    /// rather than one after another and behind the writer thread's
+    /// batches (they already run side by side across the nodes of a
+    /// cluster; a store-wide limit such as `--max-services` is checked per
+    /// transaction, so concurrent registrations can pass it by a few).
+    pub(crate) fn api_conn(&self) -> Result<ConnGuard<'_>, StoreError> {
+        self.free_or_next(&self.inner.api, &self.inner.next_api)
+    }
+
+    fn free_or_next<'a>(
+        &self,
+        slots: &'a [Mutex<Option<Conn>>],
+        next: &std::sync::atomic::AtomicUsize,
+    ) -> Result<ConnGuard<'a>, StoreError> {
+        for m in slots {
             if let Ok(g) = m.try_lock() {
                 drop(g);
                 return self.ready(m);
             }
         }
-        let i = self
-            .inner
-            .next_reader
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.ready(&self.inner.readers[i % self.inner.readers.len()])
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ready(&slots[i % slots.len()])
     }
 
     /// Runs `f` on one of the store's reader threads and waits for it: the

@@ -49,7 +49,7 @@ impl PgStore {
         output: Option<&str>,
     ) -> Result<(), StoreError> {
         let success = ping.result() == Some(CheckResult::Pass);
-        let mut l = self.write_conn()?;
+        let mut l = self.api_conn()?;
         let (c, cache) = l.conn().parts();
         let s = cache.get(
             c,

@@ -15,6 +15,31 @@ use healthchecker_core::{HealthState, Protocol, ServiceId, ServiceSpec};
 use postgres::types::ToSql;
 use postgres::Row;
 
+/// The columns of the `services` row that [`SERVICE_COLUMNS`] selects.
+macro_rules! service_fields {
+    () => {
+        "id, protocol, period, grace, last_check_at, \
+    last_result, last_reason, last_duration_us, name, host, port, path, emails, timeout, \
+    interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \
+    cert_warn_days, channels, tags, depends_on, paused, state, successes, failures, state_since, \
+    last_healthy_at, last_failure_reason, cert_expires_at, created_at, updated_at, \
+    last_notified_at, ping_id, last_ping_at, last_success_ping_at, last_check_id"
+    };
+}
+
+/// The newest check of `services.id`, as [`SERVICE_COLUMNS`]' `newest`.
+macro_rules! newest {
+    () => {
+        "coalesce((SELECT ARRAY[c.id::text, c.at::text, c.result, c.reason, c.duration_us::text, \
+       c.streak::text] FROM checks c WHERE c.service_id = services.id \
+       AND c.slot = (SELECT slot FROM check_slots WHERE current) \
+     ORDER BY c.id DESC LIMIT 1), \
+    (SELECT ARRAY[c.id::text, c.at::text, c.result, c.reason, c.duration_us::text, \
+       c.streak::text] FROM checks c WHERE c.service_id = services.id \
+     ORDER BY c.id DESC LIMIT 1))"
+    };
+}
+
 /// The columns [`decode_service`] reads (from `services`, unaliased):
 /// the row, and its newest check (`newest`: id, time, result, reason,
 /// duration and streak as text), since the writer writes a service's
@@ -31,19 +56,44 @@ use postgres::Row;
 /// merge of nine indexes (`EXPLAIN ANALYZE` of the probe alone, a page of
 /// 101 services, five slots holding rows: 4.3 ms merged, 1.3 ms in the
 /// current slot).
-pub(crate) const SERVICE_COLUMNS: &str = "id, protocol, period, grace, last_check_at, \
-    last_result, last_reason, last_duration_us, name, host, port, path, emails, timeout, \
-    interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \
-    cert_warn_days, channels, tags, depends_on, paused, state, successes, failures, state_since, \
-    last_healthy_at, last_failure_reason, cert_expires_at, created_at, updated_at, \
-    last_notified_at, ping_id, last_ping_at, last_success_ping_at, last_check_id, \
-    coalesce((SELECT ARRAY[c.id::text, c.at::text, c.result, c.reason, c.duration_us::text, \
-       c.streak::text] FROM checks c WHERE c.service_id = services.id \
-       AND c.slot = (SELECT slot FROM check_slots WHERE current) \
-     ORDER BY c.id DESC LIMIT 1), \
-    (SELECT ARRAY[c.id::text, c.at::text, c.result, c.reason, c.duration_us::text, \
-       c.streak::text] FROM checks c WHERE c.service_id = services.id \
-     ORDER BY c.id DESC LIMIT 1)) AS newest";
+pub(crate) const SERVICE_COLUMNS: &str = concat!(service_fields!(), ", ", newest!(), " AS newest");
+
+/// A registration as one statement ([`PgStore::register`]): the upsert
+/// on the name, its bucket's count when the row is new, its `registered`
+/// or `updated` event, and the row as [`decode_service`] reads it.
+const REGISTER: &str = concat!(
+    "WITH s AS (INSERT INTO services (name, bucket, protocol, host, port, path, emails, \
+           timeout, interval, unhealthy_threshold, healthy_threshold, expected_status, \
+           tls_verify, cert_warn_days, token_hash, state_since, created_at, updated_at, period, \
+           grace, ping_id, channels, tags, depends_on) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, \
+           $16, $17, $18, $19, $20, $21, $22) \
+         ON CONFLICT (name) DO UPDATE SET protocol = excluded.protocol, \
+           host = excluded.host, port = excluded.port, path = excluded.path, \
+           emails = excluded.emails, timeout = excluded.timeout, \
+           interval = excluded.interval, \
+           unhealthy_threshold = excluded.unhealthy_threshold, \
+           healthy_threshold = excluded.healthy_threshold, \
+           expected_status = excluded.expected_status, tls_verify = excluded.tls_verify, \
+           cert_warn_days = excluded.cert_warn_days, token_hash = excluded.token_hash, \
+           updated_at = excluded.updated_at, period = excluded.period, \
+           grace = excluded.grace, \
+           ping_id = CASE WHEN excluded.ping_id IS NULL THEN NULL \
+             ELSE COALESCE(services.ping_id, excluded.ping_id) END, \
+           channels = excluded.channels, tags = excluded.tags, \
+           depends_on = excluded.depends_on \
+         RETURNING ",
+    service_fields!(),
+    // A new row has no checks: its newest is not looked for.
+    ", CASE WHEN xmax = 0 THEN NULL ELSE ",
+    newest!(),
+    " END AS newest, (xmax = 0) AS created), \
+         counted AS (UPDATE service_counts SET n = n + 1 \
+           WHERE bucket = $2 AND (SELECT created FROM s)), \
+         logged AS (INSERT INTO events (at, service_id, service, kind, reason) \
+           SELECT $16, id, $1, CASE WHEN created THEN $23 ELSE $24 END, $25 FROM s) \
+         SELECT * FROM s"
+);
 
 /// The newest check of a service as [`SERVICE_COLUMNS`]' `newest` has it.
 struct Newest {
@@ -251,23 +301,25 @@ impl PgStore {
         now: i64,
         max_services: usize,
     ) -> Result<Registered, StoreError> {
-        let mut l = self.write_conn()?;
-        let (c, _) = l.conn().parts();
-        let mut tx = c.transaction().map_err(pg)?;
-        let exists = tx
-            .query_opt("SELECT 1 FROM services WHERE name = $1", &[&spec.name])
-            .map_err(pg)?
-            .is_some();
-        if !exists {
-            // The per-bucket counts (schema migration 5), not a scan.
-            let n: i64 = tx
-                .query_one(
-                    "SELECT coalesce(sum(n), 0)::bigint FROM service_counts",
-                    &[],
-                )
-                .map_err(pg)?
-                .get(0);
-            if n as usize >= max_services {
+        let mut l = self.api_conn()?;
+        let (c, cache) = l.conn().parts();
+        // No transaction: one prepared statement does the upsert, its
+        // bucket's count, its event and reads the record back. Before it,
+        // the limit, from the per-bucket counts (schema migration 5): read
+        // at most once a second while the services are more than
+        // `LIMIT_MARGIN` below it, every time nearer. It is as loose as it
+        // is across the nodes of a cluster: two registrations at once can
+        // both pass it.
+        if !self.inner.service_count.far_below(max_services) {
+            let limit = cache.get(
+                c,
+                "SELECT EXISTS (SELECT 1 FROM services WHERE name = $1), \
+                   (SELECT coalesce(sum(n), 0)::bigint FROM service_counts)",
+            )?;
+            let r = c.query_one(&limit, &[&spec.name]).map_err(pg)?;
+            let (exists, n): (bool, i64) = (r.get(0), r.get(1));
+            self.inner.service_count.set(n);
+            if !exists && n as usize >= max_services {
                 return Err(StoreError::Limit(max_services));
             }
         }
@@ -277,29 +329,10 @@ impl PgStore {
         };
         let t = &spec.target;
         let bucket = i32::from(Bucket::of(&spec.name).get());
-        let row = tx
+        let upsert = cache.get(c, REGISTER)?;
+        let row = c
             .query_one(
-                "INSERT INTO services (name, bucket, protocol, host, port, path, emails, timeout, \
-                   interval, unhealthy_threshold, healthy_threshold, expected_status, tls_verify, \
-                   cert_warn_days, token_hash, state_since, created_at, updated_at, period, grace, \
-                   ping_id, channels, tags, depends_on) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, \
-                   $16, $17, $18, $19, $20, $21, $22) \
-                 ON CONFLICT (name) DO UPDATE SET protocol = excluded.protocol, \
-                   host = excluded.host, port = excluded.port, path = excluded.path, \
-                   emails = excluded.emails, timeout = excluded.timeout, \
-                   interval = excluded.interval, \
-                   unhealthy_threshold = excluded.unhealthy_threshold, \
-                   healthy_threshold = excluded.healthy_threshold, \
-                   expected_status = excluded.expected_status, tls_verify = excluded.tls_verify, \
-                   cert_warn_days = excluded.cert_warn_days, token_hash = excluded.token_hash, \
-                   updated_at = excluded.updated_at, period = excluded.period, \
-                   grace = excluded.grace, \
-                   ping_id = CASE WHEN excluded.ping_id IS NULL THEN NULL \
-                     ELSE COALESCE(services.ping_id, excluded.ping_id) END, \
-                   channels = excluded.channels, tags = excluded.tags, \
-                   depends_on = excluded.depends_on \
-                 RETURNING id, (xmax = 0) AS created",
+                &upsert,
                 &[
                     &spec.name,
                     &bucket,
@@ -323,25 +356,17 @@ impl PgStore {
                     &json_list(&spec.channels),
                     &json_list(&spec.tags),
                     &json_list(&spec.depends_on),
+                    &EventKind::Registered.as_str(),
+                    &EventKind::Updated.as_str(),
+                    &spec.target.url(),
                 ],
             )
             .map_err(pg)?;
-        let (id, created): (i64, bool) = (row.get("id"), row.get("created"));
+        let created: bool = row.get("created");
         if created {
-            tx.execute(
-                "UPDATE service_counts SET n = n + 1 WHERE bucket = $1",
-                &[&bucket],
-            )
-            .map_err(pg)?;
+            self.inner.service_count.add_one();
         }
-        let kind = if created {
-            EventKind::Registered
-        } else {
-            EventKind::Updated
-        };
-        insert_event(&mut tx, now, id, &spec.name, kind, Some(&spec.target.url()))?;
-        let record = service_by_id(&mut tx, id)?;
-        tx.commit().map_err(pg)?;
+        let record = decode_service(&row)?;
         Ok(Registered { record, created })
     }
 
@@ -353,7 +378,7 @@ impl PgStore {
         paused: bool,
         now: i64,
     ) -> Result<Option<ServiceRecord>, StoreError> {
-        let mut l = self.write_conn()?;
+        let mut l = self.api_conn()?;
         let (c, _) = l.conn().parts();
         let mut tx = c.transaction().map_err(pg)?;
         let Some(r) = tx
@@ -388,7 +413,7 @@ impl PgStore {
     /// (its roll-ups age out). Returns its id, or `None` if the name is
     /// unknown.
     pub fn delete(&self, name: &str, now: i64) -> Result<Option<ServiceId>, StoreError> {
-        let mut l = self.write_conn()?;
+        let mut l = self.api_conn()?;
         let (c, _) = l.conn().parts();
         let mut tx = c.transaction().map_err(pg)?;
         let Some(r) = tx
@@ -499,5 +524,80 @@ impl PgStore {
         let (c, cache) = l.conn().parts();
         let s = cache.get(c, "SELECT token_hash FROM services WHERE name = $1")?;
         Ok(c.query_opt(&s, &[&name]).map_err(pg)?.map(|r| r.get(0)))
+    }
+}
+
+/// The number of services as the limit of [`PgStore::register`] last read
+/// it, and when.
+#[derive(Default)]
+pub(crate) struct ServiceCount(std::sync::Mutex<Option<(std::time::Instant, i64)>>);
+
+/// Below the limit by more than this, a count up to [`COUNT_FOR`] old is
+/// taken as it is.
+const LIMIT_MARGIN: i64 = 1_000;
+/// How long a count is taken as it is, far from the limit.
+const COUNT_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ServiceCount {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, i64)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True when a count younger than [`COUNT_FOR`] is more than
+    /// [`LIMIT_MARGIN`] below `max`.
+    fn far_below(&self, max: usize) -> bool {
+        self.far_below_at(max, std::time::Instant::now())
+    }
+
+    fn far_below_at(&self, max: usize, now: std::time::Instant) -> bool {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.lock().is_some_and(|(at, n)| {
+            now.saturating_duration_since(at) < COUNT_FOR && n.saturating_add(LIMIT_MARGIN) < max
+        })
+    }
+
+    fn set(&self, n: i64) {
+        *self.lock() = Some((std::time::Instant::now(), n));
+    }
+
+    /// This node created a service.
+    fn add_one(&self) {
+        if let Some((_, n)) = self.lock().as_mut() {
+            *n += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_limit_is_read_again_when_the_count_is_old_or_near_it() {
+        let count = ServiceCount::default();
+        assert!(
+            !count.far_below_at(10_000, Instant::now()),
+            "never read: read it"
+        );
+        count.set(8_000);
+        let now = Instant::now();
+        assert!(count.far_below_at(10_000, now));
+        assert!(
+            !count.far_below_at(10_000, now + COUNT_FOR),
+            "a second old: read it again"
+        );
+        assert!(
+            !count.far_below_at(9_000, now),
+            "within the margin: read it"
+        );
+        count.set(8_999);
+        assert!(count.far_below_at(10_000, now + Duration::from_millis(1)));
+        count.add_one();
+        assert!(
+            !count.far_below_at(10_000, now + Duration::from_millis(1)),
+            "this node's own registration brings it within the margin"
+        );
+        assert!(count.far_below_at(usize::MAX, now + Duration::from_millis(1)));
     }
 }

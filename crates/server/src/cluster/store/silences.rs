@@ -158,7 +158,7 @@ impl PgStore {
             Window::OneOff { starts_at, ends_at } => (Some(*starts_at), Some(*ends_at), None, None),
             Window::Weekly { text, tz, .. } => (None, None, Some(text.clone()), Some(tz.clone())),
         };
-        let mut l = self.write_conn()?;
+        let mut l = self.api_conn()?;
         let (c, _) = l.conn().parts();
         Ok(c.query_one(
             "INSERT INTO silences (services, tags, starts_at, ends_at, weekly, tz, comment, \
@@ -191,7 +191,7 @@ impl PgStore {
 
     /// Deletes a silence; what it held is released at the next pass.
     pub fn delete_silence(&self, id: i64, now: i64) -> Result<bool, StoreError> {
-        let mut l = self.write_conn()?;
+        let mut l = self.api_conn()?;
         let (c, _) = l.conn().parts();
         let mut tx = c.transaction().map_err(pg)?;
         let n = tx
