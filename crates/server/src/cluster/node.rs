@@ -125,6 +125,7 @@ impl Node {
         Notifier {
             pool: self.pool.clone(),
             node: self.id.clone(),
+            held: self.held.clone(),
         }
     }
 
