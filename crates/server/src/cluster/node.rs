@@ -125,7 +125,6 @@ impl Node {
         Notifier {
             pool: self.pool.clone(),
             node: self.id.clone(),
-            held: self.held.clone(),
         }
     }
 

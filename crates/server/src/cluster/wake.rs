@@ -105,13 +105,6 @@ fn tail(s: &str, max: usize) -> &str {
 }
 
 impl Wake {
-    /// The service's name.
-    pub fn name(&self) -> &str {
-        match self {
-            Wake::Service { name, .. } | Wake::Ping { name, .. } => name,
-        }
-    }
-
     /// The notification payload sent by node `from`. A ping's output
     /// whose JSON form would take the payload past [`MAX_PAYLOAD`] (escapes
     /// of control characters take up to six bytes each) is left out; the
@@ -178,46 +171,24 @@ pub async fn notify(pool: &Pool, from: &str, wake: &Wake) -> Result<(), ClusterE
 }
 
 /// What the API path of a clustered node needs to wake the owner of a
-/// service it changed: the pool and the node's id ([`notify`]), and the
-/// leases it holds.
+/// service it changed: the pool and the node's id ([`notify`]).
 #[derive(Clone)]
 pub struct Notifier {
     /// The node's pool.
     pub pool: Pool,
     /// The node's id (its own notifications are skipped by its listener).
     pub node: String,
-    /// The node's leases: a change to a service of a bucket this node
-    /// holds wakes nobody (its own scheduler was told).
-    pub held: tokio::sync::watch::Receiver<super::lease::Held>,
 }
 
 impl Notifier {
-    /// [`notify`], unless this node owns the service's bucket (by a lease
-    /// valid now: another node can claim it only after it expires, and
-    /// reads the bucket's services and pings when it does, so it sees
-    /// this committed change). A failure is logged rather than returned:
-    /// the change is committed, and a lost notification is covered by the
-    /// owner's resync after its listener reconnects.
+    /// [`notify`], a failure logged rather than returned: the change is
+    /// committed, and a lost notification is covered by the owner's
+    /// resync after its listener reconnects.
     pub async fn send(&self, wake: Wake) {
-        if holds(
-            &self.held.borrow(),
-            wake.name(),
-            tokio::time::Instant::now(),
-        ) {
-            return;
-        }
         if let Err(e) = notify(&self.pool, &self.node, &wake).await {
             tracing::warn!(error = %e, "cannot notify the other nodes of a change");
         }
     }
-}
-
-/// Whether `held` has the bucket of the service `name` by a lease still
-/// valid at `now`.
-fn holds(held: &super::lease::Held, name: &str, now: tokio::time::Instant) -> bool {
-    held.epoch(healthchecker_core::cluster::Bucket::of(name))
-        .is_some()
-        && held.valid_until.is_none_or(|t| now < t)
 }
 
 /// One connection listening on [`CHANNEL`].
@@ -343,32 +314,6 @@ impl Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_change_to_a_service_of_a_bucket_held_now_wakes_nobody() {
-        use crate::cluster::lease::Held;
-        use healthchecker_core::cluster::{Bucket, Epoch};
-        let now = tokio::time::Instant::now();
-        let mine = Bucket::of("web");
-        let held = Held {
-            leases: [(mine, Epoch(3))].into(),
-            valid_until: Some(now + std::time::Duration::from_secs(10)),
-        };
-        assert!(holds(&held, "web", now));
-        let other = (0..)
-            .map(|i| format!("svc-{i}"))
-            .find(|n| Bucket::of(n) != mine)
-            .unwrap();
-        assert!(
-            !holds(&held, &other, now),
-            "another bucket: notify its owner"
-        );
-        assert!(
-            !holds(&held, "web", now + std::time::Duration::from_secs(10)),
-            "a lease past its validity may be another node's by now"
-        );
-        assert!(!holds(&Held::default(), "web", now));
-    }
 
     #[test]
     fn payloads_round_trip() {
