@@ -50,10 +50,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a fast shutdown may take before the server is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections the shared server accepts: each daemon holds up to 14
-/// (four readers, a writer, a listener, a pool of eight), the suite runs
-/// eight tests at a time, some with several daemons.
-const SHARED_MAX_CONNECTIONS: u32 = 500;
+/// Connections the shared server accepts: each daemon holds up to 18
+/// (four readers, a writer, four for the API's writes, a listener, a pool
+/// of eight), the suite runs eight tests at a time, some with several
+/// daemons.
+const SHARED_MAX_CONNECTIONS: u32 = 800;
 
 /// The watchdog (`sh -c`, arguments: the server's PID, its directory):
 /// a line on its stdin disarms it ([`Postgres::stop`]); end of file, i.e.

@@ -319,8 +319,7 @@ impl PgStore {
     /// that concurrent registrations run side by side on the server
     /// rather than one after another and behind the writer thread's
     /// batches (they already run side by side across the nodes of a
-    /// cluster; a store-wide limit such as `--max-services` is checked per
-    /// transaction, so concurrent registrations can pass it by a few).
+    /// cluster).
     pub(crate) fn api_conn(&self) -> Result<ConnGuard<'_>, StoreError> {
         self.free_or_next(&self.inner.api, &self.inner.next_api)
     }
