@@ -186,7 +186,8 @@ pub struct PgFence {
 /// What the handles and the thread share: the backlog's depth and bound,
 /// the series, and the give-up signal.
 struct Shared {
-    depth: AtomicUsize,
+    /// Also the store's ([`PgStore::writer_behind`]).
+    depth: Arc<AtomicUsize>,
     bound: usize,
     metrics: PgWriterSeries,
     give_up: Option<Arc<watch::Sender<bool>>>,
@@ -344,9 +345,11 @@ impl PgWriter {
                 .map(|h| h.borrow_and_update().clone())
                 .unwrap_or_default(),
         );
+        let depth = Arc::new(AtomicUsize::new(0));
+        store.watch_backlog(depth.clone(), timing.backlog.max(1));
         let shared = Arc::new(Shared {
             seen: std::sync::Mutex::new(Seen { rx: held, now }),
-            depth: AtomicUsize::new(0),
+            depth,
             bound: timing.backlog.max(1),
             metrics: fence
                 .as_ref()

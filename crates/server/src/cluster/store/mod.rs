@@ -73,6 +73,13 @@ pub(crate) struct Conn {
 /// Connections for the API's writes ([`PgStore::api_conn`]).
 pub(crate) const API_WRITERS: usize = 4;
 
+/// How long an API write waits at most for a writer thread far behind
+/// ([`PgStore::api_conn`]). An eighth of the writer's bound (8,192 checks
+/// by default) is 2.5 s of results at 100,000 services and 30 s; the
+/// writer commits about once a second, so a backlog of a second or two is
+/// its normal state.
+const WAIT_FOR_WRITER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A connection unused for longer is checked before it is handed out.
 const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long that check waits for the server's answer.
@@ -126,6 +133,9 @@ struct Inner {
     next_api: std::sync::atomic::AtomicUsize,
     /// The count of services the registration limit reads.
     service_count: services::ServiceCount,
+    /// The writer thread's backlog and its bound, once a writer started
+    /// ([`PgStore::writer_behind`]).
+    writer_backlog: Mutex<Option<(Arc<std::sync::atomic::AtomicUsize>, usize)>>,
     pool: crate::store::ReaderPool,
     keep_checks: std::sync::atomic::AtomicI64,
     write_error: Mutex<Option<String>>,
@@ -235,6 +245,7 @@ impl PgStore {
                 api: (0..API_WRITERS).map(|_| Mutex::new(None)).collect(),
                 next_api: Default::default(),
                 service_count: Default::default(),
+                writer_backlog: Mutex::new(None),
                 pool: crate::store::ReaderPool::start("pg-reader"),
                 keep_checks: crate::store::RETAIN_CHECKS.into(),
                 write_error: Mutex::new(None),
@@ -320,8 +331,44 @@ impl PgStore {
     /// rather than one after another and behind the writer thread's
     /// batches (they already run side by side across the nodes of a
     /// cluster).
+    /// While the writer thread is behind ([`PgStore::writer_behind`]) they
+    /// all take the first one, one after another: a storm of
+    /// registrations (2,000 a second) took the server's CPU from the
+    /// writer until its backlog reached its bound and the node gave up its
+    /// leases (20 s of checks at 100,000 services and 30 s).
+    /// Further behind (a quarter of its bound), each waits first, up to
+    /// [`WAIT_FOR_WRITER`], for the writer to come back within that mark.
     pub(crate) fn api_conn(&self) -> Result<ConnGuard<'_>, StoreError> {
+        if self.writer_behind(8) {
+            let until = std::time::Instant::now() + WAIT_FOR_WRITER;
+            while self.writer_behind(4) && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            return self.ready(&self.inner.api[0]);
+        }
         self.free_or_next(&self.inner.api, &self.inner.next_api)
+    }
+
+    /// Tells the store the writer thread's backlog (its depth, shared) and
+    /// its bound ([`PgWriter::start`]).
+    pub(crate) fn watch_backlog(&self, depth: Arc<std::sync::atomic::AtomicUsize>, bound: usize) {
+        *self
+            .inner
+            .writer_backlog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((depth, bound));
+    }
+
+    /// Whether the writer thread's backlog is past a `part`th of its bound.
+    pub(crate) fn writer_behind(&self, part: usize) -> bool {
+        let w = self
+            .inner
+            .writer_backlog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        w.as_ref().is_some_and(|(depth, bound)| {
+            depth.load(std::sync::atomic::Ordering::Acquire) > *bound / part
+        })
     }
 
     fn free_or_next<'a>(

@@ -297,6 +297,56 @@ fn services_register_update_pause_delete_and_list() {
     assert_eq!(again.load_all().unwrap().len(), 5);
 }
 
+/// A second API write at once: `Some(())` when it got its connection
+/// within `wait`.
+fn second_api_write(s: &PgStore, wait: Duration) -> Option<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = s.clone();
+    std::thread::spawn(move || {
+        let _c = s.api_conn().unwrap();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(wait).ok()
+}
+
+#[test]
+fn api_writes_take_turns_on_one_connection_while_the_writer_is_behind() {
+    let Some(db) = db() else { return };
+    let s = &db.store;
+    let depth = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    s.watch_backlog(depth.clone(), 64);
+    let first = s.api_conn().unwrap();
+    assert_eq!(
+        second_api_write(s, Duration::from_secs(10)),
+        Some(()),
+        "the writer keeping up: a second connection at once"
+    );
+    drop(first);
+    depth.store(9, std::sync::atomic::Ordering::Release);
+    assert!(s.writer_behind(8), "9 of 64 is past an eighth");
+    let first = s.api_conn().unwrap();
+    assert_eq!(
+        second_api_write(s, Duration::from_millis(500)),
+        None,
+        "behind: the second waits for the first"
+    );
+    drop(first);
+    depth.store(17, std::sync::atomic::Ordering::Release);
+    let started = std::time::Instant::now();
+    let (s2, d2) = (s.clone(), depth.clone());
+    let caught_up = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        d2.store(8, std::sync::atomic::Ordering::Release);
+        assert!(!s2.writer_behind(8));
+    });
+    drop(s.api_conn().unwrap());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "past a quarter: an API write waits for the writer to catch up"
+    );
+    caught_up.join().unwrap();
+}
+
 #[test]
 fn heartbeats_keep_their_ping_id_and_record_pings() {
     let Some(mut db) = db() else { return };
