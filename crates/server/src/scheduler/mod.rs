@@ -178,6 +178,7 @@ fn start_with(
         load: None,
         held_until: None,
         awaiting_pings: Vec::new(),
+        changed_while_loading: Default::default(),
     };
     tracker.spawn(s.run(services, rx, cancel));
     SchedulerHandle { tx, alive }
@@ -223,6 +224,12 @@ struct Scheduler {
     /// pings once it arrives (`owned.rs`), at most
     /// [`owned::MAX_AWAITING_PINGS`].
     awaiting_pings: Vec<(Bucket, crate::store::StoredPing)>,
+    /// Services registered, updated, paused, resumed or removed by a
+    /// command while their bucket's read was awaited, with that read's
+    /// `load_seq`: the command is at least as new as the read (it was sent
+    /// after its change committed, and the read began before it came), so
+    /// the read neither undoes nor removes it ([`Scheduler::on_loaded`]).
+    changed_while_loading: crate::IdMap<(u64, Bucket, owned::Change)>,
 }
 
 impl Scheduler {
@@ -414,6 +421,30 @@ impl Scheduler {
         let now = self.mono_ms();
         if matches!(cmd, Command::Upsert(_) | Command::Remove { .. }) {
             self.deps = None;
+        }
+        let changed = match &cmd {
+            Command::Upsert(rec) => {
+                Some((rec.id, Bucket::of(&rec.spec.name), owned::Change::Whole))
+            }
+            Command::Remove { id, name } => Some((*id, Bucket::of(name), owned::Change::Whole)),
+            Command::SetPaused { id, .. } => self
+                .entries
+                .get(id)
+                .map(|e| (*id, e.bucket, owned::Change::Paused)),
+            Command::Ping { .. } => None,
+        };
+        if let Some((id, b, change)) = changed {
+            let seq = self.loading[usize::from(b.get())];
+            if seq != 0 {
+                let c = self
+                    .changed_while_loading
+                    .entry(id)
+                    .or_insert((seq, b, change));
+                if (c.0, c.1) != (seq, b) {
+                    *c = (seq, b, change);
+                }
+                c.2 = c.2.max(change);
+            }
         }
         match cmd {
             Command::Upsert(rec) => self.on_upsert(*rec, now),

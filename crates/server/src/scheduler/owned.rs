@@ -51,6 +51,17 @@ const LOAD_RETRY_MAX: Duration = Duration::from_secs(5);
 /// this many (a read retried for long) a ping is dropped with a warning.
 pub(super) const MAX_AWAITING_PINGS: usize = 4_096;
 
+/// What a command changed in a service while its gained bucket was being
+/// read ([`Scheduler::on_loaded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Change {
+    /// Paused or resumed: the read's record stands, with the command's
+    /// flag.
+    Paused,
+    /// Registered, updated or removed: the command's version stands.
+    Whole,
+}
+
 /// The services read for gained buckets, and their kept pings.
 pub(super) struct Loaded {
     seq: u64,
@@ -196,6 +207,8 @@ impl Scheduler {
         }
         // The next owner judges them from the store.
         self.awaiting_pings.retain(|(b, _)| !lost.contains(*b));
+        self.changed_while_loading
+            .retain(|_, (_, b, _)| !lost.contains(*b));
         self.active = self.active.minus(&lost);
         for b in lost.iter() {
             self.loading[usize::from(b.get())] = 0;
@@ -227,16 +240,32 @@ impl Scheduler {
         if fresh.is_empty() {
             return;
         }
+        // Changed by a command since the read began: the command's
+        // version stands (a service registered meanwhile is not "deleted",
+        // one removed meanwhile does not come back).
+        let changed: std::collections::HashMap<ServiceId, Change> = self
+            .changed_while_loading
+            .iter()
+            .filter(|(_, (seq, _, _))| *seq == loaded.seq)
+            .map(|(id, (_, _, c))| (*id, *c))
+            .collect();
+        self.changed_while_loading
+            .retain(|_, (seq, _, _)| *seq != loaded.seq);
         let records: Vec<ServiceRecord> = loaded
             .records
             .into_iter()
-            .filter(|r| fresh.contains(Bucket::of(&r.spec.name)))
+            .filter(|r| {
+                fresh.contains(Bucket::of(&r.spec.name))
+                    && changed.get(&r.id) != Some(&Change::Whole)
+            })
             .collect();
         let ids: HashSet<ServiceId> = records.iter().map(|r| r.id).collect();
         let gone: Vec<ServiceId> = self
             .entries
             .iter()
-            .filter(|(id, e)| fresh.contains(e.bucket) && !ids.contains(id))
+            .filter(|(id, e)| {
+                fresh.contains(e.bucket) && !ids.contains(id) && !changed.contains_key(id)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
@@ -244,8 +273,16 @@ impl Scheduler {
                 self.metrics.remove_service(&e.name);
             }
         }
-        for rec in records {
+        for mut rec in records {
             let id = rec.id;
+            if changed.get(&id) == Some(&Change::Paused) {
+                // Paused or resumed since the read began: the stored
+                // state, the command's flag.
+                match self.entries.get(&id) {
+                    Some(e) => rec.paused = e.paused,
+                    None => continue,
+                }
+            }
             let mut entry = self.entry_of(rec);
             if let Some(old) = self.entries.get(&id) {
                 // A probe of the old generation may still run: keep its

@@ -631,6 +631,83 @@ async fn a_gained_bucket_starts_from_the_state_its_previous_owner_stored() {
     h.stop().await;
 }
 
+/// Gains the bucket of "web" after a quiet minute, its read taking a
+/// second and answering `stored`; starts with `known`.
+async fn web_gained_with_a_slow_read(
+    known: Vec<ServiceRecord>,
+    stored: Vec<ServiceRecord>,
+) -> (Harness, tokio::sync::watch::Sender<crate::cluster::Held>) {
+    let load: LoadBuckets = Arc::new(move |_| {
+        let services = stored.clone();
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(services.into())
+        })
+    });
+    let (held, rx) = tokio::sync::watch::channel(holding(&[]));
+    let mut h = Harness::start_owning(
+        known,
+        results(&[Pass], Duration::from_millis(10)),
+        0,
+        Some(Ownership {
+            held: rx,
+            load: Some(load),
+        }),
+    );
+    h.quiet_for(Duration::from_secs(60)).await;
+    held.send(holding(&["web"])).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (h, held)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_registered_while_its_gained_bucket_is_read_is_checked_after_the_read() {
+    // The read's snapshot was taken before the registration committed;
+    // the registration's command came while the read ran. It used to be
+    // taken for a service deleted meanwhile and never checked.
+    let (mut h, _held) = web_gained_with_a_slow_read(vec![], vec![]).await;
+    assert!(
+        h.handle
+            .send(Command::Upsert(Box::new(polled(5, 2, 2))))
+            .await
+    );
+    let w = h.next(2).await;
+    assert!(w.iter().all(|c| c.service_id == ServiceId::new(7)));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_removed_while_its_gained_bucket_is_read_does_not_come_back() {
+    let (mut h, _held) =
+        web_gained_with_a_slow_read(vec![polled(5, 2, 2)], vec![polled(5, 2, 2)]).await;
+    assert!(
+        h.handle
+            .send(Command::Remove {
+                id: ServiceId::new(7),
+                name: "web".into(),
+            })
+            .await
+    );
+    h.quiet_for(Duration::from_secs(600)).await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_paused_while_its_gained_bucket_is_read_stays_paused() {
+    let (mut h, _held) =
+        web_gained_with_a_slow_read(vec![polled(5, 2, 2)], vec![polled(5, 2, 2)]).await;
+    assert!(
+        h.handle
+            .send(Command::SetPaused {
+                id: ServiceId::new(7),
+                paused: true,
+            })
+            .await
+    );
+    h.quiet_for(Duration::from_secs(600)).await;
+    h.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_registration_in_an_unheld_bucket_is_kept_but_not_checked() {
     let (held, rx) = tokio::sync::watch::channel(holding(&["web"]));
