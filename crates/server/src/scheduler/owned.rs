@@ -55,10 +55,11 @@ pub(super) const MAX_AWAITING_PINGS: usize = 4_096;
 /// read ([`Scheduler::on_loaded`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Change {
-    /// Paused or resumed: the read's record stands, with the command's
-    /// flag.
+    /// Paused or resumed: the read's record, with the command's flag.
     Paused,
-    /// Registered, updated or removed: the command's version stands.
+    /// Registered, updated or removed: the read's state and counters with
+    /// the command's parameters and flag; removed, or registered after the
+    /// read's snapshot, the command's version.
     Whole,
 }
 
@@ -254,10 +255,7 @@ impl Scheduler {
         let records: Vec<ServiceRecord> = loaded
             .records
             .into_iter()
-            .filter(|r| {
-                fresh.contains(Bucket::of(&r.spec.name))
-                    && changed.get(&r.id) != Some(&Change::Whole)
-            })
+            .filter(|r| fresh.contains(Bucket::of(&r.spec.name)))
             .collect();
         let ids: HashSet<ServiceId> = records.iter().map(|r| r.id).collect();
         let gone: Vec<ServiceId> = self
@@ -275,12 +273,16 @@ impl Scheduler {
         }
         for mut rec in records {
             let id = rec.id;
-            if changed.get(&id) == Some(&Change::Paused) {
-                // Paused or resumed since the read began: the stored
-                // state, the command's flag.
-                match self.entries.get(&id) {
-                    Some(e) => rec.paused = e.paused,
-                    None => continue,
+            if let Some(change) = changed.get(&id) {
+                // Changed by a command since the read began: the stored
+                // state and counters, the command's flag (and, for a
+                // registration or update, its parameters); removed: gone.
+                let Some(e) = self.entries.get(&id) else {
+                    continue;
+                };
+                rec.paused = e.paused;
+                if *change == Change::Whole {
+                    rec.spec = (*e.spec).clone();
                 }
             }
             let mut entry = self.entry_of(rec);

@@ -632,10 +632,12 @@ async fn a_gained_bucket_starts_from_the_state_its_previous_owner_stored() {
 }
 
 /// Gains the bucket of "web" after a quiet minute, its read taking a
-/// second and answering `stored`; starts with `known`.
+/// second and answering `stored`; starts with `known`; checks answer
+/// `answers`.
 async fn web_gained_with_a_slow_read(
     known: Vec<ServiceRecord>,
     stored: Vec<ServiceRecord>,
+    answers: &[CheckResult],
 ) -> (Harness, tokio::sync::watch::Sender<crate::cluster::Held>) {
     let load: LoadBuckets = Arc::new(move |_| {
         let services = stored.clone();
@@ -647,7 +649,7 @@ async fn web_gained_with_a_slow_read(
     let (held, rx) = tokio::sync::watch::channel(holding(&[]));
     let mut h = Harness::start_owning(
         known,
-        results(&[Pass], Duration::from_millis(10)),
+        results(answers, Duration::from_millis(10)),
         0,
         Some(Ownership {
             held: rx,
@@ -665,7 +667,7 @@ async fn a_service_registered_while_its_gained_bucket_is_read_is_checked_after_t
     // The read's snapshot was taken before the registration committed;
     // the registration's command came while the read ran. It used to be
     // taken for a service deleted meanwhile and never checked.
-    let (mut h, _held) = web_gained_with_a_slow_read(vec![], vec![]).await;
+    let (mut h, _held) = web_gained_with_a_slow_read(vec![], vec![], &[Pass]).await;
     assert!(
         h.handle
             .send(Command::Upsert(Box::new(polled(5, 2, 2))))
@@ -677,9 +679,39 @@ async fn a_service_registered_while_its_gained_bucket_is_read_is_checked_after_t
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_service_updated_while_its_gained_bucket_is_read_starts_from_the_stored_state() {
+    // As `a_gained_bucket_starts_from_the_state_its_previous_owner_stored`,
+    // with an update (a new interval) reaching the scheduler while the read
+    // runs: the stored state and counters, the update's interval.
+    let mut stale = polled(5, 2, 2);
+    stale.state = Healthy;
+    stale.successes = 2;
+    let mut stored = stale.clone();
+    stored.state = Unhealthy;
+    stored.successes = 0;
+    stored.failures = 2;
+    stored.state_since = T0 + 1_000;
+    let mut updated = stale.clone();
+    updated.spec.interval = 10;
+    let (mut h, _held) = web_gained_with_a_slow_read(vec![stale], vec![stored], &[Fail]).await;
+    assert!(h.handle.send(Command::Upsert(Box::new(updated))).await);
+    let w = h.next(3).await;
+    for c in &w {
+        assert_eq!(c.state, Unhealthy);
+        assert!(c.transition.is_none(), "no transition again: {c:?}");
+    }
+    assert_eq!(
+        w[2].at.get() - w[1].at.get(),
+        10_000,
+        "the update's interval"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_service_removed_while_its_gained_bucket_is_read_does_not_come_back() {
     let (mut h, _held) =
-        web_gained_with_a_slow_read(vec![polled(5, 2, 2)], vec![polled(5, 2, 2)]).await;
+        web_gained_with_a_slow_read(vec![polled(5, 2, 2)], vec![polled(5, 2, 2)], &[Pass]).await;
     assert!(
         h.handle
             .send(Command::Remove {
@@ -695,7 +727,7 @@ async fn a_service_removed_while_its_gained_bucket_is_read_does_not_come_back() 
 #[tokio::test(start_paused = true)]
 async fn a_service_paused_while_its_gained_bucket_is_read_stays_paused() {
     let (mut h, _held) =
-        web_gained_with_a_slow_read(vec![polled(5, 2, 2)], vec![polled(5, 2, 2)]).await;
+        web_gained_with_a_slow_read(vec![polled(5, 2, 2)], vec![polled(5, 2, 2)], &[Pass]).await;
     assert!(
         h.handle
             .send(Command::SetPaused {

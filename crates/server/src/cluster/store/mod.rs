@@ -74,10 +74,10 @@ pub(crate) struct Conn {
 pub(crate) const API_WRITERS: usize = 4;
 
 /// How long an API write waits at most for a writer thread far behind
-/// ([`PgStore::api_conn`]). An eighth of the writer's bound (8,192 checks
-/// by default) is 2.5 s of results at 100,000 services and 30 s; the
-/// writer commits about once a second, so a backlog of a second or two is
-/// its normal state.
+/// ([`PgStore::api_conn`]). A quarter of the writer's bound (16,384 checks
+/// by default) is 5 s of results at 100,000 services and 30 s, 1 s at
+/// 16,000 checks a second; the writer commits about once a second, so a
+/// backlog of a second is its normal state.
 const WAIT_FOR_WRITER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A connection unused for longer is checked before it is handed out.
@@ -336,12 +336,13 @@ impl PgStore {
     /// registrations (2,000 a second) took the server's CPU from the
     /// writer until its backlog reached its bound and the node gave up its
     /// leases (20 s of checks at 100,000 services and 30 s).
-    /// Further behind (a quarter of its bound), each waits first, up to
+    /// Behind means past a quarter of its bound; further behind (half of
+    /// it), each waits first, up to
     /// [`WAIT_FOR_WRITER`], for the writer to come back within that mark.
     pub(crate) fn api_conn(&self) -> Result<ConnGuard<'_>, StoreError> {
-        if self.writer_behind(8) {
+        if self.writer_behind(4) {
             let until = std::time::Instant::now() + WAIT_FOR_WRITER;
-            while self.writer_behind(4) && std::time::Instant::now() < until {
+            while self.writer_behind(2) && std::time::Instant::now() < until {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             return self.ready(&self.inner.api[0]);

@@ -322,8 +322,8 @@ fn api_writes_take_turns_on_one_connection_while_the_writer_is_behind() {
         "the writer keeping up: a second connection at once"
     );
     drop(first);
-    depth.store(9, std::sync::atomic::Ordering::Release);
-    assert!(s.writer_behind(8), "9 of 64 is past an eighth");
+    depth.store(17, std::sync::atomic::Ordering::Release);
+    assert!(s.writer_behind(4), "17 of 64 is past a quarter");
     let first = s.api_conn().unwrap();
     assert_eq!(
         second_api_write(s, Duration::from_millis(500)),
@@ -331,18 +331,23 @@ fn api_writes_take_turns_on_one_connection_while_the_writer_is_behind() {
         "behind: the second waits for the first"
     );
     drop(first);
-    depth.store(17, std::sync::atomic::Ordering::Release);
+    depth.store(33, std::sync::atomic::Ordering::Release);
     let started = std::time::Instant::now();
     let (s2, d2) = (s.clone(), depth.clone());
     let caught_up = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        d2.store(8, std::sync::atomic::Ordering::Release);
-        assert!(!s2.writer_behind(8));
+        d2.store(16, std::sync::atomic::Ordering::Release);
+        assert!(!s2.writer_behind(4));
     });
     drop(s.api_conn().unwrap());
+    let waited = started.elapsed();
     assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "past a quarter: an API write waits for the writer to catch up"
+        waited >= Duration::from_millis(300),
+        "past half: an API write waits for the writer to catch up"
+    );
+    assert!(
+        waited < Duration::from_millis(1_900),
+        "and goes on once it has, not at the end of its {WAIT_FOR_WRITER:?}: {waited:?}"
     );
     caught_up.join().unwrap();
 }
