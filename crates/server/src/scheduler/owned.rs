@@ -241,9 +241,10 @@ impl Scheduler {
         if fresh.is_empty() {
             return;
         }
-        // Changed by a command since the read began: the command's
-        // version stands (a service registered meanwhile is not "deleted",
-        // one removed meanwhile does not come back).
+        // Changed by a command since the read began: a service registered
+        // meanwhile is not taken for one deleted, one removed meanwhile
+        // does not come back, and the command's parameters and flag stand
+        // over the read's (below).
         let changed: std::collections::HashMap<ServiceId, Change> = self
             .changed_while_loading
             .iter()

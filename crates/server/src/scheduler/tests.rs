@@ -587,11 +587,9 @@ async fn a_result_in_flight_when_its_bucket_is_lost_is_dropped() {
     h.stop().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_gained_bucket_starts_from_the_state_its_previous_owner_stored() {
-    // In memory, "web" is healthy (as this node last saw it); meanwhile
-    // its previous owner took it to unhealthy and notified. Started from
-    // memory, the next failure would notify healthy -> degraded again.
+/// "web" healthy as this node last saw it, and unhealthy as its previous
+/// owner stored it.
+fn stale_and_stored() -> (ServiceRecord, ServiceRecord) {
     let mut stale = polled(5, 2, 2);
     stale.state = Healthy;
     stale.successes = 2;
@@ -600,6 +598,23 @@ async fn a_gained_bucket_starts_from_the_state_its_previous_owner_stored() {
     stored.successes = 0;
     stored.failures = 2;
     stored.state_since = T0 + 1_000;
+    (stale, stored)
+}
+
+/// Every check of `w` unhealthy, none a transition (notified again).
+fn unhealthy_without_transition(w: &[CheckWrite]) {
+    for c in w {
+        assert_eq!(c.state, Unhealthy);
+        assert!(c.transition.is_none(), "no transition again: {c:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gained_bucket_starts_from_the_state_its_previous_owner_stored() {
+    // In memory, "web" is healthy (as this node last saw it); meanwhile
+    // its previous owner took it to unhealthy and notified. Started from
+    // memory, the next failure would notify healthy -> degraded again.
+    let (stale, stored) = stale_and_stored();
     let reads = Arc::new(Mutex::new(Vec::new()));
     let seen = reads.clone();
     let load: LoadBuckets = Arc::new(move |buckets| {
@@ -624,10 +639,7 @@ async fn a_gained_bucket_starts_from_the_state_its_previous_owner_stored() {
         *reads.lock().unwrap(),
         [vec![healthchecker_core::cluster::Bucket::of("web")]]
     );
-    for c in &w {
-        assert_eq!(c.state, Unhealthy);
-        assert!(c.transition.is_none(), "no transition again: {c:?}");
-    }
+    unhealthy_without_transition(&w);
     h.stop().await;
 }
 
@@ -683,23 +695,13 @@ async fn a_service_updated_while_its_gained_bucket_is_read_starts_from_the_store
     // As `a_gained_bucket_starts_from_the_state_its_previous_owner_stored`,
     // with an update (a new interval) reaching the scheduler while the read
     // runs: the stored state and counters, the update's interval.
-    let mut stale = polled(5, 2, 2);
-    stale.state = Healthy;
-    stale.successes = 2;
-    let mut stored = stale.clone();
-    stored.state = Unhealthy;
-    stored.successes = 0;
-    stored.failures = 2;
-    stored.state_since = T0 + 1_000;
+    let (stale, stored) = stale_and_stored();
     let mut updated = stale.clone();
     updated.spec.interval = 10;
     let (mut h, _held) = web_gained_with_a_slow_read(vec![stale], vec![stored], &[Fail]).await;
     assert!(h.handle.send(Command::Upsert(Box::new(updated))).await);
     let w = h.next(3).await;
-    for c in &w {
-        assert_eq!(c.state, Unhealthy);
-        assert!(c.transition.is_none(), "no transition again: {c:?}");
-    }
+    unhealthy_without_transition(&w);
     assert_eq!(
         w[2].at.get() - w[1].at.get(),
         10_000,
