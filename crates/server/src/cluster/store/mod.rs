@@ -7,8 +7,9 @@
 //! store's own reader threads ([`PgStore::read`]) or the writer's thread,
 //! never on a tokio worker (the blocking client starts a small runtime of
 //! its own per connection, which would panic there). One connection per
-//! reader thread ([`READER_THREADS`]) and one for writes, each re-opened on
-//! its next use after the connection broke; docs/cluster.md ("The
+//! reader thread ([`READER_THREADS`]), one for the writer thread and up to
+//! four (`API_WRITERS`) for the API's writes, each re-opened on its next use
+//! after the connection broke; docs/cluster.md ("The
 //! PostgreSQL store") says why connections of our own rather than a pool.
 //!
 //! Layout, one file per table as in `store/`: `services`, `pings`,
