@@ -315,7 +315,8 @@ impl SqliteStore {
 
     /// Every pending row of each (service, channel) pair that has one due
     /// at `now`, oldest first: a pair's pending rows travel together (one
-    /// message stating the latest state), as mail does.
+    /// message stating the latest state), as mail does; once the store
+    /// decides digests, only decided rows ([`SqliteStore::decides_digests`]).
     pub fn due_deliveries(
         &self,
         now: i64,
@@ -323,12 +324,14 @@ impl SqliteStore {
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         let conn = self.read_conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE status = 'pending' AND EXISTS \
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE status = 'pending' \
+             AND (due_at IS NOT NULL OR NOT ?3) AND EXISTS \
                (SELECT 1 FROM deliveries e WHERE e.status = 'pending' AND e.next_attempt_at <= ?1 \
                 AND e.service_id = d.service_id AND e.channel = d.channel) \
              ORDER BY id LIMIT ?2"
         ))?;
-        Ok(decode::all(&mut stmt, params![now, limit as i64])?)
+        let decided = self.decides_digests();
+        Ok(decode::all(&mut stmt, params![now, limit as i64, decided])?)
     }
 
     /// Channel outbox rows, newest first, optionally of one status or service.

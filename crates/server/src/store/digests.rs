@@ -317,6 +317,8 @@ impl SqliteStore {
         now: i64,
         rule: DigestRule,
     ) -> Result<(usize, usize), StoreError> {
+        self.decides_digests
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let table = if outbox == "channel" {
             "deliveries"
         } else {
@@ -338,6 +340,17 @@ impl SqliteStore {
         )?;
         tx.commit()?;
         Ok(r)
+    }
+
+    /// Whether this store decides digests (it was asked to: the mail
+    /// sender and the channel dispatcher do before each due read when
+    /// digests are on). Its due reads then take only rows a decision
+    /// reached, so that a row that fell due between a decision and the
+    /// read waits for the next decision (one poll, 1 s) instead of going
+    /// out on its own while its destination's digest would hold it.
+    pub fn decides_digests(&self) -> bool {
+        self.decides_digests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Digests of `outbox` due at `now` (their window ended), oldest first.

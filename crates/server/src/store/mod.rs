@@ -182,6 +182,9 @@ pub(crate) struct SqliteStore {
     readers: readers::ReaderPool,
     /// [`Store::wal_bytes`], added to by the writer's WAL hook.
     wal_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// Set by the first [`SqliteStore::decide_digests`]: from then on the
+    /// due reads take only rows a decision reached (store/digests.rs).
+    decides_digests: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -239,6 +242,7 @@ impl SqliteStore {
             next_reader: Arc::default(),
             readers: readers::ReaderPool::start("store-reader"),
             wal_bytes,
+            decides_digests: Arc::default(),
         })
     }
 

@@ -217,6 +217,8 @@ impl SqliteStore {
     /// Every pending notification of each service that has one due at
     /// `now`, oldest first. A service's pending rows always travel together
     /// (one mail), so a retried older row can never overtake a newer state.
+    /// Once the store decides digests, only decided rows are read
+    /// ([`SqliteStore::decides_digests`]).
     pub fn due_notifications(
         &self,
         now: i64,
@@ -225,11 +227,12 @@ impl SqliteStore {
         let conn = self.read_conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications \
-             WHERE status = 'pending' AND service_id IN \
+             WHERE status = 'pending' AND (due_at IS NOT NULL OR NOT ?3) AND service_id IN \
                (SELECT service_id FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?1) \
              ORDER BY id LIMIT ?2"
         ))?;
-        Ok(decode::all(&mut stmt, params![now, limit as i64])?)
+        let decided = self.decides_digests();
+        Ok(decode::all(&mut stmt, params![now, limit as i64, decided])?)
     }
 
     /// Marks notifications sent (the SMTP server accepted the mail).

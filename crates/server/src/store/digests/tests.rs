@@ -136,3 +136,68 @@ fn a_mail_is_held_only_when_every_recipient_is_flooded() {
         vec![7]
     );
 }
+
+/// The race CI met (`digests::thirty_services_mailing_one_recipient_give_one_digest_mail`):
+/// a row that falls due between a decision and the sender's due read
+/// must not go out on its own; it waits for the next decision.
+#[test]
+fn a_row_due_after_the_decision_waits_for_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("d.db")).unwrap();
+    let add = |ids: std::ops::RangeInclusive<i64>, due: i64| {
+        store
+            .with_writer(|c| {
+                for id in ids.clone() {
+                    mail(c, id, &["ops@example.com"], due);
+                    delivery(c, "hook", id, due);
+                }
+                Ok(())
+            })
+            .unwrap()
+    };
+    store
+        .with_writer(|c| {
+            c.execute(
+                "INSERT INTO channels (name, kind, is_default, config, created_at, updated_at) \
+                 VALUES ('hook', 'webhook', 1, '{}', 0, 0)",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    // Before any decision (digests off), every due row is read.
+    add(1..=5, 1_000);
+    assert_eq!(store.due_notifications(1_000, 100).unwrap().len(), 5);
+    assert_eq!(store.due_deliveries(1_000, 100).unwrap().len(), 5);
+    assert_eq!(store.decide_digests("mail", 1_000, RULE).unwrap(), (5, 0));
+    assert_eq!(
+        store.decide_digests("channel", 1_000, RULE).unwrap(),
+        (5, 0)
+    );
+    // The sixth falls due after the decision: not read until decided.
+    add(6..=6, 1_500);
+    let ids: Vec<i64> = store
+        .due_notifications(2_000, 100)
+        .unwrap()
+        .iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+    assert_eq!(store.due_deliveries(2_000, 100).unwrap().len(), 5);
+    // Decided, it is held for the digest, never sent on its own.
+    assert_eq!(store.decide_digests("mail", 2_000, RULE).unwrap(), (0, 1));
+    assert_eq!(
+        store.decide_digests("channel", 2_000, RULE).unwrap(),
+        (0, 1)
+    );
+    assert!(store
+        .due_notifications(2_000, 100)
+        .unwrap()
+        .iter()
+        .all(|n| n.id != 6));
+    assert!(store
+        .due_deliveries(2_000, 100)
+        .unwrap()
+        .iter()
+        .all(|d| d.id != 6));
+}
