@@ -710,36 +710,57 @@ async fn a_service_updated_while_its_gained_bucket_is_read_starts_from_the_store
     h.stop().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_service_removed_while_its_gained_bucket_is_read_does_not_come_back() {
-    let (mut h, _held) =
-        web_gained_with_a_slow_read(vec![polled(5, 2, 2)], vec![polled(5, 2, 2)], &[Pass]).await;
+/// Another service (id 8) in the bucket of "web" (id 7): its checks show
+/// that the gained bucket's read arrived.
+fn sibling_of_web() -> ServiceRecord {
+    let web = healthchecker_core::cluster::Bucket::of("web");
+    let name = (0..)
+        .map(|i| format!("sibling-{i}"))
+        .find(|n| healthchecker_core::cluster::Bucket::of(n) == web)
+        .unwrap();
+    service(
+        8,
+        serde_json::json!({"name": name, "url": "http://127.0.0.1:9/", "interval": 5}),
+    )
+}
+
+/// Gains the bucket of "web", stored with its sibling, sends `command`
+/// for "web" while the read runs, and asserts that for ten minutes only
+/// the sibling is checked.
+async fn only_the_sibling_is_checked_after(command: Command) {
+    let (mut h, _held) = web_gained_with_a_slow_read(
+        vec![polled(5, 2, 2)],
+        vec![polled(5, 2, 2), sibling_of_web()],
+        &[Pass],
+    )
+    .await;
+    assert!(h.handle.send(command).await);
+    let w = h.next(120).await;
     assert!(
-        h.handle
-            .send(Command::Remove {
-                id: ServiceId::new(7),
-                name: "web".into(),
-            })
-            .await
+        w.iter().all(|c| c.service_id == ServiceId::new(8)),
+        "only the sibling: {:?}",
+        w.iter().find(|c| c.service_id != ServiceId::new(8))
     );
-    h.quiet_for(Duration::from_secs(600)).await;
+    assert!(w[119].at.get() - w[0].at.get() >= 590_000, "ten minutes");
     h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_service_removed_while_its_gained_bucket_is_read_does_not_come_back() {
+    only_the_sibling_is_checked_after(Command::Remove {
+        id: ServiceId::new(7),
+        name: "web".into(),
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_service_paused_while_its_gained_bucket_is_read_stays_paused() {
-    let (mut h, _held) =
-        web_gained_with_a_slow_read(vec![polled(5, 2, 2)], vec![polled(5, 2, 2)], &[Pass]).await;
-    assert!(
-        h.handle
-            .send(Command::SetPaused {
-                id: ServiceId::new(7),
-                paused: true,
-            })
-            .await
-    );
-    h.quiet_for(Duration::from_secs(600)).await;
-    h.stop().await;
+    only_the_sibling_is_checked_after(Command::SetPaused {
+        id: ServiceId::new(7),
+        paused: true,
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
