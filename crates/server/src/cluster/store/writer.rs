@@ -144,6 +144,10 @@ struct HeldService {
     /// its newest check row (`checks.unrolled`, migration 11; `None`: not
     /// known, read from the database before the next check is written).
     unrolled: Option<(i64, i64)>,
+    /// When its last check was written: an entry that holds nothing and
+    /// saw no check for two sweep periods (a deleted service, or one now
+    /// of another node's bucket) is forgotten ([`PgStore::flush_swept`]).
+    checked_at: Instant,
 }
 
 impl HeldService {
@@ -168,6 +172,12 @@ impl Hold {
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Services known, held or not.
+    #[cfg(test)]
+    pub(crate) fn known(&self) -> usize {
+        self.services.len()
     }
 
     /// Drops what is held of buckets not held at the same epoch in `held`
@@ -248,6 +258,7 @@ impl PgStore {
                 failure_reason: None,
                 cert_expires_at: None,
                 unrolled: None,
+                checked_at: now,
             });
             if h.bucket != bucket || h.epoch != epoch {
                 // Renamed into another bucket, or its lease changed hands
@@ -260,8 +271,10 @@ impl PgStore {
                     failure_reason: None,
                     cert_expires_at: None,
                     unrolled: None,
+                    checked_at: now,
                 };
             }
+            h.checked_at = now;
             h.unrolled = o.unrolled.get(&sid).copied();
             match o.rows.get(&sid) {
                 Some(wrote) => h.wrote(wrote),
@@ -322,6 +335,17 @@ impl PgStore {
             .collect();
         let written = self.flush_services(fencing, hold, todo)?;
         hold.cursor = passed.last().copied().unwrap_or(cursor);
+        // Forget what the sweep passed that holds nothing and saw no check
+        // for two periods: a deleted service's entry would stay for good.
+        // Knowing nothing of a row costs one read at its next check.
+        let forget = period * 2;
+        for id in &passed {
+            if hold.services.get(id).is_some_and(|h| {
+                h.since.is_none() && now.saturating_duration_since(h.checked_at) > forget
+            }) {
+                hold.services.remove(id);
+            }
+        }
         // The time the services passed stand for, so that what a call
         // does not pass (a fraction of a service) carries over.
         hold.swept_at = Some(if k == n {

@@ -566,4 +566,21 @@ fn the_sweep_flushes_each_held_service_once_a_period_in_id_order() {
     s.write_held(None, &batch, &mut hold).unwrap();
     assert_eq!(s.flush_swept(None, &mut hold, period, at(125)).unwrap(), 1);
     assert_eq!(s.flush_swept(None, &mut hold, period, at(140)).unwrap(), 2);
+    assert_eq!(hold.known(), 10);
+    // A service that saw no check for two periods is forgotten once the
+    // sweep passes it (a deleted service's entry would stay for good);
+    // its next check reads what it needs from the database.
+    assert_eq!(s.flush_swept(None, &mut hold, period, at(300)).unwrap(), 7);
+    assert_eq!(hold.known(), 0);
+    s.write_held(
+        None,
+        &[plain(ids[3], t + 20_000, CheckResult::Pass, 3)],
+        &mut hold,
+    )
+    .unwrap();
+    assert_eq!(hold.known(), 1);
+    s.flush_held(None, &mut hold, None).unwrap();
+    let (successes, last, rolled) = row(&mut db, ids[3]);
+    assert_eq!((successes, last), (3, Some(t + 20_000)));
+    assert_eq!(rolled, db.count("SELECT max(id) FROM checks"));
 }
