@@ -182,11 +182,20 @@ pub(super) async fn one(
     State(app): State<AppState>,
     ServiceName(name): ServiceName,
 ) -> Result<Json<Service>, ApiError> {
-    let rec = app.service(&name).await?;
+    // One job on one reader thread: under load each hand-off to a reader
+    // can wait for a core (docs/performance.md, W5).
+    let n = name.clone();
+    let (rec, recent, uptimes) = app
+        .read(move |s| {
+            let Some(rec) = s.get_service(&n)? else {
+                return Ok(None);
+            };
+            let (recent, uptimes) = (s.checks(rec.id, 20)?, s.uptime_ratios(&[rec.id], now_ms())?);
+            Ok(Some((rec, recent, uptimes)))
+        })
+        .await?
+        .ok_or(ApiError::NotFound(name))?;
     let id = rec.id;
-    let (recent, uptimes) = app
-        .read(move |s| Ok((s.checks(id, 20)?, s.uptime_ratios(&[id], now_ms())?)))
-        .await?;
     let view = ServiceView {
         uptime: Some(uptimes.get(&id).copied().unwrap_or_default()),
         recent_checks: Some(&recent),
@@ -266,9 +275,17 @@ pub(super) async fn checks(
     q: Query,
 ) -> Result<Json<CheckList>, ApiError> {
     let limit = q.limit("limit", 100, MAX_LIMIT)?;
-    let rec = app.service(&name).await?;
-    let id = rec.id;
-    let rows = app.read(move |s| s.checks(id, limit)).await?;
+    let n = name.clone();
+    let (rec, rows) = app
+        .read(move |s| {
+            let Some(rec) = s.get_service(&n)? else {
+                return Ok(None);
+            };
+            let rows = s.checks(rec.id, limit)?;
+            Ok(Some((rec, rows)))
+        })
+        .await?
+        .ok_or(ApiError::NotFound(name))?;
     Ok(Json(CheckList {
         service: rec.spec.name,
         checks: rows.iter().map(check_dto).collect(),
