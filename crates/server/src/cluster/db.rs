@@ -35,8 +35,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// its writes (cluster/fence.rs), the lease round's `FOR UPDATE` — and the
 /// other nodes' claims, which skip those, could not take its buckets over
 /// until it resumed. (PostgreSQL does not apply it to a session in the
-/// middle of a `COPY`: a node paused inside the writer's `COPY` keeps its
-/// fence lock until it resumes or its connection is cut.) Shorter than
+/// middle of a `COPY`: a claiming node ends that one itself,
+/// `fence::END_STUCK_FENCES`.) Shorter than
 /// the 10 s lease expiry, so the locks are gone when the leases expire; the paused node's next
 /// statement then fails, its connection is opened again, and its stale
 /// writes are refused by the fence. No statement of the daemon keeps a

@@ -39,6 +39,33 @@ pub const FENCE_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1, hashtext
 /// release or give-up of `node`'s own leases runs it first.
 pub const FENCE_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
 
+/// How long after its lease ran out a node may still hold its fence lock
+/// before a claiming node ends the sessions that hold it
+/// ([`END_STUCK_FENCES`]): PostgreSQL itself ends a session left idle in
+/// its transaction after `IDLE_IN_TRANSACTION` (5 s, cluster/db.rs), so
+/// what still holds the lock then is a node stopped inside a statement
+/// the server does not time out, the writer's `COPY … FROM STDIN`.
+pub const STUCK_AFTER: std::time::Duration = super::db::IDLE_IN_TRANSACTION;
+
+/// Ends (`pg_terminate_backend`) the sessions, of this role, holding the
+/// fence lock of a node that owns one of the buckets `$1`, is not `$2`,
+/// and whose lease ran out more than `$4` ms ago; `$3` is [`FENCE_LOCK`].
+/// Returns how many. The ended transaction rolls back (its write was not
+/// acknowledged; the node retries it and the fence refuses it), and the
+/// next claim gets the lock. Only sessions of the same role: ending
+/// another role's needs `pg_signal_backend`, and its refusal would be an
+/// error.
+pub const END_STUCK_FENCES: &str = "SELECT count(pg_terminate_backend(l.pid))::bigint
+     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()
+       AND a.usename = current_user
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND l.classid = $3::int4::oid AND l.objsubid = 2
+       AND l.objid IN (
+         SELECT hashtext(n.id)::oid FROM nodes n
+         WHERE n.id <> $2 AND n.lease_until <= now() - $4::bigint * interval '1 millisecond'
+           AND EXISTS (SELECT 1 FROM buckets b WHERE b.owner = n.id AND b.bucket = ANY($1::int[])))";
+
 /// Why a fenced write cannot go ahead.
 #[derive(Debug, thiserror::Error)]
 pub enum FenceError {

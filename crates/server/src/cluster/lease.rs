@@ -39,7 +39,7 @@
 //! the node never renews a lease it stopped working on; the round after
 //! that claims as usual, each claim at a new epoch.
 
-use super::fence::{FENCE_EXCLUSIVE, FENCE_LOCK, FENCE_SHARED};
+use super::fence::{END_STUCK_FENCES, FENCE_EXCLUSIVE, FENCE_LOCK, FENCE_SHARED, STUCK_AFTER};
 use super::ClusterError;
 use deadpool_postgres::Pool;
 use healthchecker_core::cluster::{plan_round, Bucket, Epoch, Lease};
@@ -322,6 +322,9 @@ impl LeaseManager {
             )
             .await?;
         }
+        // Candidates left unclaimed: their owners may be stuck holding
+        // their fence locks (after the commit below).
+        let mut unclaimed: Vec<i32> = Vec::new();
         if plan.claim_limit > 0 {
             let candidates: Vec<i32> = plan.claim.iter().map(|b| i32::from(b.get())).collect();
             let limit = plan.claim_limit as i64;
@@ -364,11 +367,31 @@ impl LeaseManager {
                 )
                 .await?
             {
-                kept.leases.insert(bucket_of(r.get(0))?, Epoch(r.get(1)));
+                let b = bucket_of(r.get(0))?;
+                kept.leases.insert(b, Epoch(r.get(1)));
             }
+            unclaimed = candidates
+                .into_iter()
+                .filter(|b| bucket_of(*b).is_ok_and(|b| !kept.leases.contains_key(&b)))
+                .collect();
         }
         tx.commit().await?;
         self.first = false;
+        if !unclaimed.is_empty() {
+            // Outside the round's transaction: a refusal must not undo it.
+            let stuck = STUCK_AFTER.as_millis() as i64;
+            match client
+                .query_one(END_STUCK_FENCES, &[&unclaimed, &me, &FENCE_LOCK, &stuck])
+                .await
+            {
+                Ok(r) if r.get::<_, i64>(0) > 0 => tracing::warn!(
+                    ended = r.get::<_, i64>(0),
+                    "ended database sessions holding the fence lock of a node whose leases ran out (stopped inside a COPY?)"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %ClusterError::from(e), "cannot end the sessions of a node whose leases ran out"),
+            }
+        }
         if self.giving_up() {
             // Given up during the round: the next one releases.
             self.stand_down();

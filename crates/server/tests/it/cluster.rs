@@ -437,6 +437,50 @@ async fn no_bucket_changes_hands_while_its_owners_fenced_write_is_in_flight() {
     b.stop().await;
 }
 
+/// A node stopped inside its writer's `COPY` (`SIGSTOP`, a frozen VM)
+/// holds its fence lock in a session PostgreSQL does not time out (not
+/// idle in a transaction): once its lease has been out for
+/// `STUCK_AFTER`, a claiming node ends that session and takes the
+/// buckets; the stopped write is rolled back.
+#[tokio::test]
+async fn a_node_stopped_inside_a_copy_loses_its_buckets_and_its_write() {
+    let Some(c) = cluster().await else { return };
+    let cc = c.node("node-c");
+    wait_settled(&c, &[&cc], "node c to hold every bucket").await;
+    let before = c.owners().await["node-c"].clone();
+    let (&bucket, &epoch) = before.iter().next().unwrap();
+    let mut client = c.pool.get().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE copied (bucket int)")
+        .await
+        .unwrap();
+    let tx = client.transaction().await.unwrap();
+    fence(&tx, "node-c", bucket, epoch)
+        .await
+        .expect("c's write under its lease");
+    let sink = tx.copy_in("COPY copied FROM STDIN").await.unwrap();
+    let mut sink = std::pin::pin!(sink);
+    use futures_util::SinkExt;
+    sink.send(bytes::Bytes::from_static(b"1\n")).await.unwrap();
+    // c stops there: no more data, no release.
+    cc.abort().await;
+    let b = c.node("node-b");
+    wait_settled(&c, &[&b], "b to take c's buckets from inside c's COPY").await;
+    assert!(c.owners().await["node-b"][&bucket] > epoch);
+    // c's session was ended: its COPY cannot finish, nothing was written.
+    assert!(sink.as_mut().finish().await.is_err());
+    drop(tx);
+    drop(client);
+    let other = c.pool.get().await.unwrap();
+    let n: i64 = other
+        .query_one("SELECT count(*) FROM copied", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    b.stop().await;
+}
+
 /// Every bucket's owner and epoch, as the table says (live or not).
 async fn table(c: &Cluster) -> BTreeMap<Bucket, (Option<String>, Epoch)> {
     let client = c.pool.get().await.unwrap();
