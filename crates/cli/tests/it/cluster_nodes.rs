@@ -707,6 +707,67 @@ async fn events(http: &reqwest::Client, base: &str, name: &str) -> Vec<Value> {
         .collect()
 }
 
+/// What a failing takeover leaves to look at: the services not taken
+/// over and their buckets' lease rows, the cluster as `base` sees it, the
+/// database's sessions, and the nodes' latest warnings.
+async fn explain_untaken(
+    http: &reqwest::Client,
+    db: &str,
+    base: &str,
+    untaken: &[String],
+    nodes: &[&Proc],
+) -> String {
+    let buckets: Vec<i32> = untaken
+        .iter()
+        .map(|n| i32::from(Bucket::of(n).get()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut out = format!(
+        "{} services of {} buckets ({:?}…)",
+        untaken.len(),
+        buckets.len(),
+        &buckets[..buckets.len().min(8)]
+    );
+    let (client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test's PostgreSQL");
+    tokio::spawn(conn);
+    // Each row one line, put together by the server; the sessions not
+    // idle (in a transaction, or running a statement).
+    let rows = client
+        .query(
+            "SELECT format('%s of them owned by %s (epochs %s to %s), its lease ends in %s', \
+             count(*), b.owner, min(b.epoch), max(b.epoch), min(n.lease_until) - now()) \
+             FROM buckets b LEFT JOIN nodes n ON n.id = b.owner \
+             WHERE b.bucket = ANY($1) GROUP BY b.owner",
+            &[&buckets],
+        )
+        .await
+        .unwrap();
+    let sessions = client
+        .query(
+            "SELECT format('session %s: %s, waiting %s/%s, in a transaction for %s: %s', \
+             pid, state, wait_event_type, wait_event, now() - xact_start, left(query, 120)) \
+             FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND state <> 'idle'",
+            &[],
+        )
+        .await
+        .unwrap();
+    for r in rows.iter().chain(&sessions) {
+        out.push('\n');
+        out.push_str(r.get::<_, &str>(0));
+    }
+    out.push_str(&format!("\ncluster: {}", cluster(http, base).await));
+    for (i, n) in nodes.iter().enumerate() {
+        for w in n.warnings() {
+            out.push_str(&format!("\nn{}: {w}", i + 1));
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_node_is_fenced_and_rejoins_and_a_database_restart_loses_nothing() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
@@ -739,22 +800,25 @@ async fn a_paused_node_is_fenced_and_rejoins_and_a_database_restart_loses_nothin
     let pid = n2.child.id();
     signal(pid, "-STOP");
     let paused = Instant::now();
-    wait_for(
-        "n2's services checked by the others",
-        Duration::from_secs(40),
-        || async {
-            of_n2
-                .iter()
-                .all(|i| {
-                    target
-                        .hits_of(&name(*i))
-                        .iter()
-                        .any(|t| *t > paused + Duration::from_secs(1))
-                })
-                .then_some(())
-        },
-    )
-    .await;
+    let untaken = || {
+        of_n2
+            .iter()
+            .filter(|i| {
+                !target
+                    .hits_of(&name(**i))
+                    .iter()
+                    .any(|t| *t > paused + Duration::from_secs(1))
+            })
+            .map(|i| name(*i))
+            .collect::<Vec<String>>()
+    };
+    while !untaken().is_empty() {
+        if paused.elapsed() > Duration::from_secs(40) {
+            let why = explain_untaken(&http, &db, &bases[0], &untaken(), &[&n1, &n2, &n3]).await;
+            panic!("after 40 s, n2's services not all checked by the others: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     wait_split(&http, &bases[0], 2).await;
     assert!(
         paused.elapsed() > Duration::from_secs(10),

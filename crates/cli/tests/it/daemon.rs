@@ -20,7 +20,13 @@ pub fn bin() -> Command {
 pub struct Proc {
     pub child: Child,
     pub url: String,
+    /// Its latest warnings and errors (JSON log lines), for a failing
+    /// test to print ([`Proc::warnings`]).
+    warnings: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
+
+/// Warnings and errors a [`Proc`] keeps.
+const KEPT_WARNINGS: usize = 40;
 
 impl Proc {
     /// Starts `serve` on 127.0.0.1:0 with `db` and mDNS off, waits for its address.
@@ -52,9 +58,19 @@ impl Proc {
             .expect("spawn healthchecker");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let warnings =
+            std::sync::Arc::<std::sync::Mutex<std::collections::VecDeque<String>>>::default();
+        let kept = warnings.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
+                    let mut k = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    if k.len() == KEPT_WARNINGS {
+                        k.pop_front();
+                    }
+                    k.push_back(line.clone());
+                }
                 if !sent {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                         if v["fields"]["message"] == "listening" {
@@ -71,7 +87,14 @@ impl Proc {
         Proc {
             child,
             url: format!("http://{addr}"),
+            warnings,
         }
+    }
+
+    /// Its latest warnings and errors, oldest first.
+    pub fn warnings(&self) -> Vec<String> {
+        let k = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        k.iter().cloned().collect()
     }
 
     /// Sends SIGKILL and reaps the process.
