@@ -54,16 +54,21 @@ pub const STUCK_AFTER: std::time::Duration = super::db::IDLE_IN_TRANSACTION;
 /// acknowledged; the node retries it and the fence refuses it), and the
 /// next claim gets the lock. Only sessions of the same role: ending
 /// another role's needs `pg_signal_backend`, and its refusal would be an
-/// error.
+/// error. Only the lock held shared (a fenced write or the owner's round;
+/// a claiming node holds it exclusive) by a transaction begun before the
+/// lease ran out (a later one cannot pass the fence: a node back from a
+/// pause, in its first round, is left alone).
 pub const END_STUCK_FENCES: &str = "SELECT count(pg_terminate_backend(l.pid))::bigint
      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
      WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()
        AND a.usename = current_user
        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-       AND l.classid = $3::int4::oid AND l.objsubid = 2
-       AND l.objid IN (
-         SELECT hashtext(n.id)::oid FROM nodes n
-         WHERE n.id <> $2 AND n.lease_until <= now() - $4::bigint * interval '1 millisecond'
+       AND l.classid = $3::int4::oid AND l.objsubid = 2 AND l.mode = 'ShareLock'
+       AND EXISTS (
+         SELECT 1 FROM nodes n
+         WHERE hashtext(n.id)::oid = l.objid AND n.id <> $2
+           AND n.lease_until <= now() - $4::bigint * interval '1 millisecond'
+           AND a.xact_start <= n.lease_until
            AND EXISTS (SELECT 1 FROM buckets b WHERE b.owner = n.id AND b.bucket = ANY($1::int[])))";
 
 /// Why a fenced write cannot go ahead.
